@@ -1,0 +1,159 @@
+//! Decoding of ring-buffer records into typed events.
+
+use core::{fmt, mem::size_of};
+
+use crate::{AllocEvent, EventHeader, EventKind, FreeEvent, MAX_FRAMES, ProcessEvent};
+
+/// A decoded ring-buffer record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "most records are allocations: boxing them would add a heap allocation per event and save nothing"
+)]
+pub enum Event {
+    Alloc(AllocEvent),
+    Free(FreeEvent),
+    Exit(ProcessEvent),
+    Exec(ProcessEvent),
+}
+
+impl Event {
+    /// The record's header.
+    pub const fn header(&self) -> &EventHeader {
+        match self {
+            Self::Alloc(e) => &e.header,
+            Self::Free(e) => &e.header,
+            Self::Exit(e) | Self::Exec(e) => &e.header,
+        }
+    }
+}
+
+/// Why a record could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The record is shorter than its kind requires.
+    Short { kind: u32, len: usize, need: usize },
+    /// The header names no known kind.
+    UnknownKind(u32),
+    /// An allocation record claims more frames than it can hold.
+    BadFrameCount(u32),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Short { kind, len, need } => {
+                write!(f, "record of kind {kind} is {len} bytes, needs {need}")
+            }
+            Self::UnknownKind(kind) => write!(f, "unknown record kind {kind}"),
+            Self::BadFrameCount(n) => write!(f, "allocation record claims {n} frames, at most {MAX_FRAMES} fit"),
+        }
+    }
+}
+
+impl core::error::Error for DecodeError {}
+
+/// Reads a `T` from the start of `bytes`, which must hold at least `size_of::<T>()` bytes.
+fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
+    let need = size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short { kind, len: bytes.len(), need });
+    }
+    // SAFETY: the length is checked above; every `T` used here is a `#[repr(C)]` struct of integers
+    // (and integer arrays) for which every bit pattern is valid; `read_unaligned` has no alignment needs.
+    Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let header: EventHeader = read(bytes, 0)?;
+    match EventKind::from_raw(header.kind) {
+        Some(EventKind::Alloc) => {
+            let event: AllocEvent = read(bytes, header.kind)?;
+            if event.nframes as usize > MAX_FRAMES {
+                return Err(DecodeError::BadFrameCount(event.nframes));
+            }
+            Ok(Event::Alloc(event))
+        }
+        Some(EventKind::Free) => read(bytes, header.kind).map(Event::Free),
+        Some(EventKind::Exit) => read(bytes, header.kind).map(Event::Exit),
+        Some(EventKind::Exec) => read(bytes, header.kind).map(Event::Exec),
+        None => Err(DecodeError::UnknownKind(header.kind)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::{ALLOC_FLAG_REPLACES_OLD, AllocFn};
+
+    fn bytes_of<T>(value: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a plain `#[repr(C)]` value with no padding holes (explicit pad fields).
+        unsafe { core::slice::from_raw_parts(core::ptr::from_ref::<T>(value).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn header(kind: EventKind) -> EventHeader {
+        EventHeader { kind: kind as u32, pad: 0, ts_ns: 123_456_789, tgid: 4242, tid: 4243 }
+    }
+
+    #[test]
+    fn alloc_round_trip() {
+        let mut frames = [0u64; MAX_FRAMES];
+        frames[0] = 0x5555_0000_1234;
+        frames[1] = 0x5555_0000_5678;
+        let event = AllocEvent {
+            header: header(EventKind::Alloc),
+            addr: 0x7f00_dead_beef,
+            size: 4096,
+            old_addr: 0x7f00_0000_1000,
+            func: AllocFn::Realloc as u32,
+            nframes: 2,
+            flags: ALLOC_FLAG_REPLACES_OLD,
+            pad: 0,
+            comm: *b"leaker\0\0\0\0\0\0\0\0\0\0",
+            frames,
+        };
+        assert_eq!(decode(&bytes_of(&event)), Ok(Event::Alloc(event)));
+    }
+
+    #[test]
+    fn free_and_process_round_trip() {
+        let free = FreeEvent { header: header(EventKind::Free), addr: 0x1000 };
+        assert_eq!(decode(&bytes_of(&free)), Ok(Event::Free(free)));
+        let exit = ProcessEvent { header: header(EventKind::Exit), comm: [b'x'; 16] };
+        assert_eq!(decode(&bytes_of(&exit)), Ok(Event::Exit(exit)));
+        let exec = ProcessEvent { header: header(EventKind::Exec), comm: [b'y'; 16] };
+        assert_eq!(decode(&bytes_of(&exec)), Ok(Event::Exec(exec)));
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        assert_eq!(decode(&[1, 0, 0]), Err(DecodeError::Short { kind: 0, len: 3, need: 24 }));
+        let free = FreeEvent { header: header(EventKind::Free), addr: 0x1000 };
+        let bytes = bytes_of(&free);
+        assert_eq!(decode(&bytes[..30]), Err(DecodeError::Short { kind: 2, len: 30, need: 32 }));
+        let mut unknown = bytes.clone();
+        unknown[0] = 99;
+        assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn too_many_frames_is_an_error() {
+        let event = AllocEvent {
+            header: header(EventKind::Alloc),
+            addr: 1,
+            size: 1,
+            old_addr: 0,
+            func: AllocFn::Malloc as u32,
+            nframes: 65,
+            flags: 0,
+            pad: 0,
+            comm: [0; 16],
+            frames: [0; MAX_FRAMES],
+        };
+        assert_eq!(decode(&bytes_of(&event)), Err(DecodeError::BadFrameCount(65)));
+    }
+}

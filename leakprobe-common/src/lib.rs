@@ -1,0 +1,349 @@
+//! Types shared by the leakprobe eBPF programs and the daemon.
+//!
+//! This crate is the only definition of every record that crosses the kernel/user boundary, of every map
+//! name and size, and of every tunable global. Everything is `#[repr(C)]` with fixed-width fields and
+//! explicit padding; sizes are asserted at compile time so both sides agree on the layout.
+#![no_std]
+
+#[cfg(feature = "user")]
+mod decode;
+
+#[cfg(feature = "user")]
+pub use decode::{DecodeError, Event, decode};
+
+/// Names of the maps in the eBPF object.
+pub mod maps {
+    /// Ring buffer carrying [`crate::AllocEvent`], [`crate::FreeEvent`] and [`crate::ProcessEvent`].
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-thread in-flight allocator call, keyed by `pid_tgid`, value [`crate::InFlight`].
+    pub const INFLIGHT: &str = "INFLIGHT";
+    /// Addresses reported as live, keyed by [`crate::LiveKey`], value: allocation time (ns, monotonic).
+    pub const LIVE: &str = "LIVE";
+    /// Per-CPU event and loss counters, indexed by [`crate::Counter`].
+    pub const COUNTERS: &str = "COUNTERS";
+}
+
+/// Names of the tunable globals the loader sets before load.
+pub mod globals {
+    /// Thread-group id of the daemon itself: its own allocations are never traced.
+    pub const OWN_TGID: &str = "OWN_TGID";
+    /// Byte offset of `group_dead` in the `sched/sched_process_exit` record, read from the tracepoint's
+    /// format file at run time; [`crate::NO_FIELD`] when this kernel has no such field.
+    pub const EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
+}
+
+/// Value of an offset global meaning "this kernel has no such field".
+pub const NO_FIELD: u32 = u32::MAX;
+
+/// Size of the event ring buffer in bytes (a power of two, a multiple of the page size).
+pub const RING_BUF_BYTES: u32 = 32 << 20;
+/// Live allocations the kernel can track at once, over all processes.
+pub const LIVE_MAX_ENTRIES: u32 = 1 << 21;
+/// Threads that can be inside an allocator call at once.
+pub const INFLIGHT_MAX_ENTRIES: u32 = 1 << 15;
+/// User stack frames captured per allocation; deeper stacks are truncated (and counted).
+pub const MAX_FRAMES: usize = 64;
+
+/// Kind of a ring-buffer record, the first field of every [`EventHeader`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// An [`AllocEvent`].
+    Alloc = 1,
+    /// A [`FreeEvent`].
+    Free = 2,
+    /// A [`ProcessEvent`]: the last thread of a process exited.
+    Exit = 3,
+    /// A [`ProcessEvent`]: a process called `execve`; its old address space is gone.
+    Exec = 4,
+}
+
+impl EventKind {
+    /// The kind with this raw value, if any.
+    pub const fn from_raw(raw: u32) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Alloc),
+            2 => Some(Self::Free),
+            3 => Some(Self::Exit),
+            4 => Some(Self::Exec),
+            _ => None,
+        }
+    }
+}
+
+/// The allocator entry point an allocation came through.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AllocFn {
+    Malloc = 1,
+    Calloc = 2,
+    Realloc = 3,
+    Reallocarray = 4,
+    PosixMemalign = 5,
+    AlignedAlloc = 6,
+    Memalign = 7,
+    Valloc = 8,
+    Pvalloc = 9,
+}
+
+impl AllocFn {
+    /// Every allocating entry point, in the order they are attached.
+    pub const ALL: [Self; 9] = [
+        Self::Malloc,
+        Self::Calloc,
+        Self::Realloc,
+        Self::Reallocarray,
+        Self::PosixMemalign,
+        Self::AlignedAlloc,
+        Self::Memalign,
+        Self::Valloc,
+        Self::Pvalloc,
+    ];
+
+    /// The C symbol of this entry point.
+    pub const fn symbol(self) -> &'static str {
+        match self {
+            Self::Malloc => "malloc",
+            Self::Calloc => "calloc",
+            Self::Realloc => "realloc",
+            Self::Reallocarray => "reallocarray",
+            Self::PosixMemalign => "posix_memalign",
+            Self::AlignedAlloc => "aligned_alloc",
+            Self::Memalign => "memalign",
+            Self::Valloc => "valloc",
+            Self::Pvalloc => "pvalloc",
+        }
+    }
+
+    /// Name of the eBPF program attached at this function's entry. Functions with the same argument
+    /// layout share a program (`aligned_alloc`/`memalign`, `valloc`/`pvalloc`): the entry records which
+    /// one it was from the program's own constant.
+    pub const fn entry_program(self) -> &'static str {
+        match self {
+            Self::Malloc => "malloc_enter",
+            Self::Calloc => "calloc_enter",
+            Self::Realloc => "realloc_enter",
+            Self::Reallocarray => "reallocarray_enter",
+            Self::PosixMemalign => "posix_memalign_enter",
+            Self::AlignedAlloc => "aligned_alloc_enter",
+            Self::Memalign => "memalign_enter",
+            Self::Valloc => "valloc_enter",
+            Self::Pvalloc => "pvalloc_enter",
+        }
+    }
+
+    /// The function with this raw value, if any.
+    pub const fn from_raw(raw: u32) -> Option<Self> {
+        match raw {
+            1 => Some(Self::Malloc),
+            2 => Some(Self::Calloc),
+            3 => Some(Self::Realloc),
+            4 => Some(Self::Reallocarray),
+            5 => Some(Self::PosixMemalign),
+            6 => Some(Self::AlignedAlloc),
+            7 => Some(Self::Memalign),
+            8 => Some(Self::Valloc),
+            9 => Some(Self::Pvalloc),
+            _ => None,
+        }
+    }
+}
+
+/// Name of the return program shared by every allocating entry point.
+pub const ALLOC_EXIT_PROGRAM: &str = "alloc_exit";
+/// Name of the program on `free`.
+pub const FREE_PROGRAM: &str = "free_enter";
+/// Name of the `sched/sched_process_exit` program.
+pub const EXIT_PROGRAM: &str = "sched_process_exit";
+/// Name of the `sched/sched_process_exec` program.
+pub const EXEC_PROGRAM: &str = "sched_process_exec";
+
+/// Leading part of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventHeader {
+    /// An [`EventKind`] as `u32`.
+    pub kind: u32,
+    /// Padding, always zero.
+    pub pad: u32,
+    /// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) when the event happened.
+    pub ts_ns: u64,
+    /// Thread-group id (the process id as userspace sees it, in the root pid namespace).
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+}
+
+/// `flags` bit of [`AllocEvent`]: `bpf_get_stack` failed; `nframes` is 0.
+pub const ALLOC_FLAG_STACK_ERROR: u32 = 1;
+/// `flags` bit of [`AllocEvent`]: the stack was deeper than [`MAX_FRAMES`] and was cut.
+pub const ALLOC_FLAG_STACK_TRUNCATED: u32 = 1 << 1;
+/// `flags` bit of [`AllocEvent`]: `old_addr` was live and is freed by this event (a moving or
+/// in-place `realloc`).
+pub const ALLOC_FLAG_REPLACES_OLD: u32 = 1 << 2;
+
+/// A successful allocation, emitted from the return probe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocEvent {
+    pub header: EventHeader,
+    /// Address returned to the caller.
+    pub addr: u64,
+    /// Bytes the caller asked for (`nmemb * size` for `calloc`/`reallocarray`).
+    pub size: u64,
+    /// For `realloc`/`reallocarray` of a live block: the old address, freed by this event when
+    /// [`ALLOC_FLAG_REPLACES_OLD`] is set. Zero otherwise.
+    pub old_addr: u64,
+    /// An [`AllocFn`] as `u32`.
+    pub func: u32,
+    /// Number of valid entries in `frames`.
+    pub nframes: u32,
+    /// `ALLOC_FLAG_*` bits.
+    pub flags: u32,
+    /// Padding, always zero.
+    pub pad: u32,
+    /// `comm` of the allocating thread, NUL-padded.
+    pub comm: [u8; 16],
+    /// User stack, innermost first: the first frame is the allocator's caller.
+    pub frames: [u64; MAX_FRAMES],
+}
+
+/// A `free` (or `realloc(p, 0)`) of an address that was reported live.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FreeEvent {
+    pub header: EventHeader,
+    /// The freed address.
+    pub addr: u64,
+}
+
+/// A process exited (its last thread) or exec'd.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessEvent {
+    pub header: EventHeader,
+    /// `comm` of the process (after exec: the new one), NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// Per-thread state between an allocator's entry and its return, in [`maps::INFLIGHT`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    /// Stack pointer at entry. A later entry whose stack pointer is below it is a nested call
+    /// (the allocator calling itself) and is ignored; a return whose stack pointer is above it is
+    /// this call's return.
+    pub sp: u64,
+    /// Requested bytes.
+    pub size: u64,
+    /// `realloc`'s old pointer, or `posix_memalign`'s out-pointer; zero otherwise.
+    pub ptr_arg: u64,
+    /// An [`AllocFn`] as `u32`.
+    pub func: u32,
+    /// Padding, always zero.
+    pub pad: u32,
+}
+
+/// Key of [`maps::LIVE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LiveKey {
+    pub tgid: u32,
+    /// Padding, always zero.
+    pub pad: u32,
+    pub addr: u64,
+}
+
+/// Index of a per-CPU counter in [`maps::COUNTERS`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Allocations reported to userspace.
+    Allocs = 0,
+    /// Frees of reported addresses sent to userspace.
+    Frees = 1,
+    /// Frees of addresses never reported (allocated before attach, or untracked): no event sent.
+    FreesUnknown = 2,
+    /// Allocator calls that failed (NULL or an error code): not allocations.
+    FailedAllocs = 3,
+    /// Allocator calls made inside another allocator call on the same thread: ignored.
+    NestedCalls = 4,
+    /// Returns with no matching entry (entry missed or in-flight state lost).
+    UnmatchedReturns = 5,
+    /// Allocation events lost: ring buffer full.
+    RingBufFullAlloc = 6,
+    /// Free events lost: ring buffer full (the block stays counted as live).
+    RingBufFullFree = 7,
+    /// Exit/exec events lost: ring buffer full.
+    RingBufFullProcess = 8,
+    /// Allocations not tracked: the live-address map was full.
+    LiveMapFull = 9,
+    /// Allocator calls not tracked: the in-flight map was full.
+    InFlightMapFull = 10,
+    /// `bpf_get_stack` failed: the allocation is reported with no stack.
+    StackErrors = 11,
+    /// Stacks deeper than [`MAX_FRAMES`], cut.
+    StackTruncated = 12,
+    /// `posix_memalign`'s out-pointer could not be read.
+    ReadErrors = 13,
+}
+
+impl Counter {
+    /// Number of counters (the size of [`maps::COUNTERS`]).
+    pub const COUNT: u32 = 14;
+
+    /// Every counter, in index order.
+    pub const ALL: [Self; Self::COUNT as usize] = [
+        Self::Allocs,
+        Self::Frees,
+        Self::FreesUnknown,
+        Self::FailedAllocs,
+        Self::NestedCalls,
+        Self::UnmatchedReturns,
+        Self::RingBufFullAlloc,
+        Self::RingBufFullFree,
+        Self::RingBufFullProcess,
+        Self::LiveMapFull,
+        Self::InFlightMapFull,
+        Self::StackErrors,
+        Self::StackTruncated,
+        Self::ReadErrors,
+    ];
+
+    /// Stable `snake_case` name, used in `status` output and metric names.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Allocs => "allocs",
+            Self::Frees => "frees",
+            Self::FreesUnknown => "frees_unknown",
+            Self::FailedAllocs => "failed_allocs",
+            Self::NestedCalls => "nested_calls",
+            Self::UnmatchedReturns => "unmatched_returns",
+            Self::RingBufFullAlloc => "ringbuf_full_alloc",
+            Self::RingBufFullFree => "ringbuf_full_free",
+            Self::RingBufFullProcess => "ringbuf_full_process",
+            Self::LiveMapFull => "live_map_full",
+            Self::InFlightMapFull => "inflight_map_full",
+            Self::StackErrors => "stack_errors",
+            Self::StackTruncated => "stack_truncated",
+            Self::ReadErrors => "read_errors",
+        }
+    }
+}
+
+const _: () = assert!(size_of::<EventHeader>() == 24);
+const _: () = assert!(size_of::<AllocEvent>() == 24 + 8 * 3 + 4 * 4 + 16 + 8 * MAX_FRAMES);
+const _: () = assert!(size_of::<FreeEvent>() == 32);
+const _: () = assert!(size_of::<ProcessEvent>() == 40);
+const _: () = assert!(size_of::<InFlight>() == 32);
+const _: () = assert!(size_of::<LiveKey>() == 16);
+const _: () = assert!(align_of::<AllocEvent>() == 8);
+const _: () = assert!(Counter::ALL.len() == Counter::COUNT as usize);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` structs of integers with explicit padding fields: every bit pattern is valid.
+    unsafe impl aya::Pod for super::InFlight {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LiveKey {}
+}

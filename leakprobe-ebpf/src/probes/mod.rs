@@ -1,0 +1,5 @@
+//! The programs, one module per family. Every program is a thin wrapper over a `try_` function.
+
+mod alloc;
+mod free;
+mod process;

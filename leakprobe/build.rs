@@ -1,0 +1,25 @@
+//! Builds the eBPF object (`leakprobe-ebpf`, for `bpfel-unknown-none`, with the nightly toolchain and
+//! bpf-linker) and leaves it in `OUT_DIR` for `include_bytes_aligned!`.
+
+use std::{env, path::PathBuf};
+
+use anyhow::{Context as _, bail};
+use aya_build::{Package, Toolchain};
+
+fn main() -> anyhow::Result<()> {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let workspace = manifest.parent().context("the crate sits in the workspace")?.to_path_buf();
+    // `cargo xtask setup` installs bpf-linker here; put it first on PATH for the nested eBPF build.
+    let tools = workspace.join("target").join("tools").join("bin");
+    let mut paths = vec![tools];
+    paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+    if !paths.iter().any(|dir| dir.join("bpf-linker").exists()) {
+        bail!("bpf-linker not found: run `cargo xtask setup` (it builds bpf-linker against the nightly's LLVM)");
+    }
+    // SAFETY: the build script is single-threaded; the child cargo that aya-build spawns inherits PATH.
+    unsafe { env::set_var("PATH", env::join_paths(paths)?) };
+    let ebpf_dir = workspace.join("leakprobe-ebpf");
+    let root_dir = ebpf_dir.to_str().context("non-UTF-8 workspace path")?;
+    let package = Package { name: "leakprobe-ebpf", root_dir, ..Package::default() };
+    aya_build::build_ebpf([package], Toolchain::default())
+}

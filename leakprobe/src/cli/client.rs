@@ -1,0 +1,36 @@
+//! HTTP over the daemon's unix socket.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::{Request, body::Bytes};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixStream;
+
+use crate::protocol::ErrorResponse;
+
+/// `GET path_and_query` from the daemon at `socket`, parsed as `T`.
+pub async fn get<T: DeserializeOwned>(socket: &Path, path_and_query: &str) -> Result<T> {
+    let stream = UnixStream::connect(socket).await.with_context(|| {
+        format!("cannot reach the daemon at {} (is `leakprobe run` running? see --socket)", socket.display())
+    })?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("HTTP handshake")?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            log::debug!("connection: {err}");
+        }
+    });
+    let request = Request::get(path_and_query).header("host", "leakprobe").body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await.context("sending the request")?;
+    let status = response.status();
+    let body = response.into_body().collect().await.context("reading the response")?.to_bytes();
+    if !status.is_success() {
+        let message = serde_json::from_slice::<ErrorResponse>(&body)
+            .map_or_else(|_| String::from_utf8_lossy(&body).into_owned(), |e| e.error);
+        bail!("the daemon answered {status}: {message}");
+    }
+    serde_json::from_slice(&body).context("the daemon's answer is not the expected JSON")
+}

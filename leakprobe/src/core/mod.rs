@@ -1,0 +1,4 @@
+//! The pure core: no I/O, no tokio, no aya; time comes in as a parameter (the events' timestamps).
+
+pub mod stacks;
+pub mod table;

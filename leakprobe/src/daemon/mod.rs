@@ -1,0 +1,122 @@
+//! `leakprobe run`: wiring, supervision, shutdown.
+//!
+//! Start-up order: check and load (nothing attached yet), start the consumers, attach, then bind the socket
+//! (so a socket that answers means the probes are attached). Shutdown on SIGINT/SIGTERM or on the first task
+//! to fail: every task stops, the probes are detached (dropping the `Ebpf` closes every link) and the socket
+//! is removed.
+
+mod purge;
+pub mod state;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, atomic::AtomicU64},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+
+use self::state::{Request, State};
+use crate::{
+    core::table::{Limits, Table},
+    ingest,
+    probes::{ProbeConfig, Probes},
+    procfs::Clock,
+    server,
+    symbolize::SymbolizerHandle,
+};
+
+/// Everything `leakprobe run` needs.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub socket: PathBuf,
+    pub socket_mode: u32,
+    pub probes: ProbeConfig,
+    pub limits: Limits,
+}
+
+/// Runs the daemon until SIGINT/SIGTERM.
+pub async fn run(config: DaemonConfig) -> Result<()> {
+    let started = Instant::now();
+    server::check_socket_free(&config.socket)?;
+    let (mut probes, maps) = Probes::load(&config.probes)?;
+    let shutdown = CancellationToken::new();
+    let (batch_tx, batch_rx) = mpsc::channel(64);
+    let (request_tx, request_rx) = mpsc::channel(64);
+    let purged_entries = Arc::new(AtomicU64::new(0));
+    let (purger, purger_thread) = purge::spawn(maps.live, purged_entries.clone()).context("starting the purger")?;
+    let state = State {
+        table: Table::new(config.limits),
+        counters: maps.counters,
+        purger,
+        purged_entries,
+        symbolizer: SymbolizerHandle::spawn().context("starting the symbolizer")?,
+        clock: Clock::new(),
+        started,
+        attach_points: Vec::new(),
+        decode_errors: 0,
+        batches: 0,
+    };
+
+    let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        ingest::run(maps.events, batch_tx, token).await.context("reading the ring buffer")?;
+        Ok("ingest")
+    });
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        state.run(batch_rx, request_rx, token).await;
+        Ok("state")
+    });
+
+    probes.attach()?;
+    let points = probes.attach_points().to_vec();
+    log::info!("attached {} probes to {}", points.len(), probes.libc().path.display());
+    request_tx.send(Request::Attached(points)).await.map_err(|_| anyhow!("the state task ended at start-up"))?;
+
+    let listener = server::bind(&config.socket, config.socket_mode)?;
+    log::info!("serving on {}", config.socket.display());
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        server::serve(listener, request_tx, token).await.context("serving the socket API")?;
+        Ok("server")
+    });
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        tokio::select! {
+            _ = term.recv() => log::info!("SIGTERM: shutting down"),
+            _ = int.recv() => log::info!("SIGINT: shutting down"),
+            () = token.cancelled() => {}
+        }
+        Ok("signals")
+    });
+
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        shutdown.cancel();
+        match joined {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                log::error!("{err:#}");
+                failure.get_or_insert(err);
+            }
+            Err(join_error) => {
+                failure.get_or_insert(anyhow!("a task panicked: {join_error}"));
+            }
+        }
+    }
+    drop(probes);
+    server::remove_socket(&config.socket);
+    // The state task is gone, so is the purger's sender: the thread finishes its queue and ends.
+    let _ = purger_thread.join();
+    failure.map_or(Ok(()), Err)
+}

@@ -1,0 +1,135 @@
+//! The socket API: HTTP/1.1 + JSON on a unix socket (see [`crate::protocol`]).
+
+use std::{
+    fs,
+    io::ErrorKind,
+    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
+    path::Path,
+};
+
+use axum::{
+    Json, Router,
+    extract::{Query, State, rejection::QueryRejection},
+    http::{Method, StatusCode, Uri},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tokio::{
+    net::UnixListener,
+    sync::{mpsc, oneshot},
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    daemon::state::Request,
+    protocol::{ErrorResponse, STATUS_PATH, TOP_PATH, TopQuery},
+};
+
+/// Why the socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("another leakprobe daemon is already serving on {0}")]
+    InUse(String),
+    #[error("{path} exists and is not a socket; refusing to remove it")]
+    NotASocket { path: String },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SocketError + '_ {
+    move |source| SocketError::Io { path: path.display().to_string(), source }
+}
+
+/// Fails if a live daemon serves on `path`; removes a stale socket file left by a killed daemon.
+pub fn check_socket_free(path: &Path) -> Result<(), SocketError> {
+    match fs::symlink_metadata(path) {
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(io_error(path)(err)),
+        Ok(meta) if !meta.file_type().is_socket() => Err(SocketError::NotASocket { path: path.display().to_string() }),
+        Ok(_) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(SocketError::InUse(path.display().to_string()));
+            }
+            log::info!("removing stale socket {}", path.display());
+            fs::remove_file(path).map_err(io_error(path))
+        }
+    }
+}
+
+/// Binds the socket (creating its directory) and sets its mode.
+pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, SocketError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+    }
+    check_socket_free(path)?;
+    let listener = UnixListener::bind(path).map_err(io_error(path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_error(path))?;
+    Ok(listener)
+}
+
+/// Removes the socket file at shutdown.
+pub fn remove_socket(path: &Path) {
+    if let Err(err) = fs::remove_file(path)
+        && err.kind() != ErrorKind::NotFound
+    {
+        log::warn!("removing {}: {err}", path.display());
+    }
+}
+
+/// An error answer: a status and a one-line message, sent as [`ErrorResponse`].
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorResponse { error: self.1 })).into_response()
+    }
+}
+
+type Requests = mpsc::Sender<Request>;
+
+/// Serves until `shutdown` is cancelled.
+pub async fn serve(listener: UnixListener, requests: Requests, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router(requests)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+fn router(requests: Requests) -> Router {
+    Router::new()
+        .route(STATUS_PATH, get(status))
+        .route(TOP_PATH, get(top))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(requests)
+}
+
+async fn ask<T>(requests: &Requests, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, ApiError> {
+    let unavailable = || ApiError(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down".into());
+    let (tx, rx) = oneshot::channel();
+    requests.send(make(tx)).await.map_err(|_| unavailable())?;
+    rx.await.map_err(|_| unavailable())
+}
+
+async fn status(State(requests): State<Requests>) -> Result<Response, ApiError> {
+    Ok(Json(ask(&requests, Request::Status).await?).into_response())
+}
+
+async fn top(
+    State(requests): State<Requests>,
+    query: Result<Query<TopQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError(StatusCode::BAD_REQUEST, format!("bad query for {TOP_PATH}: {}", rejection.body_text()))
+    })?;
+    Ok(Json(ask(&requests, |tx| Request::Top(query, tx)).await?).into_response())
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no endpoint {method} {}; endpoints: GET {STATUS_PATH}, GET {TOP_PATH}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}; use GET", uri.path()))
+}

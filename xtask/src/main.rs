@@ -1,0 +1,62 @@
+//! Developer tasks: `cargo xtask setup|build|run|test|lint`.
+//!
+//! Every task that builds anything first runs `setup`, so each of them works on a fresh machine.
+
+mod setup;
+mod tasks;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// leakprobe's developer tasks.
+#[derive(Parser)]
+#[command(about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the eBPF toolchain (rust-src, bpf-linker against the nightly's own LLVM), cargo-nextest,
+    /// a C compiler, and mount the trace filesystems. Idempotent.
+    Setup,
+    /// Set up, then build the daemon (with its embedded eBPF object) in release mode.
+    Build,
+    /// Set up, build, and run the daemon with its embedded defaults (needs root).
+    Run {
+        /// Extra arguments passed to `leakprobe run`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every test: unit tests and the integration tests against the real eBPF programs
+    /// (needs root).
+    Test {
+        /// Extra arguments passed to `cargo nextest run` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then check formatting and run clippy on the workspace and on the eBPF crate.
+    Lint,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    let env = setup::setup(&root)?;
+    match cli.command {
+        Command::Setup => Ok(()),
+        Command::Build => tasks::build(&root, &env),
+        Command::Run { args } => tasks::run(&root, &env, &args),
+        Command::Test { args } => tasks::test(&root, &env, &args),
+        Command::Lint => tasks::lint(&root, &env),
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map_or(manifest.clone(), PathBuf::from)
+}

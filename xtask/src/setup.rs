@@ -1,0 +1,173 @@
+//! `cargo xtask setup`: everything the build and the tests need, from a fresh machine, idempotently.
+//!
+//! The eBPF crate is compiled by the nightly toolchain (for `-Z build-std=core`) and linked by
+//! bpf-linker, which must load the *same* LLVM as that nightly: bitcode from LLVM N does not link with
+//! LLVM M. So bpf-linker is built against the nightly's own `libLLVM.so`, with the `llvm-N` feature
+//! read from `rustc +nightly -vV`, and installed under `target/tools` (a fresh clone installs it anew).
+
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// The toolchain that compiles the eBPF crate (what aya-build runs through `rustup run`).
+pub const EBPF_TOOLCHAIN: &str = "nightly";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// What the other tasks need from setup.
+pub struct ToolEnv {
+    /// `PATH` with the installed tools first.
+    pub path: OsString,
+}
+
+pub fn setup(root: &Path) -> Result<ToolEnv> {
+    let tools = root.join("target").join("tools");
+    let bin = tools.join("bin");
+    mount_trace_filesystems();
+    ensure_rust_src()?;
+    ensure_bpf_linker(&tools)?;
+    ensure_c_compiler()?;
+    ensure_nextest()?;
+    let mut paths = vec![bin];
+    paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+    Ok(ToolEnv { path: env::join_paths(paths).context("PATH")? })
+}
+
+fn step(msg: &str) {
+    eprintln!("setup: {msg}");
+}
+
+/// Runs a command, failing with its command line when it fails.
+pub fn check(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("failed to start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its standard output.
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("failed to start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("{cmd:?} printed non-UTF-8"))
+}
+
+fn is_mounted(dir: &str) -> bool {
+    fs::read_to_string("/proc/self/mounts")
+        .is_ok_and(|mounts| mounts.lines().any(|line| line.split_whitespace().nth(1) == Some(dir)))
+}
+
+/// Mounts tracefs and debugfs where missing. Needs root; without it, says so and goes on (building does
+/// not need them, only running the daemon and the tests does).
+fn mount_trace_filesystems() {
+    for (fstype, dir) in [("tracefs", "/sys/kernel/tracing"), ("debugfs", "/sys/kernel/debug")] {
+        if is_mounted(dir) {
+            continue;
+        }
+        step(&format!("mounting {fstype} on {dir}"));
+        let result = Command::new("mount").args(["-t", fstype, "nodev", dir]).status();
+        if !result.is_ok_and(|s| s.success()) {
+            step(&format!("warning: could not mount {fstype} on {dir} (not root?); the daemon needs it"));
+        }
+    }
+}
+
+fn ensure_rust_src() -> Result<()> {
+    let installed =
+        output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN]))
+            .with_context(|| format!("the `{EBPF_TOOLCHAIN}` toolchain is needed to build the eBPF programs"))?;
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        step(&format!("adding rust-src to {EBPF_TOOLCHAIN}"));
+        check(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]))?;
+    }
+    Ok(())
+}
+
+/// The LLVM major version and the shared LLVM library of the eBPF toolchain.
+fn toolchain_llvm() -> Result<(u32, PathBuf)> {
+    let version = output(Command::new("rustc").arg(format!("+{EBPF_TOOLCHAIN}")).arg("-vV"))?;
+    let llvm = version
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .context("`rustc -vV` printed no LLVM version")?;
+    let major: u32 = llvm
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .with_context(|| format!("unparsable LLVM version {llvm:?}"))?;
+    let sysroot = output(Command::new("rustc").arg(format!("+{EBPF_TOOLCHAIN}")).args(["--print", "sysroot"]))?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    // The real library is the regular file `libLLVM.so.<major>.<minor>-rust-...` (its SONAME); the
+    // `libLLVM-<major>-rust-...so` beside it is a linker script.
+    let mut found = None;
+    for entry in fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("libLLVM.so.{major}.")) {
+            found = Some(entry.path());
+        }
+    }
+    let path = found.with_context(|| format!("no libLLVM.so.{major}.* in {}", lib.display()))?;
+    Ok((major, path))
+}
+
+fn ensure_bpf_linker(tools: &Path) -> Result<()> {
+    let (major, libllvm) = toolchain_llvm()?;
+    let stamp_path = tools.join("bpf-linker.stamp");
+    let stamp = format!("bpf-linker {BPF_LINKER_VERSION} llvm-{major} {}\n", libllvm.display());
+    let binary = tools.join("bin").join("bpf-linker");
+    if binary.exists() && fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) {
+        return Ok(());
+    }
+    // A prefix whose lib/ holds the nightly's libLLVM under the two names the build and the loader look for:
+    // `libLLVM.so` for `-lLLVM`, and its SONAME for the RUNPATH that bpf-linker's build script records.
+    let prefix = tools.join("llvm");
+    let prefix_lib = prefix.join("lib");
+    fs::create_dir_all(&prefix_lib)?;
+    let soname = libllvm.file_name().context("libLLVM path has no file name")?;
+    for name in [OsString::from("libLLVM.so"), soname.to_os_string()] {
+        let link = prefix_lib.join(name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&libllvm, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), libllvm.display()))?;
+    }
+    step(&format!(
+        "building bpf-linker {BPF_LINKER_VERSION} against {} (LLVM {major}); this takes about two minutes",
+        libllvm.display()
+    ));
+    check(
+        Command::new("cargo")
+            .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--no-default-features"])
+            .args(["--features", &format!("llvm-{major}")])
+            .arg("--root")
+            .arg(tools)
+            .env("LLVM_PREFIX", &prefix),
+    )?;
+    fs::write(&stamp_path, stamp)?;
+    Ok(())
+}
+
+fn ensure_c_compiler() -> Result<()> {
+    if Command::new("gcc").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    step("installing gcc (the test fixtures are C programs)");
+    check(Command::new("apt-get").arg("update"))?;
+    check(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "gcc", "libc6-dev"]))
+}
+
+fn ensure_nextest() -> Result<()> {
+    if Command::new("cargo").args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    step("installing cargo-nextest");
+    check(Command::new("cargo").args(["install", "cargo-nextest", "--locked"]))
+}

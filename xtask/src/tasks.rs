@@ -1,0 +1,45 @@
+//! The tasks that run after setup.
+
+use std::{path::Path, process::Command};
+
+use anyhow::Result;
+
+use crate::setup::{EBPF_TOOLCHAIN, ToolEnv, check};
+
+/// `cargo` in the workspace root with the tools on `PATH`.
+fn cargo(root: &Path, env: &ToolEnv) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root).env("PATH", &env.path);
+    cmd
+}
+
+pub fn build(root: &Path, env: &ToolEnv) -> Result<()> {
+    check(cargo(root, env).args(["build", "--release", "--package", "leakprobe"]))
+}
+
+pub fn run_daemon(root: &Path, args: &[String]) -> Result<()> {
+    let binary = root.join("target").join("release").join("leakprobe");
+    check(Command::new(binary).arg("run").args(args))
+}
+
+pub fn run(root: &Path, env: &ToolEnv, args: &[String]) -> Result<()> {
+    build(root, env)?;
+    run_daemon(root, args)
+}
+
+pub fn test(root: &Path, env: &ToolEnv, args: &[String]) -> Result<()> {
+    // nextest runs every test in its own process, fails when no test ran, and prints one summary line.
+    check(cargo(root, env).args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(args))
+}
+
+pub fn lint(root: &Path, env: &ToolEnv) -> Result<()> {
+    check(cargo(root, env).args(["fmt", "--all", "--check"]))?;
+    check(cargo(root, env).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    // The eBPF crate as the kernel will see it: its own target, core built from source.
+    check(
+        cargo(root, env)
+            .arg(format!("+{EBPF_TOOLCHAIN}"))
+            .args(["clippy", "--package", "leakprobe-ebpf", "--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+            .args(["--", "-D", "warnings"]),
+    )
+}
