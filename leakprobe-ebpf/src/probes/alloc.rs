@@ -139,13 +139,11 @@ fn try_alloc_exit(ctx: &RetProbeContext) -> Result<(), ()> {
                 return Ok(());
             }
             // SAFETY: reads user memory through the helper, which fails cleanly on a bad address.
-            match unsafe { bpf_probe_read_user(record.ptr_arg as *const u64) } {
-                Ok(addr) => (addr, 0),
-                Err(_) => {
-                    count(Counter::ReadErrors);
-                    return Err(());
-                }
-            }
+            let Ok(addr) = (unsafe { bpf_probe_read_user(record.ptr_arg as *const u64) }) else {
+                count(Counter::ReadErrors);
+                return Err(());
+            };
+            (addr, 0)
         }
         AllocFn::Realloc | AllocFn::Reallocarray => (ret, record.ptr_arg),
         _ => (ret, 0),
@@ -201,12 +199,13 @@ fn emit_alloc(
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
         let frames = (&raw mut (*event).frames).cast::<core::ffi::c_void>();
         let bytes = bpf_get_stack(ctx.as_ptr(), frames, (MAX_FRAMES * 8) as u32, u64::from(BPF_F_USER_STACK));
-        let nframes = if bytes < 0 {
+        // A negative return is an error; a non-negative one is at most MAX_FRAMES * 8 bytes.
+        let nframes = if let Ok(bytes) = u32::try_from(bytes) {
+            bytes / 8
+        } else {
             count(Counter::StackErrors);
             flags |= ALLOC_FLAG_STACK_ERROR;
             0
-        } else {
-            (bytes as u64 / 8) as u32
         };
         if nframes as usize >= MAX_FRAMES {
             count(Counter::StackTruncated);

@@ -9,7 +9,7 @@ use crate::{
     config::{DEFAULT_MAX_ALLOCATIONS, DEFAULT_MAX_STACKS, DEFAULT_SOCKET, DEFAULT_SOCKET_MODE},
     core::table::Limits,
     daemon::{self, DaemonConfig},
-    probes::ProbeConfig,
+    probes::{ProbeConfig, preflight::SysPaths},
 };
 
 #[derive(Debug, Args)]
@@ -23,7 +23,8 @@ pub struct RunArgs {
     /// The C library to probe (default: the host's, as this process maps it).
     #[arg(long, value_name = "PATH")]
     libc: Option<PathBuf>,
-    /// Live allocations tracked at most, over all processes (further ones are counted as dropped).
+    /// Live allocations tracked at most, over all processes: the size of the kernel's live-address map and
+    /// of the daemon's table (further ones are counted in `live_map_full`).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ALLOCATIONS)]
     max_allocations: u32,
     /// Distinct call stacks stored at most (further ones are accounted under an overflow stack).
@@ -37,7 +38,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let config = DaemonConfig {
         socket: args.socket,
         socket_mode,
-        probes: ProbeConfig { libc: args.libc, ..ProbeConfig::default() },
+        probes: ProbeConfig {
+            libc: args.libc,
+            sys: SysPaths::default(),
+            max_live_allocations: args.max_allocations,
+        },
         limits: Limits { max_allocations: args.max_allocations as usize, max_stacks: args.max_stacks as usize },
     };
     daemon::run(config).await

@@ -114,7 +114,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             }
         }
     }
+    let stopping = Instant::now();
     drop(probes);
+    log::info!("probes detached in {:?}", stopping.elapsed());
     server::remove_socket(&config.socket);
     // The state task is gone, so is the purger's sender: the thread finishes its queue and ends.
     let _ = purger_thread.join();

@@ -57,12 +57,14 @@ pub enum ProbeError {
 }
 
 /// What the probes need to know.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ProbeConfig {
     /// The libc to probe; the host's when `None`.
     pub libc: Option<PathBuf>,
     /// Where kernel features are looked for.
     pub sys: preflight::SysPaths,
+    /// Size of the kernel's live-address map: the daemon's table holds as many, so the two limits agree.
+    pub max_live_allocations: u32,
 }
 
 /// The maps the daemon reads.
@@ -94,6 +96,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OWN_TGID, &own_tgid, true)
             .override_global(globals::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
+            .map_max_entries(maps::LIVE, config.max_live_allocations)
             .load(EBPF_OBJECT)?;
         let maps = Maps {
             events: take_map(&mut ebpf, maps::EVENTS)?,
