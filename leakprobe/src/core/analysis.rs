@@ -1,0 +1,247 @@
+//! Time series of live bytes, growth rates, and the leak verdict.
+//!
+//! Pure: points come in at ticks of a fixed interval; time is the tick index times the interval.
+//!
+//! The verdict rule, in words (thresholds in [`VerdictConfig`]):
+//! - `new`: fewer than `min_points` samples: not enough data yet.
+//! - `leaking`: live bytes grow steadily over the window (least-squares slope at least `min_growth_rate`
+//!   bytes/s, fit R² at least `min_r2`), never fall back by more than `max_leak_drawdown` of their range,
+//!   still grow in the most recent part of the window (slope of the recent part at least `min_recent_ratio`
+//!   of the whole), and old allocations accumulate: at least `min_old_fraction` of the live bytes are older
+//!   than `old_age_fraction` of the series' span (a cache replaces its entries; a leak keeps them).
+//! - `churn`: live bytes fall back by at least `churn_drawdown` of their range: rises and falls, the
+//!   "tidal" pattern.
+//! - `plateau`: anything else: it grew (or not) and then stayed flat, the shape of a bounded cache.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// One sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Point {
+    pub bytes: u64,
+    pub count: u64,
+}
+
+/// A bounded ring of samples taken at consecutive ticks.
+#[derive(Clone, Debug, Default)]
+pub struct Series {
+    /// Tick of the oldest point.
+    first_tick: u64,
+    points: VecDeque<Point>,
+}
+
+/// Memory one stored point takes, for accounting.
+pub const POINT_BYTES: usize = size_of::<Point>();
+
+impl Series {
+    /// Records the sample of `tick`, keeping at most `capacity` points. A gap (ticks without samples)
+    /// restarts the series: its points would not be evenly spaced any more.
+    pub fn push(&mut self, tick: u64, point: Point, capacity: usize) {
+        if self.points.is_empty() || tick != self.first_tick + self.points.len() as u64 {
+            self.points.clear();
+            self.first_tick = tick;
+        }
+        self.points.push_back(point);
+        while self.points.len() > capacity.max(1) {
+            self.points.pop_front();
+            self.first_tick += 1;
+        }
+    }
+
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// The last `n` points (all when `n` is larger), oldest first.
+    pub fn last(&self, n: usize) -> impl Iterator<Item = &Point> {
+        self.points.iter().skip(self.points.len().saturating_sub(n))
+    }
+
+    /// The latest point.
+    pub fn latest(&self) -> Option<Point> {
+        self.points.back().copied()
+    }
+}
+
+/// A least-squares line through a series.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fit {
+    /// Slope, in bytes per second.
+    pub slope: f64,
+    /// Coefficient of determination in [0, 1]: 1 is a perfect line (a flat series counts as one).
+    pub r2: f64,
+}
+
+/// Fits `y = a + b t` to values sampled every `interval_s` seconds.
+pub fn fit(values: &[f64], interval_s: f64) -> Fit {
+    let n = values.len();
+    if n < 2 {
+        return Fit { slope: 0.0, r2: 1.0 };
+    }
+    #[expect(clippy::cast_precision_loss, reason = "a series has at most a few thousand points")]
+    let nf = n as f64;
+    let mean_t = (nf - 1.0) / 2.0;
+    let mean_y = values.iter().sum::<f64>() / nf;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (i, y) in values.iter().enumerate() {
+        #[expect(clippy::cast_precision_loss, reason = "a series has at most a few thousand points")]
+        let dt = i as f64 - mean_t;
+        let dy = y - mean_y;
+        sxy += dt * dy;
+        sxx += dt * dt;
+        syy += dy * dy;
+    }
+    let slope_per_tick = sxy / sxx;
+    let r2 = if syy == 0.0 { 1.0 } else { (sxy * sxy / (sxx * syy)).clamp(0.0, 1.0) };
+    Fit { slope: slope_per_tick / interval_s, r2 }
+}
+
+/// The largest fall from a running maximum, as a fraction of the range (max - min); 0 for a flat series.
+pub fn drawdown(values: &[f64]) -> f64 {
+    let (Some(min), Some(max)) =
+        (values.iter().copied().reduce(f64::min), values.iter().copied().reduce(f64::max))
+    else {
+        return 0.0;
+    };
+    let range = max - min;
+    if range <= 0.0 {
+        return 0.0;
+    }
+    let mut peak = f64::MIN;
+    let mut worst: f64 = 0.0;
+    for &v in values {
+        peak = peak.max(v);
+        worst = worst.max(peak - v);
+    }
+    worst / range
+}
+
+/// A stack's or a process's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Not enough data yet.
+    New,
+    /// Steady growth, old allocations accumulating.
+    Leaking,
+    /// Grew, then flat: a bounded cache.
+    Plateau,
+    /// Rises and falls.
+    Churn,
+}
+
+impl Verdict {
+    /// The verdict as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Leaking => "leaking",
+            Self::Plateau => "plateau",
+            Self::Churn => "churn",
+        }
+    }
+}
+
+/// Thresholds of the verdict rule (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerdictConfig {
+    /// Samples needed before any other verdict than `new`.
+    pub min_points: usize,
+    /// Slope (bytes/s) at or above which growth counts.
+    pub min_growth_rate: f64,
+    /// R² of the line fit at or above which growth is steady.
+    pub min_r2: f64,
+    /// Largest fall from a peak, as a fraction of the range, that a leak may show.
+    pub max_leak_drawdown: f64,
+    /// Fraction of the window, at its end, that must still grow for `leaking`.
+    pub recent_fraction: f64,
+    /// The recent part's slope must be at least this fraction of the whole window's.
+    pub min_recent_ratio: f64,
+    /// Allocations older than this fraction of the series' span are old.
+    pub old_age_fraction: f64,
+    /// Fraction of live bytes that must be old for `leaking`.
+    pub min_old_fraction: f64,
+    /// A fall from a peak of at least this fraction of the range is `churn`.
+    pub churn_drawdown: f64,
+}
+
+impl Default for VerdictConfig {
+    fn default() -> Self {
+        Self {
+            min_points: 6,
+            min_growth_rate: 1.0,
+            min_r2: 0.8,
+            max_leak_drawdown: 0.1,
+            recent_fraction: 1.0 / 3.0,
+            min_recent_ratio: 0.5,
+            old_age_fraction: 0.25,
+            min_old_fraction: 0.25,
+            churn_drawdown: 0.3,
+        }
+    }
+}
+
+/// Everything the verdict is made of, as reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Growth {
+    /// Least-squares growth rate over the window, bytes per second.
+    pub rate: f64,
+    /// Goodness of that fit, R² in [0, 1].
+    pub r2: f64,
+    /// Growth rate over the recent part of the window, bytes per second.
+    pub recent_rate: f64,
+    /// Largest fall from a peak, as a fraction of the range.
+    pub drawdown: f64,
+    /// Seconds covered by the samples used.
+    pub span_seconds: f64,
+}
+
+/// Growth of the last `window` points of `series`, sampled every `interval_s` seconds.
+pub fn growth(series: &Series, window: usize, interval_s: f64, config: &VerdictConfig) -> Growth {
+    #[expect(clippy::cast_precision_loss, reason = "byte counts below 2^53 are exact")]
+    let values: Vec<f64> = series.last(window).map(|p| p.bytes as f64).collect();
+    let whole = fit(&values, interval_s);
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "a small positive count of points"
+    )]
+    let recent_len = ((values.len() as f64 * config.recent_fraction).ceil() as usize).max(2).min(values.len());
+    let recent = fit(&values[values.len() - recent_len..], interval_s);
+    #[expect(clippy::cast_precision_loss, reason = "a series has at most a few thousand points")]
+    let span_seconds = values.len().saturating_sub(1) as f64 * interval_s;
+    Growth { rate: whole.slope, r2: whole.r2, recent_rate: recent.slope, drawdown: drawdown(&values), span_seconds }
+}
+
+/// The verdict for a series with `points` samples, its growth, and the fraction of its live bytes that
+/// are old (see [`VerdictConfig::old_age_fraction`]).
+pub fn verdict(points: usize, growth: &Growth, old_fraction: f64, config: &VerdictConfig) -> Verdict {
+    if points < config.min_points {
+        return Verdict::New;
+    }
+    let steady = growth.rate >= config.min_growth_rate
+        && growth.r2 >= config.min_r2
+        && growth.drawdown <= config.max_leak_drawdown
+        && growth.recent_rate >= config.min_recent_ratio * growth.rate;
+    if steady && old_fraction >= config.min_old_fraction {
+        Verdict::Leaking
+    } else if growth.drawdown >= config.churn_drawdown {
+        Verdict::Churn
+    } else {
+        Verdict::Plateau
+    }
+}
+
+#[cfg(test)]
+#[path = "analysis_tests.rs"]
+mod tests;
