@@ -32,7 +32,7 @@ pub enum SocketError {
     InUse(String),
     #[error("{path} exists and is not a socket; refusing to remove it")]
     NotASocket { path: String },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io { path: String, source: std::io::Error },
 }
 

@@ -38,11 +38,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let config = DaemonConfig {
         socket: args.socket,
         socket_mode,
-        probes: ProbeConfig {
-            libc: args.libc,
-            sys: SysPaths::default(),
-            max_live_allocations: args.max_allocations,
-        },
+        probes: ProbeConfig { libc: args.libc, sys: SysPaths::default(), max_live_allocations: args.max_allocations },
         limits: Limits { max_allocations: args.max_allocations as usize, max_stacks: args.max_stacks as usize },
     };
     daemon::run(config).await

@@ -106,8 +106,7 @@ pub fn fit(values: &[f64], interval_s: f64) -> Fit {
 
 /// The largest fall from a running maximum, as a fraction of the range (max - min); 0 for a flat series.
 pub fn drawdown(values: &[f64]) -> f64 {
-    let (Some(min), Some(max)) =
-        (values.iter().copied().reduce(f64::min), values.iter().copied().reduce(f64::max))
+    let (Some(min), Some(max)) = (values.iter().copied().reduce(f64::min), values.iter().copied().reduce(f64::max))
     else {
         return 0.0;
     };

@@ -1,4 +1,11 @@
 //! Rates and verdicts on synthetic series.
+#![allow(
+    clippy::float_cmp,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "synthetic series of small exact values"
+)]
 
 use super::*;
 

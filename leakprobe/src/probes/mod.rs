@@ -36,23 +36,23 @@ pub enum ProbeError {
     NoTracefs(PathBuf),
     #[error("could not find the host's libc in /proc/self/maps; pass --libc PATH")]
     LibcNotFound,
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a usable ELF file: {reason}")]
     BadElf { path: PathBuf, reason: String },
     #[error("{path} has no `{symbol}` symbol: is it a C library?")]
     MissingSymbol { path: PathBuf, symbol: &'static str },
-    #[error("loading the eBPF object failed: {0}")]
+    #[error("loading the eBPF object failed")]
     Load(#[from] aya::EbpfError),
     #[error("the eBPF object has no program `{0}` (build mismatch)")]
     NoProgram(&'static str),
     #[error("the eBPF object has no map `{0}` (build mismatch)")]
     NoMap(&'static str),
-    #[error("map `{name}`: {source}")]
+    #[error("map `{name}`")]
     Map { name: &'static str, source: aya::maps::MapError },
-    #[error("program `{program}`: {source}")]
+    #[error("program `{program}`")]
     Program { program: &'static str, source: ProgramError },
-    #[error("attaching `{program}` to {target}: {source}")]
+    #[error("attaching `{program}` to {target}")]
     Attach { program: &'static str, target: String, source: ProgramError },
 }
 

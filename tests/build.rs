@@ -1,0 +1,55 @@
+//! Builds the C fixtures with gcc into `OUT_DIR` and exposes their paths:
+//! `LEAKER_C` (the leaker program), `LEAKER_C_SRC` (its source), `NOMALLOC_SO` (a shared object without `malloc`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn gcc(args: &[&str], what: &Path) {
+    let status = Command::new("gcc")
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run gcc to build {}: {e}", what.display()));
+    assert!(status.success(), "gcc failed to build {} ({status})", what.display());
+}
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR is set by cargo"));
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
+    let leaker_src = manifest.join("fixtures/leaker.c");
+    let nomalloc_src = manifest.join("fixtures/nomalloc.c");
+    println!("cargo:rerun-if-changed={}", leaker_src.display());
+    println!("cargo:rerun-if-changed={}", nomalloc_src.display());
+    println!("cargo:rerun-if-changed=build.rs");
+
+    let leaker = out.join("leaker");
+    let (src, bin) = (leaker_src.to_str().expect("utf-8 path"), leaker.to_str().expect("utf-8 path"));
+    // Frame pointers for the kernel's unwinder; no builtins, sibling calls or unrolling so that every leak keeps
+    // its own call site and caller.
+    gcc(
+        &[
+            "-O2",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-fno-optimize-sibling-calls",
+            "-fno-builtin",
+            "-fno-builtin-malloc",
+            "-fno-unroll-loops",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pthread",
+            "-o",
+            bin,
+            src,
+        ],
+        &leaker,
+    );
+
+    let nomalloc = out.join("libnomalloc.so");
+    let (src, lib) = (nomalloc_src.to_str().expect("utf-8 path"), nomalloc.to_str().expect("utf-8 path"));
+    gcc(&["-shared", "-fPIC", "-nostdlib", "-O2", "-o", lib, src], &nomalloc);
+
+    println!("cargo:rustc-env=LEAKER_C={}", leaker.display());
+    println!("cargo:rustc-env=LEAKER_C_SRC={}", leaker_src.display());
+    println!("cargo:rustc-env=NOMALLOC_SO={}", nomalloc.display());
+}

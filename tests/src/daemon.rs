@@ -1,0 +1,208 @@
+//! A `leakprobe run` daemon owned by one test.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::{CLI_TIMEOUT, POLL_INTERVAL, daemon_bin, describe, run_with_timeout};
+
+/// How long the daemon may take to load its programs and answer `status`.
+pub const START_TIMEOUT: Duration = Duration::from_mins(1);
+/// How long the daemon may take to exit after SIGTERM/SIGINT.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running daemon with its own socket and log in its own temporary directory. Dropping it sends SIGTERM and
+/// (unless the test is already failing) asserts that it exited 0 and removed its socket.
+pub struct Daemon {
+    child: Child,
+    dir: TempDir,
+    socket: PathBuf,
+    log: PathBuf,
+    stopped: bool,
+}
+
+/// Makes `cmd`'s child die with SIGKILL when the test that spawned it dies.
+pub fn kill_with_parent(cmd: &mut Command) -> &mut Command {
+    // SAFETY: the closure only calls prctl, which is async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Daemon {
+    /// Spawns `leakprobe run --socket <tempdir>/leakprobe.sock` and waits until `status --json` answers.
+    pub fn start() -> Self {
+        Self::start_in(
+            tempfile::Builder::new().prefix("leakprobe-test-").tempdir().expect("create the daemon's temp dir"),
+        )
+    }
+
+    /// Like [`Daemon::start`], in a given directory (the socket is `DIR/leakprobe.sock`, which may already exist).
+    pub fn start_in(dir: TempDir) -> Self {
+        let socket = dir.path().join("leakprobe.sock");
+        let log = dir.path().join("daemon.log");
+        let log_file = File::create(&log).expect("create the daemon log file");
+        let mut cmd = Command::new(daemon_bin());
+        cmd.arg("run")
+            .arg("--socket")
+            .arg(&socket)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("clone the log file"))
+            .stderr(log_file);
+        kill_with_parent(&mut cmd);
+        let child = cmd.spawn().expect("spawn `leakprobe run`");
+        let mut daemon = Daemon { child, dir, socket, log, stopped: false };
+        daemon.wait_until_answering();
+        daemon
+    }
+
+    fn wait_until_answering(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait on the daemon") {
+                self.stopped = true;
+                panic!("the daemon exited ({status}) before answering status; log:\n{}", self.log());
+            }
+            if self.socket.exists() {
+                let out = self.run_cli(&["status", "--socket", self.socket_str(), "--json"]);
+                if out.status.success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not answer `status` within {START_TIMEOUT:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The daemon's socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The daemon's socket as a `&str` (temp dirs are UTF-8).
+    pub fn socket_str(&self) -> &str {
+        self.socket.to_str().expect("socket path is UTF-8")
+    }
+
+    /// The daemon's temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything the daemon wrote to stdout and stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("<cannot read {}: {e}>", self.log.display()))
+    }
+
+    /// Runs the `leakprobe` binary with `args` verbatim (a CLI client; pass `--socket` yourself).
+    pub fn run_cli(&self, args: &[&str]) -> Output {
+        run_with_timeout(Command::new(daemon_bin()).args(args).env_remove("RUST_LOG"), CLI_TIMEOUT)
+    }
+
+    /// Runs a CLI command that must succeed and print JSON, and parses it.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.run_cli(args);
+        assert!(
+            out.status.success(),
+            "`leakprobe {}` failed\n{}\ndaemon log:\n{}",
+            args.join(" "),
+            describe(&out),
+            self.log()
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("`leakprobe {}` printed invalid JSON ({e})\n{}", args.join(" "), describe(&out)))
+    }
+
+    /// `leakprobe status --json`.
+    pub fn status(&self) -> Value {
+        self.cli_json(&["status", "--socket", self.socket_str(), "--json"])
+    }
+
+    /// `leakprobe top --pid PID --limit 10000 --json`: every stack of `pid`.
+    pub fn top(&self, pid: u32) -> Vec<Value> {
+        let pid = pid.to_string();
+        let report =
+            self.cli_json(&["top", "--socket", self.socket_str(), "--pid", &pid, "--limit", "10000", "--json"]);
+        stacks_of(report)
+    }
+
+    /// `leakprobe top --limit LIMIT --json`: stacks of every process.
+    pub fn top_all(&self, limit: usize) -> Vec<Value> {
+        let limit = limit.to_string();
+        stacks_of(self.cli_json(&["top", "--socket", self.socket_str(), "--limit", &limit, "--json"]))
+    }
+
+    /// A kernel or daemon counter from `status`.
+    pub fn counter(&self, group: &str, name: &str) -> u64 {
+        let status = self.status();
+        status[group][name].as_u64().unwrap_or_else(|| panic!("status has no counter {group}.{name}: {status:#}"))
+    }
+
+    /// Sends `signal` and waits for the exit (SIGKILL and failure after [`STOP_TIMEOUT`]). Drop then checks nothing.
+    pub fn stop_with(&mut self, signal: libc::c_int) -> ExitStatus {
+        self.stopped = true;
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: plain kill(2) on our own child, which has not been reaped yet.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill({pid}, {signal}) failed: {}", std::io::Error::last_os_error());
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait on the daemon") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                self.child.kill().expect("SIGKILL the daemon");
+                let status = self.child.wait().expect("reap the daemon");
+                panic!(
+                    "the daemon ignored signal {signal} for {STOP_TIMEOUT:?} (SIGKILLed: {status}); log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        if std::thread::panicking() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            eprintln!("---- leakprobe daemon log ({}) ----\n{}", self.log.display(), self.log());
+            return;
+        }
+        let status = self.stop_with(libc::SIGTERM);
+        assert!(crate::exited_zero(status), "the daemon exited with {status} after SIGTERM; log:\n{}", self.log());
+        assert!(!self.socket.exists(), "the daemon left its socket {} behind after SIGTERM", self.socket.display());
+    }
+}
+
+fn stacks_of(mut report: Value) -> Vec<Value> {
+    match report.get_mut("stacks").map(Value::take) {
+        Some(Value::Array(stacks)) => stacks,
+        _ => panic!("top JSON has no \"stacks\" array: {report:#}"),
+    }
+}
