@@ -28,6 +28,9 @@ pub fn run(root: &Path, env: &ToolEnv, args: &[String]) -> Result<()> {
 }
 
 pub fn test(root: &Path, env: &ToolEnv, args: &[String]) -> Result<()> {
+    // The integration tests run the daemon binary next to them (target/debug/leakprobe); cargo only builds
+    // a package's binaries for that package's own integration tests, so build it explicitly.
+    check(cargo(root, env).args(["build", "--package", "leakprobe", "--bins"]))?;
     // nextest runs every test in its own process, fails when no test ran, and prints one summary line.
     check(cargo(root, env).args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(args))
 }
