@@ -45,6 +45,19 @@ fn main() {
         &leaker,
     );
 
+    let growth_src = manifest.join("fixtures/growth.c");
+    println!("cargo:rerun-if-changed={}", growth_src.display());
+    let growth = out.join("growth");
+    let (src, bin) = (growth_src.to_str().expect("utf-8 path"), growth.to_str().expect("utf-8 path"));
+    gcc(
+        &["-O2", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-fno-builtin", "-Wall", "-Wextra"]
+            .into_iter()
+            .chain(["-Werror", "-o", bin, src])
+            .collect::<Vec<_>>(),
+        &growth,
+    );
+    println!("cargo:rustc-env=GROWTH_C={}", growth.display());
+
     let nomalloc = out.join("libnomalloc.so");
     let (src, lib) = (nomalloc_src.to_str().expect("utf-8 path"), nomalloc.to_str().expect("utf-8 path"));
     gcc(&["-shared", "-fPIC", "-nostdlib", "-O2", "-o", lib, src], &nomalloc);

@@ -3,8 +3,15 @@
 //! Backpressure is by design: when the state owner falls behind, the channel fills, this task waits, the
 //! ring buffer fills, and the kernel counts what it had to drop (`ringbuf_full_*`). Nothing is lost silently.
 
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
 use aya::maps::{MapData, RingBuf};
 use leakprobe_common::{Event, decode};
+
+use crate::procfs;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::mpsc,
@@ -20,10 +27,19 @@ pub struct Batch {
     pub events: Vec<Event>,
     /// Records that could not be decoded (a build mismatch; should stay 0).
     pub decode_errors: u64,
+    /// Once this batch is applied, the table holds every event up to this monotonic time: the time the
+    /// ring buffer was found empty, or, for a batch cut at [`MAX_BATCH`], its last event's time.
+    pub as_of_ns: u64,
 }
 
-/// Drains the ring buffer until cancelled or until the receiver is gone.
-pub async fn run(ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, shutdown: CancellationToken) -> std::io::Result<()> {
+/// Drains the ring buffer until cancelled or until the receiver is gone. `caught_up` is true while the ring
+/// buffer is empty and every batch has been handed over: then the table is current, whatever the time.
+pub async fn run(
+    ring: RingBuf<MapData>,
+    tx: mpsc::Sender<Batch>,
+    caught_up: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as it lives, and
     // the `AsyncFd` owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(std::io::Error::from)?;
@@ -32,6 +48,7 @@ pub async fn run(ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, shutdown: Canc
             () = shutdown.cancelled() => return Ok(()),
             guard = fd.readable_mut() => guard?,
         };
+        caught_up.store(false, Ordering::Release);
         let ring = guard.get_inner_mut();
         let mut batch = Batch::default();
         loop {
@@ -45,15 +62,18 @@ pub async fn run(ring: RingBuf<MapData>, tx: mpsc::Sender<Batch>, shutdown: Canc
             }
             drop(item);
             if batch.events.len() >= MAX_BATCH {
-                let full = std::mem::take(&mut batch);
+                let mut full = std::mem::take(&mut batch);
+                full.as_of_ns = full.events.last().map_or(0, |e| e.header().ts_ns);
                 if tx.send(full).await.is_err() {
                     return Ok(());
                 }
             }
         }
         guard.clear_ready();
+        batch.as_of_ns = procfs::monotonic_ns();
         if (!batch.events.is_empty() || batch.decode_errors > 0) && tx.send(batch).await.is_err() {
             return Ok(());
         }
+        caught_up.store(true, Ordering::Release);
     }
 }

@@ -2,10 +2,33 @@
 
 use std::fs;
 
+use crate::core::table::RssSample;
+
 /// The name of a process (`/proc/PID/comm`), if it still exists.
 pub fn comm(pid: u32) -> Option<String> {
     let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     Some(comm.trim_end_matches('\n').to_owned())
+}
+
+/// RSS figures of a live process, from `/proc/PID/status`.
+pub fn rss(pid: u32) -> Option<RssSample> {
+    parse_status(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// `VmRSS`, `RssAnon` and `VmSwap` of a `/proc/PID/status` text, in bytes. Kernel threads have none.
+pub fn parse_status(text: &str) -> Option<RssSample> {
+    let kb = |key: &str| {
+        text.lines().find_map(|line| {
+            let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+            rest.split_whitespace().next()?.parse::<u64>().ok().map(|kb| kb * 1024)
+        })
+    };
+    Some(RssSample { rss: kb("VmRSS")?, anon: kb("RssAnon").unwrap_or(0), swap: kb("VmSwap").unwrap_or(0) })
+}
+
+/// `CLOCK_MONOTONIC` now, in ns: the clock of the kernel's event timestamps.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
@@ -47,6 +70,14 @@ mod tests {
     fn own_comm_is_readable() {
         assert!(comm(std::process::id()).is_some_and(|c| !c.is_empty()));
         assert_eq!(comm(u32::MAX), None);
+    }
+
+    #[test]
+    fn status_gives_rss_figures() {
+        let text = "Name:\tleaker\nVmRSS:\t    2048 kB\nRssAnon:\t     1024 kB\nRssFile:\t 1024 kB\nVmSwap:\t   4 kB\n";
+        assert_eq!(parse_status(text), Some(RssSample { rss: 2 << 20, anon: 1 << 20, swap: 4096 }));
+        assert_eq!(parse_status("Name:\tkthreadd\n"), None);
+        assert!(rss(std::process::id()).is_some_and(|s| s.rss > 0 && s.anon > 0));
     }
 
     #[test]

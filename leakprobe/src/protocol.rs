@@ -2,7 +2,9 @@
 //!
 //! The API is HTTP/1.1 + JSON on a unix socket, under versioned paths:
 //! - `GET /v1/status` -> [`StatusResponse`]
-//! - `GET /v1/top?pid=PID&limit=N` -> [`TopResponse`]
+//! - `GET /v1/top?pid=PID&limit=N&by=bytes|growth|count|age&verdict=V&window=DUR` -> [`TopResponse`]
+//! - `GET /v1/stacks?pid=PID&window=DUR` -> [`TopResponse`] with every stack of the process
+//! - `GET /v1/processes?pid=PID&by=...&window=DUR` -> [`ProcessesResponse`]
 //!
 //! Every error is a non-2xx status with an [`ErrorResponse`] body. Field names are stable: new fields may be
 //! added, none renamed or removed within `v1`.
@@ -11,25 +13,55 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::analysis::{Growth, Verdict, VerdictConfig};
+
 /// Path prefix of the current API version.
 pub const API_PREFIX: &str = "/v1";
 /// Path of the status endpoint.
 pub const STATUS_PATH: &str = "/v1/status";
 /// Path of the top endpoint.
 pub const TOP_PATH: &str = "/v1/top";
+/// Path of the stacks endpoint.
+pub const STACKS_PATH: &str = "/v1/stacks";
+/// Path of the processes endpoint.
+pub const PROCESSES_PATH: &str = "/v1/processes";
 /// Stacks returned by `top` when no limit is given.
 pub const DEFAULT_TOP_LIMIT: usize = 20;
 /// The largest `limit` a `top` request may ask for.
 pub const MAX_TOP_LIMIT: usize = 10_000;
 
-/// Query of `GET /v1/top`.
+/// What a list is ordered by, largest first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SortBy {
+    /// Live bytes.
+    #[default]
+    Bytes,
+    /// Sustained growth: the smaller of the window's growth rate and the recent part's, so that what
+    /// grew once and stopped (a cache that filled) does not outrank what grows now.
+    Growth,
+    /// Live allocations.
+    Count,
+    /// Age of the oldest live allocation.
+    Age,
+}
+
+/// Query of `GET /v1/top`, `GET /v1/stacks` and `GET /v1/processes`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopQuery {
-    /// Only stacks of this process (host pid).
+    /// Only this process (host pid). Required by `/v1/stacks`.
     pub pid: Option<u32>,
-    /// At most this many stacks (default [`DEFAULT_TOP_LIMIT`], at most [`MAX_TOP_LIMIT`]).
+    /// Only processes with this name (`comm`, exact).
+    pub comm: Option<String>,
+    /// At most this many rows (default [`DEFAULT_TOP_LIMIT`], at most [`MAX_TOP_LIMIT`]).
     pub limit: Option<usize>,
+    /// Order (default: live bytes).
+    pub by: Option<SortBy>,
+    /// Only rows with this verdict.
+    pub verdict: Option<Verdict>,
+    /// Growth over this much recent history (e.g. `5m`) instead of the daemon's whole window.
+    pub window: Option<String>,
 }
 
 impl TopQuery {
@@ -37,16 +69,74 @@ impl TopQuery {
     pub fn limit(&self) -> usize {
         self.limit.unwrap_or(DEFAULT_TOP_LIMIT).min(MAX_TOP_LIMIT)
     }
+
+    /// The window in seconds, if one was asked for.
+    pub fn window_seconds(&self) -> Result<Option<f64>, String> {
+        self.window
+            .as_deref()
+            .map(|w| {
+                humantime::parse_duration(w)
+                    .map(|d| d.as_secs_f64())
+                    .map_err(|e| format!("window {w:?} is not a duration like 30s, 5m or 1h: {e}"))
+            })
+            .transpose()
+    }
+}
+
+/// Growth of a series, as reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GrowthReport {
+    /// Least-squares slope of live bytes over the window, bytes per second.
+    pub rate_bytes_per_second: f64,
+    /// Goodness of the fit, R² in [0, 1].
+    pub r2: f64,
+    /// Slope over the most recent part of the window, bytes per second.
+    pub recent_rate_bytes_per_second: f64,
+    /// Largest fall from a peak, as a fraction of the highest live bytes.
+    pub drawdown: f64,
+    /// Seconds of history the rate was computed over.
+    pub span_seconds: f64,
+}
+
+impl From<Growth> for GrowthReport {
+    fn from(g: Growth) -> Self {
+        Self {
+            rate_bytes_per_second: g.rate,
+            r2: g.r2,
+            recent_rate_bytes_per_second: g.recent_rate,
+            drawdown: g.drawdown,
+            span_seconds: g.span_seconds,
+        }
+    }
+}
+
+/// Live bytes of one age range.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgeBucket {
+    /// Upper bound of the ages in this bucket, in seconds; `null` for the last (oldest) bucket.
+    pub max_age_seconds: Option<u64>,
+    pub bytes: u64,
+}
+
+/// Ages of the live allocations.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgeReport {
+    /// Age of the oldest live allocation, in seconds (`null` when none is live).
+    pub oldest_seconds: Option<f64>,
+    /// Live bytes old enough to count as accumulating in the verdict rule.
+    pub old_bytes: u64,
+    /// Live bytes by age.
+    pub buckets: Vec<AgeBucket>,
 }
 
 /// Body of `GET /v1/top`: stacks ordered by live bytes, largest first.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopResponse {
     pub stacks: Vec<StackReport>,
 }
 
 /// Outstanding allocations of one call stack in one process.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StackReport {
     /// Host pid of the process.
     pub pid: u32,
@@ -68,8 +158,52 @@ pub struct StackReport {
     pub last_alloc_unix_ms: u64,
     /// True when the stack was deeper than the kernel captures and was cut.
     pub truncated: bool,
+    /// Growth of this stack's live bytes.
+    pub growth: GrowthReport,
+    /// `leaking`, `plateau`, `churn` or `new`.
+    pub verdict: Verdict,
+    /// Ages of this stack's live allocations.
+    pub ages: AgeReport,
     /// Frames, innermost first: the first is the allocator's caller.
     pub frames: Vec<Frame>,
+}
+
+/// Body of `GET /v1/processes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessesResponse {
+    pub processes: Vec<ProcessReport>,
+}
+
+/// The heap of one process next to its RSS: does the heap explain the RSS growth?
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessReport {
+    pub pid: u32,
+    pub comm: String,
+    /// Tracked heap: bytes allocated and not freed.
+    pub live_bytes: u64,
+    /// Tracked heap: live allocations.
+    pub live_count: u64,
+    /// Distinct stacks with allocations.
+    pub stacks: u64,
+    /// Growth of the tracked heap.
+    pub heap_growth: GrowthReport,
+    /// Verdict on the tracked heap.
+    pub verdict: Verdict,
+    /// Ages of the live allocations.
+    pub ages: AgeReport,
+    /// `VmRSS` from `/proc/PID/status`, in bytes (`null` before the first sample).
+    pub rss_bytes: Option<u64>,
+    /// `RssAnon`, in bytes.
+    pub rss_anon_bytes: Option<u64>,
+    /// `VmSwap`, in bytes.
+    pub swap_bytes: Option<u64>,
+    pub rss_growth: GrowthReport,
+    pub rss_anon_growth: GrowthReport,
+    pub swap_growth: GrowthReport,
+    /// Heap growth divided by the growth of anonymous memory (RSS + swap): near 1 when the tracked heap
+    /// explains it, near 0 when something else grows (another allocator, mmap). `null` when anonymous memory
+    /// does not grow.
+    pub heap_share_of_anon_growth: Option<f64>,
 }
 
 /// One symbolized stack frame.
@@ -88,7 +222,7 @@ pub struct Frame {
 }
 
 /// Body of `GET /v1/status`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusResponse {
     /// Daemon version.
     pub version: String,
@@ -106,6 +240,19 @@ pub struct StatusResponse {
     pub daemon_counters: BTreeMap<String, u64>,
     /// Current sizes of the daemon's tables.
     pub tables: TableSizes,
+    /// How growth is measured and judged.
+    pub analysis: AnalysisSettings,
+}
+
+/// The daemon's analysis settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisSettings {
+    /// Seconds between samples.
+    pub interval_seconds: f64,
+    /// Seconds of history kept.
+    pub window_seconds: f64,
+    /// Thresholds of the verdict rule.
+    pub verdict: VerdictConfig,
 }
 
 /// One attached probe.
@@ -138,6 +285,14 @@ pub struct TableSizes {
     pub max_live_allocations: u64,
     /// The most distinct stacks the daemon stores.
     pub max_stacks: u64,
+    /// Time series kept (one per process and stack, four per process).
+    pub series: u64,
+    /// The most time series kept.
+    pub max_series: u64,
+    /// Samples stored in all series.
+    pub series_points: u64,
+    /// Memory those samples take, in bytes.
+    pub series_bytes: u64,
 }
 
 /// Body of every error response.
@@ -159,8 +314,17 @@ mod tests {
     #[test]
     fn top_query_limit_is_bounded() {
         assert_eq!(TopQuery::default().limit(), DEFAULT_TOP_LIMIT);
-        assert_eq!(TopQuery { pid: None, limit: Some(5) }.limit(), 5);
-        assert_eq!(TopQuery { pid: None, limit: Some(usize::MAX) }.limit(), MAX_TOP_LIMIT);
+        assert_eq!(TopQuery { limit: Some(5), ..TopQuery::default() }.limit(), 5);
+        assert_eq!(TopQuery { limit: Some(usize::MAX), ..TopQuery::default() }.limit(), MAX_TOP_LIMIT);
+    }
+
+    #[test]
+    fn windows_parse_or_say_why() {
+        let q = |w: &str| TopQuery { window: Some(w.into()), ..TopQuery::default() }.window_seconds();
+        assert_eq!(q("5m"), Ok(Some(300.0)));
+        assert_eq!(q("30s"), Ok(Some(30.0)));
+        assert!(q("soon").expect_err("not a duration").contains("soon"));
+        assert_eq!(TopQuery::default().window_seconds(), Ok(None));
     }
 
     #[test]
@@ -176,6 +340,9 @@ mod tests {
             first_alloc_unix_ms: 1,
             last_alloc_unix_ms: 2,
             truncated: false,
+            growth: GrowthReport::default(),
+            verdict: Verdict::Leaking,
+            ages: AgeReport::default(),
             frames: vec![Frame {
                 addr: hex_addr(0x0040_1136),
                 function: Some("leak_alpha".into()),
@@ -186,6 +353,7 @@ mod tests {
         };
         let json = serde_json::to_string(&TopResponse { stacks: vec![report.clone()] }).expect("serializes");
         assert!(json.contains(r#""addr":"0x401136""#), "{json}");
+        assert!(json.contains(r#""verdict":"leaking""#), "{json}");
         let back: TopResponse = serde_json::from_str(&json).expect("parses");
         assert_eq!(back.stacks, vec![report]);
     }

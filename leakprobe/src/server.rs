@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     daemon::state::Request,
-    protocol::{ErrorResponse, STATUS_PATH, TOP_PATH, TopQuery},
+    protocol::{ErrorResponse, PROCESSES_PATH, STACKS_PATH, STATUS_PATH, TOP_PATH, TopQuery},
 };
 
 /// Why the socket could not be set up.
@@ -97,6 +97,8 @@ fn router(requests: Requests) -> Router {
     Router::new()
         .route(STATUS_PATH, get(status))
         .route(TOP_PATH, get(top))
+        .route(STACKS_PATH, get(stacks))
+        .route(PROCESSES_PATH, get(processes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(requests)
@@ -113,20 +115,49 @@ async fn status(State(requests): State<Requests>) -> Result<Response, ApiError> 
     Ok(Json(ask(&requests, Request::Status).await?).into_response())
 }
 
+/// The query, checked: a parse error or a bad window is a 400 naming the endpoint.
+fn checked(path: &str, query: Result<Query<TopQuery>, QueryRejection>) -> Result<TopQuery, ApiError> {
+    let bad = |why: String| ApiError(StatusCode::BAD_REQUEST, format!("bad query for {path}: {why}"));
+    let Query(query) = query.map_err(|rejection| bad(rejection.body_text()))?;
+    query.window_seconds().map_err(bad)?;
+    Ok(query)
+}
+
 async fn top(
     State(requests): State<Requests>,
     query: Result<Query<TopQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        ApiError(StatusCode::BAD_REQUEST, format!("bad query for {TOP_PATH}: {}", rejection.body_text()))
-    })?;
+    let query = checked(TOP_PATH, query)?;
     Ok(Json(ask(&requests, |tx| Request::Top(query, tx)).await?).into_response())
+}
+
+async fn stacks(
+    State(requests): State<Requests>,
+    query: Result<Query<TopQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let mut query = checked(STACKS_PATH, query)?;
+    if query.pid.is_none() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("{STACKS_PATH} needs pid=PID")));
+    }
+    query.limit = Some(query.limit.unwrap_or(crate::protocol::MAX_TOP_LIMIT));
+    Ok(Json(ask(&requests, |tx| Request::Top(query, tx)).await?).into_response())
+}
+
+async fn processes(
+    State(requests): State<Requests>,
+    query: Result<Query<TopQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = checked(PROCESSES_PATH, query)?;
+    Ok(Json(ask(&requests, |tx| Request::Processes(query, tx)).await?).into_response())
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
-        format!("no endpoint {method} {}; endpoints: GET {STATUS_PATH}, GET {TOP_PATH}", uri.path()),
+        format!(
+            "no endpoint {method} {}; endpoints: GET {STATUS_PATH}, {TOP_PATH}, {STACKS_PATH}, {PROCESSES_PATH}",
+            uri.path()
+        ),
     )
 }
 

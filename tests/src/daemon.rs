@@ -47,8 +47,21 @@ impl Daemon {
         )
     }
 
+    /// Like [`Daemon::start`], with more arguments to `leakprobe run`.
+    pub fn start_with_args(args: &[&str]) -> Self {
+        Self::start_in_with_args(
+            tempfile::Builder::new().prefix("leakprobe-test-").tempdir().expect("create the daemon's temp dir"),
+            args,
+        )
+    }
+
     /// Like [`Daemon::start`], in a given directory (the socket is `DIR/leakprobe.sock`, which may already exist).
     pub fn start_in(dir: TempDir) -> Self {
+        Self::start_in_with_args(dir, &[])
+    }
+
+    /// Like [`Daemon::start_in`], with more arguments to `leakprobe run`.
+    pub fn start_in_with_args(dir: TempDir, args: &[&str]) -> Self {
         let socket = dir.path().join("leakprobe.sock");
         let log = dir.path().join("daemon.log");
         let log_file = File::create(&log).expect("create the daemon log file");
@@ -56,6 +69,7 @@ impl Daemon {
         cmd.arg("run")
             .arg("--socket")
             .arg(&socket)
+            .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("clone the log file"))

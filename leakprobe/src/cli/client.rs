@@ -11,6 +11,12 @@ use tokio::net::UnixStream;
 
 use crate::protocol::ErrorResponse;
 
+/// `path?query` with the query's set fields, URL-encoded.
+pub fn with_query<Q: serde::Serialize>(path: &str, query: &Q) -> Result<String> {
+    let encoded = serde_urlencoded::to_string(query).context("encoding the query")?;
+    Ok(if encoded.is_empty() { path.to_owned() } else { format!("{path}?{encoded}") })
+}
+
 /// `GET path_and_query` from the daemon at `socket`, parsed as `T`.
 pub async fn get<T: DeserializeOwned>(socket: &Path, path_and_query: &str) -> Result<T> {
     let stream = UnixStream::connect(socket).await.with_context(|| {

@@ -10,6 +10,32 @@ pub fn size(bytes: u64) -> String {
     format_size(bytes, BINARY)
 }
 
+/// A growth rate for people: `1.20 MiB/min`, `-3 KiB/h`; per second from 1 MiB/s up.
+pub fn rate(bytes_per_second: f64) -> String {
+    let magnitude = bytes_per_second.abs();
+    let (value, unit) = if magnitude >= 1024.0 * 1024.0 {
+        (magnitude, "s")
+    } else if magnitude * 60.0 >= 1024.0 {
+        (magnitude * 60.0, "min")
+    } else {
+        (magnitude * 3600.0, "h")
+    };
+    let sign = if bytes_per_second < 0.0 && value >= 0.5 { "-" } else { "" };
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "a rounded, non-negative rate")]
+    let bytes = value.round() as u64;
+    format!("{sign}{}/{unit}", size(bytes))
+}
+
+/// An age for people: `42s`, `5m 3s`, `2h 1m`.
+pub fn age(seconds: Option<f64>) -> String {
+    let Some(seconds) = seconds else { return "-".into() };
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "a rounded, non-negative age")]
+    let whole = std::time::Duration::from_secs(seconds.max(0.0).round() as u64);
+    let text = humantime::format_duration(whole).to_string();
+    // Keep the two largest units.
+    text.split(' ').take(2).collect::<Vec<_>>().join(" ")
+}
+
 /// `leak_alpha (leaker.c:12)`, or the address when nothing is known.
 pub fn frame(frame: &Frame) -> String {
     let name = frame.function.as_deref().unwrap_or(&frame.addr);
@@ -48,6 +74,18 @@ mod tests {
     fn sizes_are_human() {
         assert_eq!(size(10_000), "9.77 KiB");
         assert_eq!(size(512), "512 B");
+    }
+
+    #[test]
+    fn rates_and_ages_are_human() {
+        assert_eq!(rate(204.8), "12 KiB/min");
+        assert_eq!(rate(2.0 * 1024.0 * 1024.0), "2 MiB/s");
+        assert_eq!(rate(0.5), "1.76 KiB/h");
+        assert_eq!(rate(-204.8), "-12 KiB/min");
+        assert_eq!(rate(0.0), "0 B/h");
+        assert_eq!(age(Some(303.0)), "5m 3s");
+        assert_eq!(age(Some(7260.4)), "2h 1m");
+        assert_eq!(age(None), "-");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod client;
 mod format;
+mod processes;
 mod run;
 mod status;
 mod top;
@@ -25,8 +26,12 @@ pub struct Cli {
 enum Command {
     /// Run the daemon: probe the malloc family in every process and serve queries (needs root).
     Run(run::RunArgs),
-    /// Show the stacks holding the most live (allocated, not freed) bytes.
+    /// Show the stacks holding the most live (allocated, not freed) bytes, or growing fastest.
     Top(top::TopArgs),
+    /// Show every stack of one process.
+    Stacks(top::StacksArgs),
+    /// Show each process's tracked heap next to its RSS, anonymous RSS and swap, with growth rates.
+    Processes(processes::ProcessesArgs),
     /// Show the daemon's probes, event and loss counters, and table sizes.
     Status(status::StatusArgs),
 }
@@ -59,6 +64,8 @@ impl Cli {
             match self.command {
                 Command::Run(args) => run::run(args).await,
                 Command::Top(args) => top::run(args).await,
+                Command::Stacks(args) => top::run_stacks(args).await,
+                Command::Processes(args) => processes::run(args).await,
                 Command::Status(args) => status::run(args).await,
             }
         })

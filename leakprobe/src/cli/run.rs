@@ -1,19 +1,25 @@
 //! `leakprobe run`.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, ensure};
 use clap::Args;
 
 use crate::{
-    config::{DEFAULT_MAX_ALLOCATIONS, DEFAULT_MAX_STACKS, DEFAULT_SOCKET, DEFAULT_SOCKET_MODE},
-    core::table::Limits,
+    config::{
+        DEFAULT_INTERVAL, DEFAULT_MAX_ALLOCATIONS, DEFAULT_MAX_SERIES, DEFAULT_MAX_STACKS, DEFAULT_SOCKET,
+        DEFAULT_SOCKET_MODE, DEFAULT_WINDOW, FileConfig,
+    },
+    core::table::{AnalysisConfig, Limits},
     daemon::{self, DaemonConfig},
     probes::{ProbeConfig, preflight::SysPaths},
 };
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// TOML configuration file (see the README); flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Unix socket to serve the query API on (HTTP + JSON); its directory is created.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET, env = "LEAKPROBE_SOCKET")]
     socket: PathBuf,
@@ -24,22 +30,52 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     libc: Option<PathBuf>,
     /// Live allocations tracked at most, over all processes: the size of the kernel's live-address map and
-    /// of the daemon's table (further ones are counted in `live_map_full`).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ALLOCATIONS)]
-    max_allocations: u32,
-    /// Distinct call stacks stored at most (further ones are accounted under an overflow stack).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_STACKS)]
-    max_stacks: u32,
+    /// of the daemon's table (further ones are counted in `live_map_full`) [default: 2097152].
+    #[arg(long, value_name = "N")]
+    max_allocations: Option<u32>,
+    /// Distinct call stacks stored at most (further ones are accounted under an overflow stack)
+    /// [default: 65536].
+    #[arg(long, value_name = "N")]
+    max_stacks: Option<u32>,
+    /// Time series kept at most: one per (process, stack), four per process (further ones get no growth
+    /// rate and are counted in `series_dropped`) [default: 20000].
+    #[arg(long, value_name = "N")]
+    max_series: Option<u32>,
+    /// Time between samples of live bytes and RSS, e.g. `5s` [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    interval: Option<Duration>,
+    /// History kept and used for growth rates and verdicts, e.g. `10m` [default: 10m].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    window: Option<Duration>,
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
     let socket_mode = u32::from_str_radix(args.socket_mode.trim_start_matches("0o"), 8)
         .with_context(|| format!("--socket-mode {:?} is not an octal mode", args.socket_mode))?;
+    let interval = args.interval.or(file.interval).unwrap_or(DEFAULT_INTERVAL);
+    let window = args.window.or(file.window).unwrap_or(DEFAULT_WINDOW);
+    ensure!(interval >= Duration::from_millis(100), "--interval must be at least 100ms");
+    ensure!(window >= interval * 2, "--window must cover at least two intervals");
+    let max_allocations = args.max_allocations.or(file.max_allocations).unwrap_or(DEFAULT_MAX_ALLOCATIONS);
+    let limits = Limits {
+        max_allocations: max_allocations as usize,
+        max_stacks: args.max_stacks.or(file.max_stacks).unwrap_or(DEFAULT_MAX_STACKS) as usize,
+        max_series: args.max_series.or(file.max_series).unwrap_or(DEFAULT_MAX_SERIES) as usize,
+    };
     let config = DaemonConfig {
         socket: args.socket,
         socket_mode,
-        probes: ProbeConfig { libc: args.libc, sys: SysPaths::default(), max_live_allocations: args.max_allocations },
-        limits: Limits { max_allocations: args.max_allocations as usize, max_stacks: args.max_stacks as usize },
+        probes: ProbeConfig { libc: args.libc, sys: SysPaths::default(), max_live_allocations: max_allocations },
+        limits,
+        analysis: AnalysisConfig {
+            interval_s: interval.as_secs_f64(),
+            window_s: window.as_secs_f64(),
+            verdict: file.verdict,
+        },
     };
     daemon::run(config).await
 }

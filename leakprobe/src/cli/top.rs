@@ -1,10 +1,13 @@
-//! `leakprobe top`.
+//! `leakprobe top` and `leakprobe stacks`.
 
 use anyhow::Result;
 use clap::Args;
 
 use super::{Connect, client, format};
-use crate::protocol::{DEFAULT_TOP_LIMIT, TOP_PATH, TopResponse};
+use crate::{
+    core::analysis::Verdict,
+    protocol::{DEFAULT_TOP_LIMIT, STACKS_PATH, SortBy, TOP_PATH, TopQuery, TopResponse},
+};
 
 #[derive(Debug, Args)]
 pub struct TopArgs {
@@ -13,9 +16,43 @@ pub struct TopArgs {
     /// Only stacks of this process (host pid).
     #[arg(long, value_name = "PID")]
     pid: Option<u32>,
+    /// Only stacks of processes with this name (`comm`, exact).
+    #[arg(long, value_name = "NAME")]
+    comm: Option<String>,
     /// Show at most N stacks.
     #[arg(long, short = 'n', value_name = "N", default_value_t = DEFAULT_TOP_LIMIT)]
     limit: usize,
+    /// Order by live bytes, sustained growth (the smaller of the window and recent rates), live allocations,
+    /// or age of the oldest live allocation.
+    #[arg(long, value_enum, default_value_t = SortBy::Bytes)]
+    by: SortBy,
+    /// Only stacks with this verdict.
+    #[arg(long, value_enum)]
+    verdict: Option<Verdict>,
+    /// Growth over this much recent history (e.g. `5m`) instead of the daemon's whole window.
+    #[arg(long, value_name = "DURATION")]
+    window: Option<String>,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct StacksArgs {
+    #[command(flatten)]
+    connect: Connect,
+    /// The process (host pid).
+    #[arg(long, value_name = "PID")]
+    pid: u32,
+    /// Growth over this much recent history (e.g. `5m`) instead of the daemon's whole window.
+    #[arg(long, value_name = "DURATION")]
+    window: Option<String>,
+    #[command(flatten)]
+    output: Output,
+}
+
+/// How stacks are printed.
+#[derive(Debug, Args)]
+struct Output {
     /// Frames shown per stack in the table (JSON has them all).
     #[arg(long, value_name = "N", default_value_t = 8)]
     depth: usize,
@@ -25,21 +62,37 @@ pub struct TopArgs {
 }
 
 pub async fn run(args: TopArgs) -> Result<()> {
-    let pid = args.pid.map(|pid| format!("&pid={pid}")).unwrap_or_default();
-    let query = format!("{TOP_PATH}?limit={}{pid}", args.limit);
-    let response: TopResponse = client::get(&args.connect.socket, &query).await?;
-    if args.json {
-        return format::print_json(&response);
+    let query = TopQuery {
+        pid: args.pid,
+        comm: args.comm,
+        limit: Some(args.limit),
+        by: Some(args.by),
+        verdict: args.verdict,
+        window: args.window,
+    };
+    let response: TopResponse = client::get(&args.connect.socket, &client::with_query(TOP_PATH, &query)?).await?;
+    print(&response, &args.output, args.pid)
+}
+
+pub async fn run_stacks(args: StacksArgs) -> Result<()> {
+    let query = TopQuery { pid: Some(args.pid), window: args.window, ..TopQuery::default() };
+    let response: TopResponse = client::get(&args.connect.socket, &client::with_query(STACKS_PATH, &query)?).await?;
+    print(&response, &args.output, Some(args.pid))
+}
+
+fn print(response: &TopResponse, output: &Output, pid: Option<u32>) -> Result<()> {
+    if output.json {
+        return format::print_json(response);
     }
     if response.stacks.is_empty() {
-        println!("no live allocations tracked{}", args.pid.map(|p| format!(" for pid {p}")).unwrap_or_default());
+        println!("no live allocations tracked{}", pid.map(|p| format!(" for pid {p}")).unwrap_or_default());
         return Ok(());
     }
-    let mut table = format::table(&["PID", "COMM", "LIVE", "COUNT", "ALLOCATED", "STACK"]);
+    let mut table = format::table(&["PID", "COMM", "LIVE", "COUNT", "GROWTH", "VERDICT", "OLDEST", "STACK"]);
     for stack in &response.stacks {
-        let mut frames: Vec<String> = stack.frames.iter().take(args.depth).map(format::frame).collect();
-        if stack.frames.len() > args.depth {
-            frames.push(format!("... {} more", stack.frames.len() - args.depth));
+        let mut frames: Vec<String> = stack.frames.iter().take(output.depth).map(format::frame).collect();
+        if stack.frames.len() > output.depth {
+            frames.push(format!("... {} more", stack.frames.len() - output.depth));
         }
         if frames.is_empty() {
             frames.push("(no stack)".into());
@@ -49,7 +102,9 @@ pub async fn run(args: TopArgs) -> Result<()> {
             stack.comm.clone(),
             format::size(stack.live_bytes),
             stack.live_count.to_string(),
-            format::size(stack.total_bytes),
+            format::rate(stack.growth.rate_bytes_per_second),
+            stack.verdict.as_str().to_owned(),
+            format::age(stack.ages.oldest_seconds),
             frames.join("\n"),
         ]);
     }

@@ -1,15 +1,16 @@
 //! Time series of live bytes, growth rates, and the leak verdict.
 //!
-//! Pure: points come in at ticks of a fixed interval; time is the tick index times the interval.
+//! Pure: points come in at ticks; the caller gives each tick's time, since a tick's sample is true as of
+//! when the table had caught up with the kernel, which under load is not exactly the tick.
 //!
 //! The verdict rule, in words (thresholds in [`VerdictConfig`]):
 //! - `new`: fewer than `min_points` samples: not enough data yet.
 //! - `leaking`: live bytes grow steadily over the window (least-squares slope at least `min_growth_rate`
-//!   bytes/s, fit R² at least `min_r2`), never fall back by more than `max_leak_drawdown` of their range,
+//!   bytes/s, fit R² at least `min_r2`), never fall back by more than `max_leak_drawdown` of their peak,
 //!   still grow in the most recent part of the window (slope of the recent part at least `min_recent_ratio`
 //!   of the whole), and old allocations accumulate: at least `min_old_fraction` of the live bytes are older
 //!   than `old_age_fraction` of the series' span (a cache replaces its entries; a leak keeps them).
-//! - `churn`: live bytes fall back by at least `churn_drawdown` of their range: rises and falls, the
+//! - `churn`: live bytes fall back by at least `churn_drawdown` of their peak: rises and falls, the
 //!   "tidal" pattern.
 //! - `plateau`: anything else: it grew (or not) and then stayed flat, the shape of a bounded cache.
 
@@ -60,9 +61,10 @@ impl Series {
         self.points.is_empty()
     }
 
-    /// The last `n` points (all when `n` is larger), oldest first.
-    pub fn last(&self, n: usize) -> impl Iterator<Item = &Point> {
-        self.points.iter().skip(self.points.len().saturating_sub(n))
+    /// The last `n` points (all when `n` is larger), oldest first, with their ticks.
+    pub fn last(&self, n: usize) -> impl Iterator<Item = (u64, &Point)> {
+        let skip = self.points.len().saturating_sub(n);
+        self.points.iter().enumerate().skip(skip).map(|(i, p)| (self.first_tick + i as u64, p))
     }
 
     /// The latest point.
@@ -80,38 +82,39 @@ pub struct Fit {
     pub r2: f64,
 }
 
-/// Fits `y = a + b t` to values sampled every `interval_s` seconds.
-pub fn fit(values: &[f64], interval_s: f64) -> Fit {
-    let n = values.len();
+/// A sample: time in seconds (any origin), live bytes.
+pub type Sample = (f64, f64);
+
+/// Fits `y = a + b t` by least squares.
+pub fn fit(samples: &[Sample]) -> Fit {
+    let n = samples.len();
     if n < 2 {
         return Fit { slope: 0.0, r2: 1.0 };
     }
     #[expect(clippy::cast_precision_loss, reason = "a series has at most a few thousand points")]
     let nf = n as f64;
-    let mean_t = (nf - 1.0) / 2.0;
-    let mean_y = values.iter().sum::<f64>() / nf;
+    let mean_t = samples.iter().map(|s| s.0).sum::<f64>() / nf;
+    let mean_y = samples.iter().map(|s| s.1).sum::<f64>() / nf;
     let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (i, y) in values.iter().enumerate() {
-        #[expect(clippy::cast_precision_loss, reason = "a series has at most a few thousand points")]
-        let dt = i as f64 - mean_t;
-        let dy = y - mean_y;
+    for (t, y) in samples {
+        let (dt, dy) = (t - mean_t, y - mean_y);
         sxy += dt * dy;
         sxx += dt * dt;
         syy += dy * dy;
     }
-    let slope_per_tick = sxy / sxx;
+    if sxx <= 0.0 {
+        return Fit { slope: 0.0, r2: 1.0 };
+    }
     let r2 = if syy == 0.0 { 1.0 } else { (sxy * sxy / (sxx * syy)).clamp(0.0, 1.0) };
-    Fit { slope: slope_per_tick / interval_s, r2 }
+    Fit { slope: sxy / sxx, r2 }
 }
 
-/// The largest fall from a running maximum, as a fraction of the range (max - min); 0 for a flat series.
+/// The largest fall from a running peak, as a fraction of the highest value; 0 for a series that never
+/// falls. Relative to the level, not to the range: a full cache that frees one block before allocating its
+/// replacement dips by a sliver of its size, while a wave falls back to (near) nothing.
 pub fn drawdown(values: &[f64]) -> f64 {
-    let (Some(min), Some(max)) = (values.iter().copied().reduce(f64::min), values.iter().copied().reduce(f64::max))
-    else {
-        return 0.0;
-    };
-    let range = max - min;
-    if range <= 0.0 {
+    let Some(max) = values.iter().copied().reduce(f64::max) else { return 0.0 };
+    if max <= 0.0 {
         return 0.0;
     }
     let mut peak = f64::MIN;
@@ -120,7 +123,7 @@ pub fn drawdown(values: &[f64]) -> f64 {
         peak = peak.max(v);
         worst = worst.max(peak - v);
     }
-    worst / range
+    worst / max
 }
 
 /// A stack's or a process's verdict.
@@ -159,7 +162,7 @@ pub struct VerdictConfig {
     pub min_growth_rate: f64,
     /// R² of the line fit at or above which growth is steady.
     pub min_r2: f64,
-    /// Largest fall from a peak, as a fraction of the range, that a leak may show.
+    /// Largest fall from a peak, as a fraction of the highest value, that a leak may show.
     pub max_leak_drawdown: f64,
     /// Fraction of the window, at its end, that must still grow for `leaking`.
     pub recent_fraction: f64,
@@ -169,7 +172,7 @@ pub struct VerdictConfig {
     pub old_age_fraction: f64,
     /// Fraction of live bytes that must be old for `leaking`.
     pub min_old_fraction: f64,
-    /// A fall from a peak of at least this fraction of the range is `churn`.
+    /// A fall from a peak of at least this fraction of the highest value is `churn`.
     pub churn_drawdown: f64,
 }
 
@@ -198,27 +201,28 @@ pub struct Growth {
     pub r2: f64,
     /// Growth rate over the recent part of the window, bytes per second.
     pub recent_rate: f64,
-    /// Largest fall from a peak, as a fraction of the range.
+    /// Largest fall from a peak, as a fraction of the highest value.
     pub drawdown: f64,
     /// Seconds covered by the samples used.
     pub span_seconds: f64,
 }
 
-/// Growth of the last `window` points of `series`, sampled every `interval_s` seconds.
-pub fn growth(series: &Series, window: usize, interval_s: f64, config: &VerdictConfig) -> Growth {
-    #[expect(clippy::cast_precision_loss, reason = "byte counts below 2^53 are exact")]
-    let values: Vec<f64> = series.last(window).map(|p| p.bytes as f64).collect();
-    let whole = fit(&values, interval_s);
+/// Growth of time-ordered samples.
+pub fn growth(samples: &[Sample], config: &VerdictConfig) -> Growth {
+    let whole = fit(samples);
     #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
         clippy::cast_precision_loss,
         reason = "a small positive count of points"
     )]
-    let recent_len = ((values.len() as f64 * config.recent_fraction).ceil() as usize).max(2).min(values.len());
-    let recent = fit(&values[values.len() - recent_len..], interval_s);
-    #[expect(clippy::cast_precision_loss, reason = "a series has at most a few thousand points")]
-    let span_seconds = values.len().saturating_sub(1) as f64 * interval_s;
+    let recent_len = ((samples.len() as f64 * config.recent_fraction).ceil() as usize).max(2).min(samples.len());
+    let recent = fit(&samples[samples.len() - recent_len..]);
+    let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
+    let span_seconds = match (samples.first(), samples.last()) {
+        (Some(first), Some(last)) => last.0 - first.0,
+        _ => 0.0,
+    };
     Growth { rate: whole.slope, r2: whole.r2, recent_rate: recent.slope, drawdown: drawdown(&values), span_seconds }
 }
 

@@ -32,20 +32,43 @@ fn noise(n: usize) -> Vec<f64> {
         .collect()
 }
 
+/// The last `n` points of a series, at evenly spaced times.
+fn samples(s: &Series, n: usize) -> Vec<Sample> {
+    s.last(n).map(|(tick, p)| (tick as f64 * INTERVAL, p.bytes as f64)).collect()
+}
+
 fn judge(s: &Series, old_fraction: f64) -> (Verdict, Growth) {
     let config = VerdictConfig::default();
-    let g = growth(s, usize::MAX, INTERVAL, &config);
+    let g = growth(&samples(s, usize::MAX), &config);
     (verdict(s.len(), &g, old_fraction, &config), g)
 }
 
 #[test]
 fn fit_of_a_line_is_exact() {
-    let f = fit(&[10.0, 20.0, 30.0, 40.0], 2.0);
+    let f = fit(&[(0.0, 10.0), (2.0, 20.0), (4.0, 30.0), (6.0, 40.0)]);
     assert!((f.slope - 5.0).abs() < 1e-9, "{f:?}");
     assert!((f.r2 - 1.0).abs() < 1e-9);
-    assert_eq!(fit(&[7.0, 7.0, 7.0], 1.0), Fit { slope: 0.0, r2: 1.0 });
-    assert_eq!(fit(&[7.0], 1.0), Fit { slope: 0.0, r2: 1.0 });
-    assert_eq!(fit(&[], 1.0), Fit { slope: 0.0, r2: 1.0 });
+    assert_eq!(fit(&[(0.0, 7.0), (1.0, 7.0), (2.0, 7.0)]), Fit { slope: 0.0, r2: 1.0 });
+    assert_eq!(fit(&[(0.0, 7.0)]), Fit { slope: 0.0, r2: 1.0 });
+    assert_eq!(fit(&[]), Fit { slope: 0.0, r2: 1.0 });
+    // All samples at one instant: no slope can be told.
+    assert_eq!(fit(&[(3.0, 1.0), (3.0, 9.0)]), Fit { slope: 0.0, r2: 1.0 });
+}
+
+#[test]
+fn uneven_sample_times_still_give_the_true_rate() {
+    // A leak of 100 B/s sampled at jittered times (a lagging consumer): fitting against the tick index
+    // would be off; fitting against the real times is exact.
+    let jitter = noise(40);
+    let samples: Vec<Sample> = (0..40)
+        .map(|i| {
+            let t = i as f64 * 5.0 + 2.0 * jitter[i];
+            (t, 100.0 * t + 1000.0)
+        })
+        .collect();
+    let g = growth(&samples, &VerdictConfig::default());
+    assert!((g.rate - 100.0).abs() < 1e-6, "{g:?}");
+    assert!((g.r2 - 1.0).abs() < 1e-9);
 }
 
 #[test]
@@ -53,6 +76,8 @@ fn drawdown_measures_falls() {
     assert_eq!(drawdown(&[1.0, 2.0, 3.0]), 0.0);
     assert_eq!(drawdown(&[5.0, 5.0]), 0.0);
     assert!((drawdown(&[0.0, 10.0, 5.0, 10.0]) - 0.5).abs() < 1e-9);
+    // A full cache dipping by one block of 64 is not a fall back.
+    assert!((drawdown(&[64.0, 63.0, 64.0, 63.0]) - 1.0 / 64.0).abs() < 1e-9);
     assert_eq!(drawdown(&[]), 0.0);
 }
 
@@ -85,8 +110,12 @@ fn growth_without_old_allocations_is_not_leaking() {
 fn fill_then_flat_is_a_plateau() {
     let s = series((0..60).map(|i| 1024 * i.min(20)));
     assert_eq!(judge(&s, 0.9).0, Verdict::Plateau);
-    // Flat from the start, too.
+    // Flat from the start, too, and a full cache that dips while it replaces an entry.
     assert_eq!(judge(&series([4096; 30]), 1.0).0, Verdict::Plateau);
+    assert_eq!(
+        judge(&series((0..30).map(|i| if i % 3 == 0 { 63 * 4096 } else { 64 * 4096 })), 0.5).0,
+        Verdict::Plateau
+    );
 }
 
 #[test]
@@ -120,7 +149,7 @@ fn series_keep_capacity_and_restart_on_gaps() {
         s.push(tick, Point { bytes: tick, count: 0 }, 4);
     }
     assert_eq!(s.len(), 4);
-    assert_eq!(s.last(2).map(|p| p.bytes).collect::<Vec<_>>(), vec![8, 9]);
+    assert_eq!(s.last(2).map(|(tick, p)| (tick, p.bytes)).collect::<Vec<_>>(), vec![(8, 8), (9, 9)]);
     s.push(20, Point { bytes: 1, count: 0 }, 4);
     assert_eq!(s.len(), 1);
     assert_eq!(s.latest(), Some(Point { bytes: 1, count: 0 }));
@@ -131,7 +160,7 @@ fn window_limits_the_points_used() {
     // Old history flat, recent growth: a window over the recent part sees steady growth.
     let s = series((0..100).map(|i| if i < 50 { 0 } else { 100 * (i - 50) }));
     let config = VerdictConfig::default();
-    let g = growth(&s, 40, INTERVAL, &config);
+    let g = growth(&samples(&s, 40), &config);
     assert!((g.rate - 20.0).abs() < 1e-6, "{g:?}");
     assert_eq!(verdict(40, &g, 0.5, &config), Verdict::Leaking);
 }

@@ -6,11 +6,15 @@
 //! is removed.
 
 mod purge;
+mod query;
 pub mod state;
 
 use std::{
     path::PathBuf,
-    sync::{Arc, atomic::AtomicU64},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64},
+    },
     time::Instant,
 };
 
@@ -24,12 +28,12 @@ use tokio_util::sync::CancellationToken;
 
 use self::state::{Request, State};
 use crate::{
-    core::table::{Limits, Table},
+    core::table::{AnalysisConfig, Limits, Table},
     ingest,
     probes::{ProbeConfig, Probes},
     procfs::Clock,
     server,
-    symbolize::SymbolizerHandle,
+    symbolize::{CacheLimits, SymbolizerHandle},
 };
 
 /// Everything `leakprobe run` needs.
@@ -39,6 +43,7 @@ pub struct DaemonConfig {
     pub socket_mode: u32,
     pub probes: ProbeConfig,
     pub limits: Limits,
+    pub analysis: AnalysisConfig,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.
@@ -50,24 +55,29 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let (batch_tx, batch_rx) = mpsc::channel(64);
     let (request_tx, request_rx) = mpsc::channel(64);
     let purged_entries = Arc::new(AtomicU64::new(0));
+    let caught_up = Arc::new(AtomicBool::new(true));
     let (purger, purger_thread) = purge::spawn(maps.live, purged_entries.clone()).context("starting the purger")?;
     let state = State {
-        table: Table::new(config.limits),
+        table: Table::new(config.limits, config.analysis.clone()),
         counters: maps.counters,
         purger,
         purged_entries,
-        symbolizer: SymbolizerHandle::spawn().context("starting the symbolizer")?,
+        symbolizer: SymbolizerHandle::spawn(CacheLimits::default()).context("starting the symbolizer")?,
         clock: Clock::new(),
         started,
         attach_points: Vec::new(),
         decode_errors: 0,
         batches: 0,
+        requests: request_tx.clone(),
+        next_tick: 0,
+        as_of_ns: 0,
+        ingest_caught_up: caught_up.clone(),
     };
 
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
     let token = shutdown.clone();
     tasks.spawn(async move {
-        ingest::run(maps.events, batch_tx, token).await.context("reading the ring buffer")?;
+        ingest::run(maps.events, batch_tx, caught_up, token).await.context("reading the ring buffer")?;
         Ok("ingest")
     });
     let token = shutdown.clone();

@@ -5,7 +5,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Instant,
 };
@@ -15,20 +15,36 @@ use leakprobe_common::Counter;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::purge::PurgeJob;
+use super::{purge::PurgeJob, query};
 use crate::{
     core::table::{Applied, Table},
+    core::{
+        analysis::POINT_BYTES,
+        table::{RssSample, TickTimes},
+    },
     ingest::Batch,
     procfs::{self, Clock},
-    protocol::{AttachPoint, StackReport, StatusResponse, TableSizes, TopQuery, TopResponse},
-    symbolize::{StackRequest, SymbolizerHandle},
+    protocol::{
+        AnalysisSettings, AttachPoint, ProcessesResponse, StackReport, StatusResponse, TableSizes, TopQuery,
+        TopResponse,
+    },
+    symbolize::SymbolizerHandle,
 };
 
 /// A message to the state owner.
 #[derive(Debug)]
 pub enum Request {
+    /// Stacks for `/v1/top` and `/v1/stacks`.
     Top(TopQuery, oneshot::Sender<TopResponse>),
+    Processes(TopQuery, oneshot::Sender<ProcessesResponse>),
     Status(oneshot::Sender<StatusResponse>),
+    /// RSS samples for tick `tick`, read off the state task at `read_ns`; the tick is recorded when they
+    /// arrive.
+    Tick {
+        tick: u64,
+        samples: Vec<(u32, RssSample)>,
+        read_ns: u64,
+    },
     /// The probes are attached (sent once, after attach).
     Attached(Vec<AttachPoint>),
 }
@@ -45,6 +61,13 @@ pub struct State {
     pub attach_points: Vec<AttachPoint>,
     pub decode_errors: u64,
     pub batches: u64,
+    /// This task's own request channel, for the ticks it schedules.
+    pub requests: mpsc::Sender<Request>,
+    pub next_tick: u64,
+    /// The table holds every event up to this monotonic time (see [`Batch::as_of_ns`]).
+    pub as_of_ns: u64,
+    /// Set by ingest while the ring buffer is empty and everything was handed over.
+    pub ingest_caught_up: Arc<AtomicBool>,
 }
 
 impl State {
@@ -55,14 +78,25 @@ impl State {
         mut requests: mpsc::Receiver<Request>,
         shutdown: CancellationToken,
     ) {
+        let period = std::time::Duration::from_secs_f64(self.table.config().interval_s);
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
+                _ = ticker.tick() => self.schedule_tick(),
                 batch = batches.recv() => match batch {
                     Some(batch) => self.apply(&batch),
                     None => return,
                 },
                 request = requests.recv() => match request {
+                    Some(Request::Tick { tick, samples, read_ns }) => {
+                        // Caught up and nothing waiting: the table is current now. Otherwise it is as of the last
+                        // batch applied (the consumer lags under load; samples must say when they were true).
+                        let current = self.ingest_caught_up.load(Ordering::Acquire) && batches.is_empty();
+                        let heap_ns = if current { procfs::monotonic_ns() } else { self.as_of_ns };
+                        self.tick(tick, &samples, TickTimes { heap_ns, rss_ns: read_ns });
+                    }
                     Some(request) => self.answer(request),
                     None => return,
                 },
@@ -73,6 +107,7 @@ impl State {
     fn apply(&mut self, batch: &Batch) {
         self.batches += 1;
         self.decode_errors += batch.decode_errors;
+        self.as_of_ns = self.as_of_ns.max(batch.as_of_ns);
         for event in &batch.events {
             match self.table.apply(event) {
                 Applied::Nothing => {}
@@ -81,6 +116,7 @@ impl State {
                     if let Some(comm) = procfs::comm(tgid) {
                         self.table.set_comm(tgid, comm);
                     }
+                    self.symbolizer.seen(tgid);
                 }
                 Applied::Purged { tgid, addrs, before_ns } => {
                     if !addrs.is_empty() {
@@ -92,14 +128,42 @@ impl State {
         }
     }
 
+    /// Reads the RSS of every tracked process on a blocking thread, then comes back as a `Tick` request.
+    fn schedule_tick(&mut self) {
+        let tick = self.next_tick;
+        self.next_tick += 1;
+        let pids = self.table.pids();
+        let requests = self.requests.clone();
+        tokio::task::spawn_blocking(move || {
+            let read_ns = procfs::monotonic_ns();
+            let samples = pids.into_iter().filter_map(|pid| procfs::rss(pid).map(|s| (pid, s))).collect();
+            // Fails only at shutdown.
+            let _ = requests.blocking_send(Request::Tick { tick, samples, read_ns });
+        });
+    }
+
+    fn tick(&mut self, tick: u64, samples: &[(u32, RssSample)], times: TickTimes) {
+        for &(pid, sample) in samples {
+            self.table.record_rss(tick, pid, sample);
+        }
+        self.table.tick(tick, times);
+    }
+
     fn answer(&mut self, request: Request) {
         match request {
             Request::Attached(points) => self.attach_points = points,
+            Request::Tick { tick, samples, read_ns } => {
+                self.tick(tick, &samples, TickTimes { heap_ns: self.as_of_ns, rss_ns: read_ns });
+            }
+            Request::Processes(query, reply) => {
+                let processes = query::processes(&self.table, &query, procfs::monotonic_ns());
+                let _ = reply.send(ProcessesResponse { processes });
+            }
             Request::Status(reply) => {
                 let _ = reply.send(self.status());
             }
             Request::Top(query, reply) => {
-                let (reports, stacks) = self.top(&query);
+                let (reports, stacks) = query::stacks(&self.table, &query, self.clock, procfs::monotonic_ns());
                 let symbolizer = self.symbolizer.clone();
                 // Symbolizing reads files: answer from another task so batches keep flowing meanwhile.
                 tokio::spawn(async move {
@@ -113,28 +177,6 @@ impl State {
                 });
             }
         }
-    }
-
-    fn top(&self, query: &TopQuery) -> (Vec<StackReport>, Vec<StackRequest>) {
-        let rows = self.table.top(query.pid, query.limit());
-        let requests = rows.iter().map(|row| StackRequest { pid: row.tgid, addrs: row.frames.to_vec() }).collect();
-        let reports = rows
-            .into_iter()
-            .map(|row| StackReport {
-                pid: row.tgid,
-                comm: row.comm.to_owned(),
-                stack_id: format!("{:016x}", row.stack_hash),
-                live_bytes: row.stats.live_bytes,
-                live_count: row.stats.live_count,
-                total_bytes: row.stats.total_bytes,
-                total_count: row.stats.total_count,
-                first_alloc_unix_ms: self.clock.unix_ms(row.stats.first_ns),
-                last_alloc_unix_ms: self.clock.unix_ms(row.stats.last_ns),
-                truncated: row.truncated,
-                frames: Vec::new(),
-            })
-            .collect();
-        (reports, requests)
     }
 
     fn kernel_counters(&self) -> BTreeMap<String, u64> {
@@ -166,6 +208,8 @@ impl State {
             ("dropped_table_full", table.dropped_table_full),
             ("stacks_overflowed", sizes.stacks_overflowed),
             ("processes_purged", table.processes_purged),
+            ("series_dropped", table.series_dropped),
+            ("ticks", table.ticks),
             ("kernel_entries_purged", self.purged_entries.load(Ordering::Relaxed)),
         ]
         .into_iter()
@@ -186,6 +230,15 @@ impl State {
                 stacks: sizes.stacks as u64,
                 max_live_allocations: limits.max_allocations as u64,
                 max_stacks: limits.max_stacks as u64,
+                series: sizes.series as u64,
+                max_series: limits.max_series as u64,
+                series_points: sizes.series_points as u64,
+                series_bytes: (sizes.series_points * POINT_BYTES) as u64,
+            },
+            analysis: AnalysisSettings {
+                interval_seconds: self.table.config().interval_s,
+                window_seconds: self.table.config().window_s,
+                verdict: self.table.config().verdict,
             },
         }
     }

@@ -6,6 +6,7 @@ use leakprobe_common::{
 };
 
 use super::*;
+use crate::core::analysis::Verdict;
 
 fn header(kind: EventKind, tgid: u32, ts_ns: u64) -> EventHeader {
     EventHeader { kind: kind as u32, pad: 0, ts_ns, tgid, tid: tgid }
@@ -44,8 +45,16 @@ fn exit(tgid: u32, ts_ns: u64) -> Event {
     Event::Exit(ProcessEvent { header: header(EventKind::Exit, tgid, ts_ns), comm: [0; 16] })
 }
 
+fn limits(max_allocations: usize, max_stacks: usize) -> Limits {
+    Limits { max_allocations, max_stacks, max_series: 1000 }
+}
+
 fn table() -> Table {
-    Table::new(Limits { max_allocations: 1000, max_stacks: 100 })
+    Table::new(limits(1000, 100), AnalysisConfig::default())
+}
+
+fn row_of(table: &Table, tgid: u32, leaf: u64) -> Analysis {
+    table.stacks(Some(tgid)).find(|row| row.frames.first() == Some(&leaf)).map(|row| row.analysis).expect("the stack")
 }
 
 fn stats_of(table: &Table, tgid: u32, leaf: u64) -> StackStats {
@@ -122,6 +131,8 @@ fn exit_purges_the_process_and_its_stacks() {
     t.apply(&alloc(1, 0x1000, 10, &[0xa], 1));
     t.apply(&alloc(1, 0x2000, 10, &[0xb], 1));
     t.apply(&alloc(2, 0x1000, 10, &[0xa], 1));
+    t.tick(0, at(50));
+    assert_eq!(t.sizes().series, 4 + 2 + 4 + 1);
     let Applied::Purged { tgid, mut addrs, before_ns } = t.apply(&exit(1, 99)) else {
         panic!("exit of a known process purges it");
     };
@@ -132,12 +143,14 @@ fn exit_purges_the_process_and_its_stacks() {
     // Stack [0xa] is still used by process 2, [0xb] is gone.
     assert_eq!(t.sizes().stacks, 1);
     assert_eq!(t.apply(&exit(1, 100)), Applied::Nothing);
+    // The series of process 1 and of its stacks went back to the budget.
+    assert_eq!(t.sizes().series, 4 + 1);
     assert_eq!(t.counters().processes_purged, 1);
 }
 
 #[test]
 fn limits_are_enforced_and_counted() {
-    let mut t = Table::new(Limits { max_allocations: 2, max_stacks: 1 });
+    let mut t = Table::new(limits(2, 1), AnalysisConfig::default());
     t.apply(&alloc(1, 0x1, 10, &[0xa], 1));
     t.apply(&alloc(1, 0x2, 10, &[0xb], 1));
     t.apply(&alloc(1, 0x3, 10, &[0xc], 1));
@@ -160,4 +173,86 @@ fn truncated_stacks_are_flagged() {
     event.flags = ALLOC_FLAG_STACK_TRUNCATED;
     t.apply(&Event::Alloc(event));
     assert!(t.top(Some(1), 1)[0].truncated);
+}
+
+const SEC: u64 = 1_000_000_000;
+
+fn at(ns: u64) -> TickTimes {
+    TickTimes { heap_ns: ns, rss_ns: ns }
+}
+
+#[test]
+fn ticks_give_growth_ages_and_verdicts() {
+    // Interval 5 s. Stack 0xa leaks 1000 bytes per tick; stack 0xb fills 5 blocks then reuses them
+    // (free the oldest, allocate anew); stack 0xc rises and falls in waves.
+    let mut t = table();
+    let mut cache = std::collections::VecDeque::new();
+    let mut wave = Vec::new();
+    let mut next_addr = 0x10_0000;
+    for tick in 0..40u64 {
+        let now = tick * 5 * SEC;
+        t.apply(&alloc(1, next_addr, 1000, &[0xa], now));
+        next_addr += 0x100;
+        if cache.len() == 5 {
+            let old = cache.pop_front().expect("full");
+            t.apply(&free(1, old));
+        }
+        t.apply(&alloc(1, next_addr, 700, &[0xb], now));
+        cache.push_back(next_addr);
+        next_addr += 0x100;
+        if tick % 8 < 4 {
+            t.apply(&alloc(1, next_addr, 3000, &[0xc], now));
+            wave.push(next_addr);
+            next_addr += 0x100;
+        } else if let Some(addr) = wave.pop() {
+            t.apply(&free(1, addr));
+        }
+        t.tick(tick, at(now + SEC));
+    }
+    let leak = row_of(&t, 1, 0xa);
+    assert_eq!(leak.verdict, Verdict::Leaking, "{leak:?}");
+    assert!((leak.growth.rate - 200.0).abs() < 1.0, "1000 bytes per 5 s: {leak:?}");
+    assert!(leak.ages.old_bytes > 20_000, "{leak:?}");
+    assert_eq!(leak.ages.oldest_ns, Some(0), "the first allocation was at t=0");
+    let cache = row_of(&t, 1, 0xb);
+    assert_eq!(cache.verdict, Verdict::Plateau, "{cache:?}");
+    let waves = row_of(&t, 1, 0xc);
+    assert_eq!(waves.verdict, Verdict::Churn, "{waves:?}");
+    // Age buckets hold every live byte: 40 leaked blocks, 5 cached, the current wave.
+    let process = t.processes(Some(1)).next().expect("process 1");
+    let total: u64 = process.analysis.ages.buckets.iter().sum();
+    assert_eq!(total, process.live_bytes);
+    assert_eq!(t.counters().ticks, 40);
+}
+
+#[test]
+fn rss_samples_make_process_series() {
+    let mut t = table();
+    t.apply(&alloc(1, 0x1, 10, &[0xa], 0));
+    for tick in 0..10u64 {
+        t.record_rss(tick, 1, RssSample { rss: 1 << 20, anon: (1 << 20) + tick * 5_000, swap: 0 });
+        t.tick(tick, at(tick * 5 * SEC));
+    }
+    let process = t.processes(Some(1)).next().expect("process 1");
+    assert_eq!(process.rss.map(|r| r.rss), Some(1 << 20));
+    assert!((process.rss_growth[1].rate - 1000.0).abs() < 1e-6, "{:?}", process.rss_growth);
+    assert!(process.rss_growth[0].rate.abs() < 1e-9);
+    // New processes have no verdict before enough samples.
+    t.apply(&alloc(2, 0x1, 10, &[0xa], 0));
+    t.tick(10, at(50 * SEC));
+    assert_eq!(t.processes(Some(2)).next().map(|p| p.analysis.verdict), Some(Verdict::New));
+}
+
+#[test]
+fn the_series_budget_is_enforced_and_counted() {
+    let mut t = Table::new(Limits { max_allocations: 100, max_stacks: 100, max_series: 5 }, AnalysisConfig::default());
+    t.apply(&alloc(1, 0x1, 10, &[0xa], 0));
+    t.apply(&alloc(1, 0x2, 10, &[0xb], 0));
+    t.apply(&alloc(1, 0x3, 10, &[0xc], 0));
+    assert_eq!(t.sizes().series, 5);
+    // The process took 4, stack 0xa the last one: 0xb and 0xc have none.
+    assert_eq!(t.counters().series_dropped, 2);
+    t.tick(0, at(0));
+    assert_eq!(t.stacks(Some(1)).filter(|r| r.series.is_none()).count(), 2);
+    assert_eq!(t.stacks(Some(1)).find(|r| r.frames == [0xb]).map(|r| r.analysis.verdict), Some(Verdict::New));
 }

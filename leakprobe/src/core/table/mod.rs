@@ -1,0 +1,432 @@
+//! Live allocations keyed by (process, address), per (process, stack) aggregates, and their time series.
+//!
+//! Pure: fed decoded kernel events and ticks, with the events' own monotonic timestamps; no I/O, no clock.
+
+mod tick;
+
+use std::collections::{HashMap, hash_map::Entry};
+
+use leakprobe_common::{ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_TRUNCATED, AllocEvent, Event};
+
+pub use self::tick::{AGE_BUCKETS, AnalysisConfig, RssSample, SampleClock, TickLog, TickTimes};
+use super::{
+    analysis::{Growth, Series, Verdict},
+    stacks::{StackId, StackStore},
+};
+
+/// Limits of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// The most live allocations tracked over all processes.
+    pub max_allocations: usize,
+    /// The most distinct stacks stored.
+    pub max_stacks: usize,
+    /// The most time series kept (one per (process, stack) and four per process).
+    pub max_series: usize,
+}
+
+/// One live allocation.
+#[derive(Clone, Copy, Debug)]
+struct Alloc {
+    size: u64,
+    stack: StackId,
+    ts_ns: u64,
+}
+
+/// Totals of one stack in one process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackStats {
+    pub live_bytes: u64,
+    pub live_count: u64,
+    pub total_bytes: u64,
+    pub total_count: u64,
+    /// Monotonic ns of the first allocation.
+    pub first_ns: u64,
+    /// Monotonic ns of the latest allocation.
+    pub last_ns: u64,
+}
+
+/// Ages of the live allocations of a stack or process, as of the latest tick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ages {
+    /// Monotonic ns of the oldest live allocation.
+    pub oldest_ns: Option<u64>,
+    /// Live bytes older than the "old" age of the verdict rule.
+    pub old_bytes: u64,
+    /// Live bytes by age, in the buckets of [`AGE_BUCKETS`].
+    pub buckets: [u64; AGE_BUCKETS.len() + 1],
+}
+
+/// Growth, verdict and ages as of the latest tick.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Analysis {
+    pub growth: Growth,
+    pub verdict: Verdict,
+    pub ages: Ages,
+    /// Samples in the series.
+    pub points: usize,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Self { growth: Growth::default(), verdict: Verdict::New, ages: Ages::default(), points: 0 }
+    }
+}
+
+#[derive(Debug, Default)]
+struct StackAgg {
+    stats: StackStats,
+    /// `None` when the series budget was exhausted when the aggregate was made.
+    series: Option<Series>,
+    analysis: Analysis,
+}
+
+/// Series of one process: heap (tracked live bytes), RSS, anonymous RSS and swap.
+#[derive(Debug, Default)]
+struct ProcessSeries {
+    heap: Series,
+    rss: Series,
+    anon: Series,
+    swap: Series,
+}
+
+/// State of one process.
+#[derive(Debug, Default)]
+struct Process {
+    comm: String,
+    allocs: HashMap<u64, Alloc>,
+    stacks: HashMap<StackId, StackAgg>,
+    live_bytes: u64,
+    series: Option<ProcessSeries>,
+    analysis: Analysis,
+    rss: Option<RssSample>,
+}
+
+/// Counters of what the table saw that it could not use as is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableCounters {
+    /// Events applied.
+    pub events: u64,
+    /// Frees of addresses the table did not hold (should stay 0: the kernel filters them).
+    pub unknown_frees: u64,
+    /// Allocations at an address already live (a free was lost): the old one was dropped.
+    pub replaced_live: u64,
+    /// Allocations not tracked because the table was full.
+    pub dropped_table_full: u64,
+    /// Processes purged on exit or exec.
+    pub processes_purged: u64,
+    /// Aggregates or processes that got no time series because `max_series` was reached.
+    pub series_dropped: u64,
+    /// Ticks recorded.
+    pub ticks: u64,
+}
+
+/// What applying an event changed, for the caller to act on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing the caller needs to know.
+    Nothing,
+    /// The first event of a process: the caller may look up its name.
+    NewProcess(u32),
+    /// A process's state was purged: the kernel's live-address map still holds these addresses, recorded
+    /// before `before_ns`.
+    Purged { tgid: u32, addrs: Vec<u64>, before_ns: u64 },
+}
+
+/// One (process, stack) as queries see it.
+#[derive(Debug)]
+pub struct StackRow<'a> {
+    pub tgid: u32,
+    pub comm: &'a str,
+    pub frames: &'a [u64],
+    pub truncated: bool,
+    pub stack_hash: u64,
+    pub stats: StackStats,
+    pub analysis: Analysis,
+    /// The series, to recompute growth over another window.
+    pub series: Option<&'a Series>,
+}
+
+/// One process as queries see it.
+#[derive(Debug)]
+pub struct ProcessRow<'a> {
+    pub tgid: u32,
+    pub comm: &'a str,
+    pub live_bytes: u64,
+    pub live_count: u64,
+    pub stacks: usize,
+    pub analysis: Analysis,
+    pub rss: Option<RssSample>,
+    /// Growth of RSS, anonymous RSS and swap.
+    pub rss_growth: [Growth; 3],
+}
+
+/// Sizes of the table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sizes {
+    pub processes: usize,
+    pub live_allocations: usize,
+    pub live_bytes: u64,
+    pub stacks: usize,
+    pub stacks_overflowed: u64,
+    pub series: usize,
+    pub series_points: usize,
+}
+
+/// The live-allocation table.
+#[derive(Debug)]
+pub struct Table {
+    procs: HashMap<u32, Process>,
+    stacks: StackStore,
+    live_allocations: usize,
+    series: usize,
+    limits: Limits,
+    config: AnalysisConfig,
+    ticks: TickLog,
+    counters: TableCounters,
+}
+
+/// A `comm` field as text, up to its first NUL.
+pub fn comm_str(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+impl Table {
+    pub fn new(limits: Limits, config: AnalysisConfig) -> Self {
+        Self {
+            procs: HashMap::new(),
+            stacks: StackStore::new(limits.max_stacks),
+            live_allocations: 0,
+            series: 0,
+            limits,
+            config,
+            ticks: TickLog::default(),
+            counters: TableCounters::default(),
+        }
+    }
+
+    /// Applies one kernel event.
+    pub fn apply(&mut self, event: &Event) -> Applied {
+        self.counters.events += 1;
+        match event {
+            Event::Alloc(alloc) => self.alloc(alloc),
+            Event::Free(free) => {
+                self.free(free.header.tgid, free.addr);
+                Applied::Nothing
+            }
+            Event::Exit(exit) | Event::Exec(exit) => self.purge(exit.header.tgid, exit.header.ts_ns),
+        }
+    }
+
+    /// Takes one series from the budget, if any is left.
+    fn take_series(&mut self, n: usize) -> bool {
+        if self.series + n > self.limits.max_series {
+            self.counters.series_dropped += 1;
+            return false;
+        }
+        self.series += n;
+        true
+    }
+
+    fn alloc(&mut self, event: &AllocEvent) -> Applied {
+        let tgid = event.header.tgid;
+        let is_new = !self.procs.contains_key(&tgid);
+        if is_new {
+            let series = self.take_series(4).then(ProcessSeries::default);
+            self.procs.insert(tgid, Process { comm: comm_str(&event.comm), series, ..Process::default() });
+        }
+        if event.flags & ALLOC_FLAG_REPLACES_OLD != 0 {
+            self.free(tgid, event.old_addr);
+        }
+        let new_process = if is_new { Applied::NewProcess(tgid) } else { Applied::Nothing };
+        // The first frames the kernel wrote; `nframes` was bounded by the decoder.
+        let frames = &event.frames[..(event.nframes as usize).min(event.frames.len())];
+        let truncated = event.flags & ALLOC_FLAG_STACK_TRUNCATED != 0;
+        let Some(process) = self.procs.get_mut(&tgid) else { return new_process };
+        if let Some(old) = process.allocs.remove(&event.addr) {
+            self.counters.replaced_live += 1;
+            unaccount(process, old);
+            self.live_allocations -= 1;
+        }
+        if self.live_allocations >= self.limits.max_allocations {
+            self.counters.dropped_table_full += 1;
+            return new_process;
+        }
+        let stack = self.stacks.intern(frames, truncated);
+        let has_agg = process.stacks.contains_key(&stack);
+        if has_agg {
+            // The aggregate already holds a reference to this stack.
+            self.stacks.release(stack);
+        }
+        let series = !has_agg && self.take_series(1);
+        let Some(process) = self.procs.get_mut(&tgid) else { return new_process };
+        let agg = match process.stacks.entry(stack) {
+            Entry::Occupied(slot) => slot.into_mut(),
+            Entry::Vacant(slot) => slot.insert(StackAgg {
+                stats: StackStats { first_ns: event.header.ts_ns, ..StackStats::default() },
+                series: series.then(Series::default),
+                analysis: Analysis::default(),
+            }),
+        };
+        let stats = &mut agg.stats;
+        stats.live_bytes += event.size;
+        stats.live_count += 1;
+        stats.total_bytes += event.size;
+        stats.total_count += 1;
+        stats.last_ns = event.header.ts_ns;
+        process.live_bytes += event.size;
+        process.allocs.insert(event.addr, Alloc { size: event.size, stack, ts_ns: event.header.ts_ns });
+        self.live_allocations += 1;
+        new_process
+    }
+
+    fn free(&mut self, tgid: u32, addr: u64) {
+        let Some(process) = self.procs.get_mut(&tgid) else {
+            self.counters.unknown_frees += 1;
+            return;
+        };
+        let Some(alloc) = process.allocs.remove(&addr) else {
+            self.counters.unknown_frees += 1;
+            return;
+        };
+        unaccount(process, alloc);
+        self.live_allocations -= 1;
+    }
+
+    fn purge(&mut self, tgid: u32, before_ns: u64) -> Applied {
+        let Some(process) = self.procs.remove(&tgid) else {
+            return Applied::Nothing;
+        };
+        self.counters.processes_purged += 1;
+        self.live_allocations -= process.allocs.len();
+        self.series -= process.stacks.values().filter(|agg| agg.series.is_some()).count();
+        if process.series.is_some() {
+            self.series -= 4;
+        }
+        for stack in process.stacks.keys() {
+            self.stacks.release(*stack);
+        }
+        let addrs = process.allocs.into_keys().collect();
+        Applied::Purged { tgid, addrs, before_ns }
+    }
+
+    /// Sets the name of a process, e.g. from `/proc/PID/comm` (the event carries the thread's name).
+    pub fn set_comm(&mut self, tgid: u32, comm: String) {
+        if let Some(process) = self.procs.get_mut(&tgid) {
+            process.comm = comm;
+        }
+    }
+
+    /// Every (process, stack), optionally of one process, unordered.
+    pub fn stacks(&self, pid: Option<u32>) -> impl Iterator<Item = StackRow<'_>> {
+        self.procs.iter().filter(move |(tgid, _)| pid.is_none_or(|pid| pid == **tgid)).flat_map(
+            move |(tgid, process)| {
+                process.stacks.iter().map(move |(stack, agg)| StackRow {
+                    tgid: *tgid,
+                    comm: &process.comm,
+                    frames: self.stacks.frames(*stack),
+                    truncated: self.stacks.truncated(*stack),
+                    stack_hash: self.stacks.hash(*stack),
+                    stats: agg.stats,
+                    analysis: agg.analysis,
+                    series: agg.series.as_ref(),
+                })
+            },
+        )
+    }
+
+    /// Stacks ordered by live bytes (then total bytes), largest first, optionally of one process.
+    pub fn top(&self, pid: Option<u32>, limit: usize) -> Vec<StackRow<'_>> {
+        let mut rows: Vec<StackRow<'_>> = self.stacks(pid).collect();
+        rows.sort_unstable_by(|a, b| {
+            (b.stats.live_bytes, b.stats.total_bytes, a.tgid, a.stack_hash).cmp(&(
+                a.stats.live_bytes,
+                a.stats.total_bytes,
+                b.tgid,
+                b.stack_hash,
+            ))
+        });
+        rows.truncate(limit);
+        rows
+    }
+
+    /// Every process, optionally only one, unordered.
+    pub fn processes(&self, pid: Option<u32>) -> impl Iterator<Item = ProcessRow<'_>> {
+        let window = self.config.window_points();
+        self.procs.iter().filter(move |(tgid, _)| pid.is_none_or(|pid| pid == **tgid)).map(move |(tgid, p)| {
+            let rss_growth = p.series.as_ref().map_or([Growth::default(); 3], |s| {
+                [&s.rss, &s.anon, &s.swap]
+                    .map(|series| self.config.growth(&self.ticks, series, window, SampleClock::Rss))
+            });
+            ProcessRow {
+                tgid: *tgid,
+                comm: &p.comm,
+                live_bytes: p.live_bytes,
+                live_count: p.allocs.len() as u64,
+                stacks: p.stacks.len(),
+                analysis: p.analysis,
+                rss: p.rss,
+                rss_growth,
+            }
+        })
+    }
+
+    /// Thread-group ids of every tracked process.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.keys().copied().collect()
+    }
+
+    /// Current sizes.
+    pub fn sizes(&self) -> Sizes {
+        let series_points = self
+            .procs
+            .values()
+            .map(|p| {
+                p.stacks.values().filter_map(|a| a.series.as_ref()).map(Series::len).sum::<usize>()
+                    + p.series.as_ref().map_or(0, |s| s.heap.len() + s.rss.len() + s.anon.len() + s.swap.len())
+            })
+            .sum();
+        Sizes {
+            processes: self.procs.len(),
+            live_allocations: self.live_allocations,
+            live_bytes: self.procs.values().map(|p| p.live_bytes).sum(),
+            stacks: self.stacks.len(),
+            stacks_overflowed: self.stacks.overflowed(),
+            series: self.series,
+            series_points,
+        }
+    }
+
+    /// The limits the table was made with.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The analysis settings.
+    pub fn config(&self) -> &AnalysisConfig {
+        &self.config
+    }
+
+    /// Growth over the last `points` samples of a heap series (a row's `series`).
+    pub fn heap_growth(&self, series: &Series, points: usize) -> Growth {
+        self.config.growth(&self.ticks, series, points, SampleClock::Heap)
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> TableCounters {
+        self.counters
+    }
+}
+
+/// Removes an allocation's bytes from its stack and process.
+fn unaccount(process: &mut Process, alloc: Alloc) {
+    if let Some(agg) = process.stacks.get_mut(&alloc.stack) {
+        agg.stats.live_bytes -= alloc.size;
+        agg.stats.live_count -= 1;
+    }
+    process.live_bytes -= alloc.size;
+}
+
+#[cfg(test)]
+mod tests;

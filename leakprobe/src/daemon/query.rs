@@ -1,0 +1,155 @@
+//! Answers built from the table: filtered, ordered, and with growth over the asked window.
+
+use std::cmp::Ordering;
+
+use crate::{
+    core::{
+        analysis::{self, Growth},
+        table::{AGE_BUCKETS, Ages, Analysis, ProcessRow, StackRow, Table},
+    },
+    procfs::Clock,
+    protocol::{AgeBucket, AgeReport, GrowthReport, ProcessReport, SortBy, StackReport, TopQuery},
+    symbolize::StackRequest,
+};
+
+/// Anonymous memory growth below this (bytes per second) is "not growing": no heap share is computed.
+const MIN_ANON_GROWTH: f64 = 1.0;
+
+fn ages_report(ages: &Ages, now_ns: u64) -> AgeReport {
+    #[expect(clippy::cast_precision_loss, reason = "an age in ns fits f64 to well below a microsecond")]
+    let oldest_seconds = ages.oldest_ns.map(|oldest| now_ns.saturating_sub(oldest) as f64 / 1e9);
+    let buckets = ages
+        .buckets
+        .iter()
+        .enumerate()
+        .map(|(i, &bytes)| AgeBucket { max_age_seconds: AGE_BUCKETS.get(i).copied(), bytes })
+        .collect();
+    AgeReport { oldest_seconds, old_bytes: ages.old_bytes, buckets }
+}
+
+/// The analysis of a row over `window_s` seconds, or the one computed at the last tick.
+fn reanalyze(
+    table: &Table,
+    analysis: Analysis,
+    series: Option<&analysis::Series>,
+    live: u64,
+    window_s: Option<f64>,
+) -> Analysis {
+    let (Some(window_s), Some(series)) = (window_s, series) else { return analysis };
+    let config = table.config();
+    let points = series.len().min(config.points_for(window_s));
+    let growth = table.heap_growth(series, points);
+    #[expect(clippy::cast_precision_loss, reason = "a ratio")]
+    let old_fraction = if live == 0 { 0.0 } else { analysis.ages.old_bytes as f64 / live as f64 };
+    Analysis { growth, verdict: analysis::verdict(points, &growth, old_fraction, &config.verdict), points, ..analysis }
+}
+
+/// Growth that is both in the window and recent: the smaller of the two rates. A cache that filled early
+/// in the window has a positive window rate but a flat recent part; it must not outrank what grows now.
+pub fn sustained_rate(growth: &Growth) -> f64 {
+    growth.rate.min(growth.recent_rate)
+}
+
+/// A key that orders rows largest first.
+fn order(by: SortBy, live_bytes: u64, live_count: u64, analysis: &Analysis) -> (f64, u64) {
+    match by {
+        SortBy::Bytes => (0.0, live_bytes),
+        SortBy::Count => (0.0, live_count),
+        SortBy::Growth => (sustained_rate(&analysis.growth), live_bytes),
+        // Oldest first: a smaller timestamp is older; rows with nothing live go last.
+        SortBy::Age => (0.0, analysis.ages.oldest_ns.map_or(0, |oldest| u64::MAX - oldest)),
+    }
+}
+
+fn descending(a: (f64, u64), b: (f64, u64)) -> Ordering {
+    b.0.total_cmp(&a.0).then(b.1.cmp(&a.1))
+}
+
+/// Stack reports (frames not yet symbolized) and the stacks to symbolize, for `/v1/top` and `/v1/stacks`.
+pub fn stacks(table: &Table, query: &TopQuery, clock: Clock, now_ns: u64) -> (Vec<StackReport>, Vec<StackRequest>) {
+    let window_s = query.window_seconds().ok().flatten();
+    let by = query.by.unwrap_or_default();
+    let mut rows: Vec<(StackRow<'_>, Analysis)> = table
+        .stacks(query.pid)
+        .map(|row| {
+            let analysis = reanalyze(table, row.analysis, row.series, row.stats.live_bytes, window_s);
+            (row, analysis)
+        })
+        .filter(|(row, analysis)| {
+            query.verdict.is_none_or(|v| v == analysis.verdict) && query.comm.as_ref().is_none_or(|c| c == row.comm)
+        })
+        .collect();
+    rows.sort_by(|(a, aa), (b, ba)| {
+        descending(
+            order(by, a.stats.live_bytes, a.stats.live_count, aa),
+            order(by, b.stats.live_bytes, b.stats.live_count, ba),
+        )
+        .then(a.tgid.cmp(&b.tgid))
+        .then(a.stack_hash.cmp(&b.stack_hash))
+    });
+    rows.truncate(query.limit());
+    let requests = rows.iter().map(|(row, _)| StackRequest { pid: row.tgid, addrs: row.frames.to_vec() }).collect();
+    let reports = rows
+        .into_iter()
+        .map(|(row, analysis)| StackReport {
+            pid: row.tgid,
+            comm: row.comm.to_owned(),
+            stack_id: format!("{:016x}", row.stack_hash),
+            live_bytes: row.stats.live_bytes,
+            live_count: row.stats.live_count,
+            total_bytes: row.stats.total_bytes,
+            total_count: row.stats.total_count,
+            first_alloc_unix_ms: clock.unix_ms(row.stats.first_ns),
+            last_alloc_unix_ms: clock.unix_ms(row.stats.last_ns),
+            truncated: row.truncated,
+            growth: analysis.growth.into(),
+            verdict: analysis.verdict,
+            ages: ages_report(&analysis.ages, now_ns),
+            frames: Vec::new(),
+        })
+        .collect();
+    (reports, requests)
+}
+
+fn process_report(row: &ProcessRow<'_>, now_ns: u64) -> ProcessReport {
+    let [rss_growth, anon_growth, swap_growth]: [Growth; 3] = row.rss_growth;
+    // Anonymous memory is resident or swapped: both count.
+    let anon_rate = anon_growth.rate + swap_growth.rate;
+    ProcessReport {
+        pid: row.tgid,
+        comm: row.comm.to_owned(),
+        live_bytes: row.live_bytes,
+        live_count: row.live_count,
+        stacks: row.stacks as u64,
+        heap_growth: row.analysis.growth.into(),
+        verdict: row.analysis.verdict,
+        ages: ages_report(&row.analysis.ages, now_ns),
+        rss_bytes: row.rss.map(|r| r.rss),
+        rss_anon_bytes: row.rss.map(|r| r.anon),
+        swap_bytes: row.rss.map(|r| r.swap),
+        rss_growth: GrowthReport::from(rss_growth),
+        rss_anon_growth: GrowthReport::from(anon_growth),
+        swap_growth: GrowthReport::from(swap_growth),
+        heap_share_of_anon_growth: (anon_rate >= MIN_ANON_GROWTH).then(|| row.analysis.growth.rate / anon_rate),
+    }
+}
+
+/// Process reports for `/v1/processes`.
+pub fn processes(table: &Table, query: &TopQuery, now_ns: u64) -> Vec<ProcessReport> {
+    let by = query.by.unwrap_or_default();
+    let mut rows: Vec<ProcessRow<'_>> = table
+        .processes(query.pid)
+        .filter(|row| {
+            query.verdict.is_none_or(|v| v == row.analysis.verdict) && query.comm.as_ref().is_none_or(|c| c == row.comm)
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        descending(
+            order(by, a.live_bytes, a.live_count, &a.analysis),
+            order(by, b.live_bytes, b.live_count, &b.analysis),
+        )
+        .then(a.tgid.cmp(&b.tgid))
+    });
+    rows.truncate(query.limit());
+    rows.iter().map(|row| process_report(row, now_ns)).collect()
+}

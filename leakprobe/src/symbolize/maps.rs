@@ -1,0 +1,95 @@
+//! Memory maps of a process (`/proc/PID/maps`), kept so that its stacks still symbolize after it exited.
+
+use std::{fs, path::Path, sync::Arc};
+
+/// One file-backed mapping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start`.
+    pub file_offset: u64,
+    pub path: Arc<Path>,
+}
+
+/// The file-backed mappings of a `/proc/PID/maps` text, in address order. Anonymous, special (`[vdso]`)
+/// and deleted files are left out: there is nothing to read symbols from.
+pub fn parse(text: &str) -> Vec<Mapping> {
+    let mut maps: Vec<Mapping> = text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(6, ' ');
+            let range = fields.next()?;
+            let _perms = fields.next()?;
+            let offset = fields.next()?;
+            let _dev = fields.next()?;
+            let _inode = fields.next()?;
+            let path = fields.next()?.trim_start();
+            if !path.starts_with('/') || path.ends_with(" (deleted)") {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            Some(Mapping {
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()?,
+                file_offset: u64::from_str_radix(offset, 16).ok()?,
+                path: Arc::from(Path::new(path)),
+            })
+        })
+        .collect();
+    maps.sort_unstable_by_key(|m| m.start);
+    maps
+}
+
+/// Reads and parses the maps of a live process.
+pub fn read(pid: u32) -> Option<Vec<Mapping>> {
+    fs::read_to_string(format!("/proc/{pid}/maps")).ok().map(|text| parse(&text))
+}
+
+/// The mapping holding `addr` and the file offset of `addr` in it.
+pub fn lookup(maps: &[Mapping], addr: u64) -> Option<(&Mapping, u64)> {
+    let index = maps.partition_point(|m| m.start <= addr).checked_sub(1)?;
+    let mapping = &maps[index];
+    (addr < mapping.end).then(|| (mapping, addr - mapping.start + mapping.file_offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+55d0c6a00000-55d0c6a01000 r--p 00000000 fe:00 1234 /tmp/leaker
+55d0c6a01000-55d0c6a02000 r-xp 00001000 fe:00 1234 /tmp/leaker
+55d0c7e3f000-55d0c7e60000 rw-p 00000000 00:00 0                          [heap]
+7f1e2a400000-7f1e2a428000 r--p 00000000 fe:00 99 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f1e2a428000-7f1e2a59d000 r-xp 00028000 fe:00 99 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f1e2a600000-7f1e2a601000 r-xp 00000000 fe:00 77 /tmp/gone.so (deleted)
+7ffd5e3f1000-7ffd5e3f3000 r-xp 00000000 00:00 0                          [vdso]
+";
+
+    #[test]
+    fn parses_file_backed_mappings_only() {
+        let maps = parse(MAPS);
+        assert_eq!(maps.len(), 4);
+        assert_eq!(&*maps[1].path, Path::new("/tmp/leaker"));
+        assert_eq!(maps[3].file_offset, 0x28000);
+    }
+
+    #[test]
+    fn looks_up_file_offsets() {
+        let maps = parse(MAPS);
+        let (m, off) = lookup(&maps, 0x55d0_c6a0_1234).expect("in the text mapping");
+        assert_eq!((&*m.path, off), (Path::new("/tmp/leaker"), 0x1234));
+        let (m, off) = lookup(&maps, 0x7f1e_2a42_9000).expect("in libc");
+        assert_eq!((&*m.path, off), (Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6"), 0x29000));
+        assert!(lookup(&maps, 0x55d0_c7e4_0000).is_none(), "heap is anonymous");
+        assert!(lookup(&maps, 0x1000).is_none());
+        assert!(lookup(&maps, 0x7f1e_2a60_0010).is_none(), "deleted files are left out");
+    }
+
+    #[test]
+    fn own_maps_are_readable() {
+        let maps = read(std::process::id()).expect("own maps");
+        assert!(maps.iter().any(|m| m.path.to_string_lossy().contains("libc.so")));
+    }
+}

@@ -1,0 +1,240 @@
+//! Symbolization with blazesym, on its own thread (its `Symbolizer` is not `Send`, and symbolizing reads
+//! files: it must not stall the async tasks).
+//!
+//! A process's memory maps are read when it is first seen and kept (bounded, least recently used first
+//! out), so its stacks still symbolize after it exited or exec'd. Frames are resolved by (binary, file
+//! offset), once, and cached (bounded): the same library mapped by many processes is symbolized once.
+
+mod maps;
+
+use std::{
+    collections::HashMap,
+    num::NonZeroUsize,
+    path::{Path, PathBuf},
+    sync::{Arc, mpsc},
+    thread,
+};
+
+use blazesym::symbolize::{
+    Input, Symbolized, Symbolizer,
+    source::{Elf, Source},
+};
+use lru::LruCache;
+use tokio::sync::oneshot;
+
+use self::maps::Mapping;
+use crate::protocol::{Frame, hex_addr};
+
+/// One stack to symbolize: return addresses in process `pid`.
+#[derive(Debug)]
+pub struct StackRequest {
+    pub pid: u32,
+    pub addrs: Vec<u64>,
+}
+
+/// Bounds of the symbolizer's caches.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheLimits {
+    /// Processes whose maps are kept.
+    pub processes: NonZeroUsize,
+    /// Resolved frames kept.
+    pub frames: NonZeroUsize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        Self {
+            processes: NonZeroUsize::new(8_192).unwrap_or(NonZeroUsize::MIN),
+            frames: NonZeroUsize::new(262_144).unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+}
+
+enum Job {
+    /// A process was first seen: read and keep its maps.
+    Seen(u32),
+    Symbolize {
+        stacks: Vec<StackRequest>,
+        reply: oneshot::Sender<Vec<Vec<Frame>>>,
+    },
+}
+
+/// Handle to the symbolizer thread. Cloning is cheap; the thread ends when every handle is dropped.
+#[derive(Clone, Debug)]
+pub struct SymbolizerHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Seen(pid) => write!(f, "Seen({pid})"),
+            Self::Symbolize { stacks, .. } => write!(f, "Symbolize({} stacks)", stacks.len()),
+        }
+    }
+}
+
+impl SymbolizerHandle {
+    /// Starts the thread.
+    pub fn spawn(limits: CacheLimits) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        thread::Builder::new().name("symbolizer".into()).spawn(move || {
+            let mut worker = Worker::new(limits);
+            for job in rx {
+                match job {
+                    Job::Seen(pid) => worker.seen(pid),
+                    Job::Symbolize { stacks, reply } => {
+                        let frames = stacks.iter().map(|stack| worker.symbolize(stack)).collect();
+                        // The asker may have gone away (client disconnected): nothing to do then.
+                        let _ = reply.send(frames);
+                    }
+                }
+            }
+        })?;
+        Ok(Self { tx })
+    }
+
+    /// Records that a process was first seen, so its maps are kept for after it exits.
+    pub fn seen(&self, pid: u32) {
+        // Only fails when the thread is gone (shutdown).
+        let _ = self.tx.send(Job::Seen(pid));
+    }
+
+    /// Symbolizes stacks; frames that cannot be resolved keep their address and no name.
+    pub async fn symbolize(&self, stacks: Vec<StackRequest>) -> Vec<Vec<Frame>> {
+        let fallback: Vec<Vec<Frame>> = stacks.iter().map(|s| s.addrs.iter().map(|&a| bare(a)).collect()).collect();
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Job::Symbolize { stacks, reply }).is_err() {
+            return fallback;
+        }
+        rx.await.unwrap_or(fallback)
+    }
+}
+
+fn bare(addr: u64) -> Frame {
+    Frame { addr: hex_addr(addr), ..Frame::default() }
+}
+
+/// What a (binary, offset) resolves to.
+#[derive(Clone, Debug, Default)]
+struct Resolved {
+    function: Option<String>,
+    file: Option<String>,
+    line: Option<u32>,
+}
+
+type FrameKey = (Arc<Path>, u64);
+
+struct Worker {
+    symbolizer: Symbolizer,
+    maps: LruCache<u32, Arc<Vec<Mapping>>>,
+    frames: LruCache<FrameKey, Resolved>,
+}
+
+impl Worker {
+    fn new(limits: CacheLimits) -> Self {
+        Self {
+            symbolizer: Symbolizer::builder().enable_demangling(true).enable_code_info(true).build(),
+            maps: LruCache::new(limits.processes),
+            frames: LruCache::new(limits.frames),
+        }
+    }
+
+    fn seen(&mut self, pid: u32) {
+        if let Some(maps) = maps::read(pid) {
+            self.maps.put(pid, Arc::new(maps));
+        }
+    }
+
+    /// The maps of `pid` covering every address, re-read while the process lives if some address is not
+    /// covered (a library loaded after the process was first seen).
+    fn maps_for(&mut self, pid: u32, lookups: &[u64]) -> Option<Arc<Vec<Mapping>>> {
+        let cached = self.maps.get(&pid).cloned();
+        if let Some(maps) = &cached
+            && lookups.iter().all(|&a| maps::lookup(maps, a).is_some())
+        {
+            return cached;
+        }
+        match maps::read(pid) {
+            Some(fresh) => {
+                let fresh = Arc::new(fresh);
+                self.maps.put(pid, fresh.clone());
+                Some(fresh)
+            }
+            None => cached,
+        }
+    }
+
+    fn symbolize(&mut self, stack: &StackRequest) -> Vec<Frame> {
+        // Every frame is a return address: the call is the instruction before it, so look up `addr - 1`
+        // (the return address itself may already belong to the next line or function).
+        let lookups: Vec<u64> = stack.addrs.iter().map(|a| a.saturating_sub(1)).collect();
+        let Some(maps) = self.maps_for(stack.pid, &lookups) else {
+            return stack.addrs.iter().map(|&a| bare(a)).collect();
+        };
+        let keys: Vec<Option<FrameKey>> = lookups
+            .iter()
+            .map(|&a| maps::lookup(&maps, a).map(|(mapping, offset)| (mapping.path.clone(), offset)))
+            .collect();
+        let mut misses: HashMap<Arc<Path>, Vec<u64>> = HashMap::new();
+        for (path, offset) in keys.iter().flatten() {
+            if !self.frames.contains(&(path.clone(), *offset)) {
+                misses.entry(path.clone()).or_default().push(*offset);
+            }
+        }
+        for (path, offsets) in misses {
+            self.resolve(&path, &offsets);
+        }
+        stack
+            .addrs
+            .iter()
+            .zip(keys)
+            .map(|(&addr, key)| match key {
+                Some(key) => {
+                    let module = Some(key.0.display().to_string());
+                    let resolved = self.frames.get(&key).cloned().unwrap_or_default();
+                    Frame {
+                        addr: hex_addr(addr),
+                        function: resolved.function,
+                        file: resolved.file,
+                        line: resolved.line,
+                        module,
+                    }
+                }
+                None => bare(addr),
+            })
+            .collect()
+    }
+
+    /// Resolves offsets in one binary into the frame cache (unknown ones are cached as unknown too).
+    fn resolve(&mut self, path: &Arc<Path>, offsets: &[u64]) {
+        let source = Source::Elf(Elf::new(path.to_path_buf()));
+        let results = match self.symbolizer.symbolize(&source, Input::FileOffset(offsets)) {
+            Ok(results) => results,
+            Err(err) => {
+                log::debug!("symbolizing in {}: {err}", path.display());
+                Vec::new()
+            }
+        };
+        let mut results = results.into_iter();
+        for &offset in offsets {
+            let resolved = match results.next() {
+                Some(Symbolized::Sym(sym)) => {
+                    let (file, line) = sym.code_info.as_ref().map_or((None, None), |info| {
+                        let file = match &info.dir {
+                            Some(dir) => dir.join(&*info.file),
+                            None => PathBuf::from(&*info.file),
+                        };
+                        (Some(file.display().to_string()), info.line)
+                    });
+                    Resolved { function: Some(sym.name.into_owned()), file, line }
+                }
+                Some(Symbolized::Unknown(_)) | None => Resolved::default(),
+            };
+            self.frames.put((path.clone(), offset), resolved);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,74 @@
+//! Symbolizing stacks of processes that have exited.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use std::thread;
+
+use super::*;
+use crate::probes::libc;
+
+/// The address of `malloc` in the libc that process `pid` maps, from its maps and libc's symbols.
+fn malloc_addr_in(maps: &[Mapping]) -> u64 {
+    let libc_map = maps.iter().find(|m| m.path.to_string_lossy().contains("libc.so")).expect("a libc mapping");
+    let symbols = libc::resolve(&libc_map.path).expect("libc symbols");
+    let malloc = symbols.allocs.iter().find(|(f, _)| f.symbol() == "malloc").expect("malloc").1.offset;
+    let text = maps
+        .iter()
+        .find(|m| m.path == libc_map.path && m.file_offset <= malloc && malloc < m.file_offset + (m.end - m.start))
+        .expect("the mapping holding malloc");
+    text.start + malloc - text.file_offset
+}
+
+/// Marks `pid` seen once the dynamic loader has mapped its libc (right after exec it has not yet).
+fn see_when_loaded(worker: &mut Worker, pid: u32) -> Arc<Vec<Mapping>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        worker.seen(pid);
+        if let Some(maps) = worker.maps.peek(&pid).cloned()
+            && maps.iter().any(|m| m.path.to_string_lossy().contains("libc.so"))
+        {
+            return maps;
+        }
+        assert!(Instant::now() < deadline, "pid {pid} never mapped libc");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn stacks_of_an_exited_process_still_symbolize() {
+    let mut child = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+    let pid = child.id();
+    let mut worker = Worker::new(CacheLimits::default());
+    let maps = see_when_loaded(&mut worker, pid);
+    // A return address just past the start of malloc: the lookup is at the address before it.
+    let addr = malloc_addr_in(&maps) + 1;
+    child.kill().expect("kill sleep");
+    child.wait().expect("reap sleep");
+    assert!(maps::read(pid).is_none(), "the process is gone");
+
+    let frames = worker.symbolize(&StackRequest { pid, addrs: vec![addr, 0x10] });
+    let function = frames[0].function.as_deref().unwrap_or_default();
+    assert!(function.contains("malloc"), "frame 0 is {:?}", frames[0]);
+    assert!(frames[0].module.as_deref().is_some_and(|m| m.contains("libc.so")), "{:?}", frames[0]);
+    assert_eq!(frames[1], bare(0x10), "an unmapped address stays bare");
+}
+
+#[test]
+fn frames_are_shared_between_processes_of_the_same_binary() {
+    let mut worker = Worker::new(CacheLimits::default());
+    let mut children: Vec<_> = (0..2).map(|_| Command::new("sleep").arg("30").spawn().expect("spawn")).collect();
+    for child in &children {
+        let maps = see_when_loaded(&mut worker, child.id());
+        let frames = worker.symbolize(&StackRequest { pid: child.id(), addrs: vec![malloc_addr_in(&maps) + 1] });
+        assert!(frames[0].function.as_deref().unwrap_or_default().contains("malloc"));
+    }
+    // One (libc, offset) entry served both processes.
+    assert_eq!(worker.frames.len(), 1);
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
