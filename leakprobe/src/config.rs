@@ -10,3 +10,5 @@ pub const DEFAULT_SOCKET_MODE: &str = "0660";
 pub const DEFAULT_MAX_ALLOCATIONS: u32 = LIVE_MAX_ENTRIES;
 /// Distinct stacks stored.
 pub const DEFAULT_MAX_STACKS: u32 = 65_536;
+/// Where the daemon keeps what outlives it (OOM reports under `oom/`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/leakprobe";

@@ -9,7 +9,7 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{Query, State, rejection::QueryRejection},
+    extract::{Path as UrlPath, Query, State, rejection::QueryRejection},
     http::{Method, StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::get,
@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     daemon::state::Request,
-    protocol::{ErrorResponse, STATUS_PATH, TOP_PATH, TopQuery},
+    oom::OomRequest,
+    protocol::{ErrorResponse, OOM_PATH, STATUS_PATH, TOP_PATH, TopQuery, oom::valid_id},
 };
 
 /// Why the socket could not be set up.
@@ -86,47 +87,73 @@ impl IntoResponse for ApiError {
     }
 }
 
-type Requests = mpsc::Sender<Request>;
-
-/// Serves until `shutdown` is cancelled.
-pub async fn serve(listener: UnixListener, requests: Requests, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(requests)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+/// Where the handlers send their questions: the state owner, and the OOM report thread.
+#[derive(Clone)]
+struct Api {
+    requests: mpsc::Sender<Request>,
+    oom: mpsc::Sender<OomRequest>,
 }
 
-fn router(requests: Requests) -> Router {
+/// Serves until `shutdown` is cancelled.
+pub async fn serve(
+    listener: UnixListener,
+    requests: mpsc::Sender<Request>,
+    oom: mpsc::Sender<OomRequest>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(Api { requests, oom })).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+fn router(api: Api) -> Router {
     Router::new()
         .route(STATUS_PATH, get(status))
         .route(TOP_PATH, get(top))
+        .route(OOM_PATH, get(oom_list))
+        .route(&format!("{OOM_PATH}/{{id}}"), get(oom_show))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(requests)
+        .with_state(api)
 }
 
-async fn ask<T>(requests: &Requests, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, ApiError> {
+async fn ask<R, T>(to: &mpsc::Sender<R>, make: impl FnOnce(oneshot::Sender<T>) -> R) -> Result<T, ApiError> {
     let unavailable = || ApiError(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down".into());
     let (tx, rx) = oneshot::channel();
-    requests.send(make(tx)).await.map_err(|_| unavailable())?;
+    to.send(make(tx)).await.map_err(|_| unavailable())?;
     rx.await.map_err(|_| unavailable())
 }
 
-async fn status(State(requests): State<Requests>) -> Result<Response, ApiError> {
-    Ok(Json(ask(&requests, Request::Status).await?).into_response())
+async fn status(State(api): State<Api>) -> Result<Response, ApiError> {
+    Ok(Json(ask(&api.requests, Request::Status).await?).into_response())
 }
 
-async fn top(
-    State(requests): State<Requests>,
-    query: Result<Query<TopQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
+async fn oom_list(State(api): State<Api>) -> Result<Response, ApiError> {
+    Ok(Json(ask(&api.oom, OomRequest::List).await?).into_response())
+}
+
+async fn oom_show(State(api): State<Api>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+    if !valid_id(&id) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("{id:?} is not an OOM report id (<unix_ms>-<pid>)")));
+    }
+    match ask(&api.oom, |tx| OomRequest::Get(id.clone(), tx)).await? {
+        Some(report) => Ok(Json(report).into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no OOM report {id}; list them with GET {OOM_PATH}"))),
+    }
+}
+
+async fn top(State(api): State<Api>, query: Result<Query<TopQuery>, QueryRejection>) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|rejection| {
         ApiError(StatusCode::BAD_REQUEST, format!("bad query for {TOP_PATH}: {}", rejection.body_text()))
     })?;
-    Ok(Json(ask(&requests, |tx| Request::Top(query, tx)).await?).into_response())
+    Ok(Json(ask(&api.requests, |tx| Request::Top(query, tx)).await?).into_response())
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
-        format!("no endpoint {method} {}; endpoints: GET {STATUS_PATH}, GET {TOP_PATH}", uri.path()),
+        format!(
+            "no endpoint {method} {}; endpoints: GET {STATUS_PATH}, GET {TOP_PATH}, GET {OOM_PATH}, GET {OOM_PATH}/ID",
+            uri.path()
+        ),
     )
 }
 

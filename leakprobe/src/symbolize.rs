@@ -1,24 +1,30 @@
 //! Symbolization with blazesym, on its own thread (its `Symbolizer` is not `Send`, and symbolizing reads
 //! files: it must not stall the async tasks).
 
-use std::{path::Path, sync::mpsc, thread};
+use std::{path::Path, sync::Arc, sync::mpsc, thread};
 
 use blazesym::{
     Pid,
     symbolize::{
         Input, Symbolized, Symbolizer,
-        source::{Process, Source},
+        source::{Elf, Process, Source},
     },
 };
 use tokio::sync::oneshot;
 
-use crate::protocol::{Frame, hex_addr};
+use crate::{
+    procfs::Mapping,
+    protocol::{Frame, hex_addr},
+};
 
 /// One stack to symbolize: return addresses in process `pid`.
 #[derive(Debug)]
 pub struct StackRequest {
     pub pid: u32,
     pub addrs: Vec<u64>,
+    /// The process's executable mappings, captured earlier: when set, addresses are resolved through them and
+    /// the files they name, so the stack symbolizes after the process is gone.
+    pub mappings: Option<Arc<Vec<Mapping>>>,
 }
 
 struct Job {
@@ -63,6 +69,9 @@ fn bare(addr: u64) -> Frame {
 }
 
 fn symbolize_stack(symbolizer: &Symbolizer, stack: &StackRequest) -> Vec<Frame> {
+    if let Some(mappings) = &stack.mappings {
+        return stack.addrs.iter().map(|&addr| symbolize_in_file(symbolizer, mappings, addr)).collect();
+    }
     // Every frame is a return address: the call is the instruction before it, so look up `addr - 1`
     // (the return address itself may already belong to the next line or function).
     let lookups: Vec<u64> = stack.addrs.iter().map(|a| a.saturating_sub(1)).collect();
@@ -98,4 +107,37 @@ fn symbolize_stack(symbolizer: &Symbolizer, stack: &StackRequest) -> Vec<Frame> 
             Symbolized::Unknown(_) => bare(addr),
         })
         .collect()
+}
+
+/// Resolves one return address through the mapping that holds it, from the mapped file itself.
+fn symbolize_in_file(symbolizer: &Symbolizer, mappings: &[Mapping], addr: u64) -> Frame {
+    let lookup = addr.saturating_sub(1);
+    let Some(mapping) = mappings.iter().find(|m| (m.start..m.end).contains(&lookup)) else {
+        return bare(addr);
+    };
+    let file_offset = lookup - mapping.start + mapping.offset;
+    let source = Source::Elf(Elf::new(&mapping.path));
+    match symbolizer.symbolize_single(&source, Input::FileOffset(file_offset)) {
+        Ok(Symbolized::Sym(sym)) => {
+            let (file, line) = sym.code_info.as_ref().map_or((None, None), |info| {
+                let file = match &info.dir {
+                    Some(dir) => dir.join(&*info.file),
+                    None => Path::new(&*info.file).to_path_buf(),
+                };
+                (Some(file.display().to_string()), info.line)
+            });
+            Frame {
+                addr: hex_addr(addr),
+                function: Some(sym.name.into_owned()),
+                file,
+                line,
+                module: Some(mapping.path.clone()),
+            }
+        }
+        Ok(Symbolized::Unknown(_)) => Frame { module: Some(mapping.path.clone()), ..bare(addr) },
+        Err(err) => {
+            log::debug!("symbolizing {addr:#x} in {}: {err}", mapping.path);
+            Frame { module: Some(mapping.path.clone()), ..bare(addr) }
+        }
+    }
 }

@@ -2,6 +2,7 @@
 
 mod client;
 mod format;
+mod oom;
 mod run;
 mod status;
 mod top;
@@ -29,6 +30,8 @@ enum Command {
     Top(top::TopArgs),
     /// Show the daemon's probes, event and loss counters, and table sizes.
     Status(status::StatusArgs),
+    /// List the OOM kills the daemon recorded (what the victim's heap held), or show one.
+    Oom(oom::OomArgs),
 }
 
 /// How a client reaches the daemon.
@@ -60,6 +63,7 @@ impl Cli {
                 Command::Run(args) => run::run(args).await,
                 Command::Top(args) => top::run(args).await,
                 Command::Status(args) => status::run(args).await,
+                Command::Oom(args) => oom::run(args).await,
             }
         })
     }

@@ -84,6 +84,14 @@ pub struct TopRow<'a> {
     pub stats: StackStats,
 }
 
+/// One process of the table, from [`Table::process`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct ProcessSummary<'a> {
+    pub comm: &'a str,
+    pub live_bytes: u64,
+    pub live_allocations: u64,
+}
+
 /// Sizes of the table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sizes {
@@ -131,6 +139,8 @@ impl Table {
                 Applied::Nothing
             }
             Event::Exit(exit) | Event::Exec(exit) => self.purge(exit.header.tgid, exit.header.ts_ns),
+            // The table is unchanged: the caller snapshots the victim, whose exit comes later.
+            Event::Oom(_) => Applied::Nothing,
         }
     }
 
@@ -218,6 +228,15 @@ impl Table {
         if let Some(process) = self.procs.get_mut(&tgid) {
             process.comm = comm;
         }
+    }
+
+    /// Name, live bytes and live allocations of a process the table holds.
+    pub fn process(&self, tgid: u32) -> Option<ProcessSummary<'_>> {
+        self.procs.get(&tgid).map(|p| ProcessSummary {
+            comm: &p.comm,
+            live_bytes: p.live_bytes,
+            live_allocations: p.allocs.len() as u64,
+        })
     }
 
     /// Stacks ordered by live bytes (then total bytes), largest first, optionally of one process.

@@ -11,11 +11,11 @@ use std::{
 };
 
 use aya::maps::{MapData, PerCpuArray};
-use leakprobe_common::Counter;
+use leakprobe_common::{Counter, Event, OOM_PROGRAM};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::purge::PurgeJob;
+use super::{oom::OomTracker, purge::PurgeJob};
 use crate::{
     core::table::{Applied, Table},
     ingest::Batch,
@@ -45,6 +45,7 @@ pub struct State {
     pub attach_points: Vec<AttachPoint>,
     pub decode_errors: u64,
     pub batches: u64,
+    pub oom: OomTracker,
 }
 
 impl State {
@@ -74,6 +75,10 @@ impl State {
         self.batches += 1;
         self.decode_errors += batch.decode_errors;
         for event in &batch.events {
+            if let Event::Oom(oom) = event {
+                // Before the victim's exit event (later in the ring buffer) purges it.
+                self.oom.on_oom(oom, &self.table, self.clock, &self.symbolizer);
+            }
             match self.table.apply(event) {
                 Applied::Nothing => {}
                 Applied::NewProcess(tgid) => {
@@ -81,8 +86,10 @@ impl State {
                     if let Some(comm) = procfs::comm(tgid) {
                         self.table.set_comm(tgid, comm);
                     }
+                    self.oom.new_process(tgid);
                 }
                 Applied::Purged { tgid, addrs, before_ns } => {
+                    self.oom.purged(tgid);
                     if !addrs.is_empty() {
                         // The purger thread outlives this task; a send only fails during shutdown.
                         let _ = self.purger.send(PurgeJob { tgid, addrs, before_ns });
@@ -94,7 +101,10 @@ impl State {
 
     fn answer(&mut self, request: Request) {
         match request {
-            Request::Attached(points) => self.attach_points = points,
+            Request::Attached(points) => {
+                self.oom.enabled = points.iter().any(|p| p.program == OOM_PROGRAM);
+                self.attach_points = points;
+            }
             Request::Status(reply) => {
                 let _ = reply.send(self.status());
             }
@@ -117,7 +127,8 @@ impl State {
 
     fn top(&self, query: &TopQuery) -> (Vec<StackReport>, Vec<StackRequest>) {
         let rows = self.table.top(query.pid, query.limit());
-        let requests = rows.iter().map(|row| StackRequest { pid: row.tgid, addrs: row.frames.to_vec() }).collect();
+        let requests =
+            rows.iter().map(|row| StackRequest { pid: row.tgid, addrs: row.frames.to_vec(), mappings: None }).collect();
         let reports = rows
             .into_iter()
             .map(|row| StackReport {
@@ -169,6 +180,7 @@ impl State {
             ("kernel_entries_purged", self.purged_entries.load(Ordering::Relaxed)),
         ]
         .into_iter()
+        .chain(self.oom.counters())
         .map(|(name, value)| (name.to_owned(), value))
         .collect();
         StatusResponse {
@@ -187,6 +199,9 @@ impl State {
                 max_live_allocations: limits.max_allocations as u64,
                 max_stacks: limits.max_stacks as u64,
             },
+            features: BTreeMap::from([("oom".to_owned(), self.oom.enabled)]),
+            oom_kills_by_comm: self.oom.kills_by_comm().clone(),
+            oom_report_dir: Some(self.oom.dir.display().to_string()),
         }
     }
 }
