@@ -47,8 +47,15 @@ impl Daemon {
         )
     }
 
-    /// Like [`Daemon::start`], in a given directory (the socket is `DIR/leakprobe.sock`, which may already exist).
+    /// Like [`Daemon::start`], in a given directory (the socket is `DIR/leakprobe.sock`, which may already exist;
+    /// the state directory is `DIR/state`).
     pub fn start_in(dir: TempDir) -> Self {
+        let state = dir.path().join("state");
+        Self::start_with_state(dir, &state)
+    }
+
+    /// Like [`Daemon::start_in`], with the given `--state-dir` (which may outlive the daemon).
+    pub fn start_with_state(dir: TempDir, state_dir: &Path) -> Self {
         let socket = dir.path().join("leakprobe.sock");
         let log = dir.path().join("daemon.log");
         let log_file = File::create(&log).expect("create the daemon log file");
@@ -56,6 +63,8 @@ impl Daemon {
         cmd.arg("run")
             .arg("--socket")
             .arg(&socket)
+            .arg("--state-dir")
+            .arg(state_dir)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("clone the log file"))
