@@ -6,7 +6,7 @@ use std::{path::Path, sync::Arc, sync::mpsc, thread};
 use blazesym::{
     Pid,
     symbolize::{
-        Input, Symbolized, Symbolizer,
+        Input, Sym, Symbolized, Symbolizer,
         source::{Elf, Process, Source},
     },
 };
@@ -89,24 +89,24 @@ fn symbolize_stack(symbolizer: &Symbolizer, stack: &StackRequest) -> Vec<Frame> 
         .zip(results)
         .map(|(&addr, result)| match result {
             Symbolized::Sym(sym) => {
-                let (file, line) = sym.code_info.as_ref().map_or((None, None), |info| {
-                    let file = match &info.dir {
-                        Some(dir) => dir.join(&*info.file),
-                        None => Path::new(&*info.file).to_path_buf(),
-                    };
-                    (Some(file.display().to_string()), info.line)
-                });
-                Frame {
-                    addr: hex_addr(addr),
-                    function: Some(sym.name.into_owned()),
-                    file,
-                    line,
-                    module: sym.module.map(|m| m.to_string_lossy().into_owned()),
-                }
+                let module = sym.module.as_ref().map(|m| m.to_string_lossy().into_owned());
+                sym_frame(addr, sym, module)
             }
             Symbolized::Unknown(_) => bare(addr),
         })
         .collect()
+}
+
+/// The frame of return address `addr`, resolved to `sym`.
+fn sym_frame(addr: u64, sym: Sym<'_>, module: Option<String>) -> Frame {
+    let (file, line) = sym.code_info.as_ref().map_or((None, None), |info| {
+        let file = match &info.dir {
+            Some(dir) => dir.join(&*info.file),
+            None => Path::new(&*info.file).to_path_buf(),
+        };
+        (Some(file.display().to_string()), info.line)
+    });
+    Frame { addr: hex_addr(addr), function: Some(sym.name.into_owned()), file, line, module }
 }
 
 /// Resolves one return address through the mapping that holds it, from the mapped file itself.
@@ -118,22 +118,7 @@ fn symbolize_in_file(symbolizer: &Symbolizer, mappings: &[Mapping], addr: u64) -
     let file_offset = lookup - mapping.start + mapping.offset;
     let source = Source::Elf(Elf::new(&mapping.path));
     match symbolizer.symbolize_single(&source, Input::FileOffset(file_offset)) {
-        Ok(Symbolized::Sym(sym)) => {
-            let (file, line) = sym.code_info.as_ref().map_or((None, None), |info| {
-                let file = match &info.dir {
-                    Some(dir) => dir.join(&*info.file),
-                    None => Path::new(&*info.file).to_path_buf(),
-                };
-                (Some(file.display().to_string()), info.line)
-            });
-            Frame {
-                addr: hex_addr(addr),
-                function: Some(sym.name.into_owned()),
-                file,
-                line,
-                module: Some(mapping.path.clone()),
-            }
-        }
+        Ok(Symbolized::Sym(sym)) => sym_frame(addr, sym, Some(mapping.path.clone())),
         Ok(Symbolized::Unknown(_)) => Frame { module: Some(mapping.path.clone()), ..bare(addr) },
         Err(err) => {
             log::debug!("symbolizing {addr:#x} in {}: {err}", mapping.path);
