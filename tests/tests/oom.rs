@@ -17,7 +17,7 @@ const BLOCK: u64 = 1 << 20;
 const MIN_LEAKED: u64 = 40 << 20;
 const MAX_LEAKED: u64 = LIMIT + BLOCK;
 /// How long the kernel may take to kill the fixture, and the daemon to write the report.
-const KILL_TIMEOUT: Duration = Duration::from_secs(60);
+const KILL_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// `leakprobe oom --json`'s reports.
 fn reports(daemon: &Daemon) -> Vec<Value> {
