@@ -35,28 +35,36 @@ pub struct OomTracker {
     pub dir: PathBuf,
     kills_by_comm: BTreeMap<String, u64>,
     kills: u64,
-    /// Executable mappings of tracked processes, read when the daemon first sees them: a victim's address
-    /// space may be gone by the time its OOM event is read, and its stacks still need symbols.
-    mappings: HashMap<u32, Arc<Vec<Mapping>>>,
+    /// What `/proc` said about each tracked process when the daemon first saw it: by the time a victim's OOM
+    /// event is read, its address space may be gone (its stacks still need symbols) and so may the whole
+    /// process (reaped by its parent), cgroup included.
+    seen: HashMap<u32, Seen>,
+}
+
+/// A tracked process as `/proc` showed it when the daemon first saw it.
+#[derive(Debug, Default)]
+struct Seen {
+    mappings: Option<Arc<Vec<Mapping>>>,
+    cgroup: Option<String>,
 }
 
 impl OomTracker {
     pub fn new(enabled: bool, reports: mpsc::Sender<OomRequest>, stats: Arc<OomStats>, dir: PathBuf) -> Self {
-        Self { enabled, reports, stats, dir, kills_by_comm: BTreeMap::new(), kills: 0, mappings: HashMap::new() }
+        Self { enabled, reports, stats, dir, kills_by_comm: BTreeMap::new(), kills: 0, seen: HashMap::new() }
     }
 
     /// The table saw a process for the first time.
     pub fn new_process(&mut self, tgid: u32) {
-        if self.enabled
-            && let Some(mappings) = procfs::exec_mappings(tgid)
-        {
-            self.mappings.insert(tgid, Arc::new(mappings));
+        if self.enabled {
+            let seen =
+                Seen { mappings: procfs::exec_mappings(tgid).map(Arc::new), cgroup: procfs::memory_cgroup(tgid) };
+            self.seen.insert(tgid, seen);
         }
     }
 
     /// A process was purged (exit or exec).
     pub fn purged(&mut self, tgid: u32) {
-        self.mappings.remove(&tgid);
+        self.seen.remove(&tgid);
     }
 
     /// Kills by the victim's name.
@@ -74,7 +82,9 @@ impl OomTracker {
     /// Handles one OOM event: count, snapshot now, symbolize and save in a spawned task.
     pub fn on_oom(&mut self, event: &OomEvent, table: &Table, clock: Clock, symbolizer: &SymbolizerHandle) {
         let pid = event.header.tgid;
-        let cgroup = procfs::memory_cgroup(pid);
+        let seen = self.seen.get(&pid);
+        // Fresh if the victim is still there, else as first seen (a process rarely changes cgroups).
+        let cgroup = procfs::memory_cgroup(pid).or_else(|| seen.and_then(|s| s.cgroup.clone()));
         let (report, addrs) = snapshot(event, table, clock, cgroup);
         self.kills += 1;
         let key = if self.kills_by_comm.len() < MAX_COMMS || self.kills_by_comm.contains_key(&report.comm) {
@@ -84,7 +94,7 @@ impl OomTracker {
         };
         *self.kills_by_comm.entry(key).or_default() += 1;
         // The freshest mappings if the victim still has its address space, else those read when first seen.
-        let mappings = procfs::exec_mappings(pid).map(Arc::new).or_else(|| self.mappings.get(&pid).cloned());
+        let mappings = procfs::exec_mappings(pid).map(Arc::new).or_else(|| seen.and_then(|s| s.mappings.clone()));
         let requests: Vec<StackRequest> =
             addrs.into_iter().map(|addrs| StackRequest { pid, addrs, mappings: mappings.clone() }).collect();
         let symbolizer = symbolizer.clone();

@@ -25,8 +25,8 @@ pub struct OomReport {
     pub comm: String,
     /// The victim's uid, when the kernel's record has it.
     pub uid: Option<u32>,
-    /// The victim's memory cgroup (cgroup v1 `memory` hierarchy, else the v2 path), `None` when the process was
-    /// already gone when the daemon looked.
+    /// The victim's memory cgroup (cgroup v1 `memory` hierarchy, else the v2 path): read at the kill, or, if
+    /// the victim was already gone, when the daemon first saw it allocate; `None` when never known.
     pub cgroup: Option<String>,
     /// Memory of the victim as the kernel reported it, in kB (`None`: not in this kernel's record).
     pub total_vm_kb: Option<u64>,
