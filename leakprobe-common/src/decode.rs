@@ -2,7 +2,7 @@
 
 use core::{fmt, mem::size_of};
 
-use crate::{AllocEvent, EventHeader, EventKind, FreeEvent, MAX_FRAMES, ProcessEvent};
+use crate::{AllocEvent, EventHeader, EventKind, FreeEvent, MAX_FRAMES, OomEvent, ProcessEvent};
 
 /// A decoded ring-buffer record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,6 +15,7 @@ pub enum Event {
     Free(FreeEvent),
     Exit(ProcessEvent),
     Exec(ProcessEvent),
+    Oom(OomEvent),
 }
 
 impl Event {
@@ -24,6 +25,7 @@ impl Event {
             Self::Alloc(e) => &e.header,
             Self::Free(e) => &e.header,
             Self::Exit(e) | Self::Exec(e) => &e.header,
+            Self::Oom(e) => &e.header,
         }
     }
 }
@@ -78,6 +80,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         Some(EventKind::Free) => read(bytes, header.kind).map(Event::Free),
         Some(EventKind::Exit) => read(bytes, header.kind).map(Event::Exit),
         Some(EventKind::Exec) => read(bytes, header.kind).map(Event::Exec),
+        Some(EventKind::Oom) => read(bytes, header.kind).map(Event::Oom),
         None => Err(DecodeError::UnknownKind(header.kind)),
     }
 }
@@ -127,6 +130,26 @@ mod tests {
         assert_eq!(decode(&bytes_of(&exit)), Ok(Event::Exit(exit)));
         let exec = ProcessEvent { header: header(EventKind::Exec), comm: [b'y'; 16] };
         assert_eq!(decode(&bytes_of(&exec)), Ok(Event::Exec(exec)));
+    }
+
+    #[test]
+    fn oom_round_trip() {
+        let oom = OomEvent {
+            header: header(EventKind::Oom),
+            total_vm_kb: 70_000,
+            anon_rss_kb: 65_000,
+            file_rss_kb: 1_200,
+            shmem_rss_kb: 4,
+            uid: 1000,
+            oom_score_adj: -17,
+            has: crate::OOM_HAS_ALL,
+            pad: 0,
+            comm: *b"leaker\0\0\0\0\0\0\0\0\0\0",
+        };
+        let bytes = bytes_of(&oom);
+        assert_eq!(decode(&bytes), Ok(Event::Oom(oom)));
+        assert_eq!(decode(&bytes).map(|e| e.header().tgid), Ok(4242));
+        assert_eq!(decode(&bytes[..80]), Err(DecodeError::Short { kind: 5, len: 80, need: 88 }));
     }
 
     #[test]

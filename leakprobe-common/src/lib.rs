@@ -11,9 +11,15 @@ mod decode;
 #[cfg(feature = "user")]
 pub use decode::{DecodeError, Event, decode};
 
+mod oom;
+pub use oom::{
+    OOM_HAS_ALL, OOM_HAS_COMM, OOM_HAS_OOM_SCORE_ADJ, OOM_HAS_RSS, OOM_HAS_TOTAL_VM, OOM_HAS_UID, OomEvent, OomFields,
+};
+
 /// Names of the maps in the eBPF object.
 pub mod maps {
-    /// Ring buffer carrying [`crate::AllocEvent`], [`crate::FreeEvent`] and [`crate::ProcessEvent`].
+    /// Ring buffer carrying [`crate::AllocEvent`], [`crate::FreeEvent`], [`crate::ProcessEvent`] and
+    /// [`crate::OomEvent`].
     pub const EVENTS: &str = "EVENTS";
     /// Per-thread in-flight allocator call, keyed by `pid_tgid`, value [`crate::InFlight`].
     pub const INFLIGHT: &str = "INFLIGHT";
@@ -30,6 +36,8 @@ pub mod globals {
     /// Byte offset of `group_dead` in the `sched/sched_process_exit` record, read from the tracepoint's
     /// format file at run time; [`crate::NO_FIELD`] when this kernel has no such field.
     pub const EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
+    /// Layout of the `oom/mark_victim` record, a [`crate::OomFields`] read from the tracepoint's format file.
+    pub const OOM_FIELDS: &str = "OOM_FIELDS";
 }
 
 /// Value of an offset global meaning "this kernel has no such field".
@@ -56,6 +64,8 @@ pub enum EventKind {
     Exit = 3,
     /// A [`ProcessEvent`]: a process called `execve`; its old address space is gone.
     Exec = 4,
+    /// An [`OomEvent`]: the OOM killer chose a victim (its exit comes later).
+    Oom = 5,
 }
 
 impl EventKind {
@@ -66,6 +76,7 @@ impl EventKind {
             2 => Some(Self::Free),
             3 => Some(Self::Exit),
             4 => Some(Self::Exec),
+            5 => Some(Self::Oom),
             _ => None,
         }
     }
@@ -157,6 +168,8 @@ pub const FREE_PROGRAM: &str = "free_enter";
 pub const EXIT_PROGRAM: &str = "sched_process_exit";
 /// Name of the `sched/sched_process_exec` program.
 pub const EXEC_PROGRAM: &str = "sched_process_exec";
+/// Name of the `oom/mark_victim` program.
+pub const OOM_PROGRAM: &str = "oom_mark_victim";
 
 /// Leading part of every ring-buffer record.
 #[repr(C)]
@@ -286,11 +299,13 @@ pub enum Counter {
     StackTruncated = 12,
     /// `posix_memalign`'s out-pointer could not be read.
     ReadErrors = 13,
+    /// OOM-kill events lost: ring buffer full, or the victim's pid could not be read from the record.
+    OomLost = 14,
 }
 
 impl Counter {
     /// Number of counters (the size of [`maps::COUNTERS`]).
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
 
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
@@ -308,6 +323,7 @@ impl Counter {
         Self::StackErrors,
         Self::StackTruncated,
         Self::ReadErrors,
+        Self::OomLost,
     ];
 
     /// Stable `snake_case` name, used in `status` output and metric names.
@@ -327,6 +343,7 @@ impl Counter {
             Self::StackErrors => "stack_errors",
             Self::StackTruncated => "stack_truncated",
             Self::ReadErrors => "read_errors",
+            Self::OomLost => "oom_lost",
         }
     }
 }
@@ -346,4 +363,6 @@ mod pod {
     unsafe impl aya::Pod for super::InFlight {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::LiveKey {}
+    // SAFETY: as above (eight `u32`s).
+    unsafe impl aya::Pod for super::OomFields {}
 }

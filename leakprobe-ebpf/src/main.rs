@@ -1,4 +1,4 @@
-//! leakprobe's eBPF object: allocator uprobes, `free`, and process lifecycle tracepoints.
+//! leakprobe's eBPF object: allocator uprobes, `free`, process lifecycle tracepoints and the OOM killer's.
 // On the host (`cargo clippy --workspace`), feature unification links std into this crate's graph: the
 // binary is `no_std` only for the BPF target it is built for.
 #![cfg_attr(target_arch = "bpf", no_std)]

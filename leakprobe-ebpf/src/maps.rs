@@ -4,7 +4,9 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use leakprobe_common::{Counter, INFLIGHT_MAX_ENTRIES, InFlight, LIVE_MAX_ENTRIES, LiveKey, NO_FIELD, RING_BUF_BYTES};
+use leakprobe_common::{
+    Counter, INFLIGHT_MAX_ENTRIES, InFlight, LIVE_MAX_ENTRIES, LiveKey, NO_FIELD, OomFields, RING_BUF_BYTES,
+};
 
 /// `BPF_F_NO_PREALLOC`: the live-address map grows with use instead of reserving its maximum up front.
 const BPF_F_NO_PREALLOC: u32 = 1;
@@ -29,6 +31,10 @@ static OWN_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 static EXIT_GROUP_DEAD_OFFSET: u32 = NO_FIELD;
 
+/// Set by the loader from the `oom/mark_victim` format file.
+#[unsafe(no_mangle)]
+static OOM_FIELDS: OomFields = OomFields::NONE;
+
 /// The daemon's own thread-group id.
 #[inline(always)]
 pub fn own_tgid() -> u32 {
@@ -42,6 +48,13 @@ pub fn own_tgid() -> u32 {
 pub fn exit_group_dead_offset() -> u32 {
     // SAFETY: as in `own_tgid`.
     unsafe { core::ptr::read_volatile(&raw const EXIT_GROUP_DEAD_OFFSET) }
+}
+
+/// Offsets of the `oom/mark_victim` record's fields.
+#[inline(always)]
+pub fn oom_fields() -> OomFields {
+    // SAFETY: as in `own_tgid`.
+    unsafe { core::ptr::read_volatile(&raw const OOM_FIELDS) }
 }
 
 /// Adds one to a per-CPU counter.

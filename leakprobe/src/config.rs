@@ -18,6 +18,8 @@ pub const DEFAULT_SOCKET_MODE: &str = "0660";
 pub const DEFAULT_MAX_ALLOCATIONS: u32 = LIVE_MAX_ENTRIES;
 /// Distinct stacks stored.
 pub const DEFAULT_MAX_STACKS: u32 = 65_536;
+/// Where the daemon keeps what outlives it (OOM reports under `oom/`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/leakprobe";
 /// Time series kept: 20,000 series of 121 points take about 39 MB.
 pub const DEFAULT_MAX_SERIES: u32 = 20_000;
 /// Seconds between samples of the time series.

@@ -2,7 +2,7 @@
 //!
 //! Floors, each using only the ones below it:
 //! - pure core: [`core`] (table, stack interning), [`protocol`];
-//! - middle: [`probes`], [`ingest`], [`symbolize`], [`procfs`];
+//! - middle: [`probes`], [`ingest`], [`symbolize`], [`procfs`], [`oom`] (report store);
 //! - top: [`server`], [`daemon`], [`cli`], [`config`].
 
 pub mod cli;
@@ -10,6 +10,7 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod ingest;
+pub mod oom;
 pub mod probes;
 pub mod procfs;
 pub mod protocol;

@@ -31,6 +31,28 @@ pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
+/// The memory cgroup of a process from `/proc/PID/cgroup`, if the process still exists.
+pub fn memory_cgroup(pid: u32) -> Option<String> {
+    parse_memory_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+}
+
+/// The path of the cgroup v1 hierarchy holding the `memory` controller (`N:memory:/path`, possibly with other
+/// controllers in the list), else the cgroup v2 path (`0::/path`).
+pub fn parse_memory_cgroup(text: &str) -> Option<String> {
+    let mut v2 = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        if controllers.split(',').any(|c| c == "memory") {
+            return Some(path.to_owned());
+        }
+        if controllers.is_empty() {
+            v2 = Some(path.to_owned());
+        }
+    }
+    v2
+}
+
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; both clocks used here always exist on Linux.
@@ -78,6 +100,16 @@ mod tests {
         assert_eq!(parse_status(text), Some(RssSample { rss: 2 << 20, anon: 1 << 20, swap: 4096 }));
         assert_eq!(parse_status("Name:\tkthreadd\n"), None);
         assert!(rss(std::process::id()).is_some_and(|s| s.rss > 0 && s.anon > 0));
+    }
+
+    #[test]
+    fn memory_cgroup_v1_then_v2() {
+        let v1 = "9:name=systemd:/\n4:memory:/process_api/e9d9\n3:cpu,cpuacct:/x\n0::/\n";
+        assert_eq!(parse_memory_cgroup(v1).as_deref(), Some("/process_api/e9d9"));
+        assert_eq!(parse_memory_cgroup("5:cpu,memory:/a/b\n").as_deref(), Some("/a/b"));
+        assert_eq!(parse_memory_cgroup("0::/system.slice/x.service\n").as_deref(), Some("/system.slice/x.service"));
+        assert_eq!(parse_memory_cgroup("garbage\n"), None);
+        assert!(memory_cgroup(std::process::id()).is_some());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - `GET /v1/top?pid=PID&limit=N&by=bytes|growth|count|age&verdict=V&window=DUR` -> [`TopResponse`]
 //! - `GET /v1/stacks?pid=PID&window=DUR` -> [`TopResponse`] with every stack of the process
 //! - `GET /v1/processes?pid=PID&by=...&window=DUR` -> [`ProcessesResponse`]
+//! - `GET /v1/oom` -> [`OomListResponse`], `GET /v1/oom/{id}` -> [`OomReport`] (see [`oom`])
 //!
 //! Every error is a non-2xx status with an [`ErrorResponse`] body. Field names are stable: new fields may be
 //! added, none renamed or removed within `v1`.
@@ -14,6 +15,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::core::analysis::{Growth, Verdict, VerdictConfig};
+
+pub mod oom;
+pub use oom::{OOM_PATH, OomListResponse, OomReport, OomStack, OomSummary};
 
 /// Path prefix of the current API version.
 pub const API_PREFIX: &str = "/v1";
@@ -240,6 +244,16 @@ pub struct StatusResponse {
     pub daemon_counters: BTreeMap<String, u64>,
     /// Current sizes of the daemon's tables.
     pub tables: TableSizes,
+    /// Optional features and whether they run: `oom` (OOM reports; needs the `oom/mark_victim` tracepoint).
+    #[serde(default)]
+    pub features: BTreeMap<String, bool>,
+    /// OOM kills seen since the daemon started, by the victim's `comm` (at most 256 names; further ones are
+    /// counted under `(other)`).
+    #[serde(default)]
+    pub oom_kills_by_comm: BTreeMap<String, u64>,
+    /// The directory OOM reports are kept in.
+    #[serde(default)]
+    pub oom_report_dir: Option<String>,
     /// How growth is measured and judged.
     pub analysis: AnalysisSettings,
 }

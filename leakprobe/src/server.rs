@@ -9,7 +9,7 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::{Query, State, rejection::QueryRejection},
+    extract::{Path as UrlPath, Query, State, rejection::QueryRejection},
     http::{Method, StatusCode, Uri},
     response::{IntoResponse, Response},
     routing::get,
@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     daemon::state::Request,
-    protocol::{ErrorResponse, PROCESSES_PATH, STACKS_PATH, STATUS_PATH, TOP_PATH, TopQuery},
+    oom::OomRequest,
+    protocol::{ErrorResponse, OOM_PATH, PROCESSES_PATH, STACKS_PATH, STATUS_PATH, TOP_PATH, TopQuery, oom::valid_id},
 };
 
 /// Why the socket could not be set up.
@@ -86,33 +87,59 @@ impl IntoResponse for ApiError {
     }
 }
 
-type Requests = mpsc::Sender<Request>;
-
-/// Serves until `shutdown` is cancelled.
-pub async fn serve(listener: UnixListener, requests: Requests, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router(requests)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+/// Where the handlers send their questions: the state owner, and the OOM report thread.
+#[derive(Clone)]
+struct Api {
+    requests: mpsc::Sender<Request>,
+    oom: mpsc::Sender<OomRequest>,
 }
 
-fn router(requests: Requests) -> Router {
+/// Serves until `shutdown` is cancelled.
+pub async fn serve(
+    listener: UnixListener,
+    requests: mpsc::Sender<Request>,
+    oom: mpsc::Sender<OomRequest>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(Api { requests, oom })).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+fn router(api: Api) -> Router {
     Router::new()
         .route(STATUS_PATH, get(status))
         .route(TOP_PATH, get(top))
         .route(STACKS_PATH, get(stacks))
         .route(PROCESSES_PATH, get(processes))
+        .route(OOM_PATH, get(oom_list))
+        .route(&format!("{OOM_PATH}/{{id}}"), get(oom_show))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(requests)
+        .with_state(api)
 }
 
-async fn ask<T>(requests: &Requests, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, ApiError> {
+async fn ask<R, T>(to: &mpsc::Sender<R>, make: impl FnOnce(oneshot::Sender<T>) -> R) -> Result<T, ApiError> {
     let unavailable = || ApiError(StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down".into());
     let (tx, rx) = oneshot::channel();
-    requests.send(make(tx)).await.map_err(|_| unavailable())?;
+    to.send(make(tx)).await.map_err(|_| unavailable())?;
     rx.await.map_err(|_| unavailable())
 }
 
-async fn status(State(requests): State<Requests>) -> Result<Response, ApiError> {
-    Ok(Json(ask(&requests, Request::Status).await?).into_response())
+async fn status(State(api): State<Api>) -> Result<Response, ApiError> {
+    Ok(Json(ask(&api.requests, Request::Status).await?).into_response())
+}
+
+async fn oom_list(State(api): State<Api>) -> Result<Response, ApiError> {
+    Ok(Json(ask(&api.oom, OomRequest::List).await?).into_response())
+}
+
+async fn oom_show(State(api): State<Api>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+    if !valid_id(&id) {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("{id:?} is not an OOM report id (<unix_ms>-<pid>)")));
+    }
+    match ask(&api.oom, |tx| OomRequest::Get(id.clone(), tx)).await? {
+        Some(report) => Ok(Json(report).into_response()),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no OOM report {id}; list them with GET {OOM_PATH}"))),
+    }
 }
 
 /// The query, checked: a parse error or a bad window is a 400 naming the endpoint.
@@ -123,39 +150,34 @@ fn checked(path: &str, query: Result<Query<TopQuery>, QueryRejection>) -> Result
     Ok(query)
 }
 
-async fn top(
-    State(requests): State<Requests>,
-    query: Result<Query<TopQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
+async fn top(State(api): State<Api>, query: Result<Query<TopQuery>, QueryRejection>) -> Result<Response, ApiError> {
     let query = checked(TOP_PATH, query)?;
-    Ok(Json(ask(&requests, |tx| Request::Top(query, tx)).await?).into_response())
+    Ok(Json(ask(&api.requests, |tx| Request::Top(query, tx)).await?).into_response())
 }
 
-async fn stacks(
-    State(requests): State<Requests>,
-    query: Result<Query<TopQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
+async fn stacks(State(api): State<Api>, query: Result<Query<TopQuery>, QueryRejection>) -> Result<Response, ApiError> {
     let mut query = checked(STACKS_PATH, query)?;
     if query.pid.is_none() {
         return Err(ApiError(StatusCode::BAD_REQUEST, format!("{STACKS_PATH} needs pid=PID")));
     }
     query.limit = Some(query.limit.unwrap_or(crate::protocol::MAX_TOP_LIMIT));
-    Ok(Json(ask(&requests, |tx| Request::Top(query, tx)).await?).into_response())
+    Ok(Json(ask(&api.requests, |tx| Request::Top(query, tx)).await?).into_response())
 }
 
 async fn processes(
-    State(requests): State<Requests>,
+    State(api): State<Api>,
     query: Result<Query<TopQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let query = checked(PROCESSES_PATH, query)?;
-    Ok(Json(ask(&requests, |tx| Request::Processes(query, tx)).await?).into_response())
+    Ok(Json(ask(&api.requests, |tx| Request::Processes(query, tx)).await?).into_response())
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
         format!(
-            "no endpoint {method} {}; endpoints: GET {STATUS_PATH}, {TOP_PATH}, {STACKS_PATH}, {PROCESSES_PATH}",
+            "no endpoint {method} {}; endpoints: GET {STATUS_PATH}, {TOP_PATH}, {STACKS_PATH}, {PROCESSES_PATH}, \
+             {OOM_PATH}, {OOM_PATH}/ID",
             uri.path()
         ),
     )

@@ -55,13 +55,25 @@ impl Daemon {
         )
     }
 
-    /// Like [`Daemon::start`], in a given directory (the socket is `DIR/leakprobe.sock`, which may already exist).
+    /// Like [`Daemon::start`], in a given directory (the socket is `DIR/leakprobe.sock`, which may already exist;
+    /// the state directory is `DIR/state`).
     pub fn start_in(dir: TempDir) -> Self {
         Self::start_in_with_args(dir, &[])
     }
 
     /// Like [`Daemon::start_in`], with more arguments to `leakprobe run`.
     pub fn start_in_with_args(dir: TempDir, args: &[&str]) -> Self {
+        let state = dir.path().join("state");
+        Self::start_with_state_args(dir, &state, args)
+    }
+
+    /// Like [`Daemon::start_in`], with the given `--state-dir` (which may outlive the daemon).
+    pub fn start_with_state(dir: TempDir, state_dir: &Path) -> Self {
+        Self::start_with_state_args(dir, state_dir, &[])
+    }
+
+    /// Like [`Daemon::start_with_state`], with more arguments to `leakprobe run`.
+    pub fn start_with_state_args(dir: TempDir, state_dir: &Path, args: &[&str]) -> Self {
         let socket = dir.path().join("leakprobe.sock");
         let log = dir.path().join("daemon.log");
         let log_file = File::create(&log).expect("create the daemon log file");
@@ -69,6 +81,8 @@ impl Daemon {
         cmd.arg("run")
             .arg("--socket")
             .arg(&socket)
+            .arg("--state-dir")
+            .arg(state_dir)
             .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
             .stdin(Stdio::null())

@@ -81,6 +81,19 @@ impl Fixture {
         stdin.flush().expect("flush fixture stdin");
     }
 
+    /// Waits for the fixture to exit by itself (or be killed) within `timeout`, and returns how it ended.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait on fixture") {
+                self.exited = true;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "fixture `{}` did not exit within {timeout:?}", self.name);
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
     /// Closes stdin (the fixtures then exit) and waits for the exit; fails unless it exits 0.
     pub fn close_stdin_and_wait(&mut self) -> ExitStatus {
         drop(self.stdin.take());

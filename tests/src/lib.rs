@@ -5,6 +5,7 @@
 //! parallel: every assertion is made on the stacks of one fixture pid.
 
 pub mod bpf;
+pub mod cgroup;
 pub mod daemon;
 pub mod expect;
 pub mod fixture;

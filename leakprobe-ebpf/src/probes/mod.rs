@@ -2,4 +2,5 @@
 
 mod alloc;
 mod free;
+mod oom;
 mod process;

@@ -53,6 +53,34 @@ pub fn frame(frame: &Frame) -> String {
     }
 }
 
+/// Milliseconds since the Unix epoch as ISO-8601 UTC: `2026-05-20T08:15:42.123Z`.
+pub fn time(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm), proleptic Gregorian calendar.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        unix_ms % 1000
+    )
+}
+
+/// A size in kB (as the kernel reports memory) in human units; `?` when unknown.
+pub fn kb(kb: Option<u64>) -> String {
+    kb.map_or_else(|| "?".to_owned(), |kb| size(kb.saturating_mul(1024)))
+}
+
 /// A table in the style of `ps`: no borders, a header row.
 pub fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
@@ -86,6 +114,15 @@ mod tests {
         assert_eq!(age(Some(303.0)), "5m 3s");
         assert_eq!(age(Some(7260.4)), "2h 1m");
         assert_eq!(age(None), "-");
+    }
+
+    #[test]
+    fn times_are_iso_8601_utc() {
+        assert_eq!(time(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(time(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(time(1_779_264_942_123), "2026-05-20T08:15:42.123Z");
+        assert_eq!(kb(Some(2048)), "2 MiB");
+        assert_eq!(kb(None), "?");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod client;
 mod format;
+mod oom;
 mod processes;
 mod run;
 mod status;
@@ -34,6 +35,8 @@ enum Command {
     Processes(processes::ProcessesArgs),
     /// Show the daemon's probes, event and loss counters, and table sizes.
     Status(status::StatusArgs),
+    /// List the OOM kills the daemon recorded (what the victim's heap held), or show one.
+    Oom(oom::OomArgs),
 }
 
 /// How a client reaches the daemon.
@@ -67,6 +70,7 @@ impl Cli {
                 Command::Stacks(args) => top::run_stacks(args).await,
                 Command::Processes(args) => processes::run(args).await,
                 Command::Status(args) => status::run(args).await,
+                Command::Oom(args) => oom::run(args).await,
             }
         })
     }

@@ -8,10 +8,11 @@ use clap::Args;
 use crate::{
     config::{
         DEFAULT_INTERVAL, DEFAULT_MAX_ALLOCATIONS, DEFAULT_MAX_SERIES, DEFAULT_MAX_STACKS, DEFAULT_SOCKET,
-        DEFAULT_SOCKET_MODE, DEFAULT_WINDOW, FileConfig,
+        DEFAULT_SOCKET_MODE, DEFAULT_STATE_DIR, DEFAULT_WINDOW, FileConfig,
     },
     core::table::{AnalysisConfig, Limits},
     daemon::{self, DaemonConfig},
+    oom::store::{DEFAULT_MAX_BYTES, DEFAULT_MAX_REPORTS, StoreLimits},
     probes::{ProbeConfig, preflight::SysPaths},
 };
 
@@ -47,6 +48,19 @@ pub struct RunArgs {
     /// History kept and used for growth rates and verdicts, e.g. `10m` [default: 10m].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     window: Option<Duration>,
+    /// Directory for state that outlives the daemon: OOM reports are kept in its `oom/` subdirectory
+    /// (created if missing).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR, env = "LEAKPROBE_STATE_DIR")]
+    state_dir: PathBuf,
+    /// OOM reports kept at most; the oldest are removed first.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_REPORTS)]
+    max_oom_reports: usize,
+    /// Bytes of OOM report files kept at most; the oldest are removed first (the newest report always stays).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BYTES)]
+    max_oom_report_bytes: u64,
+    /// Do not log a line for each OOM kill (reports are still written).
+    #[arg(long)]
+    no_log_oom: bool,
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -76,6 +90,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
             window_s: window.as_secs_f64(),
             verdict: file.verdict,
         },
+        state_dir: args.state_dir,
+        oom_limits: StoreLimits { max_reports: args.max_oom_reports, max_bytes: args.max_oom_report_bytes },
+        log_oom: !args.no_log_oom,
     };
     daemon::run(config).await
 }

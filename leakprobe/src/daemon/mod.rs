@@ -5,6 +5,7 @@
 //! to fail: every task stops, the probes are detached (dropping the `Ebpf` closes every link) and the socket
 //! is removed.
 
+pub mod oom;
 mod purge;
 mod query;
 pub mod state;
@@ -26,10 +27,17 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use self::state::{Request, State};
+use self::{
+    oom::OomTracker,
+    state::{Request, State},
+};
 use crate::{
     core::table::{AnalysisConfig, Limits, Table},
     ingest,
+    oom::{
+        OomStats,
+        store::{ReportStore, StoreLimits},
+    },
     probes::{ProbeConfig, Probes},
     procfs::Clock,
     server,
@@ -44,6 +52,11 @@ pub struct DaemonConfig {
     pub probes: ProbeConfig,
     pub limits: Limits,
     pub analysis: AnalysisConfig,
+    /// The state directory: OOM reports go to its `oom/` subdirectory.
+    pub state_dir: PathBuf,
+    pub oom_limits: StoreLimits,
+    /// Log one line per OOM kill.
+    pub log_oom: bool,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.
@@ -57,6 +70,14 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let purged_entries = Arc::new(AtomicU64::new(0));
     let caught_up = Arc::new(AtomicBool::new(true));
     let (purger, purger_thread) = purge::spawn(maps.live, purged_entries.clone()).context("starting the purger")?;
+    let oom_dir = config.state_dir.join("oom");
+    let (store, warnings) = ReportStore::load(&oom_dir, config.oom_limits);
+    for warning in warnings {
+        log::warn!("{warning}");
+    }
+    let oom_stats = Arc::new(OomStats::default());
+    let (oom_tx, oom_thread) =
+        crate::oom::spawn(store, config.log_oom, oom_stats.clone()).context("starting the OOM report thread")?;
     let state = State {
         table: Table::new(config.limits, config.analysis.clone()),
         counters: maps.counters,
@@ -72,6 +93,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         next_tick: 0,
         as_of_ns: 0,
         ingest_caught_up: caught_up.clone(),
+        // Enabled once the probes are attached (`Request::Attached`).
+        oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
     };
 
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
@@ -95,7 +118,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     log::info!("serving on {}", config.socket.display());
     let token = shutdown.clone();
     tasks.spawn(async move {
-        server::serve(listener, request_tx, token).await.context("serving the socket API")?;
+        server::serve(listener, request_tx, oom_tx, token).await.context("serving the socket API")?;
         Ok("server")
     });
     let token = shutdown.clone();
@@ -130,5 +153,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     server::remove_socket(&config.socket);
     // The state task is gone, so is the purger's sender: the thread finishes its queue and ends.
     let _ = purger_thread.join();
+    // Likewise for the report thread once the last report in flight is written.
+    let _ = oom_thread.join();
     failure.map_or(Ok(()), Err)
 }

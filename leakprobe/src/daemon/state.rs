@@ -11,11 +11,11 @@ use std::{
 };
 
 use aya::maps::{MapData, PerCpuArray};
-use leakprobe_common::Counter;
+use leakprobe_common::{Counter, Event, OOM_PROGRAM};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{purge::PurgeJob, query};
+use super::{oom::OomTracker, purge::PurgeJob, query};
 use crate::{
     core::table::{Applied, Table},
     core::{
@@ -68,6 +68,7 @@ pub struct State {
     pub as_of_ns: u64,
     /// Set by ingest while the ring buffer is empty and everything was handed over.
     pub ingest_caught_up: Arc<AtomicBool>,
+    pub oom: OomTracker,
 }
 
 impl State {
@@ -109,6 +110,10 @@ impl State {
         self.decode_errors += batch.decode_errors;
         self.as_of_ns = self.as_of_ns.max(batch.as_of_ns);
         for event in &batch.events {
+            if let Event::Oom(oom) = event {
+                // Before the victim's exit event (later in the ring buffer) purges it.
+                self.oom.on_oom(oom, &self.table, self.clock, &self.symbolizer);
+            }
             match self.table.apply(event) {
                 Applied::Nothing => {}
                 Applied::NewProcess(tgid) => {
@@ -117,8 +122,10 @@ impl State {
                         self.table.set_comm(tgid, comm);
                     }
                     self.symbolizer.seen(tgid);
+                    self.oom.new_process(tgid);
                 }
                 Applied::Purged { tgid, addrs, before_ns } => {
+                    self.oom.purged(tgid);
                     if !addrs.is_empty() {
                         // The purger thread outlives this task; a send only fails during shutdown.
                         let _ = self.purger.send(PurgeJob { tgid, addrs, before_ns });
@@ -151,7 +158,10 @@ impl State {
 
     fn answer(&mut self, request: Request) {
         match request {
-            Request::Attached(points) => self.attach_points = points,
+            Request::Attached(points) => {
+                self.oom.enabled = points.iter().any(|p| p.program == OOM_PROGRAM);
+                self.attach_points = points;
+            }
             Request::Tick { tick, samples, read_ns } => {
                 self.tick(tick, &samples, TickTimes { heap_ns: self.as_of_ns, rss_ns: read_ns });
             }
@@ -213,6 +223,7 @@ impl State {
             ("kernel_entries_purged", self.purged_entries.load(Ordering::Relaxed)),
         ]
         .into_iter()
+        .chain(self.oom.counters())
         .map(|(name, value)| (name.to_owned(), value))
         .collect();
         StatusResponse {
@@ -240,6 +251,9 @@ impl State {
                 window_seconds: self.table.config().window_s,
                 verdict: self.table.config().verdict,
             },
+            features: BTreeMap::from([("oom".to_owned(), self.oom.enabled)]),
+            oom_kills_by_comm: self.oom.kills_by_comm().clone(),
+            oom_report_dir: Some(self.oom.dir.display().to_string()),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! everything (aya closes the links).
 
 pub mod libc;
+pub mod oom;
 pub mod preflight;
 
 use std::path::PathBuf;
@@ -15,7 +16,8 @@ use aya::{
     programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
 };
 use leakprobe_common::{
-    ALLOC_EXIT_PROGRAM, EXEC_PROGRAM, EXIT_PROGRAM, FREE_PROGRAM, LiveKey, NO_FIELD, globals, maps,
+    ALLOC_EXIT_PROGRAM, EXEC_PROGRAM, EXIT_PROGRAM, FREE_PROGRAM, LiveKey, NO_FIELD, OOM_PROGRAM, OomFields, globals,
+    maps,
 };
 
 use crate::protocol::AttachPoint;
@@ -79,6 +81,8 @@ pub struct Probes {
     ebpf: Ebpf,
     libc: libc::LibcSymbols,
     attach_points: Vec<AttachPoint>,
+    /// The OOM program is loaded (and, after attach, attached). Optional: without it there are no OOM reports.
+    oom: bool,
 }
 
 impl Probes {
@@ -92,10 +96,21 @@ impl Probes {
         let libc = libc::resolve(&libc_path)?;
         let exit_format = preflight::read_format(&config.sys.tracefs, "sched", "sched_process_exit")?;
         let group_dead = preflight::field_offset(&exit_format, "group_dead").unwrap_or(NO_FIELD);
+        let oom_fields = match preflight::read_format(&config.sys.tracefs, "oom", "mark_victim") {
+            Ok(format) => oom::fields(&format),
+            Err(err) => {
+                log::warn!(
+                    "no OOM reports: the kernel has no oom/mark_victim tracepoint ({:#})",
+                    anyhow::Error::new(err)
+                );
+                None
+            }
+        };
         let own_tgid = std::process::id();
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OWN_TGID, &own_tgid, true)
             .override_global(globals::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
+            .override_global(globals::OOM_FIELDS, &oom_fields.unwrap_or(OomFields::NONE), true)
             .map_max_entries(maps::LIVE, config.max_live_allocations)
             .load(EBPF_OBJECT)?;
         let maps = Maps {
@@ -111,7 +126,13 @@ impl Probes {
         for program in [EXIT_PROGRAM, EXEC_PROGRAM] {
             tracepoint(&mut ebpf, program)?.load().map_err(|source| ProbeError::Program { program, source })?;
         }
-        Ok((Self { ebpf, libc, attach_points: Vec::new() }, maps))
+        // The OOM program is optional: malloc tracking runs without it.
+        let oom = oom_fields.is_some()
+            && tracepoint(&mut ebpf, OOM_PROGRAM)?
+                .load()
+                .map_err(|err| log::warn!("no OOM reports: loading `{OOM_PROGRAM}` failed: {err}"))
+                .is_ok();
+        Ok((Self { ebpf, libc, attach_points: Vec::new(), oom }, maps))
     }
 
     /// Attaches every program: entry and return probes on each allocating function, `free`, and the
@@ -151,6 +172,9 @@ impl Probes {
                 program: program.into(),
             });
         }
+        if self.oom {
+            self.attach_oom()?;
+        }
         for (alias, probed) in &self.libc.aliases {
             log::info!("{alias} is an alias of {probed} in {}: probed once", path.display());
         }
@@ -158,6 +182,28 @@ impl Probes {
             log::warn!("{} does not export {symbol}: not probed", path.display());
         }
         Ok(())
+    }
+
+    /// Attaches the OOM program; a failure only turns OOM reports off.
+    fn attach_oom(&mut self) -> Result<(), ProbeError> {
+        if let Err(err) = tracepoint(&mut self.ebpf, OOM_PROGRAM)?.attach("oom", "mark_victim") {
+            log::warn!("no OOM reports: attaching `{OOM_PROGRAM}` to oom/mark_victim failed: {err}");
+            self.oom = false;
+            return Ok(());
+        }
+        self.attach_points.push(AttachPoint {
+            kind: "tracepoint".into(),
+            target: "oom/mark_victim".into(),
+            path: None,
+            offset: None,
+            program: OOM_PROGRAM.into(),
+        });
+        Ok(())
+    }
+
+    /// Whether OOM kills are reported (the tracepoint exists and its program is attached).
+    pub fn oom_enabled(&self) -> bool {
+        self.oom
     }
 
     /// Every attached probe.

@@ -55,18 +55,35 @@ fn ensure_tracefs(dir: &Path) -> Result<(), ProbeError> {
     }
 }
 
-/// Byte offset of field `name` in a tracepoint's format file text, if the field exists.
-pub fn field_offset(format: &str, name: &str) -> Option<u32> {
+/// One field of a tracepoint record, as its format file describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// Byte offset from the start of the record.
+    pub offset: u32,
+    /// Size in bytes (4 for a `__data_loc`, which holds `len << 16 | offset` of the data).
+    pub size: u32,
+    /// A `__data_loc` (variable-length) field.
+    pub data_loc: bool,
+}
+
+/// Field `name` of a tracepoint's format file text, if it exists and parses.
+pub fn field(format: &str, name: &str) -> Option<Field> {
     format.lines().find_map(|line| {
         let mut parts = line.trim().split(';').map(str::trim);
         let decl = parts.next()?.strip_prefix("field:")?;
-        let field = decl.rsplit(|c: char| c.is_whitespace() || c == '*').next()?;
-        let field = field.split('[').next()?;
-        if field != name {
+        let ident = decl.rsplit(|c: char| c.is_whitespace() || c == '*').next()?;
+        if ident.split('[').next()? != name {
             return None;
         }
-        parts.find_map(|p| p.strip_prefix("offset:")).and_then(|o| o.parse().ok())
+        let rest: Vec<&str> = parts.collect();
+        let number = |key: &str| rest.iter().find_map(|p| p.strip_prefix(key)).and_then(|v| v.parse().ok());
+        Some(Field { offset: number("offset:")?, size: number("size:")?, data_loc: decl.starts_with("__data_loc") })
     })
+}
+
+/// Byte offset of field `name` in a tracepoint's format file text, if the field exists.
+pub fn field_offset(format: &str, name: &str) -> Option<u32> {
+    field(format, name).map(|f| f.offset)
 }
 
 /// Reads a tracepoint's format file.
@@ -76,7 +93,7 @@ pub fn read_format(tracefs: &Path, category: &str, name: &str) -> Result<String,
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const EXIT_FORMAT: &str = "name: sched_process_exit
@@ -98,6 +115,43 @@ format:
         assert_eq!(field_offset(EXIT_FORMAT, "pid"), Some(24));
         assert_eq!(field_offset(EXIT_FORMAT, "nothing"), None);
         assert_eq!(field_offset("garbage\nfield:\n", "pid"), None);
+    }
+
+    /// This machine's (Linux 6.18) `oom/mark_victim` format file.
+    pub(crate) const MARK_VICTIM_FORMAT: &str = "name: mark_victim
+ID: 609
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
+\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:int pid;\toffset:8;\tsize:4;\tsigned:1;
+\tfield:__data_loc char[] comm;\toffset:12;\tsize:4;\tsigned:0;
+\tfield:unsigned long total_vm;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:unsigned long anon_rss;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:unsigned long file_rss;\toffset:32;\tsize:8;\tsigned:0;
+\tfield:unsigned long shmem_rss;\toffset:40;\tsize:8;\tsigned:0;
+\tfield:uid_t uid;\toffset:48;\tsize:4;\tsigned:0;
+\tfield:unsigned long pgtables;\toffset:56;\tsize:8;\tsigned:0;
+\tfield:short oom_score_adj;\toffset:64;\tsize:2;\tsigned:1;
+
+print fmt: \"pid=%d comm=%s total-vm=%lukB anon-rss=%lukB file-rss:%lukB shmem-rss:%lukB uid=%u pgtables=%lukB oom_score_adj=%hd\", REC->pid, __get_str(comm), REC->total_vm, REC->anon_rss, REC->file_rss, REC->shmem_rss, REC->uid, REC->pgtables, REC->oom_score_adj
+";
+
+    #[test]
+    fn parses_sizes_and_data_loc() {
+        let f = |name| field(MARK_VICTIM_FORMAT, name);
+        assert_eq!(f("pid"), Some(Field { offset: 8, size: 4, data_loc: false }));
+        assert_eq!(f("comm"), Some(Field { offset: 12, size: 4, data_loc: true }));
+        assert_eq!(f("total_vm"), Some(Field { offset: 16, size: 8, data_loc: false }));
+        assert_eq!(f("shmem_rss"), Some(Field { offset: 40, size: 8, data_loc: false }));
+        assert_eq!(f("uid"), Some(Field { offset: 48, size: 4, data_loc: false }));
+        assert_eq!(f("oom_score_adj"), Some(Field { offset: 64, size: 2, data_loc: false }));
+        assert_eq!(f("common_pid"), Some(Field { offset: 4, size: 4, data_loc: false }));
+        assert_eq!(f("fmt"), None);
+        assert_eq!(field(EXIT_FORMAT, "comm"), Some(Field { offset: 8, size: 16, data_loc: false }));
+        assert_eq!(field("\tfield:int pid;\toffset:8;\tsize:x;", "pid"), None);
     }
 
     #[test]

@@ -216,6 +216,8 @@ impl Table {
                 Applied::Nothing
             }
             Event::Exit(exit) | Event::Exec(exit) => self.purge(exit.header.tgid, exit.header.ts_ns),
+            // The table is unchanged: the caller snapshots the victim, whose exit comes later.
+            Event::Oom(_) => Applied::Nothing,
         }
     }
 

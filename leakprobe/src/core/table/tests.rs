@@ -2,7 +2,7 @@
 
 use leakprobe_common::{
     ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_TRUNCATED, AllocEvent, AllocFn, Event, EventHeader, EventKind, FreeEvent,
-    MAX_FRAMES, ProcessEvent,
+    MAX_FRAMES, OomEvent, ProcessEvent,
 };
 
 use super::*;
@@ -146,6 +146,33 @@ fn exit_purges_the_process_and_its_stacks() {
     // The series of process 1 and of its stacks went back to the budget.
     assert_eq!(t.sizes().series, 4 + 1);
     assert_eq!(t.counters().processes_purged, 1);
+}
+
+#[test]
+fn an_oom_event_leaves_the_victim_for_the_snapshot() {
+    let mut t = table();
+    t.apply(&alloc(1, 0x1000, 10, &[0xa], 1));
+    t.apply(&alloc(1, 0x2000, 30, &[0xb], 2));
+    let oom = OomEvent {
+        header: header(EventKind::Oom, 1, 3),
+        total_vm_kb: 0,
+        anon_rss_kb: 0,
+        file_rss_kb: 0,
+        shmem_rss_kb: 0,
+        uid: 0,
+        oom_score_adj: 0,
+        has: 0,
+        pad: 0,
+        comm: [0; 16],
+    };
+    assert_eq!(t.apply(&Event::Oom(oom)), Applied::Nothing);
+    let summary =
+        |t: &Table, pid| t.processes(Some(pid)).next().map(|p| (p.comm.to_owned(), p.live_bytes, p.live_count));
+    assert_eq!(summary(&t, 1), Some(("proc".to_owned(), 40, 2)));
+    assert_eq!(t.top(Some(1), 1)[0].frames, [0xb]);
+    assert_eq!(summary(&t, 2), None);
+    assert!(matches!(t.apply(&exit(1, 4)), Applied::Purged { .. }));
+    assert_eq!(summary(&t, 1), None);
 }
 
 #[test]

@@ -1,0 +1,111 @@
+//! A memory cgroup with a small limit, owned by one test and removed on drop: cgroup v1 (`memory` hierarchy) when
+//! mounted, else cgroup v2 with the memory controller (enabled in the root's subtree if it is not yet).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::POLL_INTERVAL;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Which cgroup version the test's cgroup is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// A memory cgroup `/leakprobe-test-<pid>-<n>` directly under the hierarchy's root.
+pub struct MemoryCgroup {
+    dir: PathBuf,
+    name: String,
+    version: Version,
+}
+
+/// The mount point of the cgroup v2 hierarchy, if mounted.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, dir, kind) = (fields.next()?, fields.next()?, fields.next()?);
+        (kind == "cgroup2").then(|| PathBuf::from(dir))
+    })
+}
+
+fn write(path: &Path, value: &str) {
+    fs::write(path, value).unwrap_or_else(|e| panic!("write {value:?} to {}: {e}", path.display()));
+}
+
+fn has_word(path: &Path, word: &str) -> bool {
+    fs::read_to_string(path).is_ok_and(|text| text.split_whitespace().any(|w| w == word))
+}
+
+impl MemoryCgroup {
+    /// Creates the cgroup with `limit` bytes of memory and no swap beyond it.
+    pub fn create(limit: u64) -> Self {
+        let name = format!("leakprobe-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let v1 = Path::new("/sys/fs/cgroup/memory");
+        if v1.join("memory.limit_in_bytes").is_file() {
+            let dir = v1.join(&name);
+            fs::create_dir(&dir).unwrap_or_else(|e| panic!("create the cgroup {}: {e}", dir.display()));
+            let cgroup = Self { dir, name, version: Version::V1 };
+            write(&cgroup.dir.join("memory.limit_in_bytes"), &limit.to_string());
+            // Memory + swap at the same limit: the kill comes when memory is full, whether swap is on or not.
+            let memsw = cgroup.dir.join("memory.memsw.limit_in_bytes");
+            if memsw.is_file() {
+                write(&memsw, &limit.to_string());
+            }
+            return cgroup;
+        }
+        let root = cgroup2_mount().expect("neither a cgroup v1 memory hierarchy nor cgroup v2 is mounted");
+        assert!(
+            has_word(&root.join("cgroup.controllers"), "memory"),
+            "cgroup v2 at {} has no memory controller (it is bound to a v1 hierarchy?)",
+            root.display()
+        );
+        if !has_word(&root.join("cgroup.subtree_control"), "memory") {
+            write(&root.join("cgroup.subtree_control"), "+memory");
+        }
+        let dir = root.join(&name);
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("create the cgroup {}: {e}", dir.display()));
+        let cgroup = Self { dir, name, version: Version::V2 };
+        write(&cgroup.dir.join("memory.max"), &limit.to_string());
+        let swap = cgroup.dir.join("memory.swap.max");
+        if swap.is_file() {
+            write(&swap, "0");
+        }
+        cgroup
+    }
+
+    /// Moves process `pid` into the cgroup.
+    pub fn add(&self, pid: u32) {
+        write(&self.dir.join("cgroup.procs"), &pid.to_string());
+    }
+
+    /// The cgroup's path as `/proc/PID/cgroup` shows it: `/<name>`.
+    pub fn path(&self) -> String {
+        format!("/{}", self.name)
+    }
+
+    /// The cgroup version in use.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // A killed process leaves the cgroup when it is fully gone: retry for a while. No panic here: this may
+        // run while the test is already failing.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(err) = fs::remove_dir(&self.dir) {
+            if Instant::now() >= deadline {
+                eprintln!("could not remove the test cgroup {}: {err}", self.dir.display());
+                return;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
