@@ -282,6 +282,12 @@ pub struct AttachPoint {
     pub offset: Option<u64>,
     /// The eBPF program attached there.
     pub program: String,
+    /// For uprobes: the probe's offset from the symbol and the instruction there, e.g. `+3 je 0x98fb8`.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// For uprobes: whether the kernel emulates that instruction (cheap) or single-steps it.
+    #[serde(default)]
+    pub emulated: Option<bool>,
 }
 
 /// Sizes of the daemon's tables and their limits.

@@ -42,7 +42,7 @@ pub enum Request {
     /// arrive.
     Tick {
         tick: u64,
-        samples: Vec<(u32, RssSample)>,
+        samples: Vec<(u32, RssSample, Option<String>)>,
         read_ns: u64,
     },
     /// The probes are attached (sent once, after attach).
@@ -143,15 +143,23 @@ impl State {
         let requests = self.requests.clone();
         tokio::task::spawn_blocking(move || {
             let read_ns = procfs::monotonic_ns();
-            let samples = pids.into_iter().filter_map(|pid| procfs::rss(pid).map(|s| (pid, s))).collect();
+            // The cgroup too: a process may have moved since it was first seen, and an OOM victim may be
+            // gone before its report is made.
+            let samples = pids
+                .into_iter()
+                .filter_map(|pid| procfs::rss(pid).map(|s| (pid, s, procfs::memory_cgroup(pid))))
+                .collect();
             // Fails only at shutdown.
             let _ = requests.blocking_send(Request::Tick { tick, samples, read_ns });
         });
     }
 
-    fn tick(&mut self, tick: u64, samples: &[(u32, RssSample)], times: TickTimes) {
-        for &(pid, sample) in samples {
-            self.table.record_rss(tick, pid, sample);
+    fn tick(&mut self, tick: u64, samples: &[(u32, RssSample, Option<String>)], times: TickTimes) {
+        for (pid, sample, cgroup) in samples {
+            self.table.record_rss(tick, *pid, *sample);
+            if let Some(cgroup) = cgroup {
+                self.oom.cgroup_seen(*pid, cgroup);
+            }
         }
         self.table.tick(tick, times);
     }

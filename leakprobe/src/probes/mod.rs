@@ -7,6 +7,7 @@
 pub mod libc;
 pub mod oom;
 pub mod preflight;
+pub mod site;
 
 use std::path::PathBuf;
 
@@ -148,14 +149,16 @@ impl Probes {
         for (kind, program, resolved) in points {
             let target = format!("{}:{}", path.display(), resolved.symbol);
             uprobe(&mut self.ebpf, program)?
-                .attach(resolved.offset, &path, UProbeScope::AllProcesses)
+                .attach(resolved.probe_offset(), &path, UProbeScope::AllProcesses)
                 .map_err(|source| ProbeError::Attach { program, target, source })?;
             self.attach_points.push(AttachPoint {
                 kind: kind.into(),
                 target: resolved.symbol.into(),
                 path: Some(path.display().to_string()),
-                offset: Some(resolved.offset),
+                offset: Some(resolved.probe_offset()),
                 program: program.into(),
+                site: Some(format!("+{} {}", resolved.site.offset, resolved.site.instruction)),
+                emulated: Some(resolved.site.emulated),
             });
         }
         for (program, name) in [(EXIT_PROGRAM, "sched_process_exit"), (EXEC_PROGRAM, "sched_process_exec")] {
@@ -170,6 +173,8 @@ impl Probes {
                 path: None,
                 offset: None,
                 program: program.into(),
+                site: None,
+                emulated: None,
             });
         }
         if self.oom {
@@ -197,6 +202,8 @@ impl Probes {
             path: None,
             offset: None,
             program: OOM_PROGRAM.into(),
+            site: None,
+            emulated: None,
         });
         Ok(())
     }
