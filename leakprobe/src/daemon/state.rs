@@ -175,7 +175,8 @@ impl State {
             }
             Request::Processes(query, reply) => {
                 let processes = query::processes(&self.table, &query, procfs::monotonic_ns());
-                let _ = reply.send(ProcessesResponse { processes });
+                let estimated = self.table.config().sample_interval > 0;
+                let _ = reply.send(ProcessesResponse { processes, estimated });
             }
             Request::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -183,6 +184,7 @@ impl State {
             Request::Top(query, reply) => {
                 let (reports, stacks) = query::stacks(&self.table, &query, self.clock, procfs::monotonic_ns());
                 let symbolizer = self.symbolizer.clone();
+                let estimated = self.table.config().sample_interval > 0;
                 // Symbolizing reads files: answer from another task so batches keep flowing meanwhile.
                 tokio::spawn(async move {
                     let frames = symbolizer.symbolize(stacks).await;
@@ -191,7 +193,7 @@ impl State {
                         .zip(frames)
                         .map(|(report, frames)| StackReport { frames, ..report })
                         .collect();
-                    let _ = reply.send(TopResponse { stacks });
+                    let _ = reply.send(TopResponse { stacks, estimated });
                 });
             }
         }
@@ -238,7 +240,8 @@ impl State {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             uptime_seconds: self.started.elapsed().as_secs(),
-            mode: "full".to_owned(),
+            mode: if self.table.config().sample_interval == 0 { "full" } else { "sampled" }.to_owned(),
+            sample_interval_bytes: Some(self.table.config().sample_interval).filter(|&i| i > 0),
             attach_points: self.attach_points.clone(),
             kernel_counters: self.kernel_counters(),
             daemon_counters,

@@ -68,6 +68,8 @@ pub struct ProbeConfig {
     pub sys: preflight::SysPaths,
     /// Size of the kernel's live-address map: the daemon's table holds as many, so the two limits agree.
     pub max_live_allocations: u32,
+    /// Mean bytes between sampled allocations; 0 tracks every allocation.
+    pub sample_interval: u64,
 }
 
 /// The maps the daemon reads.
@@ -108,8 +110,11 @@ impl Probes {
             }
         };
         let own_tgid = std::process::id();
+        let exp_table = crate::core::sampling::exp_table();
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OWN_TGID, &own_tgid, true)
+            .override_global(globals::SAMPLE_INTERVAL, &config.sample_interval, true)
+            .override_global(globals::EXP_TABLE, &exp_table[..], true)
             .override_global(globals::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
             .override_global(globals::OOM_FIELDS, &oom_fields.unwrap_or(OomFields::NONE), true)
             .map_max_entries(maps::LIVE, config.max_live_allocations)
