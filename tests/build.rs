@@ -58,6 +58,19 @@ fn main() {
     );
     println!("cargo:rustc-env=GROWTH_C={}", growth.display());
 
+    let sampling_src = manifest.join("fixtures/sampling.c");
+    println!("cargo:rerun-if-changed={}", sampling_src.display());
+    let sampling = out.join("sampling");
+    let (src, bin) = (sampling_src.to_str().expect("utf-8 path"), sampling.to_str().expect("utf-8 path"));
+    gcc(
+        &["-O2", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-fno-builtin", "-Wall", "-Wextra"]
+            .into_iter()
+            .chain(["-Werror", "-o", bin, src])
+            .collect::<Vec<_>>(),
+        &sampling,
+    );
+    println!("cargo:rustc-env=SAMPLING_C={}", sampling.display());
+
     let nomalloc = out.join("libnomalloc.so");
     let (src, lib) = (nomalloc_src.to_str().expect("utf-8 path"), nomalloc.to_str().expect("utf-8 path"));
     gcc(&["-shared", "-fPIC", "-nostdlib", "-O2", "-o", lib, src], &nomalloc);

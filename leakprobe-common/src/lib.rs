@@ -27,18 +27,33 @@ pub mod maps {
     pub const LIVE: &str = "LIVE";
     /// Per-CPU event and loss counters, indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
+    /// Per-CPU byte countdown to the next sampled allocation (sampled mode), one `i64` per CPU.
+    pub const COUNTDOWN: &str = "COUNTDOWN";
 }
 
 /// Names of the tunable globals the loader sets before load.
 pub mod globals {
     /// Thread-group id of the daemon itself: its own allocations are never traced.
     pub const OWN_TGID: &str = "OWN_TGID";
+    /// Mean bytes between sampled allocations; 0 tracks every allocation (full mode).
+    pub const SAMPLE_INTERVAL: &str = "SAMPLE_INTERVAL";
+    /// `[u32; EXP_TABLE_LEN]`: quantiles of the unit exponential distribution in fixed point
+    /// (`-ln((i + 0.5) / EXP_TABLE_LEN) * 2^EXP_TABLE_SHIFT`), computed by the loader: eBPF has no floats.
+    pub const EXP_TABLE: &str = "EXP_TABLE";
     /// Byte offset of `group_dead` in the `sched/sched_process_exit` record, read from the tracepoint's
     /// format file at run time; [`crate::NO_FIELD`] when this kernel has no such field.
     pub const EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
     /// Layout of the `oom/mark_victim` record, a [`crate::OomFields`] read from the tracepoint's format file.
     pub const OOM_FIELDS: &str = "OOM_FIELDS";
 }
+
+/// Entries of the exponential table: a draw picks one uniformly (with `bpf_get_prandom_u32`), so countdowns
+/// follow an exponential distribution to within 1/1024 in probability.
+pub const EXP_TABLE_LEN: usize = 1024;
+/// Fixed-point shift of the exponential table's entries.
+pub const EXP_TABLE_SHIFT: u32 = 16;
+/// The largest sampling interval (1 TiB): countdown arithmetic stays within 64 bits.
+pub const MAX_SAMPLE_INTERVAL: u64 = 1 << 40;
 
 /// Value of an offset global meaning "this kernel has no such field".
 pub const NO_FIELD: u32 = u32::MAX;
@@ -253,8 +268,9 @@ pub struct InFlight {
     pub ptr_arg: u64,
     /// An [`AllocFn`] as `u32`.
     pub func: u32,
-    /// Padding, always zero.
-    pub pad: u32,
+    /// 1 when the new block is to be reported; 0 for a `realloc` of a reported block whose new size was not
+    /// sampled: only the old block's free is reported (sampled mode).
+    pub sampled: u32,
 }
 
 /// Key of [`maps::LIVE`].
@@ -301,11 +317,13 @@ pub enum Counter {
     ReadErrors = 13,
     /// OOM-kill events lost: ring buffer full, or the victim's pid could not be read from the record.
     OomLost = 14,
+    /// Allocator calls not sampled (sampled mode): neither recorded nor reported, by design.
+    Unsampled = 15,
 }
 
 impl Counter {
     /// Number of counters (the size of [`maps::COUNTERS`]).
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
@@ -324,6 +342,7 @@ impl Counter {
         Self::StackTruncated,
         Self::ReadErrors,
         Self::OomLost,
+        Self::Unsampled,
     ];
 
     /// Stable `snake_case` name, used in `status` output and metric names.
@@ -344,6 +363,7 @@ impl Counter {
             Self::StackTruncated => "stack_truncated",
             Self::ReadErrors => "read_errors",
             Self::OomLost => "oom_lost",
+            Self::Unsampled => "unsampled",
         }
     }
 }

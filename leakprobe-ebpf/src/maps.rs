@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use leakprobe_common::{
-    Counter, INFLIGHT_MAX_ENTRIES, InFlight, LIVE_MAX_ENTRIES, LiveKey, NO_FIELD, OomFields, RING_BUF_BYTES,
+    Counter, EXP_TABLE_LEN, EXP_TABLE_SHIFT, INFLIGHT_MAX_ENTRIES, InFlight, LIVE_MAX_ENTRIES, LiveKey,
+    MAX_SAMPLE_INTERVAL, NO_FIELD, OomFields, RING_BUF_BYTES,
 };
 
 /// `BPF_F_NO_PREALLOC`: the live-address map grows with use instead of reserving its maximum up front.
@@ -22,6 +23,63 @@ pub static LIVE: HashMap<LiveKey, u64> = HashMap::with_max_entries(LIVE_MAX_ENTR
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+#[map]
+pub static COUNTDOWN: PerCpuArray<i64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Set by the loader: mean bytes between samples, 0 for full mode.
+#[unsafe(no_mangle)]
+static SAMPLE_INTERVAL: u64 = 0;
+
+/// Set by the loader: the exponential quantile table.
+#[unsafe(no_mangle)]
+static EXP_TABLE: [u32; EXP_TABLE_LEN] = [0; EXP_TABLE_LEN];
+
+/// Whether only a sample of allocations is tracked.
+#[inline(always)]
+pub fn sampling() -> bool {
+    // SAFETY: a plain read of a loader-set global; volatile so the zero initializer is not folded in.
+    unsafe { core::ptr::read_volatile(&raw const SAMPLE_INTERVAL) != 0 }
+}
+
+/// A draw from the exponential distribution of mean `interval`, from the loader's quantile table.
+#[inline(always)]
+fn draw(interval: u64) -> i64 {
+    // SAFETY: the helper has no preconditions.
+    let index = unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() } as usize & (EXP_TABLE_LEN - 1);
+    // SAFETY: the index is masked to the table's length; volatile so the zero initializer is not folded in.
+    let quantile = u64::from(unsafe { core::ptr::read_volatile((&raw const EXP_TABLE).cast::<u32>().add(index)) });
+    // interval < 2^40 (the loader refuses more) and quantile < 2^20: the product fits in 64 bits (a
+    // checked multiply would need a 128-bit one, which BPF does not have).
+    let product = interval.min(MAX_SAMPLE_INTERVAL).wrapping_mul(quantile);
+    i64::try_from((product >> EXP_TABLE_SHIFT).max(1)).unwrap_or(i64::MAX)
+}
+
+/// Whether an allocation of `size` bytes is sampled: a Poisson process over allocated bytes. The per-CPU
+/// countdown holds the bytes left to the next sample point; an allocation that reaches it is sampled
+/// (probability `1 - exp(-size / interval)`, the countdown being exponential and memoryless), and the next
+/// point is drawn afresh past its end. Always true in full mode.
+#[inline(always)]
+pub fn sample(size: u64) -> bool {
+    // SAFETY: a plain read of a loader-set global; volatile so the zero initializer is not folded in.
+    let interval = unsafe { core::ptr::read_volatile(&raw const SAMPLE_INTERVAL) };
+    if interval == 0 {
+        return true;
+    }
+    let Some(countdown) = COUNTDOWN.get_ptr_mut(0) else { return true };
+    let size = i64::try_from(size).unwrap_or(i64::MAX);
+    // SAFETY: per-CPU storage; uprobe programs run with migration disabled, so nothing else writes it now.
+    unsafe {
+        // 0 is the initial value: the first countdown on this CPU is drawn here.
+        let left = if *countdown == 0 { draw(interval) } else { *countdown };
+        if left > size {
+            *countdown = left - size;
+            return false;
+        }
+        *countdown = draw(interval);
+    }
+    true
+}
 
 /// Set by the loader: the daemon's own thread-group id.
 #[unsafe(no_mangle)]

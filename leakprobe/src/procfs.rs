@@ -32,8 +32,24 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// The memory cgroup of a process from `/proc/PID/cgroup`, if the process still exists.
+///
+/// `None` for a process that is exiting: the kernel has already moved a zombie out of its cgroups, and its
+/// `cgroup` file then names the root.
 pub fn memory_cgroup(pid: u32) -> Option<String> {
-    parse_memory_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+    let cgroup = parse_memory_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)?;
+    (!exiting(pid)).then_some(cgroup)
+}
+
+/// Whether a process is gone or exiting (a zombie, `Z`, or dead, `X`, in `/proc/PID/stat`).
+pub fn exiting(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| parse_exiting(&stat))
+}
+
+/// The state field of a `/proc/PID/stat` text says zombie or dead. The name before it may hold spaces and
+/// parentheses: the state follows the last `)`.
+fn parse_exiting(stat: &str) -> bool {
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, Some("Z" | "X" | "x") | None)
 }
 
 /// The path of the cgroup v1 hierarchy holding the `memory` controller (`N:memory:/path`, possibly with other
@@ -110,6 +126,16 @@ mod tests {
         assert_eq!(parse_memory_cgroup("0::/system.slice/x.service\n").as_deref(), Some("/system.slice/x.service"));
         assert_eq!(parse_memory_cgroup("garbage\n"), None);
         assert!(memory_cgroup(std::process::id()).is_some());
+        assert!(memory_cgroup(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn exiting_processes_are_told_apart() {
+        assert!(!parse_exiting("42 (a (weird) name) S 1 42 42 0"));
+        assert!(parse_exiting("42 (leaker) Z 1 42 42 0"));
+        assert!(parse_exiting("garbage"));
+        assert!(!exiting(std::process::id()));
+        assert!(exiting(u32::MAX));
     }
 
     #[test]

@@ -137,6 +137,9 @@ pub struct AgeReport {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopResponse {
     pub stacks: Vec<StackReport>,
+    /// True in sampled mode: bytes and counts are unbiased estimates from weighted samples, not exact.
+    #[serde(default)]
+    pub estimated: bool,
 }
 
 /// Outstanding allocations of one call stack in one process.
@@ -176,6 +179,9 @@ pub struct StackReport {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProcessesResponse {
     pub processes: Vec<ProcessReport>,
+    /// True in sampled mode: heap bytes and counts are estimates (RSS figures are always exact).
+    #[serde(default)]
+    pub estimated: bool,
 }
 
 /// The heap of one process next to its RSS: does the heap explain the RSS growth?
@@ -234,8 +240,11 @@ pub struct StatusResponse {
     pub pid: u32,
     /// Seconds since the daemon started.
     pub uptime_seconds: u64,
-    /// Tracking mode (`full`: every allocation).
+    /// Tracking mode: `full` (every allocation, exact) or `sampled` (estimates).
     pub mode: String,
+    /// In sampled mode, the mean bytes between sampled allocations.
+    #[serde(default)]
+    pub sample_interval_bytes: Option<u64>,
     /// Every probe the daemon attached.
     pub attach_points: Vec<AttachPoint>,
     /// Counters kept in the kernel (events and losses), summed over CPUs.
@@ -282,6 +291,12 @@ pub struct AttachPoint {
     pub offset: Option<u64>,
     /// The eBPF program attached there.
     pub program: String,
+    /// For uprobes: the probe's offset from the symbol and the instruction there, e.g. `+3 je 0x98fb8`.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// For uprobes: whether the kernel emulates that instruction (cheap) or single-steps it.
+    #[serde(default)]
+    pub emulated: Option<bool>,
 }
 
 /// Sizes of the daemon's tables and their limits.
@@ -365,7 +380,8 @@ mod tests {
                 module: Some("/tmp/leaker".into()),
             }],
         };
-        let json = serde_json::to_string(&TopResponse { stacks: vec![report.clone()] }).expect("serializes");
+        let json =
+            serde_json::to_string(&TopResponse { stacks: vec![report.clone()], estimated: false }).expect("serializes");
         assert!(json.contains(r#""addr":"0x401136""#), "{json}");
         assert!(json.contains(r#""verdict":"leaking""#), "{json}");
         let back: TopResponse = serde_json::from_str(&json).expect("parses");

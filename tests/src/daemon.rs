@@ -83,6 +83,8 @@ impl Daemon {
             .arg(&socket)
             .arg("--state-dir")
             .arg(state_dir)
+            // Exact counts unless the test asks for sampling: `leakprobe run` samples by default.
+            .args(if args.contains(&"--mode") { &[][..] } else { &["--mode", "full"][..] })
             .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
             .stdin(Stdio::null())

@@ -22,7 +22,7 @@ use leakprobe_common::{
     EventHeader, EventKind, FreeEvent, InFlight, LiveKey, MAX_FRAMES,
 };
 
-use crate::maps::{EVENTS, INFLIGHT, LIVE, count, now_ns, own_tgid};
+use crate::maps::{EVENTS, INFLIGHT, LIVE, count, now_ns, own_tgid, sample, sampling};
 
 /// The user stack pointer in the saved registers.
 #[inline(always)]
@@ -100,7 +100,19 @@ fn enter(ctx: &ProbeContext, func: AllocFn, size: u64, ptr_arg: u64) -> u32 {
             return 0;
         }
     }
-    let record = InFlight { sp, size, ptr_arg, func: func as u32, pad: 0 };
+    let sampled = sample(size);
+    if !sampled {
+        // A realloc of a reported block still ends that block: record it, to report the free at return.
+        let tgid = (pid_tgid >> 32) as u32;
+        let old_live = matches!(func, AllocFn::Realloc | AllocFn::Reallocarray)
+            && ptr_arg != 0
+            && LIVE.get_ptr(LiveKey { tgid, pad: 0, addr: ptr_arg }).is_some();
+        if !old_live {
+            count(Counter::Unsampled);
+            return 0;
+        }
+    }
+    let record = InFlight { sp, size, ptr_arg, func: func as u32, sampled: u32::from(sampled) };
     if INFLIGHT.insert(pid_tgid, record, 0).is_err() {
         count(Counter::InFlightMapFull);
     }
@@ -120,7 +132,10 @@ fn try_alloc_exit(ctx: &RetProbeContext) -> Result<(), ()> {
         return Ok(());
     }
     let Some(record) = INFLIGHT.get_ptr(pid_tgid) else {
-        count(Counter::UnmatchedReturns);
+        // In sampled mode most calls leave no record on purpose.
+        if !sampling() {
+            count(Counter::UnmatchedReturns);
+        }
         return Err(());
     };
     // SAFETY: a valid map value pointer, copied out before the entry is removed.
@@ -148,6 +163,13 @@ fn try_alloc_exit(ctx: &RetProbeContext) -> Result<(), ()> {
         AllocFn::Realloc | AllocFn::Reallocarray => (ret, record.ptr_arg),
         _ => (ret, 0),
     };
+    if record.sampled == 0 {
+        // A reported block reallocated to an unsampled size: it ends (moved or resized), nothing new starts.
+        if addr != 0 || record.size == 0 {
+            emit_free(tgid, pid_tgid as u32, old_addr);
+        }
+        return Ok(());
+    }
     if addr == 0 {
         if old_addr != 0 && record.size == 0 {
             // realloc(p, 0) freed p and returned NULL (glibc); `free` may already have reported it.

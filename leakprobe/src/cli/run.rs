@@ -45,6 +45,13 @@ pub struct RunArgs {
     /// Time between samples of live bytes and RSS, e.g. `5s` [default: 5s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     interval: Option<Duration>,
+    /// `sampled` tracks a size-weighted sample of allocations, cheap enough to leave on (figures are unbiased
+    /// estimates); `full` tracks every allocation, exactly, at a higher cost per call.
+    #[arg(long, value_enum, default_value_t = Mode::Sampled)]
+    mode: Mode,
+    /// Mean bytes allocated between two sampled allocations, in sampled mode (e.g. `512KiB`, `64KiB`).
+    #[arg(long, value_name = "SIZE", default_value = "512KiB", value_parser = parse_size)]
+    sample_interval: u64,
     /// History kept and used for growth rates and verdicts, e.g. `10m` [default: 10m].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     window: Option<Duration>,
@@ -61,6 +68,24 @@ pub struct RunArgs {
     /// Do not log a line for each OOM kill (reports are still written).
     #[arg(long)]
     no_log_oom: bool,
+}
+
+/// How allocations are tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Every allocation, exactly.
+    Full,
+    /// A Poisson sample over allocated bytes, weighted: unbiased estimates.
+    Sampled,
+}
+
+/// `512KiB`, `1 MiB`, `4096`: a size in bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text.parse().map_err(|e| format!("{text:?} is not a size like 512KiB: {e}"))?;
+    if size.as_u64() == 0 || size.as_u64() > leakprobe_common::MAX_SAMPLE_INTERVAL {
+        return Err("the sample interval must be between 1 byte and 1 TiB".into());
+    }
+    Ok(size.as_u64())
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -80,15 +105,22 @@ pub async fn run(args: RunArgs) -> Result<()> {
         max_stacks: args.max_stacks.or(file.max_stacks).unwrap_or(DEFAULT_MAX_STACKS) as usize,
         max_series: args.max_series.or(file.max_series).unwrap_or(DEFAULT_MAX_SERIES) as usize,
     };
+    let sample_interval = if args.mode == Mode::Sampled { args.sample_interval } else { 0 };
     let config = DaemonConfig {
         socket: args.socket,
         socket_mode,
-        probes: ProbeConfig { libc: args.libc, sys: SysPaths::default(), max_live_allocations: max_allocations },
+        probes: ProbeConfig {
+            libc: args.libc,
+            sys: SysPaths::default(),
+            max_live_allocations: max_allocations,
+            sample_interval,
+        },
         limits,
         analysis: AnalysisConfig {
             interval_s: interval.as_secs_f64(),
             window_s: window.as_secs_f64(),
             verdict: file.verdict,
+            sample_interval,
         },
         state_dir: args.state_dir,
         oom_limits: StoreLimits { max_reports: args.max_oom_reports, max_bytes: args.max_oom_report_bytes },

@@ -57,6 +57,13 @@ impl OomTracker {
         }
     }
 
+    /// A tracked process's cgroup, as read at a tick.
+    pub fn cgroup_seen(&mut self, tgid: u32, cgroup: &str) {
+        if self.enabled && self.cgroups.get(&tgid).is_none_or(|known| known != cgroup) {
+            self.cgroups.insert(tgid, cgroup.to_owned());
+        }
+    }
+
     /// A process was purged (exit or exec).
     pub fn purged(&mut self, tgid: u32) {
         self.cgroups.remove(&tgid);
@@ -77,7 +84,7 @@ impl OomTracker {
     /// Handles one OOM event: count, snapshot now, symbolize and save in a spawned task.
     pub fn on_oom(&mut self, event: &OomEvent, table: &Table, clock: Clock, symbolizer: &SymbolizerHandle) {
         let pid = event.header.tgid;
-        // Fresh if the victim is still there, else as first seen (a process rarely changes cgroups).
+        // Fresh if the victim is still there (not yet a zombie), else as last seen (first sight or last tick).
         let cgroup = procfs::memory_cgroup(pid).or_else(|| self.cgroups.get(&pid).cloned());
         let (report, addrs) = snapshot(event, table, clock, cgroup);
         self.kills += 1;

@@ -42,7 +42,7 @@ pub enum Request {
     /// arrive.
     Tick {
         tick: u64,
-        samples: Vec<(u32, RssSample)>,
+        samples: Vec<(u32, RssSample, Option<String>)>,
         read_ns: u64,
     },
     /// The probes are attached (sent once, after attach).
@@ -143,15 +143,23 @@ impl State {
         let requests = self.requests.clone();
         tokio::task::spawn_blocking(move || {
             let read_ns = procfs::monotonic_ns();
-            let samples = pids.into_iter().filter_map(|pid| procfs::rss(pid).map(|s| (pid, s))).collect();
+            // The cgroup too: a process may have moved since it was first seen, and an OOM victim may be
+            // gone before its report is made.
+            let samples = pids
+                .into_iter()
+                .filter_map(|pid| procfs::rss(pid).map(|s| (pid, s, procfs::memory_cgroup(pid))))
+                .collect();
             // Fails only at shutdown.
             let _ = requests.blocking_send(Request::Tick { tick, samples, read_ns });
         });
     }
 
-    fn tick(&mut self, tick: u64, samples: &[(u32, RssSample)], times: TickTimes) {
-        for &(pid, sample) in samples {
-            self.table.record_rss(tick, pid, sample);
+    fn tick(&mut self, tick: u64, samples: &[(u32, RssSample, Option<String>)], times: TickTimes) {
+        for (pid, sample, cgroup) in samples {
+            self.table.record_rss(tick, *pid, *sample);
+            if let Some(cgroup) = cgroup {
+                self.oom.cgroup_seen(*pid, cgroup);
+            }
         }
         self.table.tick(tick, times);
     }
@@ -167,7 +175,8 @@ impl State {
             }
             Request::Processes(query, reply) => {
                 let processes = query::processes(&self.table, &query, procfs::monotonic_ns());
-                let _ = reply.send(ProcessesResponse { processes });
+                let estimated = self.table.config().sample_interval > 0;
+                let _ = reply.send(ProcessesResponse { processes, estimated });
             }
             Request::Status(reply) => {
                 let _ = reply.send(self.status());
@@ -175,6 +184,7 @@ impl State {
             Request::Top(query, reply) => {
                 let (reports, stacks) = query::stacks(&self.table, &query, self.clock, procfs::monotonic_ns());
                 let symbolizer = self.symbolizer.clone();
+                let estimated = self.table.config().sample_interval > 0;
                 // Symbolizing reads files: answer from another task so batches keep flowing meanwhile.
                 tokio::spawn(async move {
                     let frames = symbolizer.symbolize(stacks).await;
@@ -183,7 +193,7 @@ impl State {
                         .zip(frames)
                         .map(|(report, frames)| StackReport { frames, ..report })
                         .collect();
-                    let _ = reply.send(TopResponse { stacks });
+                    let _ = reply.send(TopResponse { stacks, estimated });
                 });
             }
         }
@@ -230,7 +240,8 @@ impl State {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             uptime_seconds: self.started.elapsed().as_secs(),
-            mode: "full".to_owned(),
+            mode: if self.table.config().sample_interval == 0 { "full" } else { "sampled" }.to_owned(),
+            sample_interval_bytes: Some(self.table.config().sample_interval).filter(|&i| i > 0),
             attach_points: self.attach_points.clone(),
             kernel_counters: self.kernel_counters(),
             daemon_counters,

@@ -7,10 +7,14 @@ use std::{
 };
 
 use aya::programs::uprobe::UProbeAttachLocation;
+use iced_x86::Register;
 use leakprobe_common::AllocFn;
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
 
-use super::ProbeError;
+use super::{
+    ProbeError,
+    site::{self, Site},
+};
 
 /// Entry points without which leakprobe cannot account for memory: it refuses to start when one is missing.
 pub const REQUIRED: [&str; 4] = ["malloc", "calloc", "realloc", "free"];
@@ -19,8 +23,26 @@ pub const REQUIRED: [&str; 4] = ["malloc", "calloc", "realloc", "free"];
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {
     pub symbol: &'static str,
-    /// File offset, as uprobes take it.
+    /// File offset of the symbol.
     pub offset: u64,
+    /// Where in the function the probe goes (see [`site`]).
+    pub site: Site,
+}
+
+impl Resolved {
+    /// File offset of the probe, as uprobes take it.
+    pub fn probe_offset(&self) -> u64 {
+        self.offset + self.site.offset
+    }
+}
+
+/// The argument registers the entry program of `symbol` reads (x86-64 `SysV`: `rdi`, `rsi`, `rdx`).
+fn args_read(symbol: &str) -> &'static [Register] {
+    match symbol {
+        "calloc" | "realloc" | "aligned_alloc" | "memalign" => &[Register::RDI, Register::RSI],
+        "reallocarray" | "posix_memalign" => &[Register::RDI, Register::RSI, Register::RDX],
+        _ => &[Register::RDI],
+    }
 }
 
 /// The allocator entry points of one libc.
@@ -53,7 +75,7 @@ pub fn resolve(path: &Path) -> Result<LibcSymbols, ProbeError> {
     let data = fs::read(path).map_err(|source| ProbeError::Io { path: path.to_path_buf(), source })?;
     let file = object::File::parse(&*data)
         .map_err(|e| ProbeError::BadElf { path: path.to_path_buf(), reason: e.to_string() })?;
-    let mut offsets: HashMap<&str, u64> = HashMap::new();
+    let mut offsets: HashMap<&str, (u64, u64)> = HashMap::new();
     for symbol in file.dynamic_symbols().chain(file.symbols()) {
         if symbol.kind() != SymbolKind::Text || symbol.is_undefined() {
             continue;
@@ -65,10 +87,16 @@ pub fn resolve(path: &Path) -> Result<LibcSymbols, ProbeError> {
         if let Ok(UProbeAttachLocation::AbsoluteOffset(offset)) =
             UProbeAttachLocation::from_virtual_address(symbol.address(), section.address(), section_offset)
         {
-            offsets.entry(name).or_insert(offset);
+            offsets.entry(name).or_insert((offset, symbol.address()));
         }
     }
-    let find = |symbol: &'static str| offsets.get(symbol).map(|&offset| Resolved { symbol, offset });
+    let find = |symbol: &'static str| {
+        offsets.get(symbol).map(|&(offset, address)| {
+            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+            let code = &data[start..(start + site::WINDOW).min(data.len())];
+            Resolved { symbol, offset, site: site::choose(code, address, args_read(symbol)) }
+        })
+    };
     for symbol in REQUIRED {
         if find(symbol).is_none() {
             return Err(ProbeError::MissingSymbol { path: path.to_path_buf(), symbol });
@@ -103,6 +131,10 @@ mod tests {
         let malloc = symbols.allocs.iter().find(|(f, _)| *f == AllocFn::Malloc).expect("malloc");
         assert!(malloc.1.offset > 0);
         assert_ne!(symbols.free.offset, malloc.1.offset);
+        // glibc's free starts with `test %rdi,%rdi`, which the kernel single-steps: the site is past it.
+        if symbols.free.site.emulated {
+            assert!(symbols.free.site.offset > 0 || symbols.free.site.instruction.starts_with("push"));
+        }
         // Every function of the family is either probed, an alias of a probed one, or reported missing.
         assert_eq!(symbols.allocs.len() + symbols.aliases.len() + symbols.missing.len(), AllocFn::ALL.len());
     }

@@ -7,6 +7,7 @@
 pub mod libc;
 pub mod oom;
 pub mod preflight;
+pub mod site;
 
 use std::path::PathBuf;
 
@@ -67,6 +68,8 @@ pub struct ProbeConfig {
     pub sys: preflight::SysPaths,
     /// Size of the kernel's live-address map: the daemon's table holds as many, so the two limits agree.
     pub max_live_allocations: u32,
+    /// Mean bytes between sampled allocations; 0 tracks every allocation.
+    pub sample_interval: u64,
 }
 
 /// The maps the daemon reads.
@@ -107,8 +110,11 @@ impl Probes {
             }
         };
         let own_tgid = std::process::id();
+        let exp_table = crate::core::sampling::exp_table();
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OWN_TGID, &own_tgid, true)
+            .override_global(globals::SAMPLE_INTERVAL, &config.sample_interval, true)
+            .override_global(globals::EXP_TABLE, &exp_table[..], true)
             .override_global(globals::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
             .override_global(globals::OOM_FIELDS, &oom_fields.unwrap_or(OomFields::NONE), true)
             .map_max_entries(maps::LIVE, config.max_live_allocations)
@@ -148,14 +154,16 @@ impl Probes {
         for (kind, program, resolved) in points {
             let target = format!("{}:{}", path.display(), resolved.symbol);
             uprobe(&mut self.ebpf, program)?
-                .attach(resolved.offset, &path, UProbeScope::AllProcesses)
+                .attach(resolved.probe_offset(), &path, UProbeScope::AllProcesses)
                 .map_err(|source| ProbeError::Attach { program, target, source })?;
             self.attach_points.push(AttachPoint {
                 kind: kind.into(),
                 target: resolved.symbol.into(),
                 path: Some(path.display().to_string()),
-                offset: Some(resolved.offset),
+                offset: Some(resolved.probe_offset()),
                 program: program.into(),
+                site: Some(format!("+{} {}", resolved.site.offset, resolved.site.instruction)),
+                emulated: Some(resolved.site.emulated),
             });
         }
         for (program, name) in [(EXIT_PROGRAM, "sched_process_exit"), (EXEC_PROGRAM, "sched_process_exec")] {
@@ -170,6 +178,8 @@ impl Probes {
                 path: None,
                 offset: None,
                 program: program.into(),
+                site: None,
+                emulated: None,
             });
         }
         if self.oom {
@@ -197,6 +207,8 @@ impl Probes {
             path: None,
             offset: None,
             program: OOM_PROGRAM.into(),
+            site: None,
+            emulated: None,
         });
         Ok(())
     }

@@ -11,6 +11,7 @@ use leakprobe_common::{ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_TRUNCATED, Allo
 pub use self::tick::{AGE_BUCKETS, AnalysisConfig, RssSample, SampleClock, TickLog, TickTimes};
 use super::{
     analysis::{Growth, Series, Verdict},
+    sampling,
     stacks::{StackId, StackStore},
 };
 
@@ -28,9 +29,12 @@ pub struct Limits {
 /// One live allocation.
 #[derive(Clone, Copy, Debug)]
 struct Alloc {
+    /// Bytes this allocation stands for: its size, or in sampled mode its weighted size.
     size: u64,
-    stack: StackId,
     ts_ns: u64,
+    stack: StackId,
+    /// Allocations this one stands for: 1, or in sampled mode its weight.
+    count: u32,
 }
 
 /// Totals of one stack in one process.
@@ -97,6 +101,7 @@ struct Process {
     allocs: HashMap<u64, Alloc>,
     stacks: HashMap<StackId, StackAgg>,
     live_bytes: u64,
+    live_count: u64,
     series: Option<ProcessSeries>,
     analysis: Analysis,
     rss: Option<RssSample>,
@@ -271,14 +276,20 @@ impl Table {
                 analysis: Analysis::default(),
             }),
         };
+        let (bytes, count) = match self.config.sample_interval {
+            0 => (event.size, 1),
+            interval => sampling::weigh(event.size, interval)(event.addr ^ event.header.ts_ns),
+        };
         let stats = &mut agg.stats;
-        stats.live_bytes += event.size;
-        stats.live_count += 1;
-        stats.total_bytes += event.size;
-        stats.total_count += 1;
+        stats.live_bytes += bytes;
+        stats.live_count += count;
+        stats.total_bytes += bytes;
+        stats.total_count += count;
         stats.last_ns = event.header.ts_ns;
-        process.live_bytes += event.size;
-        process.allocs.insert(event.addr, Alloc { size: event.size, stack, ts_ns: event.header.ts_ns });
+        process.live_bytes += bytes;
+        process.live_count += count;
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        process.allocs.insert(event.addr, Alloc { size: bytes, stack, ts_ns: event.header.ts_ns, count });
         self.live_allocations += 1;
         new_process
     }
@@ -365,7 +376,7 @@ impl Table {
                 tgid: *tgid,
                 comm: &p.comm,
                 live_bytes: p.live_bytes,
-                live_count: p.allocs.len() as u64,
+                live_count: p.live_count,
                 stacks: p.stacks.len(),
                 analysis: p.analysis,
                 rss: p.rss,
@@ -425,9 +436,10 @@ impl Table {
 fn unaccount(process: &mut Process, alloc: Alloc) {
     if let Some(agg) = process.stacks.get_mut(&alloc.stack) {
         agg.stats.live_bytes -= alloc.size;
-        agg.stats.live_count -= 1;
+        agg.stats.live_count -= u64::from(alloc.count);
     }
     process.live_bytes -= alloc.size;
+    process.live_count -= u64::from(alloc.count);
 }
 
 #[cfg(test)]

@@ -78,11 +78,14 @@ pub struct AnalysisConfig {
     pub window_s: f64,
     /// Thresholds of the verdict.
     pub verdict: VerdictConfig,
+    /// 0: every allocation is tracked and counted exactly. Otherwise the mean interval, in bytes, of the
+    /// kernel's sampling: each allocation counts for its weight (see [`crate::core::sampling`]).
+    pub sample_interval: u64,
 }
 
 impl Default for AnalysisConfig {
     fn default() -> Self {
-        Self { interval_s: 5.0, window_s: 600.0, verdict: VerdictConfig::default() }
+        Self { interval_s: 5.0, window_s: 600.0, verdict: VerdictConfig::default(), sample_interval: 0 }
     }
 }
 
@@ -173,7 +176,7 @@ impl Table {
                 thresholds.insert(*stack, config.old_age_ns(points));
             }
             let process_points = process.series.as_mut().map_or(0, |series| {
-                series.heap.push(tick, Point { bytes: process.live_bytes, count: process.allocs.len() as u64 }, cap);
+                series.heap.push(tick, Point { bytes: process.live_bytes, count: process.live_count }, cap);
                 series.heap.len()
             });
             let process_old = config.old_age_ns(process_points);
