@@ -12,6 +12,19 @@ fn gcc(args: &[&str], what: &Path) {
     assert!(status.success(), "gcc failed to build {} ({status})", what.display());
 }
 
+/// Builds `fixtures/NAME.c` into `OUT_DIR/NAME` (frame pointers, a call per function) and exports its path
+/// as `ENV`.
+fn build_simple_fixture(manifest: &Path, out: &Path, name: &str, env: &str) {
+    let src = manifest.join("fixtures").join(format!("{name}.c"));
+    println!("cargo:rerun-if-changed={}", src.display());
+    let bin = out.join(name);
+    let (src_str, bin_str) = (src.to_str().expect("utf-8 path"), bin.to_str().expect("utf-8 path"));
+    let flags = ["-O2", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-fno-builtin"];
+    let args: Vec<&str> = flags.into_iter().chain(["-Wall", "-Wextra", "-Werror", "-o", bin_str, src_str]).collect();
+    gcc(&args, &bin);
+    println!("cargo:rustc-env={env}={}", bin.display());
+}
+
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR is set by cargo"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
@@ -45,31 +58,10 @@ fn main() {
         &leaker,
     );
 
-    let growth_src = manifest.join("fixtures/growth.c");
-    println!("cargo:rerun-if-changed={}", growth_src.display());
-    let growth = out.join("growth");
-    let (src, bin) = (growth_src.to_str().expect("utf-8 path"), growth.to_str().expect("utf-8 path"));
-    gcc(
-        &["-O2", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-fno-builtin", "-Wall", "-Wextra"]
-            .into_iter()
-            .chain(["-Werror", "-o", bin, src])
-            .collect::<Vec<_>>(),
-        &growth,
-    );
-    println!("cargo:rustc-env=GROWTH_C={}", growth.display());
-
-    let sampling_src = manifest.join("fixtures/sampling.c");
-    println!("cargo:rerun-if-changed={}", sampling_src.display());
-    let sampling = out.join("sampling");
-    let (src, bin) = (sampling_src.to_str().expect("utf-8 path"), sampling.to_str().expect("utf-8 path"));
-    gcc(
-        &["-O2", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-fno-builtin", "-Wall", "-Wextra"]
-            .into_iter()
-            .chain(["-Werror", "-o", bin, src])
-            .collect::<Vec<_>>(),
-        &sampling,
-    );
-    println!("cargo:rustc-env=SAMPLING_C={}", sampling.display());
+    // Single-file fixtures with no special needs.
+    for (name, env) in [("growth", "GROWTH_C"), ("sampling", "SAMPLING_C")] {
+        build_simple_fixture(&manifest, &out, name, env);
+    }
 
     let nomalloc = out.join("libnomalloc.so");
     let (src, lib) = (nomalloc_src.to_str().expect("utf-8 path"), nomalloc.to_str().expect("utf-8 path"));

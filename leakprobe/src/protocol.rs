@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::analysis::{Growth, Verdict, VerdictConfig};
 
 pub mod oom;
-pub use oom::{OOM_PATH, OomListResponse, OomReport, OomStack, OomSummary};
+pub use oom::{OOM_PATH, OomListResponse, OomReport, OomSummary};
 
 /// Path prefix of the current API version.
 pub const API_PREFIX: &str = "/v1";

@@ -128,6 +128,15 @@ fn processes_put_the_heap_next_to_rss() {
     let share = f64_of(&process, &["heap_share_of_anon_growth"]);
     assert!((0.5..=2.0).contains(&share), "the heap explains the growth: {share}; {process:#}");
 
+    // A shorter window: the heap and RSS rates over the last 5 s only.
+    let response =
+        daemon.cli_json(&["processes", "--socket", daemon.socket_str(), "--pid", &pid, "--window", "5s", "--json"]);
+    let recent = &response["processes"][0];
+    assert!(f64_of(recent, &["heap_growth", "span_seconds"]) <= 5.5, "{recent:#}");
+    assert!(f64_of(recent, &["rss_anon_growth", "span_seconds"]) <= 5.5, "{recent:#}");
+    let recent_rate = f64_of(recent, &["heap_growth", "rate_bytes_per_second"]);
+    assert!((recent_rate - STEADY_RATE).abs() <= 0.25 * STEADY_RATE, "{recent:#}");
+
     // `stacks --pid` lists every stack of the process.
     let response = daemon.cli_json(&["stacks", "--socket", daemon.socket_str(), "--pid", &pid, "--json"]);
     let stacks = response["stacks"].as_array().expect("stacks");

@@ -80,7 +80,7 @@ fn a_real_oom_kill_is_reported_with_the_leaking_stack_and_survives_a_restart() {
     assert_eq!(top["live_count"].as_u64(), Some(live / BLOCK), "1 MiB blocks: {show:#}");
     // It was growing when it died: a leak, at tens of MiB per second, and first by growth too.
     assert_eq!(top["verdict"].as_str(), Some("leaking"), "{show:#}");
-    let rate = top["growth_rate_bytes_per_second"].as_f64().expect("growth rate");
+    let rate = top["growth"]["rate_bytes_per_second"].as_f64().expect("growth rate");
     assert!(rate > f64::from(10u32 << 20), "growth {rate} B/s: {show:#}");
     let fastest = &show["stacks_by_growth"][0];
     assert_eq!(fastest["frames"][0]["function"].as_str(), Some("leak_until_killed"), "by growth: {show:#}");

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::{Connect, client, format};
-use crate::protocol::{OOM_PATH, OomListResponse, OomReport, OomStack};
+use crate::protocol::{OOM_PATH, OomListResponse, OomReport, StackReport};
 
 #[derive(Debug, Args)]
 pub struct OomArgs {
@@ -99,14 +99,14 @@ async fn run_show(args: ShowArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_stacks(title: &str, stacks: &[OomStack]) {
+fn print_stacks(title: &str, stacks: &[StackReport]) {
     println!("\n{title}:");
     if stacks.is_empty() {
         println!("  (none)");
     }
     for (i, s) in stacks.iter().enumerate() {
-        let growth = s.growth_rate_bytes_per_second.map(|r| format!(", growing {}", format::rate(r)));
-        let verdict = s.verdict.as_ref().map(|v| format!(", {v}"));
+        let growth = format!(", growing {}", format::rate(s.growth.rate_bytes_per_second));
+        let verdict = format!(", {}", s.verdict.as_str());
         println!(
             "  #{} {} live in {} allocations ({} in {} allocated){}{}  [stack {}{}]",
             i + 1,
@@ -114,8 +114,8 @@ fn print_stacks(title: &str, stacks: &[OomStack]) {
             s.live_count,
             format::size(s.total_bytes),
             s.total_count,
-            growth.unwrap_or_default(),
-            verdict.unwrap_or_default(),
+            growth,
+            verdict,
             s.stack_id,
             if s.truncated { ", truncated" } else { "" }
         );

@@ -28,6 +28,9 @@ pub struct ProcessesArgs {
     /// Only processes whose heap has this verdict.
     #[arg(long, value_enum)]
     verdict: Option<Verdict>,
+    /// Growth over this much recent history (e.g. `5m`) instead of the daemon's whole window.
+    #[arg(long, value_name = "DURATION")]
+    window: Option<String>,
     /// Print JSON (the API's `ProcessesResponse`) instead of a table.
     #[arg(long)]
     json: bool,
@@ -40,7 +43,7 @@ pub async fn run(args: ProcessesArgs) -> Result<()> {
         limit: Some(args.limit),
         by: Some(args.by),
         verdict: args.verdict,
-        window: None,
+        window: args.window,
     };
     let response: ProcessesResponse =
         client::get(&args.connect.socket, &client::with_query(PROCESSES_PATH, &query)?).await?;

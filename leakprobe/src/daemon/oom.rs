@@ -8,7 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use super::query::sustained_rate;
+use super::query::{stack_report, sustained_rate};
 
 use leakprobe_common::{OOM_HAS_COMM, OOM_HAS_OOM_SCORE_ADJ, OOM_HAS_RSS, OOM_HAS_TOTAL_VM, OOM_HAS_UID, OomEvent};
 use tokio::sync::mpsc;
@@ -17,7 +17,7 @@ use crate::{
     core::table::{StackRow, Table, comm_str},
     oom::{OomRequest, OomStats},
     procfs::{self, Clock},
-    protocol::{OomReport, OomStack, oom::OOM_TOP_STACKS},
+    protocol::{OomReport, oom::OOM_TOP_STACKS},
     symbolize::{StackRequest, SymbolizerHandle},
 };
 
@@ -112,28 +112,14 @@ impl OomTracker {
     }
 }
 
-fn oom_stack(row: &StackRow<'_>, clock: Clock) -> OomStack {
-    OomStack {
-        stack_id: format!("{:016x}", row.stack_hash),
-        live_bytes: row.stats.live_bytes,
-        live_count: row.stats.live_count,
-        total_bytes: row.stats.total_bytes,
-        total_count: row.stats.total_count,
-        first_alloc_unix_ms: clock.unix_ms(row.stats.first_ns),
-        last_alloc_unix_ms: clock.unix_ms(row.stats.last_ns),
-        truncated: row.truncated,
-        growth_rate_bytes_per_second: Some(row.analysis.growth.rate),
-        verdict: Some(row.analysis.verdict.as_str().to_owned()),
-        frames: Vec::new(),
-    }
-}
-
 /// The report of `event` from the table as it is now, frames not yet symbolized, and each stack's addresses
 /// (the stacks by live bytes, then those by growth).
 pub fn snapshot(event: &OomEvent, table: &Table, clock: Clock, cgroup: Option<String>) -> (OomReport, Vec<Vec<u64>>) {
     let pid = event.header.tgid;
+    // Ages as of the kill.
+    let at = event.header.ts_ns;
     let has = |bit: u32| event.has & bit != 0;
-    let process = table.processes(Some(pid)).next();
+    let process = table.processes(Some(pid), None).next();
     let comm = Some(comm_str(&event.comm))
         .filter(|c| has(OOM_HAS_COMM) && !c.is_empty())
         .or_else(|| process.as_ref().map(|p| p.comm.to_owned()))
@@ -166,8 +152,8 @@ pub fn snapshot(event: &OomEvent, table: &Table, clock: Clock, cgroup: Option<St
         tracked: process.is_some(),
         heap_live_bytes: process.as_ref().map_or(0, |p| p.live_bytes),
         heap_live_allocations: process.as_ref().map_or(0, |p| p.live_count),
-        stacks_by_live_bytes: by_bytes.iter().map(|row| oom_stack(row, clock)).collect(),
-        stacks_by_growth: by_growth.iter().map(|row| oom_stack(row, clock)).collect(),
+        stacks_by_live_bytes: by_bytes.iter().map(|row| stack_report(row, &row.analysis, clock, at)).collect(),
+        stacks_by_growth: by_growth.iter().map(|row| stack_report(row, &row.analysis, clock, at)).collect(),
     };
     (report, addrs)
 }

@@ -89,26 +89,28 @@ pub fn stacks(table: &Table, query: &TopQuery, clock: Clock, now_ns: u64) -> (Ve
     });
     rows.truncate(query.limit());
     let requests = rows.iter().map(|(row, _)| StackRequest { pid: row.tgid, addrs: row.frames.to_vec() }).collect();
-    let reports = rows
-        .into_iter()
-        .map(|(row, analysis)| StackReport {
-            pid: row.tgid,
-            comm: row.comm.to_owned(),
-            stack_id: format!("{:016x}", row.stack_hash),
-            live_bytes: row.stats.live_bytes,
-            live_count: row.stats.live_count,
-            total_bytes: row.stats.total_bytes,
-            total_count: row.stats.total_count,
-            first_alloc_unix_ms: clock.unix_ms(row.stats.first_ns),
-            last_alloc_unix_ms: clock.unix_ms(row.stats.last_ns),
-            truncated: row.truncated,
-            growth: analysis.growth.into(),
-            verdict: analysis.verdict,
-            ages: ages_report(&analysis.ages, now_ns),
-            frames: Vec::new(),
-        })
-        .collect();
+    let reports = rows.iter().map(|(row, analysis)| stack_report(row, analysis, clock, now_ns)).collect();
     (reports, requests)
+}
+
+/// The report of one (process, stack) with `analysis`, ages as of `now_ns`, frames not yet symbolized.
+pub fn stack_report(row: &StackRow<'_>, analysis: &Analysis, clock: Clock, now_ns: u64) -> StackReport {
+    StackReport {
+        pid: row.tgid,
+        comm: row.comm.to_owned(),
+        stack_id: format!("{:016x}", row.stack_hash),
+        live_bytes: row.stats.live_bytes,
+        live_count: row.stats.live_count,
+        total_bytes: row.stats.total_bytes,
+        total_count: row.stats.total_count,
+        first_alloc_unix_ms: clock.unix_ms(row.stats.first_ns),
+        last_alloc_unix_ms: clock.unix_ms(row.stats.last_ns),
+        truncated: row.truncated,
+        growth: analysis.growth.into(),
+        verdict: analysis.verdict,
+        ages: ages_report(&analysis.ages, now_ns),
+        frames: Vec::new(),
+    }
 }
 
 fn process_report(row: &ProcessRow<'_>, now_ns: u64) -> ProcessReport {
@@ -137,8 +139,13 @@ fn process_report(row: &ProcessRow<'_>, now_ns: u64) -> ProcessReport {
 /// Process reports for `/v1/processes`.
 pub fn processes(table: &Table, query: &TopQuery, now_ns: u64) -> Vec<ProcessReport> {
     let by = query.by.unwrap_or_default();
+    let window_s = query.window_seconds().ok().flatten();
     let mut rows: Vec<ProcessRow<'_>> = table
-        .processes(query.pid)
+        .processes(query.pid, window_s.map(|w| table.config().points_for(w)))
+        .map(|row| {
+            let analysis = reanalyze(table, row.analysis, row.heap_series, row.live_bytes, window_s);
+            ProcessRow { analysis, ..row }
+        })
         .filter(|row| {
             query.verdict.is_none_or(|v| v == row.analysis.verdict) && query.comm.as_ref().is_none_or(|c| c == row.comm)
         })

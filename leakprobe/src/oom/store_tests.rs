@@ -1,10 +1,15 @@
 use std::os::unix::fs::PermissionsExt as _;
 
 use super::*;
-use crate::protocol::{Frame, OomStack};
+use crate::{
+    core::analysis::Verdict,
+    protocol::{AgeReport, Frame, GrowthReport, StackReport},
+};
 
 fn report(id: &str, pid: u32) -> OomReport {
-    let stack = OomStack {
+    let stack = StackReport {
+        pid,
+        comm: "leaker".into(),
         stack_id: "00000000000000ff".into(),
         live_bytes: 60 << 20,
         live_count: 60,
@@ -13,8 +18,9 @@ fn report(id: &str, pid: u32) -> OomReport {
         first_alloc_unix_ms: 1,
         last_alloc_unix_ms: 2,
         truncated: false,
-        growth_rate_bytes_per_second: None,
-        verdict: None,
+        growth: GrowthReport::default(),
+        verdict: Verdict::Leaking,
+        ages: AgeReport::default(),
         frames: vec![Frame { addr: "0x401136".into(), function: Some("leak_until_killed".into()), ..Frame::default() }],
     };
     OomReport {

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Frame;
+use super::StackReport;
 
 /// Path of the OOM report list; one report is at `/v1/oom/{id}`.
 pub const OOM_PATH: &str = "/v1/oom";
@@ -42,10 +42,10 @@ pub struct OomReport {
     /// Live heap allocations in the process.
     pub heap_live_allocations: u64,
     /// The stacks holding the most live bytes, largest first (at most [`OOM_TOP_STACKS`]).
-    pub stacks_by_live_bytes: Vec<OomStack>,
-    /// The fastest-growing stacks, fastest first (at most [`OOM_TOP_STACKS`]); empty while the daemon keeps no
-    /// growth data.
-    pub stacks_by_growth: Vec<OomStack>,
+    pub stacks_by_live_bytes: Vec<StackReport>,
+    /// The stacks growing fastest (sustained growth, see `top --by growth`), fastest first (at most
+    /// [`OOM_TOP_STACKS`]); empty when nothing was growing.
+    pub stacks_by_growth: Vec<StackReport>,
 }
 
 impl OomReport {
@@ -67,26 +67,6 @@ impl OomReport {
             top_function: self.top_function().map(str::to_owned),
         }
     }
-}
-
-/// One stack of the victim at the time of the kill.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OomStack {
-    /// Stable id of the stack's frames, as in `top`.
-    pub stack_id: String,
-    pub live_bytes: u64,
-    pub live_count: u64,
-    pub total_bytes: u64,
-    pub total_count: u64,
-    pub first_alloc_unix_ms: u64,
-    pub last_alloc_unix_ms: u64,
-    pub truncated: bool,
-    /// Growth of the stack's live bytes, bytes per second; `None` while the daemon keeps no growth data.
-    pub growth_rate_bytes_per_second: Option<f64>,
-    /// `leaking`, `plateaued` or `churning`; `None` while the daemon keeps no growth data.
-    pub verdict: Option<String>,
-    /// Frames, innermost first.
-    pub frames: Vec<Frame>,
 }
 
 /// One line of `GET /v1/oom`.

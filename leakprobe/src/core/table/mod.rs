@@ -161,6 +161,8 @@ pub struct ProcessRow<'a> {
     pub live_count: u64,
     pub stacks: usize,
     pub analysis: Analysis,
+    /// The heap series, to recompute growth over another window.
+    pub heap_series: Option<&'a Series>,
     pub rss: Option<RssSample>,
     /// Growth of RSS, anonymous RSS and swap.
     pub rss_growth: [Growth; 3],
@@ -364,9 +366,10 @@ impl Table {
         rows
     }
 
-    /// Every process, optionally only one, unordered.
-    pub fn processes(&self, pid: Option<u32>) -> impl Iterator<Item = ProcessRow<'_>> {
-        let window = self.config.window_points();
+    /// Every process, optionally only one, unordered; RSS growth over the last `window` samples (the whole
+    /// window when `None`).
+    pub fn processes(&self, pid: Option<u32>, window: Option<usize>) -> impl Iterator<Item = ProcessRow<'_>> {
+        let window = window.unwrap_or_else(|| self.config.window_points());
         self.procs.iter().filter(move |(tgid, _)| pid.is_none_or(|pid| pid == **tgid)).map(move |(tgid, p)| {
             let rss_growth = p.series.as_ref().map_or([Growth::default(); 3], |s| {
                 [&s.rss, &s.anon, &s.swap]
@@ -379,6 +382,7 @@ impl Table {
                 live_count: p.live_count,
                 stacks: p.stacks.len(),
                 analysis: p.analysis,
+                heap_series: p.series.as_ref().map(|s| &s.heap),
                 rss: p.rss,
                 rss_growth,
             }

@@ -167,7 +167,7 @@ fn an_oom_event_leaves_the_victim_for_the_snapshot() {
     };
     assert_eq!(t.apply(&Event::Oom(oom)), Applied::Nothing);
     let summary =
-        |t: &Table, pid| t.processes(Some(pid)).next().map(|p| (p.comm.to_owned(), p.live_bytes, p.live_count));
+        |t: &Table, pid| t.processes(Some(pid), None).next().map(|p| (p.comm.to_owned(), p.live_bytes, p.live_count));
     assert_eq!(summary(&t, 1), Some(("proc".to_owned(), 40, 2)));
     assert_eq!(t.top(Some(1), 1)[0].frames, [0xb]);
     assert_eq!(summary(&t, 2), None);
@@ -246,7 +246,7 @@ fn ticks_give_growth_ages_and_verdicts() {
     let waves = row_of(&t, 1, 0xc);
     assert_eq!(waves.verdict, Verdict::Churn, "{waves:?}");
     // Age buckets hold every live byte: 40 leaked blocks, 5 cached, the current wave.
-    let process = t.processes(Some(1)).next().expect("process 1");
+    let process = t.processes(Some(1), None).next().expect("process 1");
     let total: u64 = process.analysis.ages.buckets.iter().sum();
     assert_eq!(total, process.live_bytes);
     assert_eq!(t.counters().ticks, 40);
@@ -260,14 +260,14 @@ fn rss_samples_make_process_series() {
         t.record_rss(tick, 1, RssSample { rss: 1 << 20, anon: (1 << 20) + tick * 5_000, swap: 0 });
         t.tick(tick, at(tick * 5 * SEC));
     }
-    let process = t.processes(Some(1)).next().expect("process 1");
+    let process = t.processes(Some(1), None).next().expect("process 1");
     assert_eq!(process.rss.map(|r| r.rss), Some(1 << 20));
     assert!((process.rss_growth[1].rate - 1000.0).abs() < 1e-6, "{:?}", process.rss_growth);
     assert!(process.rss_growth[0].rate.abs() < 1e-9);
     // New processes have no verdict before enough samples.
     t.apply(&alloc(2, 0x1, 10, &[0xa], 0));
     t.tick(10, at(50 * SEC));
-    assert_eq!(t.processes(Some(2)).next().map(|p| p.analysis.verdict), Some(Verdict::New));
+    assert_eq!(t.processes(Some(2), None).next().map(|p| p.analysis.verdict), Some(Verdict::New));
 }
 
 #[test]
