@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::DEFAULT_SOCKET;
+use crate::{
+    config::DEFAULT_SOCKET,
+    core::analysis::Verdict,
+    protocol::{DEFAULT_TOP_LIMIT, SortBy, TopQuery},
+};
 
 /// System-wide memory-leak profiler: which call stacks, in which processes, hold memory that is never freed.
 #[derive(Debug, Parser)]
@@ -37,6 +41,43 @@ enum Command {
     Status(status::StatusArgs),
     /// List the OOM kills the daemon recorded (what the victim's heap held), or show one.
     Oom(oom::OomArgs),
+}
+
+/// Which rows a listing shows, and in what order (`top`, `processes`).
+#[derive(Debug, Args)]
+struct Selection {
+    /// Only this process (host pid).
+    #[arg(long, value_name = "PID")]
+    pid: Option<u32>,
+    /// Only processes with this name (`comm`, exact).
+    #[arg(long, value_name = "NAME")]
+    comm: Option<String>,
+    /// Show at most N rows.
+    #[arg(long, short = 'n', value_name = "N", default_value_t = DEFAULT_TOP_LIMIT)]
+    limit: usize,
+    /// Order by live bytes, sustained growth (the smaller of the window and recent rates), live allocations,
+    /// or age of the oldest live allocation.
+    #[arg(long, value_enum, default_value_t = SortBy::Bytes)]
+    by: SortBy,
+    /// Only rows with this verdict.
+    #[arg(long, value_enum)]
+    verdict: Option<Verdict>,
+    /// Growth over this much recent history (e.g. `5m`) instead of the daemon's whole window.
+    #[arg(long, value_name = "DURATION")]
+    window: Option<String>,
+}
+
+impl Selection {
+    fn query(self) -> TopQuery {
+        TopQuery {
+            pid: self.pid,
+            comm: self.comm,
+            limit: Some(self.limit),
+            by: Some(self.by),
+            verdict: self.verdict,
+            window: self.window,
+        }
+    }
 }
 
 /// How a client reaches the daemon.

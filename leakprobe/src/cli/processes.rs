@@ -3,48 +3,22 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::{Connect, client, format};
-use crate::{
-    core::analysis::Verdict,
-    protocol::{DEFAULT_TOP_LIMIT, PROCESSES_PATH, ProcessesResponse, SortBy, TopQuery},
-};
+use super::{Connect, Selection, client, format};
+use crate::protocol::{PROCESSES_PATH, ProcessesResponse};
 
 #[derive(Debug, Args)]
 pub struct ProcessesArgs {
     #[command(flatten)]
     connect: Connect,
-    /// Only this process (host pid).
-    #[arg(long, value_name = "PID")]
-    pid: Option<u32>,
-    /// Only processes with this name (`comm`, exact).
-    #[arg(long, value_name = "NAME")]
-    comm: Option<String>,
-    /// Show at most N processes.
-    #[arg(long, short = 'n', value_name = "N", default_value_t = DEFAULT_TOP_LIMIT)]
-    limit: usize,
-    /// Order by heap bytes, heap growth, live allocations, or age of the oldest live allocation.
-    #[arg(long, value_enum, default_value_t = SortBy::Bytes)]
-    by: SortBy,
-    /// Only processes whose heap has this verdict.
-    #[arg(long, value_enum)]
-    verdict: Option<Verdict>,
-    /// Growth over this much recent history (e.g. `5m`) instead of the daemon's whole window.
-    #[arg(long, value_name = "DURATION")]
-    window: Option<String>,
+    #[command(flatten)]
+    selection: Selection,
     /// Print JSON (the API's `ProcessesResponse`) instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 pub async fn run(args: ProcessesArgs) -> Result<()> {
-    let query = TopQuery {
-        pid: args.pid,
-        comm: args.comm,
-        limit: Some(args.limit),
-        by: Some(args.by),
-        verdict: args.verdict,
-        window: args.window,
-    };
+    let query = args.selection.query();
     let response: ProcessesResponse =
         client::get(&args.connect.socket, &client::with_query(PROCESSES_PATH, &query)?).await?;
     if args.json {

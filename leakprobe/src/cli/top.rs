@@ -3,35 +3,15 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::{Connect, client, format};
-use crate::{
-    core::analysis::Verdict,
-    protocol::{DEFAULT_TOP_LIMIT, STACKS_PATH, SortBy, TOP_PATH, TopQuery, TopResponse},
-};
+use super::{Connect, Selection, client, format};
+use crate::protocol::{STACKS_PATH, TOP_PATH, TopQuery, TopResponse};
 
 #[derive(Debug, Args)]
 pub struct TopArgs {
     #[command(flatten)]
     connect: Connect,
-    /// Only stacks of this process (host pid).
-    #[arg(long, value_name = "PID")]
-    pid: Option<u32>,
-    /// Only stacks of processes with this name (`comm`, exact).
-    #[arg(long, value_name = "NAME")]
-    comm: Option<String>,
-    /// Show at most N stacks.
-    #[arg(long, short = 'n', value_name = "N", default_value_t = DEFAULT_TOP_LIMIT)]
-    limit: usize,
-    /// Order by live bytes, sustained growth (the smaller of the window and recent rates), live allocations,
-    /// or age of the oldest live allocation.
-    #[arg(long, value_enum, default_value_t = SortBy::Bytes)]
-    by: SortBy,
-    /// Only stacks with this verdict.
-    #[arg(long, value_enum)]
-    verdict: Option<Verdict>,
-    /// Growth over this much recent history (e.g. `5m`) instead of the daemon's whole window.
-    #[arg(long, value_name = "DURATION")]
-    window: Option<String>,
+    #[command(flatten)]
+    selection: Selection,
     #[command(flatten)]
     output: Output,
 }
@@ -62,16 +42,10 @@ struct Output {
 }
 
 pub async fn run(args: TopArgs) -> Result<()> {
-    let query = TopQuery {
-        pid: args.pid,
-        comm: args.comm,
-        limit: Some(args.limit),
-        by: Some(args.by),
-        verdict: args.verdict,
-        window: args.window,
-    };
+    let pid = args.selection.pid;
+    let query = args.selection.query();
     let response: TopResponse = client::get(&args.connect.socket, &client::with_query(TOP_PATH, &query)?).await?;
-    print(&response, &args.output, args.pid)
+    print(&response, &args.output, pid)
 }
 
 pub async fn run_stacks(args: StacksArgs) -> Result<()> {
