@@ -97,7 +97,9 @@ fn spawn_metrics(
     requests: mpsc::Sender<Request>,
     shutdown: CancellationToken,
 ) {
-    log::info!("serving metrics on http://{}{METRICS_PATH}", metrics.addr);
+    // The bound address: with port 0 the kernel picked one.
+    let addr = listener.local_addr().unwrap_or(metrics.addr);
+    log::info!("serving metrics on http://{addr}{METRICS_PATH}");
     let source = StateSnapshots { requests, limits: metrics.limits };
     tasks.spawn(async move {
         http::serve(listener, source, shutdown).await.context("serving metrics")?;
