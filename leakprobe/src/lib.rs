@@ -1,15 +1,18 @@
 //! leakprobe: a system-wide memory-leak profiler daemon for Linux.
 //!
 //! Floors, each using only the ones below it:
-//! - pure core: [`core`] (table, stack interning), [`protocol`];
-//! - middle: [`probes`], [`ingest`], [`symbolize`], [`procfs`], [`oom`] (report store);
+//! - pure core: [`core`] (table, stack interning), [`protocol`], [`export`];
+//! - middle: [`probes`], [`ingest`], [`symbolize`], [`procfs`], [`oom`] (report store), [`metrics`]
+//!   (exposition and its HTTP endpoint);
 //! - top: [`server`], [`daemon`], [`cli`], [`config`].
 
 pub mod cli;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod export;
 pub mod ingest;
+pub mod metrics;
 pub mod oom;
 pub mod probes;
 pub mod procfs;

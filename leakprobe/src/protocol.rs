@@ -5,6 +5,7 @@
 //! - `GET /v1/top?pid=PID&limit=N&by=bytes|growth|count|age&verdict=V&window=DUR` -> [`TopResponse`]
 //! - `GET /v1/stacks?pid=PID&window=DUR` -> [`TopResponse`] with every stack of the process
 //! - `GET /v1/processes?pid=PID&by=...&window=DUR` -> [`ProcessesResponse`]
+//! - `GET /v1/export?format=pprof|folded|svg|json&pid=PID` -> the live heap as a profile (see [`export`])
 //! - `GET /v1/oom` -> [`OomListResponse`], `GET /v1/oom/{id}` -> [`OomReport`] (see [`oom`])
 //!
 //! Every error is a non-2xx status with an [`ErrorResponse`] body. Field names are stable: new fields may be
@@ -16,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::analysis::{Growth, Verdict, VerdictConfig};
 
+pub mod export;
 pub mod oom;
+pub use export::{EXPORT_PATH, ExportFormat, ExportQuery};
 pub use oom::{OOM_PATH, OomListResponse, OomReport, OomSummary};
 
 /// Path prefix of the current API version.

@@ -10,7 +10,7 @@ use std::{
 use axum::{
     Json, Router,
     extract::{Path as UrlPath, Query, State, rejection::QueryRejection},
-    http::{Method, StatusCode, Uri},
+    http::{Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -22,8 +22,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     daemon::state::Request,
+    export::{self, ExportContext, ExportError},
     oom::OomRequest,
-    protocol::{ErrorResponse, OOM_PATH, PROCESSES_PATH, STACKS_PATH, STATUS_PATH, TOP_PATH, TopQuery, oom::valid_id},
+    protocol::{
+        EXPORT_PATH, ErrorResponse, ExportQuery, MAX_TOP_LIMIT, OOM_PATH, PROCESSES_PATH, STACKS_PATH, STATUS_PATH,
+        TOP_PATH, TopQuery, oom::valid_id,
+    },
 };
 
 /// Why the socket could not be set up.
@@ -110,6 +114,7 @@ fn router(api: Api) -> Router {
         .route(TOP_PATH, get(top))
         .route(STACKS_PATH, get(stacks))
         .route(PROCESSES_PATH, get(processes))
+        .route(EXPORT_PATH, get(export))
         .route(OOM_PATH, get(oom_list))
         .route(&format!("{OOM_PATH}/{{id}}"), get(oom_show))
         .fallback(not_found)
@@ -160,7 +165,7 @@ async fn stacks(State(api): State<Api>, query: Result<Query<TopQuery>, QueryReje
     if query.pid.is_none() {
         return Err(ApiError(StatusCode::BAD_REQUEST, format!("{STACKS_PATH} needs pid=PID")));
     }
-    query.limit = Some(query.limit.unwrap_or(crate::protocol::MAX_TOP_LIMIT));
+    query.limit = Some(query.limit.unwrap_or(MAX_TOP_LIMIT));
     Ok(Json(ask(&api.requests, |tx| Request::Top(query, tx)).await?).into_response())
 }
 
@@ -172,12 +177,33 @@ async fn processes(
     Ok(Json(ask(&api.requests, |tx| Request::Processes(query, tx)).await?).into_response())
 }
 
+/// The live heap (the [`MAX_TOP_LIMIT`] stacks with the most live bytes) in the asked format.
+async fn export(
+    State(api): State<Api>,
+    query: Result<Query<ExportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError(StatusCode::BAD_REQUEST, format!("bad query for {EXPORT_PATH}: {}", rejection.body_text()))
+    })?;
+    let top = TopQuery { pid: query.pid, limit: Some(MAX_TOP_LIMIT), ..TopQuery::default() };
+    let response = ask(&api.requests, |tx| Request::Top(top, tx)).await?;
+    let time_unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let context = ExportContext { pid: query.pid, time_unix_ns, estimated: response.estimated };
+    match export::render(query.format, &response.stacks, context) {
+        Ok(body) => Ok(([(header::CONTENT_TYPE, query.format.content_type())], body).into_response()),
+        Err(err @ ExportError::Empty(_)) => Err(ApiError(StatusCode::NOT_FOUND, err.to_string())),
+        Err(err) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())),
+    }
+}
+
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
         format!(
             "no endpoint {method} {}; endpoints: GET {STATUS_PATH}, {TOP_PATH}, {STACKS_PATH}, {PROCESSES_PATH}, \
-             {OOM_PATH}, {OOM_PATH}/ID",
+             {EXPORT_PATH}, {OOM_PATH}, {OOM_PATH}/ID",
             uri.path()
         ),
     )

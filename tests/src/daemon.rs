@@ -78,14 +78,16 @@ impl Daemon {
         let log = dir.path().join("daemon.log");
         let log_file = File::create(&log).expect("create the daemon log file");
         let mut cmd = Command::new(daemon_bin());
-        cmd.arg("run")
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(state_dir)
-            // Exact counts unless the test asks for sampling: `leakprobe run` samples by default.
-            .args(if args.contains(&"--mode") { &[][..] } else { &["--mode", "full"][..] })
-            .args(args)
+        cmd.arg("run").arg("--socket").arg(&socket).arg("--state-dir").arg(state_dir);
+        // Exact counts unless the test asks for sampling: `leakprobe run` samples by default.
+        if !args.contains(&"--mode") {
+            cmd.args(["--mode", "full"]);
+        }
+        // Tests run in parallel: each daemon serves metrics on a port of its own unless the test chooses.
+        if !args.iter().any(|a| a.starts_with("--metrics-addr") || *a == "--no-metrics") {
+            cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("clone the log file"))
@@ -132,6 +134,16 @@ impl Daemon {
     /// The daemon's socket as a `&str` (temp dirs are UTF-8).
     pub fn socket_str(&self) -> &str {
         self.socket.to_str().expect("socket path is UTF-8")
+    }
+
+    /// Where the daemon serves metrics, from its log line `serving metrics on http://ADDR/metrics`.
+    pub fn metrics_addr(&self) -> std::net::SocketAddr {
+        let log = self.log();
+        log.lines()
+            .find_map(|line| line.split("serving metrics on http://").nth(1))
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("the daemon logged no metrics address; log:\n{log}"))
     }
 
     /// The daemon's temporary directory.

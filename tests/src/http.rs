@@ -20,6 +20,18 @@ pub struct RawResponse {
 }
 
 impl RawResponse {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let text = String::from_utf8_lossy(&self.raw);
+        let head = text.split("\r\n\r\n").next().unwrap_or("");
+        head.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    }
+}
+
+impl RawResponse {
     /// The body parsed as JSON; fails with the whole response otherwise.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("response body is not JSON ({e}): {self}"))
@@ -53,6 +65,18 @@ pub fn send_raw(socket: &Path, request: &[u8]) -> RawResponse {
             Err(e) => panic!("read the raw response: {e}"),
         }
     }
+    parse(raw)
+}
+
+/// `GET path` over TCP from `addr` with `Connection: close` and the given `Accept` header.
+pub fn get_tcp(addr: std::net::SocketAddr, path: &str, accept: &str) -> RawResponse {
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, HTTP_TIMEOUT).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(HTTP_TIMEOUT)).expect("set read timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("write the request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap_or_else(|e| panic!("read the answer from {addr}: {e}"));
     parse(raw)
 }
 

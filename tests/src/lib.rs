@@ -10,6 +10,8 @@ pub mod daemon;
 pub mod expect;
 pub mod fixture;
 pub mod http;
+pub mod metrics;
+pub mod pprof;
 pub mod stacks;
 
 use std::fs::File;

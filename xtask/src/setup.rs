@@ -9,6 +9,7 @@ use std::{
     env,
     ffi::OsString,
     fs,
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -33,6 +34,7 @@ pub fn setup(root: &Path) -> Result<ToolEnv> {
     ensure_bpf_linker(&tools)?;
     ensure_c_compiler()?;
     ensure_nextest()?;
+    ensure_promtool()?;
     let mut paths = vec![bin];
     paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
     Ok(ToolEnv { path: env::join_paths(paths).context("PATH")? })
@@ -170,4 +172,40 @@ fn ensure_nextest() -> Result<()> {
     }
     step("installing cargo-nextest");
     check(Command::new("cargo").args(["install", "cargo-nextest", "--locked"]))
+}
+
+/// The Prometheus server must not start: only its `promtool` is wanted. `invoke-rc.d` asks this script
+/// whether a package may start its service; exit status 101 means "no".
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// Installs `promtool` (the tests check the metrics output and the alerting rules with it). Debian ships it
+/// only in the `prometheus` package, whose post-install script would start the server: a temporary
+/// `policy-rc.d` forbids that (on a machine without systemd, `invoke-rc.d` would run the init script).
+fn ensure_promtool() -> Result<()> {
+    if Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    step("installing promtool (Debian package `prometheus`; its service is not started)");
+    let ours = !Path::new(POLICY_RC_D).exists();
+    if ours {
+        fs::write(POLICY_RC_D, "#!/bin/sh\n# Written by `cargo xtask setup` while it installs prometheus.\nexit 101\n")
+            .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        fs::set_permissions(POLICY_RC_D, fs::Permissions::from_mode(0o755))?;
+    }
+    let installed = check(Command::new("apt-get").arg("update")).and_then(|()| {
+        check(
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends", "prometheus"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    });
+    if ours {
+        let _ = fs::remove_file(POLICY_RC_D);
+    }
+    installed?;
+    if Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        Ok(())
+    } else {
+        bail!("the `prometheus` package is installed but `promtool --version` does not run")
+    }
 }

@@ -19,6 +19,12 @@ pub fn with_query<Q: serde::Serialize>(path: &str, query: &Q) -> Result<String> 
 
 /// `GET path_and_query` from the daemon at `socket`, parsed as `T`.
 pub async fn get<T: DeserializeOwned>(socket: &Path, path_and_query: &str) -> Result<T> {
+    let body = get_bytes(socket, path_and_query).await?;
+    serde_json::from_slice(&body).context("the daemon's answer is not the expected JSON")
+}
+
+/// `GET path_and_query` from the daemon at `socket`: the body of a successful answer.
+pub async fn get_bytes(socket: &Path, path_and_query: &str) -> Result<Bytes> {
     let stream = UnixStream::connect(socket).await.with_context(|| {
         format!("cannot reach the daemon at {} (is `leakprobe run` running? see --socket)", socket.display())
     })?;
@@ -38,5 +44,5 @@ pub async fn get<T: DeserializeOwned>(socket: &Path, path_and_query: &str) -> Re
             .map_or_else(|_| String::from_utf8_lossy(&body).into_owned(), |e| e.error);
         bail!("the daemon answered {status}: {message}");
     }
-    serde_json::from_slice(&body).context("the daemon's answer is not the expected JSON")
+    Ok(body)
 }

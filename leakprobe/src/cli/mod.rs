@@ -1,6 +1,7 @@
 //! The command line: `leakprobe run` (the daemon) and the client commands that query it.
 
 mod client;
+mod export;
 mod format;
 mod oom;
 mod processes;
@@ -39,6 +40,8 @@ enum Command {
     Processes(processes::ProcessesArgs),
     /// Show the daemon's probes, event and loss counters, and table sizes.
     Status(status::StatusArgs),
+    /// Export the live heap as a pprof profile, folded stacks, a flamegraph SVG, or JSON.
+    Export(export::ExportArgs),
     /// List the OOM kills the daemon recorded (what the victim's heap held), or show one.
     Oom(oom::OomArgs),
 }
@@ -112,6 +115,7 @@ impl Cli {
                 Command::Processes(args) => processes::run(args).await,
                 Command::Status(args) => status::run(args).await,
                 Command::Oom(args) => oom::run(args).await,
+                Command::Export(args) => export::run(args).await,
             }
         })
     }

@@ -1,6 +1,6 @@
 //! `leakprobe run`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use clap::Args;
@@ -11,9 +11,11 @@ use crate::{
         DEFAULT_SOCKET_MODE, DEFAULT_STATE_DIR, DEFAULT_WINDOW, FileConfig,
     },
     core::table::{AnalysisConfig, Limits},
-    daemon::{self, DaemonConfig},
+    daemon::{self, DaemonConfig, MetricsConfig},
+    metrics::{DEFAULT_METRICS_ADDR, DEFAULT_TOP_PROCESSES, DEFAULT_TOP_STACKS, MetricsLimits},
     oom::store::{DEFAULT_MAX_BYTES, DEFAULT_MAX_REPORTS, StoreLimits},
     probes::{ProbeConfig, preflight::SysPaths},
+    protocol::MAX_TOP_LIMIT,
 };
 
 #[derive(Debug, Args)]
@@ -68,6 +70,19 @@ pub struct RunArgs {
     /// Do not log a line for each OOM kill (reports are still written).
     #[arg(long)]
     no_log_oom: bool,
+    /// Address (IP:PORT) to serve Prometheus metrics on, over HTTP at `/metrics`.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
+    metrics_addr: SocketAddr,
+    /// Do not serve metrics.
+    #[arg(long, conflicts_with = "metrics_addr")]
+    no_metrics: bool,
+    /// Stacks exported as labelled metric series: the fastest-growing ones (at most 10000).
+    #[arg(long, value_name = "K", default_value_t = DEFAULT_TOP_STACKS)]
+    metrics_top_stacks: usize,
+    /// Processes exported as labelled metric series: the K with the most heap bytes and the K whose RSS grows
+    /// fastest (at most 10000).
+    #[arg(long, value_name = "K", default_value_t = DEFAULT_TOP_PROCESSES)]
+    metrics_top_processes: usize,
 }
 
 /// How allocations are tracked.
@@ -99,6 +114,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let window = args.window.or(file.window).unwrap_or(DEFAULT_WINDOW);
     ensure!(interval >= Duration::from_millis(100), "--interval must be at least 100ms");
     ensure!(window >= interval * 2, "--window must cover at least two intervals");
+    ensure!(args.metrics_top_stacks <= MAX_TOP_LIMIT, "--metrics-top-stacks must be at most {MAX_TOP_LIMIT}");
+    ensure!(args.metrics_top_processes <= MAX_TOP_LIMIT, "--metrics-top-processes must be at most {MAX_TOP_LIMIT}");
+    let metrics = (!args.no_metrics).then_some(MetricsConfig {
+        addr: args.metrics_addr,
+        limits: MetricsLimits { top_stacks: args.metrics_top_stacks, top_processes: args.metrics_top_processes },
+    });
     let max_allocations = args.max_allocations.or(file.max_allocations).unwrap_or(DEFAULT_MAX_ALLOCATIONS);
     let limits = Limits {
         max_allocations: max_allocations as usize,
@@ -125,6 +146,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         state_dir: args.state_dir,
         oom_limits: StoreLimits { max_reports: args.max_oom_reports, max_bytes: args.max_oom_report_bytes },
         log_oom: !args.no_log_oom,
+        metrics,
     };
     daemon::run(config).await
 }

@@ -11,6 +11,7 @@ mod query;
 pub mod state;
 
 use std::{
+    net::SocketAddr,
     path::PathBuf,
     sync::{
         Arc,
@@ -21,8 +22,9 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow};
 use tokio::{
+    net::TcpListener,
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
+    sync::{mpsc, oneshot},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -34,6 +36,10 @@ use self::{
 use crate::{
     core::table::{AnalysisConfig, Limits, Table},
     ingest,
+    metrics::{
+        METRICS_PATH, MetricsLimits, MetricsSnapshot,
+        http::{self, SnapshotSource},
+    },
     oom::{
         OomStats,
         store::{ReportStore, StoreLimits},
@@ -57,12 +63,59 @@ pub struct DaemonConfig {
     pub oom_limits: StoreLimits,
     /// Log one line per OOM kill.
     pub log_oom: bool,
+    /// Where to serve `/metrics` and how many labelled series; `None`: no metrics endpoint.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// The metrics endpoint.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricsConfig {
+    pub addr: SocketAddr,
+    pub limits: MetricsLimits,
+}
+
+/// Scrapes ask the state owner for a snapshot.
+#[derive(Clone)]
+struct StateSnapshots {
+    requests: mpsc::Sender<Request>,
+    limits: MetricsLimits,
+}
+
+impl SnapshotSource for StateSnapshots {
+    async fn snapshot(&self) -> Option<MetricsSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.send(Request::Metrics(self.limits, tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Serves `/metrics` from `listener` in a task of `tasks`.
+fn spawn_metrics(
+    tasks: &mut JoinSet<Result<&'static str>>,
+    listener: TcpListener,
+    metrics: MetricsConfig,
+    requests: mpsc::Sender<Request>,
+    shutdown: CancellationToken,
+) {
+    // The bound address: with port 0 the kernel picked one.
+    let addr = listener.local_addr().unwrap_or(metrics.addr);
+    log::info!("serving metrics on http://{addr}{METRICS_PATH}");
+    let source = StateSnapshots { requests, limits: metrics.limits };
+    tasks.spawn(async move {
+        http::serve(listener, source, shutdown).await.context("serving metrics")?;
+        Ok("metrics")
+    });
 }
 
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(config: DaemonConfig) -> Result<()> {
     let started = Instant::now();
     server::check_socket_free(&config.socket)?;
+    // Before loading anything: a port in use is a one-line error at once.
+    let metrics_listener = match &config.metrics {
+        Some(metrics) => Some(http::bind(metrics.addr).await?),
+        None => None,
+    };
     let (mut probes, maps) = Probes::load(&config.probes)?;
     let shutdown = CancellationToken::new();
     let (batch_tx, batch_rx) = mpsc::channel(64);
@@ -115,12 +168,16 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     request_tx.send(Request::Attached(points)).await.map_err(|_| anyhow!("the state task ended at start-up"))?;
 
     let listener = server::bind(&config.socket, config.socket_mode)?;
+    let server_requests = request_tx.clone();
     log::info!("serving on {}", config.socket.display());
     let token = shutdown.clone();
     tasks.spawn(async move {
-        server::serve(listener, request_tx, oom_tx, token).await.context("serving the socket API")?;
+        server::serve(listener, server_requests, oom_tx, token).await.context("serving the socket API")?;
         Ok("server")
     });
+    if let (Some(listener), Some(metrics)) = (metrics_listener, config.metrics) {
+        spawn_metrics(&mut tasks, listener, metrics, request_tx, shutdown.clone());
+    }
     let token = shutdown.clone();
     tasks.spawn(async move {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

@@ -160,3 +160,18 @@ pub fn processes(table: &Table, query: &TopQuery, now_ns: u64) -> Vec<ProcessRep
     rows.truncate(query.limit());
     rows.iter().map(|row| process_report(row, now_ns)).collect()
 }
+
+/// Processes for the metrics: the `k` with the most live heap bytes and the `k` whose RSS grows fastest
+/// (at most `2k`), ordered by pid.
+pub fn metrics_processes(table: &Table, k: usize, now_ns: u64) -> Vec<ProcessReport> {
+    let mut rows: Vec<ProcessRow<'_>> = table.processes(None, None).collect();
+    rows.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(a.tgid.cmp(&b.tgid)));
+    let mut chosen: Vec<u32> = rows.iter().take(k).map(|r| r.tgid).collect();
+    rows.sort_by(|a, b| b.rss_growth[0].rate.total_cmp(&a.rss_growth[0].rate).then(a.tgid.cmp(&b.tgid)));
+    chosen.extend(rows.iter().filter(|r| r.rss.is_some()).take(k).map(|r| r.tgid));
+    chosen.sort_unstable();
+    chosen.dedup();
+    rows.retain(|r| chosen.binary_search(&r.tgid).is_ok());
+    rows.sort_by_key(|r| r.tgid);
+    rows.iter().map(|row| process_report(row, now_ns)).collect()
+}

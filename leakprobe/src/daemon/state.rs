@@ -23,12 +23,13 @@ use crate::{
         table::{RssSample, TickTimes},
     },
     ingest::Batch,
+    metrics::{MetricsLimits, MetricsSnapshot},
     procfs::{self, Clock},
     protocol::{
-        AnalysisSettings, AttachPoint, ProcessesResponse, StackReport, StatusResponse, TableSizes, TopQuery,
+        AnalysisSettings, AttachPoint, ProcessesResponse, SortBy, StackReport, StatusResponse, TableSizes, TopQuery,
         TopResponse,
     },
-    symbolize::SymbolizerHandle,
+    symbolize::{StackRequest, SymbolizerHandle},
 };
 
 /// A message to the state owner.
@@ -47,6 +48,8 @@ pub enum Request {
     },
     /// The probes are attached (sent once, after attach).
     Attached(Vec<AttachPoint>),
+    /// A snapshot for one scrape of `/metrics`.
+    Metrics(MetricsLimits, oneshot::Sender<MetricsSnapshot>),
 }
 
 /// The state and what it needs to answer.
@@ -181,6 +184,7 @@ impl State {
             Request::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            Request::Metrics(limits, reply) => self.metrics(limits, reply),
             Request::Top(query, reply) => {
                 let (reports, stacks) = query::stacks(&self.table, &query, self.clock, procfs::monotonic_ns());
                 let symbolizer = self.symbolizer.clone();
@@ -197,6 +201,27 @@ impl State {
                 });
             }
         }
+    }
+
+    /// The status, the processes and the top stacks by growth with their leaf frame symbolized (only that one:
+    /// a scrape must stay cheap), answered from another task once symbolized.
+    fn metrics(&self, limits: MetricsLimits, reply: oneshot::Sender<MetricsSnapshot>) {
+        let now = procfs::monotonic_ns();
+        let status = self.status();
+        let processes = query::metrics_processes(&self.table, limits.top_processes, now);
+        let by_growth = TopQuery { limit: Some(limits.top_stacks), by: Some(SortBy::Growth), ..TopQuery::default() };
+        let (stacks, requests) = query::stacks(&self.table, &by_growth, self.clock, now);
+        let leaves = requests
+            .into_iter()
+            .map(|r| StackRequest { pid: r.pid, addrs: r.addrs.into_iter().take(1).collect() })
+            .collect();
+        let symbolizer = self.symbolizer.clone();
+        tokio::spawn(async move {
+            let frames = symbolizer.symbolize(leaves).await;
+            let stacks =
+                stacks.into_iter().zip(frames).map(|(report, frames)| StackReport { frames, ..report }).collect();
+            let _ = reply.send(MetricsSnapshot { status, processes, stacks });
+        });
     }
 
     fn kernel_counters(&self) -> BTreeMap<String, u64> {

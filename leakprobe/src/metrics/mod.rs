@@ -1,0 +1,304 @@
+//! Prometheus/`OpenMetrics` exposition of a snapshot of the daemon's state.
+//!
+//! The registry is built anew for every scrape from a [`MetricsSnapshot`] the state owner returns: series of
+//! processes and stacks that left the top-K (or exited) disappear at the next scrape, so the number of series is
+//! bounded by construction (see [`MetricsLimits`]).
+
+pub mod http;
+pub mod text;
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::{Registry, Unit},
+};
+
+use crate::{
+    core::analysis::Verdict,
+    protocol::{ProcessReport, StackReport, StatusResponse},
+};
+
+/// Content type of the `OpenMetrics` exposition (what prometheus-client writes; see [`text`] for the other).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Path of the metrics endpoint.
+pub const METRICS_PATH: &str = "/metrics";
+/// Where metrics are served unless `--metrics-addr` says otherwise. 9464 is the OpenTelemetry Prometheus
+/// exporter's; 9877 is leakprobe's.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9877";
+/// Stacks exported as labelled series, by default.
+pub const DEFAULT_TOP_STACKS: usize = 20;
+/// Processes exported as labelled series per ranking (heap bytes, RSS growth), by default.
+pub const DEFAULT_TOP_PROCESSES: usize = 50;
+
+/// How many labelled series a scrape may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsLimits {
+    /// Stacks, the fastest-growing first.
+    pub top_stacks: usize,
+    /// Processes: the union of the top ones by live heap bytes and the top ones by RSS growth, so at most twice
+    /// this many.
+    pub top_processes: usize,
+}
+
+impl Default for MetricsLimits {
+    fn default() -> Self {
+        Self { top_stacks: DEFAULT_TOP_STACKS, top_processes: DEFAULT_TOP_PROCESSES }
+    }
+}
+
+/// What one scrape shows, as the state owner saw it.
+#[derive(Clone, Debug)]
+pub struct MetricsSnapshot {
+    /// Counters, table sizes and limits, OOM kills.
+    pub status: StatusResponse,
+    /// The selected processes.
+    pub processes: Vec<ProcessReport>,
+    /// The selected stacks; `frames` holds only the leaf frame (the allocator's caller), symbolized.
+    pub stacks: Vec<StackReport>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProcessLabels {
+    pid: u32,
+    comm: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StackLabels {
+    pid: u32,
+    comm: String,
+    stack_id: String,
+    function: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommLabels {
+    comm: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+#[expect(clippy::cast_precision_loss, reason = "byte counts and sizes are exact in f64 below 2^53")]
+fn float(value: u64) -> f64 {
+    value as f64
+}
+
+/// One gauge without labels. Help texts here have no final period: the encoder adds one.
+fn gauge(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>, value: f64) {
+    let gauge = FloatGauge::default();
+    gauge.set(value);
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, gauge),
+        None => registry.register(name, help, gauge),
+    }
+}
+
+/// One counter without labels (the encoder appends `_total`).
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let counter: Counter = Counter::default();
+    counter.inc_by(value);
+    registry.register(name, help, counter);
+}
+
+fn process_labels(p: &ProcessReport) -> ProcessLabels {
+    ProcessLabels { pid: p.pid, comm: p.comm.clone() }
+}
+
+fn stack_labels(s: &StackReport) -> StackLabels {
+    let leaf = s.frames.first();
+    let function = leaf.and_then(|f| f.function.clone()).or_else(|| leaf.map(|f| f.addr.clone()));
+    StackLabels {
+        pid: s.pid,
+        comm: s.comm.clone(),
+        stack_id: s.stack_id.clone(),
+        function: function.unwrap_or_else(|| "(no stack)".to_owned()),
+    }
+}
+
+/// A per-row gauge: name, help, unit, and the value of a row (none: no series for that row).
+type RowGauge<R> = (&'static str, &'static str, Option<Unit>, fn(&R) -> Option<f64>);
+
+fn bytes_per_second() -> Unit {
+    Unit::Other("bytes_per_second".to_owned())
+}
+
+fn process_gauges() -> Vec<RowGauge<ProcessReport>> {
+    vec![
+        (
+            "leakprobe_process_heap_live",
+            "Tracked heap of the process: bytes allocated and not freed",
+            Some(Unit::Bytes),
+            |p| Some(float(p.live_bytes)),
+        ),
+        ("leakprobe_process_heap_live_allocations", "Tracked heap of the process: live allocations", None, |p| {
+            Some(float(p.live_count))
+        }),
+        (
+            "leakprobe_process_heap_growth",
+            "Growth of the tracked heap over the analysis window (least-squares slope)",
+            Some(bytes_per_second()),
+            |p| Some(p.heap_growth.rate_bytes_per_second),
+        ),
+        ("leakprobe_process_rss", "Resident set size (VmRSS) of the process", Some(Unit::Bytes), |p| {
+            p.rss_bytes.map(float)
+        }),
+        ("leakprobe_process_rss_anon", "Anonymous resident memory (RssAnon) of the process", Some(Unit::Bytes), |p| {
+            p.rss_anon_bytes.map(float)
+        }),
+        ("leakprobe_process_swap", "Swapped-out memory (VmSwap) of the process", Some(Unit::Bytes), |p| {
+            p.swap_bytes.map(float)
+        }),
+        (
+            "leakprobe_process_rss_growth",
+            "Growth of the resident set size over the analysis window (least-squares slope)",
+            Some(bytes_per_second()),
+            |p| p.rss_bytes.map(|_| p.rss_growth.rate_bytes_per_second),
+        ),
+    ]
+}
+
+fn stack_gauges() -> Vec<RowGauge<StackReport>> {
+    vec![
+        (
+            "leakprobe_stack_live",
+            "Bytes allocated from this stack in this process and not freed",
+            Some(Unit::Bytes),
+            |s| Some(float(s.live_bytes)),
+        ),
+        ("leakprobe_stack_live_allocations", "Allocations from this stack in this process not freed", None, |s| {
+            Some(float(s.live_count))
+        }),
+        (
+            "leakprobe_stack_growth",
+            "Growth of the stack's live bytes over the analysis window (least-squares slope)",
+            Some(bytes_per_second()),
+            |s| Some(s.growth.rate_bytes_per_second),
+        ),
+        ("leakprobe_stack_leaking", "1 when the stack's verdict is leaking, else 0", None, |s| {
+            Some(if s.verdict == Verdict::Leaking { 1.0 } else { 0.0 })
+        }),
+    ]
+}
+
+/// One gauge family per entry of `gauges`, one series per row.
+fn register_rows<R, L>(registry: &mut Registry, gauges: Vec<RowGauge<R>>, rows: &[R], labels: fn(&R) -> L)
+where
+    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+{
+    for (name, help, unit, value) in gauges {
+        let family = Family::<L, FloatGauge>::default();
+        for row in rows {
+            if let Some(v) = value(row) {
+                family.get_or_create(&labels(row)).set(v);
+            }
+        }
+        match unit {
+            Some(unit) => registry.register_with_unit(name, help, unit, family),
+            None => registry.register(name, help, family),
+        }
+    }
+}
+
+fn register_status(registry: &mut Registry, status: &StatusResponse) {
+    let versions = Family::<VersionLabels, FloatGauge>::default();
+    versions.get_or_create(&VersionLabels { version: status.version.clone() }).set(1.0);
+    registry.register("leakprobe_build_info", "The daemon's version, as a label; the value is always 1", versions);
+    gauge(
+        registry,
+        "leakprobe_uptime",
+        "Time since the daemon started",
+        Some(Unit::Seconds),
+        float(status.uptime_seconds),
+    );
+    let t = &status.tables;
+    let tables: [(&str, &str, Option<Unit>, u64); 10] = [
+        ("leakprobe_tracked_processes", "Processes with live allocations or stacks in the table", None, t.processes),
+        ("leakprobe_live_allocations", "Live allocations tracked over all processes", None, t.live_allocations),
+        (
+            "leakprobe_live_allocations_limit",
+            "The most live allocations tracked (--max-allocations)",
+            None,
+            t.max_live_allocations,
+        ),
+        ("leakprobe_heap_live", "Bytes in all tracked live allocations", Some(Unit::Bytes), t.live_bytes),
+        ("leakprobe_stacks", "Distinct call stacks stored", None, t.stacks),
+        ("leakprobe_stacks_limit", "The most distinct stacks stored (--max-stacks)", None, t.max_stacks),
+        ("leakprobe_series", "Time series kept for growth analysis", None, t.series),
+        ("leakprobe_series_limit", "The most time series kept (--max-series)", None, t.max_series),
+        ("leakprobe_series_points", "Samples stored in all time series", None, t.series_points),
+        ("leakprobe_series_memory", "Memory taken by the stored samples", Some(Unit::Bytes), t.series_bytes),
+    ];
+    for (name, help, unit, value) in tables {
+        gauge(registry, name, help, unit, float(value));
+    }
+    for (name, &value) in &status.kernel_counters {
+        counter(registry, &format!("leakprobe_kernel_{name}"), &counter_help("kernel", name), value);
+    }
+    for (name, &value) in &status.daemon_counters {
+        counter(registry, &format!("leakprobe_daemon_{name}"), &counter_help("daemon", name), value);
+    }
+    let kills = Family::<CommLabels, Counter>::default();
+    for (comm, &n) in &status.oom_kills_by_comm {
+        kills.get_or_create(&CommLabels { comm: comm.clone() }).inc_by(n);
+    }
+    registry.register("leakprobe_oom_kills", "OOM kills seen since the daemon started, by the victim's name", kills);
+}
+
+/// Help text of a `status` counter (without a final period: the encoder adds one).
+fn counter_help(group: &str, name: &str) -> String {
+    let known = match (group, name) {
+        ("kernel", "allocs") => "Allocations reported to the daemon",
+        ("kernel", "frees") => "Frees of reported addresses sent to the daemon",
+        ("kernel", "frees_unknown") => "Frees of addresses never reported; no event sent",
+        ("kernel", "failed_allocs") => "Allocator calls that returned NULL or an error",
+        ("kernel", "nested_calls") => "Allocator calls inside another on the same thread; ignored",
+        ("kernel", "unmatched_returns") => "Allocator returns with no entry record",
+        ("kernel", "ringbuf_full_alloc") => "Allocation events lost: ring buffer full",
+        ("kernel", "ringbuf_full_free") => "Free events lost: ring buffer full",
+        ("kernel", "ringbuf_full_process") => "Exit and exec events lost: ring buffer full",
+        ("kernel", "live_map_full") => "Allocations not tracked: the kernel's live-address map was full",
+        ("kernel", "inflight_map_full") => "Allocator calls not tracked: the in-flight map was full",
+        ("kernel", "stack_errors") => "Stacks that could not be read; allocation reported without one",
+        ("kernel", "stack_truncated") => "Stacks cut at the frame limit",
+        ("kernel", "read_errors") => "posix_memalign out-pointers that could not be read",
+        ("kernel", "oom_lost") => "OOM-kill events lost",
+        ("daemon", "events") => "Events applied to the table",
+        ("daemon", "batches") => "Batches read from the ring buffer",
+        ("daemon", "decode_errors") => "Ring-buffer records that could not be decoded",
+        ("daemon", "unknown_frees") => "Free events for addresses the table did not hold",
+        ("daemon", "replaced_live") => "Allocations at an address already live (a free was missed)",
+        ("daemon", "dropped_table_full") => "Allocations not tracked: the table was full",
+        ("daemon", "stacks_overflowed") => "New stacks beyond --max-stacks, accounted under the overflow stack",
+        ("daemon", "processes_purged") => "Processes purged on exit or exec",
+        ("daemon", "series_dropped") => "Time series not kept: --max-series reached",
+        ("daemon", "ticks") => "Samples taken of live bytes and RSS",
+        ("daemon", "kernel_entries_purged") => "Live-address map entries removed after exits and execs",
+        ("daemon", "oom_kills") => "OOM events received",
+        ("daemon", "oom_reports_loaded") => "OOM reports read back at start",
+        ("daemon", "oom_reports_skipped") => "OOM report files skipped at start (corrupt or unknown)",
+        ("daemon", "oom_reports_written") => "OOM reports written",
+        ("daemon", "oom_reports_write_errors") => "OOM reports that could not be written",
+        ("daemon", "oom_reports_rotated") => "Old OOM reports removed to stay within the limits",
+        _ => return format!("The {group} counter {name} of `leakprobe status`"),
+    };
+    known.to_owned()
+}
+
+/// The exposition of `snapshot`, in `OpenMetrics` text.
+pub fn encode_snapshot(snapshot: &MetricsSnapshot) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
+    register_status(&mut registry, &snapshot.status);
+    register_rows(&mut registry, process_gauges(), &snapshot.processes, process_labels);
+    register_rows(&mut registry, stack_gauges(), &snapshot.stacks, stack_labels);
+    let mut text = String::new();
+    encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests;

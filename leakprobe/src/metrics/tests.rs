@@ -1,0 +1,105 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::{
+    core::analysis::{Verdict, VerdictConfig},
+    protocol::{AgeReport, AnalysisSettings, Frame, GrowthReport, TableSizes},
+};
+
+fn status() -> StatusResponse {
+    StatusResponse {
+        version: "0.1.0".into(),
+        pid: 1,
+        uptime_seconds: 42,
+        mode: "full".into(),
+        sample_interval_bytes: None,
+        attach_points: Vec::new(),
+        kernel_counters: BTreeMap::from([("allocs".into(), 100), ("ringbuf_full_alloc".into(), 2)]),
+        daemon_counters: BTreeMap::from([("events".into(), 90), ("something_new".into(), 1)]),
+        tables: TableSizes { live_bytes: 4096, max_stacks: 65_536, ..TableSizes::default() },
+        features: BTreeMap::new(),
+        oom_kills_by_comm: BTreeMap::from([("leaker".into(), 3)]),
+        oom_report_dir: None,
+        analysis: AnalysisSettings { interval_seconds: 5.0, window_seconds: 600.0, verdict: VerdictConfig::default() },
+    }
+}
+
+fn growth(rate: f64) -> GrowthReport {
+    GrowthReport { rate_bytes_per_second: rate, ..GrowthReport::default() }
+}
+
+fn snapshot() -> MetricsSnapshot {
+    let process = ProcessReport {
+        pid: 7,
+        comm: "leaker".into(),
+        live_bytes: 10_000,
+        live_count: 10,
+        stacks: 2,
+        heap_growth: growth(20.5),
+        verdict: Verdict::Leaking,
+        ages: AgeReport::default(),
+        rss_bytes: Some(1 << 20),
+        rss_anon_bytes: Some(1 << 19),
+        swap_bytes: Some(0),
+        rss_growth: growth(100.0),
+        rss_anon_growth: growth(0.0),
+        swap_growth: growth(0.0),
+        heap_share_of_anon_growth: None,
+    };
+    let without_rss = ProcessReport { pid: 9, comm: "new".into(), rss_bytes: None, ..process.clone() };
+    let stack = StackReport {
+        pid: 7,
+        comm: "leaker".into(),
+        stack_id: "00000000000000ab".into(),
+        live_bytes: 10_000,
+        live_count: 10,
+        total_bytes: 10_000,
+        total_count: 10,
+        first_alloc_unix_ms: 0,
+        last_alloc_unix_ms: 0,
+        truncated: false,
+        growth: growth(20.5),
+        verdict: Verdict::Leaking,
+        ages: AgeReport::default(),
+        frames: vec![Frame { addr: "0x1136".into(), function: Some("leak_alpha".into()), ..Frame::default() }],
+    };
+    let anonymous = StackReport { stack_id: "00000000000000cd".into(), frames: Vec::new(), ..stack.clone() };
+    MetricsSnapshot { status: status(), processes: vec![process, without_rss], stacks: vec![stack, anonymous] }
+}
+
+#[test]
+fn names_have_units_and_labels() {
+    let text = encode_snapshot(&snapshot()).expect("encodes");
+    for line in [
+        r#"leakprobe_process_heap_live_bytes{pid="7",comm="leaker"} 10000.0"#,
+        r#"leakprobe_process_rss_bytes{pid="7",comm="leaker"} 1048576.0"#,
+        r#"leakprobe_process_heap_growth_bytes_per_second{pid="7",comm="leaker"} 20.5"#,
+        r#"leakprobe_process_rss_growth_bytes_per_second{pid="7",comm="leaker"} 100.0"#,
+        r#"leakprobe_stack_live_bytes{pid="7",comm="leaker",stack_id="00000000000000ab",function="leak_alpha"} 10000.0"#,
+        r#"leakprobe_stack_growth_bytes_per_second{pid="7",comm="leaker",stack_id="00000000000000ab",function="leak_alpha"} 20.5"#,
+        r#"leakprobe_stack_leaking{pid="7",comm="leaker",stack_id="00000000000000cd",function="(no stack)"} 1.0"#,
+        "leakprobe_kernel_allocs_total 100",
+        "leakprobe_kernel_ringbuf_full_alloc_total 2",
+        "leakprobe_daemon_events_total 90",
+        r#"leakprobe_oom_kills_total{comm="leaker"} 3"#,
+        "leakprobe_heap_live_bytes 4096.0",
+        "leakprobe_stacks_limit 65536.0",
+        r#"leakprobe_build_info{version="0.1.0"} 1.0"#,
+        "# HELP leakprobe_daemon_something_new The daemon counter something_new of `leakprobe status`.",
+        "# UNIT leakprobe_process_heap_live_bytes bytes",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    // No RSS sample yet: no RSS series for that process, but its heap is there.
+    assert!(!text.contains(r#"leakprobe_process_rss_bytes{pid="9""#), "{text}");
+    assert!(text.contains(r#"leakprobe_process_heap_live_bytes{pid="9""#), "{text}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+}
+
+#[test]
+fn an_empty_snapshot_still_encodes() {
+    let text =
+        encode_snapshot(&MetricsSnapshot { status: status(), processes: Vec::new(), stacks: Vec::new() }).expect("ok");
+    assert!(text.contains("leakprobe_uptime_seconds 42.0"), "{text}");
+    assert!(!text.contains("leakprobe_stack_live_bytes{"), "{text}");
+}
