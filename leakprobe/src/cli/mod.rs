@@ -92,6 +92,11 @@ struct Connect {
 }
 
 impl Cli {
+    /// Whether this runs the daemon (rather than a client of it).
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.command, Command::Run(_))
+    }
+
     /// Log level when `RUST_LOG` is unset: the daemon reports what it does, clients only warnings.
     pub fn default_log_level(&self) -> &'static str {
         match self.command {
