@@ -130,7 +130,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         .context("ingest")?;
     let usage = daemon.usage()?.since(&before);
     daemon.stop()?;
-    usages.push(DaemonUse { label: "leakprobe full, ingest", usage });
+    usages.push(DaemonUse { label: report::INGEST_PHASE, usage });
 
     report::print(&timings, &ingest, &usages, sites.as_deref().unwrap_or_default(), args.runs);
     Ok(())

@@ -124,7 +124,7 @@ pub fn print(timings: &[Timing], ingest: &[Ingest], usages: &[DaemonUse], sites:
             None => println!("  n/a    full below bpftrace memleak ({threads}T): a configuration did not run"),
         }
     }
-    print_ingest(ingest);
+    print_ingest(ingest, usages.iter().find(|u| u.label == INGEST_PHASE));
     print_usage(usages);
     println!("\nprobe sites leakprobe chose (from status)");
     for site in sites {
@@ -143,7 +143,10 @@ fn check(what: &str, ratio_limit: Option<(f64, f64)>) {
     }
 }
 
-fn print_ingest(ingest: &[Ingest]) {
+/// The label of the ingest phase among the daemon's resource uses.
+pub const INGEST_PHASE: &str = "leakprobe full, ingest";
+
+fn print_ingest(ingest: &[Ingest], usage: Option<&DaemonUse>) {
     if ingest.is_empty() {
         return;
     }
@@ -164,6 +167,12 @@ fn print_ingest(ingest: &[Ingest]) {
     println!("  peak events/s over {} ms:               {:>12.0} (median of the runs' peaks)", 50, median(&peaks));
     println!("  daemon lag after the workload's exit:  {:>11.2}s (median)", median(&lags));
     println!("  events {events}, ring-buffer drops {drops}, live_map_full {live_full}");
+    if let Some(u) = usage.filter(|u| u.usage.cpu_seconds > 0.0) {
+        println!(
+            "  daemon capacity, events per CPU-second: {:>10.0} (all of the phase's events / the daemon's CPU time)",
+            u.usage.events as f64 / u.usage.cpu_seconds
+        );
+    }
     let verdict = if rate >= INGEST_TARGET && drops == 0 { "PASS" } else { "MISS" };
     println!("  {verdict:<6} ingest >= 1 M events/s with zero drops: {:.2} M events/s, {drops} drops", rate / 1e6);
 }
