@@ -1,7 +1,8 @@
-//! Developer tasks: `cargo xtask setup|build|run|test|lint`.
+//! Developer tasks: `cargo xtask setup|build|run|test|lint|bench`.
 //!
 //! Every task that builds anything first runs `setup`, so each of them works on a fresh machine.
 
+mod bench;
 mod setup;
 mod tasks;
 
@@ -40,6 +41,10 @@ enum Command {
     },
     /// Set up, then check formatting and run clippy on the workspace and on the eBPF crate.
     Lint,
+    /// Set up (plus bpftrace and heaptrack from Debian packages), build, then measure the cost per
+    /// malloc+free pair of leakprobe full and sampled, a bpftrace memleak equivalent and heaptrack over
+    /// nothing attached, the daemon's ingest rate, CPU and memory (needs root; takes a few minutes).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -52,6 +57,7 @@ fn main() -> Result<()> {
         Command::Run { args } => tasks::run(&root, &env, &args),
         Command::Test { args } => tasks::test(&root, &env, &args),
         Command::Lint => tasks::lint(&root, &env),
+        Command::Bench(args) => bench::bench(&root, &env, &args),
     }
 }
 

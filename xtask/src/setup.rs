@@ -166,6 +166,29 @@ fn ensure_c_compiler() -> Result<()> {
     check(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "gcc", "libc6-dev"]))
 }
 
+/// The peers `cargo xtask bench` compares against, from Debian packages. Only the bench calls this, so
+/// `cargo xtask test` never waits for them.
+pub fn ensure_bench_peers() -> Result<()> {
+    let runs = |tool: &str| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    let missing: Vec<&str> = ["bpftrace", "heaptrack"].into_iter().filter(|tool| !runs(tool)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("installing {} (the bench's peers)", missing.join(" and ")));
+    let install = || {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["install", "-y", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
+        // The bench's report is its standard output: apt's progress goes to standard error.
+        cmd.stdout(std::io::stderr());
+        cmd
+    };
+    if !install().status().is_ok_and(|s| s.success()) {
+        check(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+        check(&mut install())?;
+    }
+    Ok(())
+}
+
 fn ensure_nextest() -> Result<()> {
     if Command::new("cargo").args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success()) {
         return Ok(());

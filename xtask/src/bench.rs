@@ -1,0 +1,189 @@
+//! `cargo xtask bench`: the cost per malloc+free pair of leakprobe (full and sampled) and of its peers
+//! (a bpftrace memleak equivalent, heaptrack) over nothing attached, the ingest rate of the daemon, and the
+//! daemon's CPU and memory.
+//!
+//! Every configuration runs the same C workload ([`workload`]) `--runs` times for 1 and 2 threads; the
+//! table shows medians. leakprobe and bpftrace probe every process on the machine: while one of them is
+//! attached, the bench runs nothing but the workload.
+
+#![allow(clippy::cast_precision_loss, reason = "counts of events and bytes, shown as rates and ratios")]
+
+mod daemon;
+mod peers;
+mod report;
+mod workload;
+
+use std::{
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+
+use crate::{setup::ToolEnv, tasks};
+use daemon::{Daemon, Usage};
+use workload::Workload;
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Runs of each configuration and thread count; the table shows the median.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// malloc+free pairs per run, over all threads.
+    #[arg(long, default_value_t = 200_000)]
+    pairs: u64,
+    /// Allocations (never freed) per run of the ingest workload, over 2 threads.
+    #[arg(long, default_value_t = 1_500_000)]
+    leaks: u64,
+}
+
+/// Thread counts every configuration runs with.
+pub const THREADS: [u32; 2] = [1, 2];
+
+/// What is attached while the workload runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Config {
+    Baseline,
+    Full,
+    Sampled,
+    Bpftrace,
+    Heaptrack,
+}
+
+impl Config {
+    pub const ALL: [Self; 5] = [Self::Baseline, Self::Full, Self::Sampled, Self::Bpftrace, Self::Heaptrack];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Baseline => "nothing attached",
+            Self::Full => "leakprobe full",
+            Self::Sampled => "leakprobe sampled (512KiB)",
+            Self::Bpftrace => "bpftrace memleak",
+            Self::Heaptrack => "heaptrack",
+        }
+    }
+}
+
+/// Per-pair times of one configuration: one vector of runs per entry of [`THREADS`], or why it could not run.
+pub struct Timing {
+    pub config: Config,
+    pub result: Result<Vec<Vec<f64>>, String>,
+}
+
+/// The daemon's resource use over one phase of the bench.
+pub struct DaemonUse {
+    pub label: &'static str,
+    pub usage: Usage,
+}
+
+pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
+    if args.runs == 0 || args.pairs < 1000 || args.leaks < 1000 {
+        bail!("--runs must be positive, --pairs and --leaks at least 1000");
+    }
+    crate::setup::ensure_bench_peers()?;
+    tasks::build(root, env)?;
+    let dir = root.join("target").join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let work = Workload::compile(root, &dir)?;
+    let leakprobe = root.join("target").join("release").join("leakprobe");
+    let libc = peers::host_libc()?;
+
+    let mut timings = Vec::new();
+    let mut usages = Vec::new();
+    let mut sites = None;
+    for config in Config::ALL {
+        eprintln!("bench: {} ({} runs x {THREADS:?} threads, {} pairs each)", config.label(), args.runs, args.pairs);
+        let result = match config {
+            Config::Baseline | Config::Heaptrack => time_runs(&work, config, args, &dir, &libc),
+            Config::Bpftrace => peers::check_bpftrace(&libc).and_then(|()| time_runs(&work, config, args, &dir, &libc)),
+            Config::Full | Config::Sampled => {
+                wait_quiet();
+                let mode = if config == Config::Full { "full" } else { "sampled" };
+                let daemon = Daemon::start(&leakprobe, &dir, mode)?;
+                if sites.is_none() {
+                    sites = Some(daemon.status().map(|s| report::sites(&s))?);
+                }
+                let before = daemon.usage()?;
+                let result = time_runs(&work, config, args, &dir, &libc);
+                let usage = daemon.usage()?.since(&before);
+                daemon.stop()?;
+                usages.push(DaemonUse { label: config.label(), usage });
+                result
+            }
+        };
+        if let Err(err) = &result {
+            eprintln!("bench: {}: {err:#}", config.label());
+        }
+        timings.push(Timing { config, result: result.map_err(|e| format!("{e:#}")) });
+    }
+
+    eprintln!("bench: ingest ({} runs of {} leaked allocations over 2 threads, leakprobe full)", args.runs, args.leaks);
+    wait_quiet();
+    let daemon = Daemon::start(&leakprobe, &dir, "full")?;
+    let before = daemon.usage()?;
+    let ingest = (0..args.runs)
+        .map(|run| undisturbed(|| workload::ingest(&work, &daemon, args.leaks, run as u64 + 1)))
+        .collect::<Result<Vec<_>>>()
+        .context("ingest")?;
+    let usage = daemon.usage()?.since(&before);
+    daemon.stop()?;
+    usages.push(DaemonUse { label: report::INGEST_PHASE, usage });
+
+    report::print(&timings, &ingest, &usages, sites.as_deref().unwrap_or_default(), args.runs);
+    Ok(())
+}
+
+/// `--runs` runs of the pairs workload under `config`, for each thread count: ns per pair.
+fn time_runs(work: &Workload, config: Config, args: &BenchArgs, dir: &Path, libc: &Path) -> Result<Vec<Vec<f64>>> {
+    let mut times = vec![Vec::new(); THREADS.len()];
+    for run in 0..args.runs {
+        for (slot, &threads) in THREADS.iter().enumerate() {
+            let workload = work.args("pairs", args.pairs, threads, run as u64 + 1);
+            let mut cmd = match config {
+                Config::Bpftrace => peers::bpftrace(dir, libc, &workload)?,
+                Config::Heaptrack => peers::heaptrack(dir, &workload),
+                _ => workload::command(&workload),
+            };
+            let out = undisturbed(|| workload::run(&mut cmd, Duration::from_mins(5)))?;
+            times[slot].push(workload::field(&out, "ns_per_pair")?);
+        }
+    }
+    Ok(times)
+}
+
+/// Waits (up to 10 minutes) until no other tracer runs: another engineer's leakprobe tests probe every
+/// process too, the workload included.
+fn wait_quiet() {
+    let start = Instant::now();
+    loop {
+        let others = peers::other_tracers();
+        if others.is_empty() {
+            return;
+        }
+        if start.elapsed() > Duration::from_mins(10) {
+            eprintln!("bench: warning: going on while {} run(s); the numbers will be off", others.join(", "));
+            return;
+        }
+        if start.elapsed() < Duration::from_secs(1) {
+            eprintln!("bench: waiting for {} to end (it would probe the workload too)", others.join(", "));
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Runs `measure` when no other tracer runs, and again (up to 10 times) if one ran when it ended.
+fn undisturbed<T>(mut measure: impl FnMut() -> Result<T>) -> Result<T> {
+    for attempt in 1.. {
+        wait_quiet();
+        let result = measure()?;
+        let others = peers::other_tracers();
+        if others.is_empty() || attempt == 10 {
+            return Ok(result);
+        }
+        eprintln!("bench: {} started during a run: running it again", others.join(", "));
+    }
+    unreachable!()
+}

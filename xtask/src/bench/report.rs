@@ -1,0 +1,204 @@
+//! The bench's output: the table of ns per pair, the target checks, ingest, the daemon's resources and the
+//! probe sites.
+
+use comfy_table::{CellAlignment, Table, presets};
+use serde_json::Value;
+
+use super::{Config, DaemonUse, THREADS, Timing, workload::Ingest};
+
+/// Events per second the ingest target asks for.
+const INGEST_TARGET: f64 = 1e6;
+
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 { sorted[mid] } else { f64::midpoint(sorted[mid - 1], sorted[mid]) }
+}
+
+/// The probe sites leakprobe chose, from `status`: `kind function site (emulated|single-stepped)`.
+pub fn sites(status: &Value) -> Vec<String> {
+    let Some(points) = status["attach_points"].as_array() else { return Vec::new() };
+    points
+        .iter()
+        .filter(|p| p["site"].is_string())
+        .map(|p| {
+            let how = if p["emulated"].as_bool() == Some(true) { "emulated" } else { "single-stepped" };
+            format!(
+                "{:<10} {:<15} {:<28} {how}",
+                p["kind"].as_str().unwrap_or("?"),
+                p["target"].as_str().unwrap_or("?"),
+                p["site"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect()
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_header(header.iter().copied());
+    for i in 1..header.len() {
+        if let Some(column) = table.column_mut(i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    table
+}
+
+/// Medians of one configuration, per thread count, if it ran.
+fn medians(timings: &[Timing], config: Config) -> Option<Vec<f64>> {
+    let timing = timings.iter().find(|t| t.config == config)?;
+    timing.result.as_ref().ok().map(|runs| runs.iter().map(|r| median(r)).collect())
+}
+
+fn spread(runs: &[f64]) -> f64 {
+    let (min, max) = runs.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    100.0 * (max - min) / median(runs)
+}
+
+pub fn print(timings: &[Timing], ingest: &[Ingest], usages: &[DaemonUse], sites: &[String], runs: usize) {
+    let base = medians(timings, Config::Baseline);
+    let overhead = |config| -> Option<Vec<f64>> {
+        let (m, b) = (medians(timings, config)?, base.as_ref()?);
+        Some(m.iter().zip(b).map(|(m, b)| m - b).collect())
+    };
+    let sampled_over = overhead(Config::Sampled);
+
+    println!("\nns per malloc+free pair, median of {runs} runs (2 threads: wall time x 2 / pairs, per thread)\n");
+    let mut t = table(&[
+        "CONFIG",
+        "1 THREAD",
+        "2 THREADS",
+        "OVERHEAD 1T",
+        "OVERHEAD 2T",
+        "VS SAMPLED 1T",
+        "VS SAMPLED 2T",
+        "SPREAD 1T/2T",
+    ]);
+    for timing in timings {
+        let mut row = vec![timing.config.label().to_owned()];
+        match &timing.result {
+            Err(err) => row.push(format!("did not run: {err}")),
+            Ok(times) => {
+                row.extend(times.iter().map(|r| format!("{:.0}", median(r))));
+                let over = overhead(timing.config);
+                for i in 0..THREADS.len() {
+                    row.push(over.as_ref().map_or("-".into(), |o| format!("{:+.0}", o[i])));
+                }
+                for i in 0..THREADS.len() {
+                    let ratio = over.as_ref().zip(sampled_over.as_ref()).map(|(o, s)| o[i] / s[i]);
+                    row.push(match (timing.config, ratio) {
+                        (Config::Baseline, _) | (_, None) => "-".into(),
+                        (_, Some(r)) => format!("{r:.2}x"),
+                    });
+                }
+                row.push(times.iter().map(|r| format!("{:.0}%", spread(r))).collect::<Vec<_>>().join("/"));
+            }
+        }
+        t.add_row(row);
+    }
+    println!("{t}");
+    println!("(overhead: ns over nothing attached; vs sampled: overhead / leakprobe sampled's overhead;");
+    println!(" spread: (max - min) / median over the runs)");
+
+    println!("\ntargets (reported, not asserted)");
+    let full_over = overhead(Config::Full);
+    let bpf_over = overhead(Config::Bpftrace);
+    for (i, threads) in THREADS.iter().enumerate() {
+        let pick = |o: &Option<Vec<f64>>| o.as_ref().map(|o| o[i]);
+        check(
+            &format!("sampled overhead <= 1/3 of full ({threads}T)"),
+            pick(&sampled_over).zip(pick(&full_over)).map(|(s, f)| (s / f, 1.0 / 3.0)),
+        );
+        check(
+            &format!("sampled overhead <= 1/4 of bpftrace memleak ({threads}T)"),
+            pick(&sampled_over).zip(pick(&bpf_over)).map(|(s, b)| (s / b, 0.25)),
+        );
+        let full = medians(timings, Config::Full).map(|m| m[i]);
+        let bpf = medians(timings, Config::Bpftrace).map(|m| m[i]);
+        match full.zip(bpf) {
+            Some((f, b)) => println!(
+                "  {:<6} full below bpftrace memleak ({threads}T): {f:.0} vs {b:.0} ns/pair",
+                if f < b { "PASS" } else { "MISS" }
+            ),
+            None => println!("  n/a    full below bpftrace memleak ({threads}T): a configuration did not run"),
+        }
+    }
+    print_ingest(ingest, usages.iter().find(|u| u.label == INGEST_PHASE));
+    print_usage(usages);
+    println!("\nprobe sites leakprobe chose (from status)");
+    for site in sites {
+        println!("  {site}");
+    }
+}
+
+/// One `ratio <= limit` target line.
+fn check(what: &str, ratio_limit: Option<(f64, f64)>) {
+    match ratio_limit {
+        Some((ratio, limit)) => {
+            let verdict = if ratio <= limit { "PASS" } else { "MISS" };
+            println!("  {verdict:<6} {what}: {ratio:.2} (limit {limit:.2})");
+        }
+        None => println!("  n/a    {what}: a configuration did not run"),
+    }
+}
+
+/// The label of the ingest phase among the daemon's resource uses.
+pub const INGEST_PHASE: &str = "leakprobe full, ingest";
+
+fn print_ingest(ingest: &[Ingest], usage: Option<&DaemonUse>) {
+    if ingest.is_empty() {
+        return;
+    }
+    let rates: Vec<f64> = ingest.iter().map(Ingest::rate).collect();
+    let produced: Vec<f64> = ingest.iter().map(|i| i.produced).collect();
+    let peaks: Vec<f64> = ingest.iter().map(|i| i.peak).collect();
+    let lags: Vec<f64> = ingest.iter().map(|i| i.lag).collect();
+    let drops: u64 = ingest.iter().map(|i| i.drops).sum();
+    let live_full: u64 = ingest.iter().map(|i| i.live_map_full).sum();
+    let events: u64 = ingest.iter().map(|i| i.events).sum();
+    let rate = median(&rates);
+    println!(
+        "\ningest, leakprobe full, {} runs of the leaking workload (2 threads, malloc without free)",
+        ingest.len()
+    );
+    println!("  events/s processed, start to drained:  {rate:>12.0} (median; runs: {})", join(&rates));
+    println!("  allocations/s the workload made:      {:>12.0} (median, under the probes)", median(&produced));
+    println!("  peak events/s over {} ms:               {:>12.0} (median of the runs' peaks)", 50, median(&peaks));
+    println!("  daemon lag after the workload's exit:  {:>11.2}s (median)", median(&lags));
+    println!("  events {events}, ring-buffer drops {drops}, live_map_full {live_full}");
+    if let Some(u) = usage.filter(|u| u.usage.cpu_seconds > 0.0) {
+        println!(
+            "  daemon capacity, events per CPU-second: {:>10.0} (all of the phase's events / the daemon's CPU time)",
+            u.usage.events as f64 / u.usage.cpu_seconds
+        );
+    }
+    let verdict = if rate >= INGEST_TARGET && drops == 0 { "PASS" } else { "MISS" };
+    println!("  {verdict:<6} ingest >= 1 M events/s with zero drops: {:.2} M events/s, {drops} drops", rate / 1e6);
+}
+
+fn join(values: &[f64]) -> String {
+    values.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ")
+}
+
+fn print_usage(usages: &[DaemonUse]) {
+    println!("\nleakprobe daemon: CPU over the phase's runs, peak RSS (VmHWM) over its life");
+    let mut t = table(&["PHASE", "WALL S", "CPU S", "CPU %", "EVENTS", "US CPU/EVENT", "PEAK RSS MIB"]);
+    for u in usages {
+        let usage = &u.usage;
+        t.add_row(vec![
+            u.label.to_owned(),
+            format!("{:.1}", usage.seconds),
+            format!("{:.2}", usage.cpu_seconds),
+            format!("{:.0}", 100.0 * usage.cpu_seconds / usage.seconds),
+            usage.events.to_string(),
+            if usage.events == 0 {
+                "-".into()
+            } else {
+                format!("{:.2}", 1e6 * usage.cpu_seconds / usage.events as f64)
+            },
+            format!("{:.1}", usage.peak_rss_bytes as f64 / (1024.0 * 1024.0)),
+        ]);
+    }
+    println!("{t}");
+}
