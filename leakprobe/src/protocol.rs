@@ -178,6 +178,29 @@ pub struct StackReport {
     pub frames: Vec<Frame>,
 }
 
+#[cfg(test)]
+impl StackReport {
+    /// A `leaking` stack of process `pid` named `leaker`, for tests: `live` and `total` are (bytes, count).
+    pub fn for_test(pid: u32, id: &str, live: (u64, u64), total: (u64, u64), frames: Vec<Frame>) -> Self {
+        Self {
+            pid,
+            comm: "leaker".into(),
+            stack_id: id.into(),
+            live_bytes: live.0,
+            live_count: live.1,
+            total_bytes: total.0,
+            total_count: total.1,
+            first_alloc_unix_ms: 1,
+            last_alloc_unix_ms: 2,
+            truncated: false,
+            growth: GrowthReport::default(),
+            verdict: Verdict::Leaking,
+            ages: AgeReport::default(),
+            frames,
+        }
+    }
+}
+
 /// Body of `GET /v1/processes`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProcessesResponse {
@@ -361,28 +384,14 @@ mod tests {
 
     #[test]
     fn stack_report_json_round_trip() {
-        let report = StackReport {
-            pid: 7,
-            comm: "leaker".into(),
-            stack_id: "00ff".into(),
-            live_bytes: 10_000,
-            live_count: 10,
-            total_bytes: 12_000,
-            total_count: 12,
-            first_alloc_unix_ms: 1,
-            last_alloc_unix_ms: 2,
-            truncated: false,
-            growth: GrowthReport::default(),
-            verdict: Verdict::Leaking,
-            ages: AgeReport::default(),
-            frames: vec![Frame {
-                addr: hex_addr(0x0040_1136),
-                function: Some("leak_alpha".into()),
-                file: Some("leaker.c".into()),
-                line: Some(12),
-                module: Some("/tmp/leaker".into()),
-            }],
+        let frame = Frame {
+            addr: hex_addr(0x0040_1136),
+            function: Some("leak_alpha".into()),
+            file: Some("leaker.c".into()),
+            line: Some(12),
+            module: Some("/tmp/leaker".into()),
         };
+        let report = StackReport::for_test(7, "00ff", (10_000, 10), (12_000, 12), vec![frame]);
         let json =
             serde_json::to_string(&TopResponse { stacks: vec![report.clone()], estimated: false }).expect("serializes");
         assert!(json.contains(r#""addr":"0x401136""#), "{json}");

@@ -4,10 +4,6 @@ use flate2::read::GzDecoder;
 use prost::Message as _;
 
 use super::{pprof::Profile, *};
-use crate::{
-    core::analysis::Verdict,
-    protocol::{AgeReport, GrowthReport},
-};
 
 fn frame(addr: u64, function: Option<&str>, line: Option<u32>) -> Frame {
     Frame {
@@ -20,22 +16,7 @@ fn frame(addr: u64, function: Option<&str>, line: Option<u32>) -> Frame {
 }
 
 fn stack(pid: u32, id: &str, live: (u64, u64), total: (u64, u64), frames: Vec<Frame>) -> StackReport {
-    StackReport {
-        pid,
-        comm: "leaker".into(),
-        stack_id: id.into(),
-        live_bytes: live.0,
-        live_count: live.1,
-        total_bytes: total.0,
-        total_count: total.1,
-        first_alloc_unix_ms: 1,
-        last_alloc_unix_ms: 2,
-        truncated: false,
-        growth: GrowthReport::default(),
-        verdict: Verdict::Leaking,
-        ages: AgeReport::default(),
-        frames,
-    }
+    StackReport::for_test(pid, id, live, total, frames)
 }
 
 fn sample_stacks() -> Vec<StackReport> {

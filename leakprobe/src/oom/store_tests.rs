@@ -1,28 +1,11 @@
 use std::os::unix::fs::PermissionsExt as _;
 
 use super::*;
-use crate::{
-    core::analysis::Verdict,
-    protocol::{AgeReport, Frame, GrowthReport, StackReport},
-};
+use crate::protocol::{Frame, StackReport};
 
 fn report(id: &str, pid: u32) -> OomReport {
-    let stack = StackReport {
-        pid,
-        comm: "leaker".into(),
-        stack_id: "00000000000000ff".into(),
-        live_bytes: 60 << 20,
-        live_count: 60,
-        total_bytes: 60 << 20,
-        total_count: 60,
-        first_alloc_unix_ms: 1,
-        last_alloc_unix_ms: 2,
-        truncated: false,
-        growth: GrowthReport::default(),
-        verdict: Verdict::Leaking,
-        ages: AgeReport::default(),
-        frames: vec![Frame { addr: "0x401136".into(), function: Some("leak_until_killed".into()), ..Frame::default() }],
-    };
+    let frame = Frame { addr: "0x401136".into(), function: Some("leak_until_killed".into()), ..Frame::default() };
+    let stack = StackReport::for_test(pid, "00000000000000ff", (60 << 20, 60), (60 << 20, 60), vec![frame]);
     OomReport {
         id: id.into(),
         time_unix_ms: 1_700_000_000_000,
