@@ -74,6 +74,24 @@ pub struct OomEvent {
     pub comm: [u8; 16],
 }
 
+impl OomEvent {
+    /// The event with only its header: every field unread (`has` is 0), every value zero.
+    pub const fn bare(header: EventHeader) -> Self {
+        Self {
+            header,
+            total_vm_kb: 0,
+            anon_rss_kb: 0,
+            file_rss_kb: 0,
+            shmem_rss_kb: 0,
+            uid: 0,
+            oom_score_adj: 0,
+            has: 0,
+            pad: 0,
+            comm: [0; 16],
+        }
+    }
+}
+
 const _: () = assert!(size_of::<OomFields>() == 32);
 const _: () = assert!(size_of::<OomEvent>() == 24 + 8 * 4 + 4 * 4 + 16);
 const _: () = assert!(align_of::<OomEvent>() == 8);

@@ -33,18 +33,7 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
     };
     let pid = pid.cast_unsigned();
     let header = EventHeader { kind: EventKind::Oom as u32, pad: 0, ts_ns: now_ns(), tgid: pid, tid: pid };
-    let mut event = OomEvent {
-        header,
-        total_vm_kb: 0,
-        anon_rss_kb: 0,
-        file_rss_kb: 0,
-        shmem_rss_kb: 0,
-        uid: 0,
-        oom_score_adj: 0,
-        has: 0,
-        pad: 0,
-        comm: [0; 16],
-    };
+    let mut event = OomEvent::bare(header);
     if let Some(value) = field::<u64>(&ctx, fields.total_vm) {
         event.total_vm_kb = value;
         event.has |= OOM_HAS_TOTAL_VM;

@@ -153,18 +153,7 @@ fn an_oom_event_leaves_the_victim_for_the_snapshot() {
     let mut t = table();
     t.apply(&alloc(1, 0x1000, 10, &[0xa], 1));
     t.apply(&alloc(1, 0x2000, 30, &[0xb], 2));
-    let oom = OomEvent {
-        header: header(EventKind::Oom, 1, 3),
-        total_vm_kb: 0,
-        anon_rss_kb: 0,
-        file_rss_kb: 0,
-        shmem_rss_kb: 0,
-        uid: 0,
-        oom_score_adj: 0,
-        has: 0,
-        pad: 0,
-        comm: [0; 16],
-    };
+    let oom = OomEvent::bare(header(EventKind::Oom, 1, 3));
     assert_eq!(t.apply(&Event::Oom(oom)), Applied::Nothing);
     let summary =
         |t: &Table, pid| t.processes(Some(pid), None).next().map(|p| (p.comm.to_owned(), p.live_bytes, p.live_count));
