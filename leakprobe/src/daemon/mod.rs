@@ -5,6 +5,7 @@
 //! to fail: every task stops, the probes are detached (dropping the `Ebpf` closes every link) and the socket
 //! is removed.
 
+pub mod discovery;
 pub mod oom;
 mod purge;
 mod query;
@@ -44,8 +45,9 @@ use crate::{
         OomStats,
         store::{ReportStore, StoreLimits},
     },
-    probes::{ProbeConfig, Probes},
+    probes::{self, ProbeConfig, Probes, discover::Discovery},
     procfs::Clock,
+    protocol::DiscoveryStatus,
     server,
     symbolize::{CacheLimits, SymbolizerHandle},
 };
@@ -117,6 +119,14 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         None => None,
     };
     let (mut probes, maps) = Probes::load(&config.probes)?;
+    let mut discovery = Discovery::new(config.probes.discovery.clone());
+    // Without discovery, the libc is the host's unless `--libc` names one; with it, the host's libc is found in
+    // this very process's maps like any other.
+    let pinned = match (&config.probes.libc, discovery.enabled()) {
+        (Some(path), _) => Some(path.clone()),
+        (None, false) => Some(probes::libc::host_libc()?),
+        (None, true) => None,
+    };
     let shutdown = CancellationToken::new();
     let (batch_tx, batch_rx) = mpsc::channel(64);
     let (request_tx, request_rx) = mpsc::channel(64);
@@ -131,6 +141,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let oom_stats = Arc::new(OomStats::default());
     let (oom_tx, oom_thread) =
         crate::oom::spawn(store, config.log_oom, oom_stats.clone()).context("starting the OOM report thread")?;
+    let (discovery_handle, exec_events) = discovery::channel(discovery.enabled());
     let state = State {
         table: Table::new(config.limits, config.analysis.clone()),
         counters: maps.counters,
@@ -140,6 +151,12 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         clock: Clock::new(),
         started,
         attach_points: Vec::new(),
+        allocator_points: Vec::new(),
+        discovery: DiscoveryStatus::default(),
+        discovery_counters: std::collections::BTreeMap::new(),
+        discovery_handle,
+        identities: std::collections::HashMap::new(),
+        exec_scans_dropped: 0,
         decode_errors: 0,
         batches: 0,
         requests: request_tx.clone(),
@@ -162,10 +179,28 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         Ok("state")
     });
 
-    probes.attach()?;
-    let points = probes.attach_points().to_vec();
-    log::info!("attached {} probes to {}", points.len(), probes.libc().path.display());
-    request_tx.send(Request::Attached(points)).await.map_err(|_| anyhow!("the state task ended at start-up"))?;
+    probes.attach_tracepoints()?;
+    request_tx
+        .send(Request::Attached(probes.tracepoints().to_vec()))
+        .await
+        .map_err(|_| anyhow!("the state task ended at start-up"))?;
+    if let Some(path) = &pinned {
+        discovery.pin(&mut probes, path)?;
+    }
+    let scan = discovery.full_scan(&mut probes);
+    if discovery.enabled() {
+        log::info!(
+            "discovery: start-up scan of {} processes, {} files examined in {} ms",
+            scan.pids,
+            scan.files_examined,
+            scan.microseconds / 1_000
+        );
+    }
+    let points = discovery.attach_points();
+    log::info!("attached {} allocator probes to {} files", points.len(), discovery.status().providers.len());
+    request_tx.send(discovery::report(&discovery)).await.map_err(|_| anyhow!("the state task ended at start-up"))?;
+    let discovery_thread = discovery::spawn(probes, discovery, exec_events, request_tx.clone())
+        .context("starting the discovery thread")?;
 
     let listener = server::bind(&config.socket, config.socket_mode)?;
     let server_requests = request_tx.clone();
@@ -205,7 +240,11 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         }
     }
     let stopping = Instant::now();
-    drop(probes);
+    // The state task is gone, and with it the discovery handle: the thread ends and hands the probes back.
+    match discovery_thread.join() {
+        Ok(probes) => drop(probes),
+        Err(_) => log::error!("the discovery thread panicked"),
+    }
     log::info!("probes detached in {:?}", stopping.elapsed());
     server::remove_socket(&config.socket);
     // The state task is gone, so is the purger's sender: the thread finishes its queue and ends.

@@ -14,7 +14,7 @@ use crate::probes::libc;
 fn malloc_addr_in(maps: &[Mapping]) -> u64 {
     let libc_map = maps.iter().find(|m| m.path.to_string_lossy().contains("libc.so")).expect("a libc mapping");
     let symbols = libc::resolve(&libc_map.path).expect("libc symbols");
-    let malloc = symbols.allocs.iter().find(|(f, _)| f.symbol() == "malloc").expect("malloc").1.offset;
+    let malloc = symbols.entry("malloc").expect("malloc").resolved.offset;
     let text = maps
         .iter()
         .find(|m| m.path == libc_map.path && m.file_offset <= malloc && malloc < m.file_offset + (m.end - m.start))
