@@ -87,6 +87,15 @@ impl Daemon {
         if !args.iter().any(|a| a.starts_with("--metrics-addr") || *a == "--no-metrics") {
             cmd.args(["--metrics-addr", "127.0.0.1:0"]);
         }
+        // Other work on the machine compiles in parallel: the toolchains' own allocators (rustc links jemalloc) are
+        // left alone, so test daemons do not slow every build down.
+        if !args.contains(&"--no-discovery") {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
+            for (var, dir) in [("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo")] {
+                let path = std::env::var(var).unwrap_or_else(|_| format!("{home}/{dir}"));
+                cmd.arg(format!("--discovery-exclude={path}"));
+            }
+        }
         cmd.args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()))
             .stdin(Stdio::null())
