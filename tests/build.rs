@@ -43,7 +43,8 @@ fn build_alloc_leakers(manifest: &Path, out: &Path) {
         let bin = out.join(name);
         let bin_str = bin.to_str().expect("utf-8 path");
         let flags = ["-O2", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-fno-builtin"];
-        let mut args: Vec<&str> = flags.into_iter().chain(["-Wall", "-Wextra", "-Werror", "-o", bin_str, src]).collect();
+        let mut args: Vec<&str> =
+            flags.into_iter().chain(["-Wall", "-Wextra", "-Werror", "-o", bin_str, src]).collect();
         // Libraries after the source, so the linker resolves the fixture's references against them.
         args.extend(extra);
         let status = Command::new(cc)

@@ -22,7 +22,9 @@ fn wait_for_provider(daemon: &Daemon, what: &str, matches: impl Fn(&str) -> bool
         let status = daemon.status();
         let providers = status["discovery"]["providers"].as_array()?.clone();
         providers.into_iter().find(|p| {
-            p["supported"].as_bool() == Some(true) && p["path"].as_str().is_some_and(&matches) && p["probes"].as_u64() > Some(0)
+            p["supported"].as_bool() == Some(true)
+                && p["path"].as_str().is_some_and(&matches)
+                && p["probes"].as_u64() > Some(0)
         })
     })
 }
@@ -126,17 +128,26 @@ fn a_container_with_its_own_libc_and_pid_namespace() {
     let mut fixture = Fixture::spawn("unshare", &args);
     fixture.wait_line("started");
     // The fixture is unshare's child, pid 1 in its namespace.
-    let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", fixture.pid())).expect("unshare's children");
+    let children =
+        fs::read_to_string(format!("/proc/{0}/task/{0}/children", fixture.pid())).expect("unshare's children");
     let pid: u32 = children.split_whitespace().next().and_then(|p| p.parse().ok()).expect("unshare forked the fixture");
     // Found as its own file (device and inode of the copy), whatever path the daemon reaches it by.
     let copy = fs::metadata(root.path().join("lib/x86_64-linux-gnu/libc.so.6")).expect("the copied libc");
     let (dev, ino) = (copy.dev(), copy.ino());
-    let file = format!("{:02x}:{:02x}:{ino}", ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff), (dev & 0xff) | ((dev >> 12) & !0xff));
+    let file = format!(
+        "{:02x}:{:02x}:{ino}",
+        ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
+        (dev & 0xff) | ((dev >> 12) & !0xff)
+    );
     let provider = poll_until(DISCOVERY_TIMEOUT, "the container's libc", || {
         let status = daemon.status();
         status["discovery"]["providers"].as_array()?.iter().find(|p| p["file"].as_str() == Some(&file)).cloned()
     });
-    assert_eq!((provider["family"].as_str(), provider["supported"].as_bool()), (Some("glibc"), Some(true)), "{provider:#}");
+    assert_eq!(
+        (provider["family"].as_str(), provider["supported"].as_bool()),
+        (Some("glibc"), Some(true)),
+        "{provider:#}"
+    );
     let stacks = leak_and_check(&daemon, &mut fixture, pid, false);
     let leak = &by_fn0(&stacks, "leak_malloc")[0];
     assert_eq!(leak["ns_pid"].as_u64(), Some(1), "pid 1 in its own namespace: {leak:#}");

@@ -12,6 +12,7 @@ mod query;
 pub mod state;
 
 use std::{
+    collections::{BTreeMap, HashMap},
     net::SocketAddr,
     path::PathBuf,
     sync::{
@@ -109,6 +110,63 @@ fn spawn_metrics(
     });
 }
 
+/// Attaches the tracepoints, the pinned libc and every allocator the start-up scan finds, and tells the state
+/// owner.
+async fn attach(
+    probes: &mut Probes,
+    discovery: &mut Discovery,
+    libc: Option<&std::path::Path>,
+    request_tx: &mpsc::Sender<Request>,
+) -> Result<()> {
+    probes.attach_tracepoints()?;
+    request_tx
+        .send(Request::Attached(probes.tracepoints().to_vec()))
+        .await
+        .map_err(|_| anyhow!("the state task ended at start-up"))?;
+    // Without discovery, the libc is the host's unless `--libc` names one; with it, the host's libc is found in
+    // this very process's maps like any other.
+    let pinned = match (libc, discovery.enabled()) {
+        (Some(path), _) => Some(path.to_path_buf()),
+        (None, false) => Some(probes::libc::host_libc()?),
+        (None, true) => None,
+    };
+    if let Some(path) = &pinned {
+        discovery.pin(probes, path)?;
+    }
+    let scan = discovery.full_scan(probes);
+    if discovery.enabled() {
+        log::info!(
+            "discovery: start-up scan of {} processes, {} files examined in {} ms",
+            scan.pids,
+            scan.files_examined,
+            scan.microseconds / 1_000
+        );
+    }
+    let points = discovery.attach_points();
+    log::info!("attached {} allocator probes to {} files", points.len(), discovery.status().providers.len());
+    request_tx.send(discovery::report(discovery)).await.map_err(|_| anyhow!("the state task ended at start-up"))?;
+    Ok(())
+}
+
+/// Waits for every task, cancelling the others when the first one ends; returns the first failure.
+async fn join_all(tasks: &mut JoinSet<Result<&'static str>>, shutdown: &CancellationToken) -> Option<anyhow::Error> {
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        shutdown.cancel();
+        match joined {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                log::error!("{err:#}");
+                failure.get_or_insert(err);
+            }
+            Err(join_error) => {
+                failure.get_or_insert(anyhow!("a task panicked: {join_error}"));
+            }
+        }
+    }
+    failure
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(config: DaemonConfig) -> Result<()> {
     let started = Instant::now();
@@ -120,13 +178,6 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     };
     let (mut probes, maps) = Probes::load(&config.probes)?;
     let mut discovery = Discovery::new(config.probes.discovery.clone());
-    // Without discovery, the libc is the host's unless `--libc` names one; with it, the host's libc is found in
-    // this very process's maps like any other.
-    let pinned = match (&config.probes.libc, discovery.enabled()) {
-        (Some(path), _) => Some(path.clone()),
-        (None, false) => Some(probes::libc::host_libc()?),
-        (None, true) => None,
-    };
     let shutdown = CancellationToken::new();
     let (batch_tx, batch_rx) = mpsc::channel(64);
     let (request_tx, request_rx) = mpsc::channel(64);
@@ -153,9 +204,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         attach_points: Vec::new(),
         allocator_points: Vec::new(),
         discovery: DiscoveryStatus::default(),
-        discovery_counters: std::collections::BTreeMap::new(),
+        discovery_counters: BTreeMap::new(),
         discovery_handle,
-        identities: std::collections::HashMap::new(),
+        identities: HashMap::new(),
         exec_scans_dropped: 0,
         decode_errors: 0,
         batches: 0,
@@ -179,26 +230,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         Ok("state")
     });
 
-    probes.attach_tracepoints()?;
-    request_tx
-        .send(Request::Attached(probes.tracepoints().to_vec()))
-        .await
-        .map_err(|_| anyhow!("the state task ended at start-up"))?;
-    if let Some(path) = &pinned {
-        discovery.pin(&mut probes, path)?;
-    }
-    let scan = discovery.full_scan(&mut probes);
-    if discovery.enabled() {
-        log::info!(
-            "discovery: start-up scan of {} processes, {} files examined in {} ms",
-            scan.pids,
-            scan.files_examined,
-            scan.microseconds / 1_000
-        );
-    }
-    let points = discovery.attach_points();
-    log::info!("attached {} allocator probes to {} files", points.len(), discovery.status().providers.len());
-    request_tx.send(discovery::report(&discovery)).await.map_err(|_| anyhow!("the state task ended at start-up"))?;
+    attach(&mut probes, &mut discovery, config.probes.libc.as_deref(), &request_tx).await?;
     let discovery_thread = discovery::spawn(probes, discovery, exec_events, request_tx.clone())
         .context("starting the discovery thread")?;
 
@@ -225,20 +257,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         Ok("signals")
     });
 
-    let mut failure = None;
-    while let Some(joined) = tasks.join_next().await {
-        shutdown.cancel();
-        match joined {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => {
-                log::error!("{err:#}");
-                failure.get_or_insert(err);
-            }
-            Err(join_error) => {
-                failure.get_or_insert(anyhow!("a task panicked: {join_error}"));
-            }
-        }
-    }
+    let failure = join_all(&mut tasks, &shutdown).await;
     let stopping = Instant::now();
     // The state task is gone, and with it the discovery handle: the thread ends and hands the probes back.
     match discovery_thread.join() {

@@ -8,9 +8,7 @@ use crate::{
         table::{AGE_BUCKETS, Ages, Analysis, ProcessRow, StackRow, Table},
     },
     procfs::Clock,
-    protocol::{
-        AgeBucket, AgeReport, GrowthReport, ProcessIdentity, ProcessReport, SortBy, StackReport, TopQuery,
-    },
+    protocol::{AgeBucket, AgeReport, GrowthReport, ProcessIdentity, ProcessReport, SortBy, StackReport, TopQuery},
     symbolize::StackRequest,
 };
 

@@ -26,8 +26,8 @@ use crate::{
     metrics::{MetricsLimits, MetricsSnapshot},
     procfs::{self, Clock},
     protocol::{
-        AnalysisSettings, AttachPoint, DiscoveryStatus, ProcessIdentity, ProcessesResponse, SortBy, StackReport, StatusResponse, TableSizes, TopQuery,
-        TopResponse,
+        AnalysisSettings, AttachPoint, DiscoveryStatus, ProcessIdentity, ProcessesResponse, SortBy, StackReport,
+        StatusResponse, TableSizes, TopQuery, TopResponse,
     },
     symbolize::{StackRequest, SymbolizerHandle},
 };
@@ -51,7 +51,11 @@ pub enum Request {
     /// A snapshot for one scrape of `/metrics`.
     Metrics(MetricsLimits, oneshot::Sender<MetricsSnapshot>),
     /// What discovery attached to, found and spent (sent after each scan).
-    Discovery { points: Vec<AttachPoint>, status: Box<DiscoveryStatus>, counters: BTreeMap<String, u64> },
+    Discovery {
+        points: Vec<AttachPoint>,
+        status: Box<DiscoveryStatus>,
+        counters: BTreeMap<String, u64>,
+    },
 }
 
 /// The state and what it needs to answer.
@@ -129,11 +133,7 @@ impl State {
             match event {
                 // Before the victim's exit event (later in the ring buffer) purges it.
                 Event::Oom(oom) => self.oom.on_oom(oom, &self.table, self.clock, &self.symbolizer),
-                Event::Exec(exec) => {
-                    if !self.discovery_handle.exec(exec.header.tgid) {
-                        self.exec_scans_dropped += 1;
-                    }
-                }
+                Event::Exec(exec) if !self.discovery_handle.exec(exec.header.tgid) => self.exec_scans_dropped += 1,
                 _ => {}
             }
             match self.table.apply(event) {

@@ -68,7 +68,9 @@ impl EntryKind {
             Self::Alloc(AllocFn::Calloc | AllocFn::Realloc | AllocFn::AlignedAlloc | AllocFn::Memalign) => {
                 &[Register::RDI, Register::RSI]
             }
-            Self::Alloc(AllocFn::Reallocarray | AllocFn::PosixMemalign) => &[Register::RDI, Register::RSI, Register::RDX],
+            Self::Alloc(AllocFn::Reallocarray | AllocFn::PosixMemalign) => {
+                &[Register::RDI, Register::RSI, Register::RDX]
+            }
             Self::Alloc(_) | Self::Free => &[Register::RDI],
         }
     }
@@ -93,12 +95,8 @@ const C_ENTRIES: &[(&str, EntryKind)] = &[
 
 /// jemalloc's non-standard API, also under the prefix the build chose (`je_`, `_rjem_`): the prefix is
 /// whatever comes before `mallocx`.
-const JEMALLOC_ENTRIES: &[(&str, EntryKind)] = &[
-    ("mallocx", Alloc(AllocFn::Malloc)),
-    ("rallocx", Alloc(AllocFn::Realloc)),
-    ("sdallocx", Free),
-    ("dallocx", Free),
-];
+const JEMALLOC_ENTRIES: &[(&str, EntryKind)] =
+    &[("mallocx", Alloc(AllocFn::Malloc)), ("rallocx", Alloc(AllocFn::Realloc)), ("sdallocx", Free), ("dallocx", Free)];
 
 /// C++ `operator new`/`delete` (Itanium mangling), probed where an allocator library defines them (in
 /// libstdc++ they call `malloc`/`free`, which are probed already). Every `new` takes the size first, every

@@ -235,8 +235,14 @@ impl Discovery {
         let symbols = libc::resolve(path)?;
         let attached = probes.attach_allocator(path, path, &symbols, self.scope)?;
         self.totals.files_attached += 1;
-        let provider =
-            Provider { shown: path.to_path_buf(), symbols, attached: Some(attached), error: None, processes: 0, pinned: true };
+        let provider = Provider {
+            shown: path.to_path_buf(),
+            symbols,
+            attached: Some(attached),
+            error: None,
+            processes: 0,
+            pinned: true,
+        };
         self.known.insert(FileId::of(&meta), Known::Provider(Box::new(provider)));
         Ok(())
     }

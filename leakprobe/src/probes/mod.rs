@@ -26,8 +26,8 @@ use aya::{
     },
 };
 use leakprobe_common::{
-    ALLOC_EXIT_PROGRAM, AllocFn, EXEC_PROGRAM, EXIT_PROGRAM, FREE_PROGRAM, LiveKey, NO_FIELD, OOM_PROGRAM, OomFields, globals,
-    maps,
+    ALLOC_EXIT_PROGRAM, AllocFn, EXEC_PROGRAM, EXIT_PROGRAM, FREE_PROGRAM, LiveKey, NO_FIELD, OOM_PROGRAM, OomFields,
+    globals, maps,
 };
 
 use self::allocators::{AllocatorSymbols, EntryKind};
@@ -250,9 +250,8 @@ impl Probes {
     /// Takes the probes of one file off.
     pub fn detach_allocator(&mut self, file: AttachedFile) {
         for (program, link) in file.links {
-            let detached = uprobe(&mut self.ebpf, program).and_then(|probe| {
-                probe.detach(link).map_err(|source| ProbeError::Program { program, source })
-            });
+            let detached = uprobe(&mut self.ebpf, program)
+                .and_then(|probe| probe.detach(link).map_err(|source| ProbeError::Program { program, source }));
             if let Err(err) = detached {
                 log::warn!("detaching `{program}`: {err}");
             }

@@ -54,9 +54,12 @@ pub fn parse(text: &str) -> Vec<Mapping> {
     maps
 }
 
+/// Files of other mount namespaces kept open, by (device, inode): the file and its `/proc/self/fd/N` path.
+pub type OpenFiles = lru::LruCache<(String, u64), Arc<(fs::File, Arc<Path>)>>;
+
 /// Reads and parses the maps of a live process. Files the daemon cannot reach by their path are opened through
 /// `/proc/PID/map_files` and kept open in `open` (keyed by device and inode, at most `max_open`).
-pub fn read(pid: u32, open: &mut lru::LruCache<(String, u64), Arc<(fs::File, Arc<Path>)>>) -> Option<Vec<Mapping>> {
+pub fn read(pid: u32, open: &mut OpenFiles) -> Option<Vec<Mapping>> {
     let mut maps = parse(&fs::read_to_string(format!("/proc/{pid}/maps")).ok()?);
     for mapping in &mut maps {
         let dev = |meta: &fs::Metadata| {

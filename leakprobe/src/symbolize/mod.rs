@@ -130,7 +130,7 @@ struct Worker {
     maps: LruCache<u32, Arc<Vec<Mapping>>>,
     frames: LruCache<FrameKey, Resolved>,
     /// Files of other mount namespaces kept open (see [`maps::read`]).
-    open_files: LruCache<(String, u64), Arc<(std::fs::File, Arc<Path>)>>,
+    open_files: maps::OpenFiles,
 }
 
 /// Files of other mount namespaces kept open at most (each a file descriptor).

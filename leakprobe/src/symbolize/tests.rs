@@ -47,7 +47,8 @@ fn stacks_of_an_exited_process_still_symbolize() {
     let addr = malloc_addr_in(&maps) + 1;
     child.kill().expect("kill sleep");
     child.wait().expect("reap sleep");
-    assert!(maps::read(pid).is_none(), "the process is gone");
+    let mut open = LruCache::new(NonZeroUsize::MIN);
+    assert!(maps::read(pid, &mut open).is_none(), "the process is gone");
 
     let frames = worker.symbolize(&StackRequest { pid, addrs: vec![addr, 0x10] });
     let function = frames[0].function.as_deref().unwrap_or_default();
