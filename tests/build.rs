@@ -25,6 +25,37 @@ fn build_simple_fixture(manifest: &Path, out: &Path, name: &str, env: &str) {
     println!("cargo:rustc-env={env}={}", bin.display());
 }
 
+/// Builds `fixtures/alloc_leaker.c` once per allocator: `(file name, env, compiler, extra flags)`. The allocator
+/// libraries and musl-gcc come from Debian packages that `cargo xtask setup` installs.
+fn build_alloc_leakers(manifest: &Path, out: &Path) {
+    let src = manifest.join("fixtures/alloc_leaker.c");
+    println!("cargo:rerun-if-changed={}", src.display());
+    let src = src.to_str().expect("utf-8 path");
+    let variants: [(&str, &str, &str, &[&str]); 6] = [
+        ("alloc_leaker_libc", "ALLOC_LEAKER_LIBC", "gcc", &[]),
+        ("alloc_leaker_jemalloc", "ALLOC_LEAKER_JEMALLOC", "gcc", &["-DUSE_JEMALLOC", "-ljemalloc"]),
+        ("alloc_leaker_tcmalloc", "ALLOC_LEAKER_TCMALLOC", "gcc", &["-DUSE_TCMALLOC", "-ltcmalloc"]),
+        ("alloc_leaker_mimalloc", "ALLOC_LEAKER_MIMALLOC", "gcc", &["-DUSE_MIMALLOC", "-lmimalloc"]),
+        ("alloc_leaker_dlopen", "ALLOC_LEAKER_DLOPEN", "gcc", &["-DUSE_DLOPEN", "-ldl"]),
+        ("alloc_leaker_static", "ALLOC_LEAKER_STATIC", "musl-gcc", &["-static"]),
+    ];
+    for (name, env, cc, extra) in variants {
+        let bin = out.join(name);
+        let bin_str = bin.to_str().expect("utf-8 path");
+        let flags = ["-O2", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-fno-builtin"];
+        let mut args: Vec<&str> =
+            flags.into_iter().chain(["-Wall", "-Wextra", "-Werror", "-o", bin_str, src]).collect();
+        // Libraries after the source, so the linker resolves the fixture's references against them.
+        args.extend(extra);
+        let status = Command::new(cc)
+            .args(&args)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {cc} to build {name} (run `cargo xtask setup`): {e}"));
+        assert!(status.success(), "{cc} failed to build {name} ({status}); `cargo xtask setup` installs its libraries");
+        println!("cargo:rustc-env={env}={}", bin.display());
+    }
+}
+
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR is set by cargo"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
@@ -66,6 +97,8 @@ fn main() {
     let nomalloc = out.join("libnomalloc.so");
     let (src, lib) = (nomalloc_src.to_str().expect("utf-8 path"), nomalloc.to_str().expect("utf-8 path"));
     gcc(&["-shared", "-fPIC", "-nostdlib", "-O2", "-o", lib, src], &nomalloc);
+
+    build_alloc_leakers(&manifest, &out);
 
     println!("cargo:rustc-env=LEAKER_C={}", leaker.display());
     println!("cargo:rustc-env=LEAKER_C_SRC={}", leaker_src.display());

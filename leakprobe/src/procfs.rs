@@ -2,7 +2,7 @@
 
 use std::fs;
 
-use crate::core::table::RssSample;
+use crate::{core::table::RssSample, protocol::ProcessIdentity};
 
 /// The name of a process (`/proc/PID/comm`), if it still exists.
 pub fn comm(pid: u32) -> Option<String> {
@@ -24,6 +24,42 @@ pub fn parse_status(text: &str) -> Option<RssSample> {
         })
     };
     Some(RssSample { rss: kb("VmRSS")?, anon: kb("RssAnon").unwrap_or(0), swap: kb("VmSwap").unwrap_or(0) })
+}
+
+/// Where process `pid` lives: its pid in its own pid namespace (when not the daemon's), cgroup and container.
+pub fn identity(pid: u32) -> ProcessIdentity {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let own = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let same_ns = fs::read_link(format!("/proc/{pid}/ns/pid")).ok() == fs::read_link("/proc/self/ns/pid").ok();
+    // NSpid lists the pid from the reader's namespace inwards; deeper than ours means another namespace.
+    let depth = |text: &str| text.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|l| l.split_whitespace().count());
+    let ns_pid = parse_ns_pid(&status).filter(|_| !same_ns || depth(&status) > depth(&own));
+    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|text| parse_cgroup_path(&text));
+    let container_id = cgroup.as_deref().and_then(container_id);
+    ProcessIdentity { ns_pid, cgroup, container_id }
+}
+
+/// The innermost pid of the `NSpid:` line of a `/proc/PID/status` text.
+pub fn parse_ns_pid(status: &str) -> Option<u32> {
+    status.lines().find_map(|l| l.strip_prefix("NSpid:"))?.split_whitespace().last()?.parse().ok()
+}
+
+/// The cgroup v2 path (`0::/path`) of a `/proc/PID/cgroup` text unless it is the root, else the v1 memory
+/// hierarchy's.
+pub fn parse_cgroup_path(text: &str) -> Option<String> {
+    let v2 = text.lines().find_map(|l| l.strip_prefix("0::")).filter(|p| *p != "/");
+    v2.map(str::to_owned).or_else(|| parse_memory_cgroup(text))
+}
+
+/// The container id a cgroup path carries: a component of 64 hexadecimal digits, bare (`/docker/ID`,
+/// `/kubepods/.../ID`) or in a systemd scope (`docker-ID.scope`, `cri-containerd-ID.scope`, `crio-ID.scope`,
+/// `libpod-ID.scope`). The innermost one wins.
+pub fn container_id(cgroup: &str) -> Option<String> {
+    cgroup.rsplit('/').find_map(|component| {
+        let id = component.strip_suffix(".scope").unwrap_or(component);
+        let id = id.rsplit_once('-').map_or(id, |(_, id)| id);
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+    })
 }
 
 /// `CLOCK_MONOTONIC` now, in ns: the clock of the kernel's event timestamps.
@@ -103,6 +139,32 @@ impl Default for Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn container_ids_from_cgroup_paths() {
+        let id = "3f4e1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f";
+        for path in [
+            format!("/docker/{id}"),
+            format!("/system.slice/docker-{id}.scope"),
+            format!("/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope"),
+            format!("/kubepods/burstable/pod1/crio-{id}.scope"),
+            format!("/machine.slice/libpod-{id}.scope/container"),
+        ] {
+            assert_eq!(container_id(&path).as_deref(), Some(id), "{path}");
+        }
+        assert_eq!(container_id("/user.slice/user-0.slice/session-1.scope"), None);
+        assert_eq!(container_id("/"), None);
+    }
+
+    #[test]
+    fn ns_pid_and_cgroup_path() {
+        assert_eq!(parse_ns_pid("Name:\tx\nNSpid:\t4242\t1\n"), Some(1));
+        assert_eq!(parse_ns_pid("Name:\tx\nNSpid:\t4242\n"), Some(4242));
+        assert_eq!(parse_cgroup_path("1:memory:/a\n0::/b\n").as_deref(), Some("/b"));
+        assert_eq!(parse_cgroup_path("4:memory:/a\n0::/\n").as_deref(), Some("/a"));
+        let own = identity(std::process::id());
+        assert_eq!(own.ns_pid, None, "this process is in the daemon's own pid namespace");
+    }
 
     #[test]
     fn own_comm_is_readable() {

@@ -176,6 +176,25 @@ pub struct StackReport {
     pub ages: AgeReport,
     /// Frames, innermost first: the first is the allocator's caller.
     pub frames: Vec<Frame>,
+    /// The process's pid in its own pid namespace, its cgroup and container.
+    #[serde(default, flatten)]
+    pub identity: ProcessIdentity,
+}
+
+/// Where a process lives: its pid namespace, cgroup and container (read when the daemon first saw it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    /// The pid as the process's own pid namespace sees it (the last `NSpid` of `/proc/PID/status`), when that
+    /// namespace is not the daemon's.
+    #[serde(default)]
+    pub ns_pid: Option<u32>,
+    /// The cgroup path (cgroup v2, else the v1 memory hierarchy's).
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// The container id (64 hexadecimal digits) when the cgroup path carries one: docker, containerd, CRI-O,
+    /// podman.
+    #[serde(default)]
+    pub container_id: Option<String>,
 }
 
 #[cfg(test)]
@@ -197,6 +216,7 @@ impl StackReport {
             verdict: Verdict::Leaking,
             ages: AgeReport::default(),
             frames,
+            identity: ProcessIdentity::default(),
         }
     }
 }
@@ -240,6 +260,9 @@ pub struct ProcessReport {
     /// explains it, near 0 when something else grows (another allocator, mmap). `null` when anonymous memory
     /// does not grow.
     pub heap_share_of_anon_growth: Option<f64>,
+    /// The process's pid in its own pid namespace, its cgroup and container.
+    #[serde(default, flatten)]
+    pub identity: ProcessIdentity,
 }
 
 /// One symbolized stack frame.
@@ -291,6 +314,64 @@ pub struct StatusResponse {
     pub oom_report_dir: Option<String>,
     /// How growth is measured and judged.
     pub analysis: AnalysisSettings,
+    /// The allocator files found in the running processes and what finding them costs.
+    #[serde(default)]
+    pub discovery: DiscoveryStatus,
+}
+
+/// Allocator discovery: which files are probed, and the cost of looking for them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DiscoveryStatus {
+    /// Whether the daemon looks for allocators in every process (`false`: only the libc is probed).
+    pub enabled: bool,
+    /// Seconds between two rescans of every process.
+    pub rescan_interval_seconds: f64,
+    /// Files read at most per scan; further new files wait for the next scan.
+    pub max_files_per_scan: u64,
+    /// Every file providing an allocator that some process maps (or that `--libc` named).
+    pub providers: Vec<ProviderStatus>,
+    /// The most recent scan of every process (the first one is the start-up scan).
+    pub last_full_scan: Option<ScanCost>,
+    /// The most recent scan of one process after it called `execve`.
+    pub last_exec_scan: Option<ScanCost>,
+}
+
+/// One file providing an allocator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderStatus {
+    /// The path probes are attached through; `/proc/PID/root/...` for a file of another mount namespace.
+    pub path: String,
+    /// `MAJOR:MINOR:INODE` of the file (hexadecimal device numbers, as in `/proc/PID/maps`).
+    pub file: String,
+    /// `glibc`, `musl`, `jemalloc`, `tcmalloc`, `mimalloc` or `other`.
+    pub family: String,
+    /// Whether its allocations are tracked (its probes are attached).
+    pub supported: bool,
+    /// Probes attached to it.
+    pub probes: u64,
+    /// Processes mapping it at the last full scan.
+    pub processes: u64,
+    /// Probed whatever the processes map (`--libc`).
+    pub pinned: bool,
+    /// The entry points came from the static symbol table (an allocator linked into an executable).
+    pub static_symbols: bool,
+    /// Entry points recognised but not tracked, each with the reason.
+    pub not_tracked: Vec<String>,
+    /// Why it is not supported, when it is not.
+    pub error: Option<String>,
+}
+
+/// What one scan cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanCost {
+    /// Processes whose maps were read.
+    pub pids: u64,
+    /// New files read and examined for allocator symbols.
+    pub files_examined: u64,
+    /// New files left for a later scan (over the per-scan bound).
+    pub files_deferred: u64,
+    /// Wall-clock time of the scan, in microseconds.
+    pub microseconds: u64,
 }
 
 /// The daemon's analysis settings.

@@ -33,6 +33,7 @@ pub fn setup(root: &Path) -> Result<ToolEnv> {
     ensure_rust_src()?;
     ensure_bpf_linker(&tools)?;
     ensure_c_compiler()?;
+    ensure_allocator_packages()?;
     ensure_nextest()?;
     ensure_promtool()?;
     let mut paths = vec![bin];
@@ -164,6 +165,36 @@ fn ensure_c_compiler() -> Result<()> {
     step("installing gcc (the test fixtures are C programs)");
     check(Command::new("apt-get").arg("update"))?;
     check(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "gcc", "libc6-dev"]))
+}
+
+/// What the allocator fixtures link against or run in (tests/build.rs, tests/tests/allocators.rs): Debian's
+/// jemalloc, tcmalloc (gperftools) and mimalloc development packages, musl-gcc for a statically linked fixture,
+/// and `unshare` (util-linux) for the container fixture. Each is checked by a file it installs.
+const ALLOCATOR_PACKAGES: [(&str, &str); 5] = [
+    ("libjemalloc-dev", "/usr/lib/x86_64-linux-gnu/libjemalloc.so"),
+    ("libgoogle-perftools-dev", "/usr/lib/x86_64-linux-gnu/libtcmalloc.so"),
+    ("libmimalloc-dev", "/usr/lib/x86_64-linux-gnu/libmimalloc.so"),
+    ("musl-tools", "/usr/bin/musl-gcc"),
+    ("util-linux", "/usr/bin/unshare"),
+];
+
+fn ensure_allocator_packages() -> Result<()> {
+    let missing: Vec<&str> =
+        ALLOCATOR_PACKAGES.iter().filter(|(_, file)| !Path::new(file).exists()).map(|(package, _)| *package).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("installing {} (the allocator test fixtures)", missing.join(" ")));
+    let install = || {
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["install", "-y", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive");
+        cmd
+    };
+    if !install().status().is_ok_and(|s| s.success()) {
+        check(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))?;
+        check(&mut install())?;
+    }
+    Ok(())
 }
 
 /// The peers `cargo xtask bench` compares against, from Debian packages. Only the bench calls this, so

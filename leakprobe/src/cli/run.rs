@@ -14,7 +14,11 @@ use crate::{
     daemon::{self, DaemonConfig, MetricsConfig},
     metrics::{DEFAULT_METRICS_ADDR, DEFAULT_TOP_PROCESSES, DEFAULT_TOP_STACKS, MetricsLimits},
     oom::store::{DEFAULT_MAX_BYTES, DEFAULT_MAX_REPORTS, StoreLimits},
-    probes::{ProbeConfig, preflight::SysPaths},
+    probes::{
+        ProbeConfig,
+        discover::{DEFAULT_MAX_FILES_PER_SCAN, DiscoveryConfig},
+        preflight::SysPaths,
+    },
     protocol::MAX_TOP_LIMIT,
 };
 
@@ -29,9 +33,24 @@ pub struct RunArgs {
     /// Permissions of the socket file, in octal.
     #[arg(long, value_name = "MODE", default_value = DEFAULT_SOCKET_MODE)]
     socket_mode: String,
-    /// The C library to probe (default: the host's, as this process maps it).
+    /// A C library to probe from start to end, whichever processes map it (default: none beyond what discovery
+    /// finds; with `--no-discovery`, the host's libc, as this process maps it).
     #[arg(long, value_name = "PATH")]
     libc: Option<PathBuf>,
+    /// Do not look for allocators in the running processes: probe only the libc (see `--libc`).
+    #[arg(long)]
+    no_discovery: bool,
+    /// Time between two scans of every process's maps, which find libraries loaded with `dlopen` and detach
+    /// from files no process maps any more, e.g. `10s` (processes are also scanned right after `execve`).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    rescan_interval: Duration,
+    /// New files examined at most per scan; further ones wait for the next scan.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FILES_PER_SCAN)]
+    max_files_per_scan: usize,
+    /// Never probe files whose path (as the process sees it) starts with PREFIX, e.g. a toolchain directory
+    /// whose compilers link their own allocator (repeatable). Anonymous executables (memfd) are never probed.
+    #[arg(long, value_name = "PREFIX")]
+    discovery_exclude: Vec<String>,
     /// Live allocations tracked at most, over all processes: the size of the kernel's live-address map and
     /// of the daemon's table (further ones are counted in `live_map_full`) [default: 2097152].
     #[arg(long, value_name = "N")]
@@ -113,6 +132,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let interval = args.interval.or(file.interval).unwrap_or(DEFAULT_INTERVAL);
     let window = args.window.or(file.window).unwrap_or(DEFAULT_WINDOW);
     ensure!(interval >= Duration::from_millis(100), "--interval must be at least 100ms");
+    ensure!(args.rescan_interval >= Duration::from_millis(100), "--rescan-interval must be at least 100ms");
+    ensure!(args.max_files_per_scan > 0, "--max-files-per-scan must be at least 1");
     ensure!(window >= interval * 2, "--window must cover at least two intervals");
     ensure!(args.metrics_top_stacks <= MAX_TOP_LIMIT, "--metrics-top-stacks must be at most {MAX_TOP_LIMIT}");
     ensure!(args.metrics_top_processes <= MAX_TOP_LIMIT, "--metrics-top-processes must be at most {MAX_TOP_LIMIT}");
@@ -132,6 +153,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         socket_mode,
         probes: ProbeConfig {
             libc: args.libc,
+            discovery: (!args.no_discovery).then_some(DiscoveryConfig {
+                rescan_interval: args.rescan_interval,
+                max_files_per_scan: args.max_files_per_scan,
+                exclude: args.discovery_exclude,
+            }),
             sys: SysPaths::default(),
             max_live_allocations: max_allocations,
             sample_interval,

@@ -5,12 +5,14 @@
 //! to fail: every task stops, the probes are detached (dropping the `Ebpf` closes every link) and the socket
 //! is removed.
 
+pub mod discovery;
 pub mod oom;
 mod purge;
 mod query;
 pub mod state;
 
 use std::{
+    collections::{BTreeMap, HashMap},
     net::SocketAddr,
     path::PathBuf,
     sync::{
@@ -44,8 +46,9 @@ use crate::{
         OomStats,
         store::{ReportStore, StoreLimits},
     },
-    probes::{ProbeConfig, Probes},
+    probes::{self, ProbeConfig, Probes, discover::Discovery},
     procfs::Clock,
+    protocol::DiscoveryStatus,
     server,
     symbolize::{CacheLimits, SymbolizerHandle},
 };
@@ -107,6 +110,63 @@ fn spawn_metrics(
     });
 }
 
+/// Attaches the tracepoints, the pinned libc and every allocator the start-up scan finds, and tells the state
+/// owner.
+async fn attach(
+    probes: &mut Probes,
+    discovery: &mut Discovery,
+    libc: Option<&std::path::Path>,
+    request_tx: &mpsc::Sender<Request>,
+) -> Result<()> {
+    probes.attach_tracepoints()?;
+    request_tx
+        .send(Request::Attached(probes.tracepoints().to_vec()))
+        .await
+        .map_err(|_| anyhow!("the state task ended at start-up"))?;
+    // Without discovery, the libc is the host's unless `--libc` names one; with it, the host's libc is found in
+    // this very process's maps like any other.
+    let pinned = match (libc, discovery.enabled()) {
+        (Some(path), _) => Some(path.to_path_buf()),
+        (None, false) => Some(probes::libc::host_libc()?),
+        (None, true) => None,
+    };
+    if let Some(path) = &pinned {
+        discovery.pin(probes, path)?;
+    }
+    let scan = discovery.full_scan(probes);
+    if discovery.enabled() {
+        log::info!(
+            "discovery: start-up scan of {} processes, {} files examined in {} ms",
+            scan.pids,
+            scan.files_examined,
+            scan.microseconds / 1_000
+        );
+    }
+    let points = discovery.attach_points();
+    log::info!("attached {} allocator probes to {} files", points.len(), discovery.status().providers.len());
+    request_tx.send(discovery::report(discovery)).await.map_err(|_| anyhow!("the state task ended at start-up"))?;
+    Ok(())
+}
+
+/// Waits for every task, cancelling the others when the first one ends; returns the first failure.
+async fn join_all(tasks: &mut JoinSet<Result<&'static str>>, shutdown: &CancellationToken) -> Option<anyhow::Error> {
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        shutdown.cancel();
+        match joined {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                log::error!("{err:#}");
+                failure.get_or_insert(err);
+            }
+            Err(join_error) => {
+                failure.get_or_insert(anyhow!("a task panicked: {join_error}"));
+            }
+        }
+    }
+    failure
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(config: DaemonConfig) -> Result<()> {
     let started = Instant::now();
@@ -117,6 +177,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         None => None,
     };
     let (mut probes, maps) = Probes::load(&config.probes)?;
+    let mut discovery = Discovery::new(config.probes.discovery.clone());
     let shutdown = CancellationToken::new();
     let (batch_tx, batch_rx) = mpsc::channel(64);
     let (request_tx, request_rx) = mpsc::channel(64);
@@ -131,6 +192,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let oom_stats = Arc::new(OomStats::default());
     let (oom_tx, oom_thread) =
         crate::oom::spawn(store, config.log_oom, oom_stats.clone()).context("starting the OOM report thread")?;
+    let (discovery_handle, exec_events) = discovery::channel(discovery.enabled());
     let state = State {
         table: Table::new(config.limits, config.analysis.clone()),
         counters: maps.counters,
@@ -140,6 +202,12 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         clock: Clock::new(),
         started,
         attach_points: Vec::new(),
+        allocator_points: Vec::new(),
+        discovery: DiscoveryStatus::default(),
+        discovery_counters: BTreeMap::new(),
+        discovery_handle,
+        identities: HashMap::new(),
+        exec_scans_dropped: 0,
         decode_errors: 0,
         batches: 0,
         requests: request_tx.clone(),
@@ -162,10 +230,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         Ok("state")
     });
 
-    probes.attach()?;
-    let points = probes.attach_points().to_vec();
-    log::info!("attached {} probes to {}", points.len(), probes.libc().path.display());
-    request_tx.send(Request::Attached(points)).await.map_err(|_| anyhow!("the state task ended at start-up"))?;
+    attach(&mut probes, &mut discovery, config.probes.libc.as_deref(), &request_tx).await?;
+    let discovery_thread = discovery::spawn(probes, discovery, exec_events, request_tx.clone())
+        .context("starting the discovery thread")?;
 
     let listener = server::bind(&config.socket, config.socket_mode)?;
     let server_requests = request_tx.clone();
@@ -190,22 +257,13 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         Ok("signals")
     });
 
-    let mut failure = None;
-    while let Some(joined) = tasks.join_next().await {
-        shutdown.cancel();
-        match joined {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => {
-                log::error!("{err:#}");
-                failure.get_or_insert(err);
-            }
-            Err(join_error) => {
-                failure.get_or_insert(anyhow!("a task panicked: {join_error}"));
-            }
-        }
-    }
+    let failure = join_all(&mut tasks, &shutdown).await;
     let stopping = Instant::now();
-    drop(probes);
+    // The state task is gone, and with it the discovery handle: the thread ends and hands the probes back.
+    match discovery_thread.join() {
+        Ok(probes) => drop(probes),
+        Err(_) => log::error!("the discovery thread panicked"),
+    }
     log::info!("probes detached in {:?}", stopping.elapsed());
     server::remove_socket(&config.socket);
     // The state task is gone, so is the purger's sender: the thread finishes its queue and ends.

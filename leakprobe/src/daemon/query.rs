@@ -8,7 +8,7 @@ use crate::{
         table::{AGE_BUCKETS, Ages, Analysis, ProcessRow, StackRow, Table},
     },
     procfs::Clock,
-    protocol::{AgeBucket, AgeReport, GrowthReport, ProcessReport, SortBy, StackReport, TopQuery},
+    protocol::{AgeBucket, AgeReport, GrowthReport, ProcessIdentity, ProcessReport, SortBy, StackReport, TopQuery},
     symbolize::StackRequest,
 };
 
@@ -110,6 +110,7 @@ pub fn stack_report(row: &StackRow<'_>, analysis: &Analysis, clock: Clock, now_n
         verdict: analysis.verdict,
         ages: ages_report(&analysis.ages, now_ns),
         frames: Vec::new(),
+        identity: ProcessIdentity::default(),
     }
 }
 
@@ -133,6 +134,7 @@ fn process_report(row: &ProcessRow<'_>, now_ns: u64) -> ProcessReport {
         rss_anon_growth: GrowthReport::from(anon_growth),
         swap_growth: GrowthReport::from(swap_growth),
         heap_share_of_anon_growth: (anon_rate >= MIN_ANON_GROWTH).then(|| row.analysis.growth.rate / anon_rate),
+        identity: ProcessIdentity::default(),
     }
 }
 

@@ -15,7 +15,7 @@ use leakprobe_common::{Counter, Event, OOM_PROGRAM};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{oom::OomTracker, purge::PurgeJob, query};
+use super::{discovery::DiscoveryHandle, oom::OomTracker, purge::PurgeJob, query};
 use crate::{
     core::table::{Applied, Table},
     core::{
@@ -26,8 +26,8 @@ use crate::{
     metrics::{MetricsLimits, MetricsSnapshot},
     procfs::{self, Clock},
     protocol::{
-        AnalysisSettings, AttachPoint, ProcessesResponse, SortBy, StackReport, StatusResponse, TableSizes, TopQuery,
-        TopResponse,
+        AnalysisSettings, AttachPoint, DiscoveryStatus, ProcessIdentity, ProcessesResponse, SortBy, StackReport,
+        StatusResponse, TableSizes, TopQuery, TopResponse,
     },
     symbolize::{StackRequest, SymbolizerHandle},
 };
@@ -50,6 +50,12 @@ pub enum Request {
     Attached(Vec<AttachPoint>),
     /// A snapshot for one scrape of `/metrics`.
     Metrics(MetricsLimits, oneshot::Sender<MetricsSnapshot>),
+    /// What discovery attached to, found and spent (sent after each scan).
+    Discovery {
+        points: Vec<AttachPoint>,
+        status: Box<DiscoveryStatus>,
+        counters: BTreeMap<String, u64>,
+    },
 }
 
 /// The state and what it needs to answer.
@@ -61,7 +67,18 @@ pub struct State {
     pub symbolizer: SymbolizerHandle,
     pub clock: Clock,
     pub started: Instant,
+    /// The tracepoints attached.
     pub attach_points: Vec<AttachPoint>,
+    /// The allocator probes attached by discovery.
+    pub allocator_points: Vec<AttachPoint>,
+    pub discovery: DiscoveryStatus,
+    pub discovery_counters: BTreeMap<String, u64>,
+    /// Exec events go to the discovery thread.
+    pub discovery_handle: DiscoveryHandle,
+    /// Pid namespace, cgroup and container of each tracked process (read when first seen).
+    pub identities: std::collections::HashMap<u32, ProcessIdentity>,
+    /// Exec events dropped because the discovery queue was full.
+    pub exec_scans_dropped: u64,
     pub decode_errors: u64,
     pub batches: u64,
     /// This task's own request channel, for the ticks it schedules.
@@ -113,9 +130,11 @@ impl State {
         self.decode_errors += batch.decode_errors;
         self.as_of_ns = self.as_of_ns.max(batch.as_of_ns);
         for event in &batch.events {
-            if let Event::Oom(oom) = event {
+            match event {
                 // Before the victim's exit event (later in the ring buffer) purges it.
-                self.oom.on_oom(oom, &self.table, self.clock, &self.symbolizer);
+                Event::Oom(oom) => self.oom.on_oom(oom, &self.table, self.clock, &self.symbolizer),
+                Event::Exec(exec) if !self.discovery_handle.exec(exec.header.tgid) => self.exec_scans_dropped += 1,
+                _ => {}
             }
             match self.table.apply(event) {
                 Applied::Nothing => {}
@@ -126,9 +145,11 @@ impl State {
                     }
                     self.symbolizer.seen(tgid);
                     self.oom.new_process(tgid);
+                    self.identities.insert(tgid, procfs::identity(tgid));
                 }
                 Applied::Purged { tgid, addrs, before_ns } => {
                     self.oom.purged(tgid);
+                    self.identities.remove(&tgid);
                     if !addrs.is_empty() {
                         // The purger thread outlives this task; a send only fails during shutdown.
                         let _ = self.purger.send(PurgeJob { tgid, addrs, before_ns });
@@ -173,11 +194,19 @@ impl State {
                 self.oom.enabled = points.iter().any(|p| p.program == OOM_PROGRAM);
                 self.attach_points = points;
             }
+            Request::Discovery { points, status, counters } => {
+                self.allocator_points = points;
+                self.discovery = *status;
+                self.discovery_counters = counters;
+            }
             Request::Tick { tick, samples, read_ns } => {
                 self.tick(tick, &samples, TickTimes { heap_ns: self.as_of_ns, rss_ns: read_ns });
             }
             Request::Processes(query, reply) => {
-                let processes = query::processes(&self.table, &query, procfs::monotonic_ns());
+                let mut processes = query::processes(&self.table, &query, procfs::monotonic_ns());
+                for process in &mut processes {
+                    process.identity = self.identities.get(&process.pid).cloned().unwrap_or_default();
+                }
                 let estimated = self.table.config().sample_interval > 0;
                 let _ = reply.send(ProcessesResponse { processes, estimated });
             }
@@ -186,7 +215,10 @@ impl State {
             }
             Request::Metrics(limits, reply) => self.metrics(limits, reply),
             Request::Top(query, reply) => {
-                let (reports, stacks) = query::stacks(&self.table, &query, self.clock, procfs::monotonic_ns());
+                let (mut reports, stacks) = query::stacks(&self.table, &query, self.clock, procfs::monotonic_ns());
+                for report in &mut reports {
+                    report.identity = self.identities.get(&report.pid).cloned().unwrap_or_default();
+                }
                 let symbolizer = self.symbolizer.clone();
                 let estimated = self.table.config().sample_interval > 0;
                 // Symbolizing reads files: answer from another task so batches keep flowing meanwhile.
@@ -259,7 +291,9 @@ impl State {
         ]
         .into_iter()
         .chain(self.oom.counters())
+        .chain([("discovery_exec_scans_dropped", self.exec_scans_dropped)])
         .map(|(name, value)| (name.to_owned(), value))
+        .chain(self.discovery_counters.iter().map(|(name, &value)| (name.clone(), value)))
         .collect();
         StatusResponse {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -267,7 +301,7 @@ impl State {
             uptime_seconds: self.started.elapsed().as_secs(),
             mode: if self.table.config().sample_interval == 0 { "full" } else { "sampled" }.to_owned(),
             sample_interval_bytes: Some(self.table.config().sample_interval).filter(|&i| i > 0),
-            attach_points: self.attach_points.clone(),
+            attach_points: self.attach_points.iter().chain(&self.allocator_points).cloned().collect(),
             kernel_counters: self.kernel_counters(),
             daemon_counters,
             tables: TableSizes {
@@ -290,6 +324,7 @@ impl State {
             features: BTreeMap::from([("oom".to_owned(), self.oom.enabled)]),
             oom_kills_by_comm: self.oom.kills_by_comm().clone(),
             oom_report_dir: Some(self.oom.dir.display().to_string()),
+            discovery: self.discovery.clone(),
         }
     }
 }

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::{
     core::analysis::{Verdict, VerdictConfig},
-    protocol::{AgeReport, AnalysisSettings, Frame, GrowthReport, TableSizes},
+    protocol::{AgeReport, AnalysisSettings, DiscoveryStatus, Frame, GrowthReport, ProcessIdentity, TableSizes},
 };
 
 fn status() -> StatusResponse {
@@ -21,6 +21,7 @@ fn status() -> StatusResponse {
         oom_kills_by_comm: BTreeMap::from([("leaker".into(), 3)]),
         oom_report_dir: None,
         analysis: AnalysisSettings { interval_seconds: 5.0, window_seconds: 600.0, verdict: VerdictConfig::default() },
+        discovery: DiscoveryStatus::default(),
     }
 }
 
@@ -45,6 +46,7 @@ fn snapshot() -> MetricsSnapshot {
         rss_anon_growth: growth(0.0),
         swap_growth: growth(0.0),
         heap_share_of_anon_growth: None,
+        identity: ProcessIdentity::default(),
     };
     let without_rss = ProcessReport { pid: 9, comm: "new".into(), rss_bytes: None, ..process.clone() };
     let stack = StackReport {
@@ -62,6 +64,7 @@ fn snapshot() -> MetricsSnapshot {
         verdict: Verdict::Leaking,
         ages: AgeReport::default(),
         frames: vec![Frame { addr: "0x1136".into(), function: Some("leak_alpha".into()), ..Frame::default() }],
+        identity: ProcessIdentity::default(),
     };
     let anonymous = StackReport { stack_id: "00000000000000cd".into(), frames: Vec::new(), ..stack.clone() };
     MetricsSnapshot { status: status(), processes: vec![process, without_rss], stacks: vec![stack, anonymous] }

@@ -1,26 +1,36 @@
 //! Loading the eBPF object and attaching its programs.
 //!
 //! Order, so that no event is lost: [`Probes::load`] creates the maps and loads the programs; the caller takes
-//! the maps and starts its consumers; then [`Probes::attach`] attaches. Dropping [`Probes`] detaches
-//! everything (aya closes the links).
+//! the maps and starts its consumers; then [`Probes::attach_tracepoints`] and [`Probes::attach_allocator`] for
+//! each allocator file [`discover`] finds (with a [`Scope`]: every process, or one). Dropping [`Probes`]
+//! detaches everything (aya closes the links).
 
+pub mod allocators;
+pub mod discover;
 pub mod libc;
 pub mod oom;
 pub mod preflight;
 pub mod site;
 
-use std::path::PathBuf;
+use std::{
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{
+        ProgramError, TracePoint, UProbe,
+        uprobe::{UProbeLinkId, UProbeScope},
+    },
 };
 use leakprobe_common::{
-    ALLOC_EXIT_PROGRAM, EXEC_PROGRAM, EXIT_PROGRAM, FREE_PROGRAM, LiveKey, NO_FIELD, OOM_PROGRAM, OomFields, globals,
-    maps,
+    ALLOC_EXIT_PROGRAM, AllocFn, EXEC_PROGRAM, EXIT_PROGRAM, FREE_PROGRAM, LiveKey, NO_FIELD, OOM_PROGRAM, OomFields,
+    globals, maps,
 };
 
+use self::allocators::{AllocatorSymbols, EntryKind};
 use crate::protocol::AttachPoint;
 
 /// The eBPF object, built by `build.rs` and embedded in the binary.
@@ -62,8 +72,11 @@ pub enum ProbeError {
 /// What the probes need to know.
 #[derive(Clone, Debug)]
 pub struct ProbeConfig {
-    /// The libc to probe; the host's when `None`.
+    /// A C library probed from start to end whatever discovery finds (`--libc`).
     pub libc: Option<PathBuf>,
+    /// Find and probe every allocator the running processes map (see [`discover`]); without it only the libc
+    /// (the given one, or the host's) is probed.
+    pub discovery: Option<discover::DiscoveryConfig>,
     /// Where kernel features are looked for.
     pub sys: preflight::SysPaths,
     /// Size of the kernel's live-address map: the daemon's table holds as many, so the two limits agree.
@@ -79,24 +92,45 @@ pub struct Maps {
     pub counters: PerCpuArray<MapData, u64>,
 }
 
+/// Which processes an allocator probe fires for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every process mapping the file, now or later (system-wide).
+    AllProcesses,
+    /// Only this process (host pid).
+    Pid(NonZeroU32),
+}
+
+impl Scope {
+    fn uprobe_scope(self) -> UProbeScope {
+        match self {
+            Self::AllProcesses => UProbeScope::AllProcesses,
+            Self::Pid(pid) => UProbeScope::OneProcess(pid),
+        }
+    }
+}
+
+/// The probes attached to one allocator file; [`Probes::detach_allocator`] takes them off.
+#[derive(Debug)]
+pub struct AttachedFile {
+    links: Vec<(&'static str, UProbeLinkId)>,
+    /// What is attached, for `status`.
+    pub points: Vec<AttachPoint>,
+}
+
 /// The loaded object and what is attached.
 pub struct Probes {
     ebpf: Ebpf,
-    libc: libc::LibcSymbols,
-    attach_points: Vec<AttachPoint>,
+    /// The tracepoints (process lifecycle, OOM).
+    tracepoints: Vec<AttachPoint>,
     /// The OOM program is loaded (and, after attach, attached). Optional: without it there are no OOM reports.
     oom: bool,
 }
 
 impl Probes {
-    /// Checks the system, resolves the libc's allocator symbols, loads the object and every program.
+    /// Checks the system, loads the object and every program. Nothing is attached yet.
     pub fn load(config: &ProbeConfig) -> Result<(Self, Maps), ProbeError> {
         preflight::check(&config.sys)?;
-        let libc_path = match &config.libc {
-            Some(path) => path.clone(),
-            None => libc::host_libc()?,
-        };
-        let libc = libc::resolve(&libc_path)?;
         let exit_format = preflight::read_format(&config.sys.tracefs, "sched", "sched_process_exit")?;
         let group_dead = preflight::field_offset(&exit_format, "group_dead").unwrap_or(NO_FIELD);
         let oom_fields = match preflight::read_format(&config.sys.tracefs, "oom", "mark_victim") {
@@ -124,7 +158,7 @@ impl Probes {
             live: take_map(&mut ebpf, maps::LIVE)?,
             counters: take_map(&mut ebpf, maps::COUNTERS)?,
         };
-        let mut programs: Vec<&'static str> = libc.allocs.iter().map(|(f, _)| f.entry_program()).collect();
+        let mut programs: Vec<&'static str> = AllocFn::ALL.iter().map(|f| f.entry_program()).collect();
         programs.extend([ALLOC_EXIT_PROGRAM, FREE_PROGRAM]);
         for program in programs {
             uprobe(&mut ebpf, program)?.load().map_err(|source| ProbeError::Program { program, source })?;
@@ -138,41 +172,18 @@ impl Probes {
                 .load()
                 .map_err(|err| log::warn!("no OOM reports: loading `{OOM_PROGRAM}` failed: {err}"))
                 .is_ok();
-        Ok((Self { ebpf, libc, attach_points: Vec::new(), oom }, maps))
+        Ok((Self { ebpf, tracepoints: Vec::new(), oom }, maps))
     }
 
-    /// Attaches every program: entry and return probes on each allocating function, `free`, and the
-    /// process lifecycle tracepoints. System-wide: every process mapping the libc, now or later.
-    pub fn attach(&mut self) -> Result<(), ProbeError> {
-        let path = self.libc.path.clone();
-        let mut points = Vec::new();
-        for (func, resolved) in &self.libc.allocs {
-            points.push(("uprobe", func.entry_program(), resolved.clone()));
-            points.push(("uretprobe", ALLOC_EXIT_PROGRAM, resolved.clone()));
-        }
-        points.push(("uprobe", FREE_PROGRAM, self.libc.free.clone()));
-        for (kind, program, resolved) in points {
-            let target = format!("{}:{}", path.display(), resolved.symbol);
-            uprobe(&mut self.ebpf, program)?
-                .attach(resolved.probe_offset(), &path, UProbeScope::AllProcesses)
-                .map_err(|source| ProbeError::Attach { program, target, source })?;
-            self.attach_points.push(AttachPoint {
-                kind: kind.into(),
-                target: resolved.symbol.into(),
-                path: Some(path.display().to_string()),
-                offset: Some(resolved.probe_offset()),
-                program: program.into(),
-                site: Some(format!("+{} {}", resolved.site.offset, resolved.site.instruction)),
-                emulated: Some(resolved.site.emulated),
-            });
-        }
+    /// Attaches the process lifecycle tracepoints (and the OOM one). Call once, before any allocator.
+    pub fn attach_tracepoints(&mut self) -> Result<(), ProbeError> {
         for (program, name) in [(EXIT_PROGRAM, "sched_process_exit"), (EXEC_PROGRAM, "sched_process_exec")] {
             tracepoint(&mut self.ebpf, program)?.attach("sched", name).map_err(|source| ProbeError::Attach {
                 program,
                 target: format!("sched/{name}"),
                 source,
             })?;
-            self.attach_points.push(AttachPoint {
+            self.tracepoints.push(AttachPoint {
                 kind: "tracepoint".into(),
                 target: format!("sched/{name}"),
                 path: None,
@@ -185,13 +196,66 @@ impl Probes {
         if self.oom {
             self.attach_oom()?;
         }
-        for (alias, probed) in &self.libc.aliases {
-            log::info!("{alias} is an alias of {probed} in {}: probed once", path.display());
-        }
-        for symbol in &self.libc.missing {
-            log::warn!("{} does not export {symbol}: not probed", path.display());
-        }
         Ok(())
+    }
+
+    /// Attaches entry (and, for allocating functions, return) probes on every entry point of `symbols`, in the
+    /// file opened at `target` (a path, or a `/proc/PID/map_files` link for a file of another mount namespace);
+    /// `shown` is the path reported in `status`. On a failure, what was attached is detached again.
+    pub fn attach_allocator(
+        &mut self,
+        target: &Path,
+        shown: &Path,
+        symbols: &AllocatorSymbols,
+        scope: Scope,
+    ) -> Result<AttachedFile, ProbeError> {
+        let mut attached = AttachedFile { links: Vec::new(), points: Vec::new() };
+        let mut points = Vec::new();
+        for entry in &symbols.entries {
+            points.push(("uprobe", entry.kind.entry_program(), &entry.resolved));
+            if entry.kind != EntryKind::Free {
+                points.push(("uretprobe", ALLOC_EXIT_PROGRAM, &entry.resolved));
+            }
+        }
+        for (kind, program, resolved) in points {
+            let result = uprobe(&mut self.ebpf, program).and_then(|probe| {
+                probe.attach(resolved.probe_offset(), target, scope.uprobe_scope()).map_err(|source| {
+                    ProbeError::Attach { program, target: format!("{}:{}", shown.display(), resolved.symbol), source }
+                })
+            });
+            let link = match result {
+                Ok(link) => link,
+                Err(err) => {
+                    self.detach_allocator(attached);
+                    return Err(err);
+                }
+            };
+            attached.links.push((program, link));
+            attached.points.push(AttachPoint {
+                kind: kind.into(),
+                target: resolved.symbol.clone(),
+                path: Some(shown.display().to_string()),
+                offset: Some(resolved.probe_offset()),
+                program: program.into(),
+                site: Some(format!("+{} {}", resolved.site.offset, resolved.site.instruction)),
+                emulated: Some(resolved.site.emulated),
+            });
+        }
+        for (alias, probed) in &symbols.aliases {
+            log::debug!("{alias} is an alias of {probed} in {}: probed once", shown.display());
+        }
+        Ok(attached)
+    }
+
+    /// Takes the probes of one file off.
+    pub fn detach_allocator(&mut self, file: AttachedFile) {
+        for (program, link) in file.links {
+            let detached = uprobe(&mut self.ebpf, program)
+                .and_then(|probe| probe.detach(link).map_err(|source| ProbeError::Program { program, source }));
+            if let Err(err) = detached {
+                log::warn!("detaching `{program}`: {err}");
+            }
+        }
     }
 
     /// Attaches the OOM program; a failure only turns OOM reports off.
@@ -201,7 +265,7 @@ impl Probes {
             self.oom = false;
             return Ok(());
         }
-        self.attach_points.push(AttachPoint {
+        self.tracepoints.push(AttachPoint {
             kind: "tracepoint".into(),
             target: "oom/mark_victim".into(),
             path: None,
@@ -218,14 +282,9 @@ impl Probes {
         self.oom
     }
 
-    /// Every attached probe.
-    pub fn attach_points(&self) -> &[AttachPoint] {
-        &self.attach_points
-    }
-
-    /// The probed libc.
-    pub fn libc(&self) -> &libc::LibcSymbols {
-        &self.libc
+    /// The attached tracepoints.
+    pub fn tracepoints(&self) -> &[AttachPoint] {
+        &self.tracepoints
     }
 }
 

@@ -1,6 +1,11 @@
 //! Memory maps of a process (`/proc/PID/maps`), kept so that its stacks still symbolize after it exited.
 
-use std::{fs, path::Path, sync::Arc};
+use std::{
+    fs,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    path::Path,
+    sync::Arc,
+};
 
 /// One file-backed mapping.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -10,6 +15,12 @@ pub struct Mapping {
     /// File offset of `start`.
     pub file_offset: u64,
     pub path: Arc<Path>,
+    /// What to open to read the file: `path`, or for a file the daemon cannot reach by that path (another mount
+    /// namespace, e.g. a container's root filesystem, or a deleted file) `/proc/self/fd/N` of a descriptor the
+    /// symbolizer keeps open, so the stacks still symbolize after the container is gone.
+    pub source: Arc<Path>,
+    /// (device as in the maps, inode).
+    pub file: (String, u64),
 }
 
 /// The file-backed mappings of a `/proc/PID/maps` text, in address order. Anonymous, special (`[vdso]`)
@@ -22,8 +33,8 @@ pub fn parse(text: &str) -> Vec<Mapping> {
             let range = fields.next()?;
             let _perms = fields.next()?;
             let offset = fields.next()?;
-            let _dev = fields.next()?;
-            let _inode = fields.next()?;
+            let dev = fields.next()?;
+            let inode: u64 = fields.next()?.parse().ok()?;
             let path = fields.next()?.trim_start();
             if !path.starts_with('/') || path.ends_with(" (deleted)") {
                 return None;
@@ -34,6 +45,8 @@ pub fn parse(text: &str) -> Vec<Mapping> {
                 end: u64::from_str_radix(end, 16).ok()?,
                 file_offset: u64::from_str_radix(offset, 16).ok()?,
                 path: Arc::from(Path::new(path)),
+                source: Arc::from(Path::new(path)),
+                file: (dev.to_owned(), inode),
             })
         })
         .collect();
@@ -41,9 +54,35 @@ pub fn parse(text: &str) -> Vec<Mapping> {
     maps
 }
 
-/// Reads and parses the maps of a live process.
-pub fn read(pid: u32) -> Option<Vec<Mapping>> {
-    fs::read_to_string(format!("/proc/{pid}/maps")).ok().map(|text| parse(&text))
+/// Files of other mount namespaces kept open, by (device, inode): the file and its `/proc/self/fd/N` path.
+pub type OpenFiles = lru::LruCache<(String, u64), Arc<(fs::File, Arc<Path>)>>;
+
+/// Reads and parses the maps of a live process. Files the daemon cannot reach by their path are opened through
+/// `/proc/PID/map_files` and kept open in `open` (keyed by device and inode, at most `max_open`).
+pub fn read(pid: u32, open: &mut OpenFiles) -> Option<Vec<Mapping>> {
+    let mut maps = parse(&fs::read_to_string(format!("/proc/{pid}/maps")).ok()?);
+    for mapping in &mut maps {
+        let dev = |meta: &fs::Metadata| {
+            let d = meta.dev();
+            let major = ((d >> 8) & 0xfff) | ((d >> 32) & !0xfff);
+            let minor = (d & 0xff) | ((d >> 12) & !0xff);
+            format!("{major:02x}:{minor:02x}")
+        };
+        let reachable = fs::metadata(&mapping.path).is_ok_and(|m| (dev(&m), m.ino()) == mapping.file);
+        if reachable {
+            continue;
+        }
+        if let Some(kept) = open.get(&mapping.file) {
+            mapping.source = kept.1.clone();
+            continue;
+        }
+        let link = format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end);
+        let Ok(file) = fs::File::open(&link) else { continue };
+        let source: Arc<Path> = Arc::from(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())));
+        mapping.source = source.clone();
+        open.put(mapping.file.clone(), Arc::new((file, source)));
+    }
+    Some(maps)
 }
 
 /// The mapping holding `addr` and the file offset of `addr` in it.
@@ -89,7 +128,9 @@ mod tests {
 
     #[test]
     fn own_maps_are_readable() {
-        let maps = read(std::process::id()).expect("own maps");
+        let mut open = lru::LruCache::new(std::num::NonZeroUsize::MIN);
+        let maps = read(std::process::id(), &mut open).expect("own maps");
+        assert!(maps.iter().all(|m| m.source == m.path), "every own file is reachable by its path");
         assert!(maps.iter().any(|m| m.path.to_string_lossy().contains("libc.so")));
     }
 }

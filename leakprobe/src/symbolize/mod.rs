@@ -129,7 +129,12 @@ struct Worker {
     symbolizer: Symbolizer,
     maps: LruCache<u32, Arc<Vec<Mapping>>>,
     frames: LruCache<FrameKey, Resolved>,
+    /// Files of other mount namespaces kept open (see [`maps::read`]).
+    open_files: maps::OpenFiles,
 }
+
+/// Files of other mount namespaces kept open at most (each a file descriptor).
+const MAX_OPEN_FILES: usize = 512;
 
 impl Worker {
     fn new(limits: CacheLimits) -> Self {
@@ -137,11 +142,12 @@ impl Worker {
             symbolizer: Symbolizer::builder().enable_demangling(true).enable_code_info(true).build(),
             maps: LruCache::new(limits.processes),
             frames: LruCache::new(limits.frames),
+            open_files: LruCache::new(NonZeroUsize::new(MAX_OPEN_FILES).unwrap_or(NonZeroUsize::MIN)),
         }
     }
 
     fn seen(&mut self, pid: u32) {
-        if let Some(maps) = maps::read(pid) {
+        if let Some(maps) = maps::read(pid, &mut self.open_files) {
             self.maps.put(pid, Arc::new(maps));
         }
     }
@@ -155,7 +161,7 @@ impl Worker {
         {
             return cached;
         }
-        match maps::read(pid) {
+        match maps::read(pid, &mut self.open_files) {
             Some(fresh) => {
                 let fresh = Arc::new(fresh);
                 self.maps.put(pid, fresh.clone());
@@ -174,8 +180,10 @@ impl Worker {
         };
         let keys: Vec<Option<FrameKey>> = lookups
             .iter()
-            .map(|&a| maps::lookup(&maps, a).map(|(mapping, offset)| (mapping.path.clone(), offset)))
+            .map(|&a| maps::lookup(&maps, a).map(|(mapping, offset)| (mapping.source.clone(), offset)))
             .collect();
+        let shown: Vec<Option<String>> =
+            lookups.iter().map(|&a| maps::lookup(&maps, a).map(|(m, _)| m.path.display().to_string())).collect();
         let mut misses: HashMap<Arc<Path>, Vec<u64>> = HashMap::new();
         for (path, offset) in keys.iter().flatten() {
             if !self.frames.contains(&(path.clone(), *offset)) {
@@ -188,10 +196,9 @@ impl Worker {
         stack
             .addrs
             .iter()
-            .zip(keys)
-            .map(|(&addr, key)| match key {
+            .zip(keys.into_iter().zip(shown))
+            .map(|(&addr, (key, module))| match key {
                 Some(key) => {
-                    let module = Some(key.0.display().to_string());
                     let resolved = self.frames.get(&key).cloned().unwrap_or_default();
                     Frame {
                         addr: hex_addr(addr),

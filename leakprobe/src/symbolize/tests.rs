@@ -14,7 +14,7 @@ use crate::probes::libc;
 fn malloc_addr_in(maps: &[Mapping]) -> u64 {
     let libc_map = maps.iter().find(|m| m.path.to_string_lossy().contains("libc.so")).expect("a libc mapping");
     let symbols = libc::resolve(&libc_map.path).expect("libc symbols");
-    let malloc = symbols.allocs.iter().find(|(f, _)| f.symbol() == "malloc").expect("malloc").1.offset;
+    let malloc = symbols.entry("malloc").expect("malloc").resolved.offset;
     let text = maps
         .iter()
         .find(|m| m.path == libc_map.path && m.file_offset <= malloc && malloc < m.file_offset + (m.end - m.start))
@@ -47,7 +47,8 @@ fn stacks_of_an_exited_process_still_symbolize() {
     let addr = malloc_addr_in(&maps) + 1;
     child.kill().expect("kill sleep");
     child.wait().expect("reap sleep");
-    assert!(maps::read(pid).is_none(), "the process is gone");
+    let mut open = LruCache::new(NonZeroUsize::MIN);
+    assert!(maps::read(pid, &mut open).is_none(), "the process is gone");
 
     let frames = worker.symbolize(&StackRequest { pid, addrs: vec![addr, 0x10] });
     let function = frames[0].function.as_deref().unwrap_or_default();

@@ -1,0 +1,521 @@
+//! Finding every allocator the running processes use, and keeping the probes in step with them.
+//!
+//! A scan reads `/proc/PID/maps` and looks at each executable file mapping. Files are told apart by device and
+//! inode, as the kernel's uprobes are: a container's libc is another file than the host's even at the same path,
+//! and one file mapped by a thousand processes is examined and probed once. A new file is opened through
+//! `/proc/PID/map_files/START-END` when its path does not lead to the same inode from the daemon's mount
+//! namespace (a container's root filesystem, a deleted or replaced file), read (memory-mapped: only the symbol
+//! tables are touched) and examined for an allocator ([`super::allocators`]); a provider gets its probes at
+//! once, system-wide. Every file's verdict is remembered while some process maps it, so a rescan reads only maps.
+//!
+//! Scans: one of every process at start-up; one of a process shortly after it calls `execve` (its libraries are
+//! mapped by then); and one of every process every rescan interval, which finds libraries loaded with `dlopen`
+//! and detaches the probes of files no process maps any more. Each scan examines at most `max_files_per_scan`
+//! new files (the rest wait for the next scan) and reports its cost.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use super::{AttachedFile, ProbeError, Probes, Scope, allocators, libc};
+use crate::protocol::{AttachPoint, DiscoveryStatus, ProviderStatus, ScanCost};
+
+/// Seconds between two rescans of every process, unless configured.
+pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(10);
+/// New files examined at most per scan, unless configured.
+pub const DEFAULT_MAX_FILES_PER_SCAN: usize = 256;
+
+/// How discovery runs.
+#[derive(Clone, Debug)]
+pub struct DiscoveryConfig {
+    pub rescan_interval: Duration,
+    pub max_files_per_scan: usize,
+    /// Files whose path (as the process sees it) starts with one of these are never examined nor probed.
+    pub exclude: Vec<String>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            rescan_interval: DEFAULT_RESCAN_INTERVAL,
+            max_files_per_scan: DEFAULT_MAX_FILES_PER_SCAN,
+            exclude: Vec::new(),
+        }
+    }
+}
+
+/// Anonymous executables (`memfd_create`, e.g. a container runtime's sealed copy of itself) are no file an
+/// allocator is installed as: never probed.
+const MEMFD_PREFIX: &str = "/memfd:";
+
+/// A file as the kernel tells files apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    pub major: u32,
+    pub minor: u32,
+    pub inode: u64,
+}
+
+impl std::fmt::Display for FileId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:02x}:{:02x}:{}", self.major, self.minor, self.inode)
+    }
+}
+
+impl FileId {
+    /// The id of a file from its metadata (`st_dev` split as glibc's `major()`/`minor()` do).
+    fn of(meta: &fs::Metadata) -> Self {
+        let dev = meta.dev();
+        #[expect(clippy::cast_possible_truncation, reason = "the masks keep 32 bits")]
+        let (major, minor) =
+            ((((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff)) as u32, ((dev & 0xff) | ((dev >> 12) & !0xff)) as u32);
+        Self { major, minor, inode: meta.ino() }
+    }
+}
+
+/// An executable, file-backed mapping of `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecMapping {
+    pub start: u64,
+    pub end: u64,
+    pub file: FileId,
+    /// The path as the process sees it (in its own mount namespace).
+    pub path: String,
+    /// The file was deleted or replaced since it was mapped.
+    pub deleted: bool,
+}
+
+/// The executable file mappings of a `/proc/PID/maps` text, one per file.
+pub fn exec_mappings(text: &str) -> Vec<ExecMapping> {
+    let mut seen = HashSet::new();
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(6, ' ');
+            let range = fields.next()?;
+            let perms = fields.next()?;
+            let _offset = fields.next()?;
+            let dev = fields.next()?;
+            let inode: u64 = fields.next()?.parse().ok()?;
+            let path = fields.next()?.trim_start();
+            if !perms.contains('x') || inode == 0 || !path.starts_with('/') {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            let (major, minor) = dev.split_once(':')?;
+            let file = FileId {
+                major: u32::from_str_radix(major, 16).ok()?,
+                minor: u32::from_str_radix(minor, 16).ok()?,
+                inode,
+            };
+            let (path, deleted) = match path.strip_suffix(" (deleted)") {
+                Some(path) => (path, true),
+                None => (path, false),
+            };
+            Some(ExecMapping {
+                start: u64::from_str_radix(start, 16).ok()?,
+                end: u64::from_str_radix(end, 16).ok()?,
+                file,
+                path: path.to_owned(),
+                deleted,
+            })
+        })
+        .filter(|m| seen.insert(m.file))
+        .collect()
+}
+
+/// A file providing an allocator.
+#[derive(Debug)]
+struct Provider {
+    /// The path shown in `status` and attach points.
+    shown: PathBuf,
+    symbols: allocators::AllocatorSymbols,
+    /// Its probes; `None` when attaching failed (`error` says why).
+    attached: Option<AttachedFile>,
+    error: Option<String>,
+    /// Processes mapping it at the last full scan.
+    processes: u64,
+    pinned: bool,
+}
+
+/// What is known of a file.
+#[derive(Debug)]
+enum Known {
+    /// No allocator in it (or not an ELF file).
+    Nothing,
+    Provider(Box<Provider>),
+}
+
+/// Cumulative counters, for `status` and metrics.
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    full_scans: u64,
+    exec_scans: u64,
+    pids_scanned: u64,
+    files_examined: u64,
+    files_deferred: u64,
+    scan_microseconds: u64,
+    files_attached: u64,
+    files_detached: u64,
+    attach_errors: u64,
+    open_errors: u64,
+    not_elf: u64,
+}
+
+/// The discovery state: what each mapped file is, and the probes of the providers.
+pub struct Discovery {
+    config: Option<DiscoveryConfig>,
+    known: HashMap<FileId, Known>,
+    totals: Totals,
+    last_full: Option<ScanCost>,
+    last_exec: Option<ScanCost>,
+    scope: Scope,
+}
+
+/// Where a scan stands.
+struct ScanState {
+    started: Instant,
+    cost: ScanCost,
+    budget: usize,
+    /// Files seen and, for providers, by how many processes (full scans only).
+    seen: Option<HashMap<FileId, u64>>,
+    exclude: Vec<String>,
+}
+
+impl ScanState {
+    fn new(config: &DiscoveryConfig, full: bool) -> Self {
+        Self {
+            started: Instant::now(),
+            cost: ScanCost::default(),
+            budget: config.max_files_per_scan,
+            seen: full.then(HashMap::new),
+            exclude: config.exclude.clone(),
+        }
+    }
+
+    fn excluded(&self, path: &str) -> bool {
+        path.starts_with(MEMFD_PREFIX) || self.exclude.iter().any(|prefix| path.starts_with(prefix.as_str()))
+    }
+
+    fn finish(mut self) -> (ScanCost, Option<HashMap<FileId, u64>>) {
+        self.cost.microseconds = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        (self.cost, self.seen)
+    }
+}
+
+impl Discovery {
+    /// Discovery with `config`; `None` probes only the pinned files.
+    pub fn new(config: Option<DiscoveryConfig>) -> Self {
+        Self {
+            config,
+            known: HashMap::new(),
+            totals: Totals::default(),
+            last_full: None,
+            last_exec: None,
+            scope: Scope::AllProcesses,
+        }
+    }
+
+    /// Whether processes are scanned.
+    pub fn enabled(&self) -> bool {
+        self.config.is_some()
+    }
+
+    /// The time between two full scans.
+    pub fn rescan_interval(&self) -> Option<Duration> {
+        self.config.as_ref().map(|c| c.rescan_interval)
+    }
+
+    /// Probes the C library at `path` for as long as the daemon runs; it must define the malloc family.
+    pub fn pin(&mut self, probes: &mut Probes, path: &Path) -> Result<(), ProbeError> {
+        let meta = fs::metadata(path).map_err(|source| ProbeError::Io { path: path.to_path_buf(), source })?;
+        let symbols = libc::resolve(path)?;
+        let attached = probes.attach_allocator(path, path, &symbols, self.scope)?;
+        self.totals.files_attached += 1;
+        let provider = Provider {
+            shown: path.to_path_buf(),
+            symbols,
+            attached: Some(attached),
+            error: None,
+            processes: 0,
+            pinned: true,
+        };
+        self.known.insert(FileId::of(&meta), Known::Provider(Box::new(provider)));
+        Ok(())
+    }
+
+    /// Scans every process; detaches the probes of files no process maps any more.
+    pub fn full_scan(&mut self, probes: &mut Probes) -> ScanCost {
+        let Some(config) = &self.config else { return ScanCost::default() };
+        let mut scan = ScanState::new(config, true);
+        let pids: Vec<u32> = match fs::read_dir("/proc") {
+            Ok(dir) => dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect(),
+            Err(err) => {
+                log::warn!("discovery: reading /proc: {err}");
+                Vec::new()
+            }
+        };
+        for pid in pids {
+            self.visit(probes, pid, &mut scan);
+        }
+        let (cost, seen) = scan.finish();
+        let seen = seen.unwrap_or_default();
+        // Forget what no process maps any more: the cache stays as large as the set of mapped files.
+        let gone: Vec<FileId> = self
+            .known
+            .iter()
+            .filter(|(id, known)| !seen.contains_key(id) && !matches!(known, Known::Provider(p) if p.pinned))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(Known::Provider(provider)) = self.known.remove(&id) {
+                log::info!("discovery: no process maps {} any more: probes detached", provider.shown.display());
+                if let Some(attached) = provider.attached {
+                    probes.detach_allocator(attached);
+                    self.totals.files_detached += 1;
+                }
+            }
+        }
+        for (id, known) in &mut self.known {
+            if let Known::Provider(provider) = known {
+                provider.processes = seen.get(id).copied().unwrap_or(0);
+            }
+        }
+        self.totals.full_scans += 1;
+        self.account(cost);
+        self.last_full = Some(cost);
+        cost
+    }
+
+    /// Scans one process (after it called `execve`).
+    pub fn scan_pid(&mut self, probes: &mut Probes, pid: u32) -> ScanCost {
+        let Some(config) = &self.config else { return ScanCost::default() };
+        let mut scan = ScanState::new(config, false);
+        self.visit(probes, pid, &mut scan);
+        let (cost, _) = scan.finish();
+        self.totals.exec_scans += 1;
+        self.account(cost);
+        self.last_exec = Some(cost);
+        cost
+    }
+
+    fn account(&mut self, cost: ScanCost) {
+        self.totals.pids_scanned += cost.pids;
+        self.totals.files_examined += cost.files_examined;
+        self.totals.files_deferred += cost.files_deferred;
+        self.totals.scan_microseconds += cost.microseconds;
+    }
+
+    /// Reads the maps of `pid` and examines the files not seen before.
+    fn visit(&mut self, probes: &mut Probes, pid: u32, scan: &mut ScanState) {
+        // Exited already, or a kernel thread: nothing to do.
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
+        scan.cost.pids += 1;
+        for mapping in exec_mappings(&text) {
+            if let Some(seen) = &mut scan.seen {
+                *seen.entry(mapping.file).or_default() += 1;
+            }
+            if self.known.contains_key(&mapping.file) || scan.excluded(&mapping.path) {
+                continue;
+            }
+            if scan.budget == 0 {
+                scan.cost.files_deferred += 1;
+                continue;
+            }
+            scan.budget -= 1;
+            scan.cost.files_examined += 1;
+            if let Some(known) = self.examine(probes, pid, &mapping) {
+                self.known.insert(mapping.file, known);
+            }
+        }
+    }
+
+    /// Examines a newly seen file and attaches to it if it provides an allocator; `None` when it could not be
+    /// read (the process may be gone: a later scan tries again).
+    fn examine(&mut self, probes: &mut Probes, pid: u32, mapping: &ExecMapping) -> Option<Known> {
+        let (target, shown) = open_path(pid, mapping);
+        let file = match fs::File::open(&target) {
+            Ok(file) => file,
+            Err(err) => {
+                log::debug!("discovery: opening {} (pid {pid}): {err}", target.display());
+                self.totals.open_errors += 1;
+                return None;
+            }
+        };
+        // SAFETY: the mapping is read-only and private. A file truncated while mapped would fault this
+        // process; libraries and executables that processes run are not truncated in place (installers
+        // replace them with a new inode).
+        let data = match unsafe { memmap2::Mmap::map(&file) } {
+            Ok(data) => data,
+            Err(err) => {
+                log::debug!("discovery: mapping {}: {err}", target.display());
+                self.totals.open_errors += 1;
+                return None;
+            }
+        };
+        let symbols = match allocators::examine(&data) {
+            Ok(Some(symbols)) => symbols,
+            Ok(None) => return Some(Known::Nothing),
+            Err(reason) => {
+                log::debug!("discovery: {} is not ELF: {reason}", shown.display());
+                self.totals.not_elf += 1;
+                return Some(Known::Nothing);
+            }
+        };
+        let (attached, error) = match probes.attach_allocator(&target, &shown, &symbols, self.scope) {
+            Ok(attached) => {
+                log::info!(
+                    "discovery: {} ({}, {}) in pid {pid}: {} probes",
+                    shown.display(),
+                    symbols.family.name(),
+                    mapping.file,
+                    attached.points.len()
+                );
+                self.totals.files_attached += 1;
+                (Some(attached), None)
+            }
+            Err(err) => {
+                let err = format!("{:#}", anyhow::Error::new(err));
+                log::warn!("discovery: {}: {err}", shown.display());
+                self.totals.attach_errors += 1;
+                (None, Some(err))
+            }
+        };
+        Some(Known::Provider(Box::new(Provider { shown, symbols, attached, error, processes: 1, pinned: false })))
+    }
+
+    /// Every attached allocator probe.
+    pub fn attach_points(&self) -> Vec<AttachPoint> {
+        let mut providers: Vec<&Provider> = self.providers().map(|(_, p)| p).collect();
+        providers.sort_by(|a, b| a.shown.cmp(&b.shown));
+        providers.iter().filter_map(|p| p.attached.as_ref()).flat_map(|a| a.points.iter().cloned()).collect()
+    }
+
+    fn providers(&self) -> impl Iterator<Item = (&FileId, &Provider)> {
+        self.known.iter().filter_map(|(id, known)| match known {
+            Known::Provider(provider) => Some((id, &**provider)),
+            Known::Nothing => None,
+        })
+    }
+
+    /// What discovery found and what it cost.
+    pub fn status(&self) -> DiscoveryStatus {
+        let mut providers: Vec<ProviderStatus> = self
+            .providers()
+            .map(|(id, p)| ProviderStatus {
+                path: p.shown.display().to_string(),
+                file: id.to_string(),
+                family: p.symbols.family.name().to_owned(),
+                supported: p.attached.is_some(),
+                probes: p.attached.as_ref().map_or(0, |a| a.points.len() as u64),
+                processes: p.processes,
+                pinned: p.pinned,
+                static_symbols: p.symbols.from_symtab,
+                not_tracked: p.symbols.not_tracked.iter().map(|(name, why)| format!("{name}: {why}")).collect(),
+                error: p.error.clone(),
+            })
+            .collect();
+        providers.sort_by(|a, b| (&a.path, &a.file).cmp(&(&b.path, &b.file)));
+        DiscoveryStatus {
+            enabled: self.enabled(),
+            rescan_interval_seconds: self.config.as_ref().map_or(0.0, |c| c.rescan_interval.as_secs_f64()),
+            max_files_per_scan: self.config.as_ref().map_or(0, |c| c.max_files_per_scan as u64),
+            providers,
+            last_full_scan: self.last_full,
+            last_exec_scan: self.last_exec,
+        }
+    }
+
+    /// Cumulative counters (`discovery_*` in `status` and metrics).
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        let t = self.totals;
+        [
+            ("discovery_full_scans", t.full_scans),
+            ("discovery_exec_scans", t.exec_scans),
+            ("discovery_pids_scanned", t.pids_scanned),
+            ("discovery_files_examined", t.files_examined),
+            ("discovery_files_deferred", t.files_deferred),
+            ("discovery_scan_microseconds", t.scan_microseconds),
+            ("discovery_files_attached", t.files_attached),
+            ("discovery_files_detached", t.files_detached),
+            ("discovery_attach_errors", t.attach_errors),
+            ("discovery_open_errors", t.open_errors),
+            ("discovery_not_elf", t.not_elf),
+            ("discovery_known_files", self.known.len() as u64),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
+    }
+}
+
+/// The path to open a mapped file through, and the path to show for it. The process's own path when it leads to
+/// the same inode from here; otherwise (another mount namespace, a deleted or replaced file) the kernel's link to
+/// the mapped file itself, shown as the path under the process's root.
+fn open_path(pid: u32, mapping: &ExecMapping) -> (PathBuf, PathBuf) {
+    let own = Path::new(&mapping.path);
+    if !mapping.deleted && fs::metadata(own).is_ok_and(|meta| FileId::of(&meta) == mapping.file) {
+        return (own.to_path_buf(), own.to_path_buf());
+    }
+    let link = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end));
+    let shown = PathBuf::from(format!("/proc/{pid}/root{}", mapping.path));
+    (link, shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+55d0c6a00000-55d0c6a01000 r--p 00000000 fe:00 1234 /tmp/leaker
+55d0c6a01000-55d0c6a02000 r-xp 00001000 fe:00 1234 /tmp/leaker
+55d0c7e3f000-55d0c7e60000 rw-p 00000000 00:00 0                          [heap]
+7f1e2a428000-7f1e2a59d000 r-xp 00028000 fe:00 99 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f1e2b428000-7f1e2b59d000 r-xp 00028000 103:02 99 /usr/lib/x86_64-linux-gnu/libc.so.6
+7f1e2a600000-7f1e2a601000 r-xp 00000000 fe:00 77 /tmp/gone.so (deleted)
+7ffd5e3f1000-7ffd5e3f3000 r-xp 00000000 00:00 0                          [vdso]
+";
+
+    #[test]
+    fn executable_file_mappings_one_per_file() {
+        let maps = exec_mappings(MAPS);
+        let files: Vec<String> = maps.iter().map(|m| format!("{} {}", m.file, m.path)).collect();
+        assert_eq!(
+            files,
+            [
+                "fe:00:1234 /tmp/leaker",
+                "fe:00:99 /usr/lib/x86_64-linux-gnu/libc.so.6",
+                // Same path and inode on another device: another file (a container's libc).
+                "103:02:99 /usr/lib/x86_64-linux-gnu/libc.so.6",
+                "fe:00:77 /tmp/gone.so",
+            ]
+        );
+        assert!(maps[3].deleted && !maps[0].deleted);
+        assert_eq!((maps[0].start, maps[0].end), (0x55d0_c6a0_1000, 0x55d0_c6a0_2000));
+    }
+
+    #[test]
+    fn own_files_keep_their_path_and_id() {
+        let text = fs::read_to_string("/proc/self/maps").expect("own maps");
+        let maps = exec_mappings(&text);
+        let libc = maps.iter().find(|m| m.path.contains("libc.so")).expect("libc is mapped");
+        let meta = fs::metadata(&libc.path).expect("libc exists");
+        assert_eq!(FileId::of(&meta), libc.file, "st_dev split like /proc/PID/maps");
+        let (open, shown) = open_path(std::process::id(), libc);
+        assert_eq!((open.to_str(), shown.to_str()), (Some(libc.path.as_str()), Some(libc.path.as_str())));
+    }
+
+    #[test]
+    fn other_files_open_through_map_files() {
+        let text = fs::read_to_string("/proc/self/maps").expect("own maps");
+        let mut libc = exec_mappings(&text).into_iter().find(|m| m.path.contains("libc.so")).expect("libc");
+        // As if the path led to another inode from here (a container's libc at the host's path).
+        libc.file.inode += 1;
+        let (open, shown) = open_path(42, &libc);
+        assert_eq!(open, PathBuf::from(format!("/proc/42/map_files/{:x}-{:x}", libc.start, libc.end)));
+        assert_eq!(shown, PathBuf::from(format!("/proc/42/root{}", libc.path)));
+    }
+}

@@ -1,0 +1,163 @@
+//! Allocators beyond the host's libc, found by discovery: jemalloc, tcmalloc and mimalloc (linked, or loaded
+//! with `dlopen` after the daemon started), a statically linked musl executable, and a libc copy in a container
+//! (own mount and pid namespaces, own root filesystem). Each fixture waits until the daemon reports its
+//! allocator file probed, then leaks; the leaks must come out exact and symbolized.
+
+use std::{fs, os::unix::fs::MetadataExt as _, path::Path, time::Duration};
+
+use leakprobe_tests::stacks::{assert_live, by_fn0};
+use leakprobe_tests::{Daemon, Fixture, StackExt, dump, poll_until, wait_for_fence};
+use serde_json::Value;
+
+const MALLOC_COUNT: u64 = 10;
+const MALLOC_SIZE: u64 = 1000;
+const SPECIAL_COUNT: u64 = 4;
+const SPECIAL_SIZE: u64 = 2500;
+/// How long discovery may take to find a new allocator file (exec scans are immediate; dlopen waits for a rescan).
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until `status` lists a supported provider whose path satisfies `matches`, and returns it.
+fn wait_for_provider(daemon: &Daemon, what: &str, matches: impl Fn(&str) -> bool) -> Value {
+    poll_until(DISCOVERY_TIMEOUT, what, || {
+        let status = daemon.status();
+        let providers = status["discovery"]["providers"].as_array()?.clone();
+        providers.into_iter().find(|p| {
+            p["supported"].as_bool() == Some(true)
+                && p["path"].as_str().is_some_and(&matches)
+                && p["probes"].as_u64() > Some(0)
+        })
+    })
+}
+
+/// Live bytes and count of every stack whose innermost frame is `function`.
+fn live_of(stacks: &[Value], function: &str) -> (u64, u64) {
+    by_fn0(stacks, function).iter().fold((0, 0), |(b, c), s| (b + s.live_bytes(), c + s.live_count()))
+}
+
+/// Says "go", waits for the fence and checks the leaks (`special`: whether the allocator's own API leaked).
+fn leak_and_check(daemon: &Daemon, fixture: &mut Fixture, pid: u32, special: bool) -> Vec<Value> {
+    fixture.send_line("go");
+    fixture.wait_line("ready");
+    let stacks = wait_for_fence(daemon, pid);
+    assert_live(&stacks, "leak_malloc", MALLOC_COUNT * MALLOC_SIZE, MALLOC_COUNT);
+    let want = if special { (SPECIAL_COUNT * SPECIAL_SIZE, SPECIAL_COUNT) } else { (0, 0) };
+    assert_eq!(live_of(&stacks, "leak_special"), want, "leak_special; {}", dump(&stacks));
+    assert_eq!(live_of(&stacks, "churn"), (0, 0), "churn frees everything; {}", dump(&stacks));
+    let calls = by_fn0(&stacks, "churn").iter().map(|s| s.num("total_count")).sum::<u64>();
+    assert_eq!(calls, 100, "every churn allocation was seen; {}", dump(&stacks));
+    stacks
+}
+
+fn linked_allocator(binary: &str, library: &str, family: &str) {
+    let daemon = Daemon::start();
+    let mut fixture = Fixture::spawn(binary, &[]);
+    fixture.wait_line("started");
+    let provider = wait_for_provider(&daemon, library, |path| path.ends_with(library));
+    assert_eq!(provider["family"].as_str(), Some(family), "{provider:#}");
+    let pid = fixture.pid();
+    leak_and_check(&daemon, &mut fixture, pid, true);
+    fixture.close_stdin_and_wait();
+}
+
+#[test]
+fn jemalloc_leaks_are_exact() {
+    linked_allocator(env!("ALLOC_LEAKER_JEMALLOC"), "libjemalloc.so.2", "jemalloc");
+}
+
+#[test]
+fn tcmalloc_leaks_are_exact() {
+    linked_allocator(env!("ALLOC_LEAKER_TCMALLOC"), "libtcmalloc.so.4.5.10", "tcmalloc");
+}
+
+#[test]
+fn mimalloc_leaks_are_exact() {
+    linked_allocator(env!("ALLOC_LEAKER_MIMALLOC"), "libmimalloc.so.2.0", "mimalloc");
+}
+
+#[test]
+fn a_static_musl_executable_is_its_own_allocator() {
+    let binary = env!("ALLOC_LEAKER_STATIC");
+    let daemon = Daemon::start();
+    let mut fixture = Fixture::spawn(binary, &[]);
+    fixture.wait_line("started");
+    let provider = wait_for_provider(&daemon, "the static fixture", |path| path == binary);
+    assert_eq!(provider["family"].as_str(), Some("musl"), "{provider:#}");
+    assert_eq!(provider["static_symbols"].as_bool(), Some(true), "{provider:#}");
+    let pid = fixture.pid();
+    leak_and_check(&daemon, &mut fixture, pid, false);
+    fixture.close_stdin_and_wait();
+}
+
+#[test]
+fn an_allocator_loaded_with_dlopen_after_start_is_found_by_a_rescan() {
+    let daemon = Daemon::start_with_args(&["--rescan-interval", "1s"]);
+    let mut fixture = Fixture::spawn(env!("ALLOC_LEAKER_DLOPEN"), &[]);
+    fixture.wait_line("started");
+    let scans_before = daemon.counter("daemon_counters", "discovery_full_scans");
+    fixture.send_line("load");
+    fixture.wait_line("loaded");
+    wait_for_provider(&daemon, "libmimalloc after dlopen", |path| path.ends_with("libmimalloc.so.2.0"));
+    assert!(daemon.counter("daemon_counters", "discovery_full_scans") > scans_before, "found by a rescan");
+    let status = daemon.status();
+    let cost = &status["discovery"]["last_full_scan"];
+    assert!(cost["pids"].as_u64() > Some(0) && cost["microseconds"].as_u64() > Some(0), "scan cost: {cost:#}");
+    let pid = fixture.pid();
+    leak_and_check(&daemon, &mut fixture, pid, true);
+    fixture.close_stdin_and_wait();
+}
+
+/// Copies `from` to `root/to` (a new inode), creating directories.
+fn copy_into(root: &Path, from: &str, to: &str) {
+    let dest = root.join(to.trim_start_matches('/'));
+    fs::create_dir_all(dest.parent().expect("a parent")).expect("create directories in the root filesystem");
+    fs::copy(from, &dest).unwrap_or_else(|e| panic!("copy {from} to {}: {e}", dest.display()));
+}
+
+#[test]
+fn a_container_with_its_own_libc_and_pid_namespace() {
+    // A minimal root filesystem: the fixture, a copy of libc and of the dynamic loader (other inodes than the host's).
+    let root = tempfile::Builder::new().prefix("leakprobe-container-").tempdir().expect("temp dir");
+    let libc = fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6").expect("the host's libc");
+    let ld = fs::canonicalize("/lib64/ld-linux-x86-64.so.2").expect("the host's dynamic loader");
+    copy_into(root.path(), env!("ALLOC_LEAKER_LIBC"), "/alloc_leaker");
+    copy_into(root.path(), libc.to_str().expect("utf-8"), "/lib/x86_64-linux-gnu/libc.so.6");
+    copy_into(root.path(), ld.to_str().expect("utf-8"), "/lib64/ld-linux-x86-64.so.2");
+    let daemon = Daemon::start();
+    let root_str = root.path().to_str().expect("utf-8 path");
+    let args = ["--mount", "--pid", "--fork", "--kill-child", "chroot", root_str, "/alloc_leaker"];
+    let mut fixture = Fixture::spawn("unshare", &args);
+    fixture.wait_line("started");
+    // The fixture is unshare's child, pid 1 in its namespace.
+    let children =
+        fs::read_to_string(format!("/proc/{0}/task/{0}/children", fixture.pid())).expect("unshare's children");
+    let pid: u32 = children.split_whitespace().next().and_then(|p| p.parse().ok()).expect("unshare forked the fixture");
+    // Found as its own file (device and inode of the copy), whatever path the daemon reaches it by.
+    let copy = fs::metadata(root.path().join("lib/x86_64-linux-gnu/libc.so.6")).expect("the copied libc");
+    let (dev, ino) = (copy.dev(), copy.ino());
+    let file = format!(
+        "{:02x}:{:02x}:{ino}",
+        ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
+        (dev & 0xff) | ((dev >> 12) & !0xff)
+    );
+    let provider = poll_until(DISCOVERY_TIMEOUT, "the container's libc", || {
+        let status = daemon.status();
+        status["discovery"]["providers"].as_array()?.iter().find(|p| p["file"].as_str() == Some(&file)).cloned()
+    });
+    assert_eq!(
+        (provider["family"].as_str(), provider["supported"].as_bool()),
+        (Some("glibc"), Some(true)),
+        "{provider:#}"
+    );
+    let stacks = leak_and_check(&daemon, &mut fixture, pid, false);
+    let leak = &by_fn0(&stacks, "leak_malloc")[0];
+    assert_eq!(leak["ns_pid"].as_u64(), Some(1), "pid 1 in its own namespace: {leak:#}");
+    assert_eq!(leak["pid"].as_u64(), Some(u64::from(pid)), "{leak:#}");
+    // Symbolized from the container's file, which the host has at no path of its own.
+    let module = leak.frames()[0]["module"].as_str().unwrap_or_default().to_owned();
+    assert!(module.ends_with("/alloc_leaker"), "{leak:#}");
+    assert_eq!(leak.function_at(1), Some("main"), "{leak:#}");
+    // `--pid` takes the host pid.
+    let out = daemon.run_cli(&["top", "--socket", daemon.socket_str(), "--pid", &pid.to_string()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("leak_malloc"), "{out:?}");
+    fixture.close_stdin_and_wait();
+}
