@@ -4,13 +4,14 @@
 //! - pure core: [`core`] (table, stack interning), [`protocol`], [`export`];
 //! - middle: [`probes`], [`ingest`], [`symbolize`], [`procfs`], [`oom`] (report store), [`metrics`]
 //!   (exposition and its HTTP endpoint);
-//! - top: [`server`], [`daemon`], [`cli`], [`config`].
+//! - top: [`server`], [`daemon`], [`cli`], [`config`]; [`fuzz`] (entry points of the fuzz targets).
 
 pub mod cli;
 pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod export;
+pub mod fuzz;
 pub mod ingest;
 pub mod metrics;
 pub mod oom;

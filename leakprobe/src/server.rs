@@ -105,10 +105,11 @@ pub async fn serve(
     oom: mpsc::Sender<OomRequest>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(Api { requests, oom })).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, router(requests, oom)).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
-fn router(api: Api) -> Router {
+/// The API's routes, answering through `requests` (the state owner) and `oom` (the report thread).
+pub fn router(requests: mpsc::Sender<Request>, oom: mpsc::Sender<OomRequest>) -> Router {
     Router::new()
         .route(STATUS_PATH, get(status))
         .route(TOP_PATH, get(top))
@@ -119,7 +120,7 @@ fn router(api: Api) -> Router {
         .route(&format!("{OOM_PATH}/{{id}}"), get(oom_show))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(api)
+        .with_state(Api { requests, oom })
 }
 
 async fn ask<R, T>(to: &mpsc::Sender<R>, make: impl FnOnce(oneshot::Sender<T>) -> R) -> Result<T, ApiError> {

@@ -3,6 +3,7 @@
 //! Every task that builds anything first runs `setup`, so each of them works on a fresh machine.
 
 mod bench;
+mod fuzz;
 mod setup;
 mod tasks;
 
@@ -33,8 +34,11 @@ enum Command {
         args: Vec<String>,
     },
     /// Set up, then run every test: unit tests and the integration tests against the real eBPF programs
-    /// (needs root).
+    /// (needs root), then every fuzz target for a bounded time (skipped when a test filter is given).
     Test {
+        /// Seconds to fuzz each target after the tests; 0 skips fuzzing.
+        #[arg(long, default_value_t = 30)]
+        fuzz_seconds: u64,
         /// Extra arguments passed to `cargo nextest run` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -45,6 +49,9 @@ enum Command {
     /// malloc+free pair of leakprobe full and sampled, a bpftrace memleak equivalent and heaptrack over
     /// nothing attached, the daemon's ingest rate, CPU and memory (needs root; takes a few minutes).
     Bench(bench::BenchArgs),
+    /// Set up (plus cargo-fuzz), build the fuzz targets of `fuzz/` and run each for a bounded time: the socket
+    /// API, configuration files, ring-buffer records and persisted OOM reports. Prints runs and execs/s.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> Result<()> {
@@ -55,9 +62,16 @@ fn main() -> Result<()> {
         Command::Setup => Ok(()),
         Command::Build => tasks::build(&root, &env),
         Command::Run { args } => tasks::run(&root, &env, &args),
-        Command::Test { args } => tasks::test(&root, &env, &args),
+        Command::Test { fuzz_seconds, args } => {
+            let tests = tasks::test(&root, &env, &args);
+            if fuzz_seconds > 0 && args.is_empty() {
+                fuzz::fuzz(&root, &env, &fuzz::FuzzArgs { seconds: fuzz_seconds, target: None })?;
+            }
+            tests
+        }
         Command::Lint => tasks::lint(&root, &env),
         Command::Bench(args) => bench::bench(&root, &env, &args),
+        Command::Fuzz(args) => fuzz::fuzz(&root, &env, &args),
     }
 }
 

@@ -41,7 +41,7 @@ pub fn setup(root: &Path) -> Result<ToolEnv> {
     Ok(ToolEnv { path: env::join_paths(paths).context("PATH")? })
 }
 
-fn step(msg: &str) {
+pub fn step(msg: &str) {
     eprintln!("setup: {msg}");
 }
 
@@ -226,6 +226,16 @@ fn ensure_nextest() -> Result<()> {
     }
     step("installing cargo-nextest");
     check(Command::new("cargo").args(["install", "cargo-nextest", "--locked"]))
+}
+
+/// Installs cargo-fuzz (the fuzz targets are built and run with it; it uses the nightly toolchain that the
+/// eBPF build already installs).
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    if Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    step("installing cargo-fuzz");
+    check(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }
 
 /// The Prometheus server must not start: only its `promtool` is wanted. `invoke-rc.d` asks this script

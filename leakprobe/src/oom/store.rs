@@ -219,8 +219,14 @@ impl ReportStore {
 
 fn read_report(path: &Path, id: &str) -> Result<(OomReport, u64), String> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    let report = parse_report(&bytes, id)?;
+    Ok((report, bytes.len() as u64))
+}
+
+/// Parses the contents of a report file that should hold report `id`.
+pub fn parse_report(bytes: &[u8], id: &str) -> Result<OomReport, String> {
     let body: FileBody<serde_json::Value> =
-        serde_json::from_slice(&bytes).map_err(|e| format!("not a report file ({e})"))?;
+        serde_json::from_slice(bytes).map_err(|e| format!("not a report file ({e})"))?;
     if body.format != FILE_FORMAT || body.version != FILE_VERSION {
         return Err(format!(
             "format {:?} version {}, this build reads {FILE_FORMAT:?} {FILE_VERSION}",
@@ -231,7 +237,7 @@ fn read_report(path: &Path, id: &str) -> Result<(OomReport, u64), String> {
     if report.id != id {
         return Err(format!("holds report {:?}, not {id:?}", report.id));
     }
-    Ok((report, bytes.len() as u64))
+    Ok(report)
 }
 
 /// Writes `dir/name` so that it is either absent or complete, even across a crash.
