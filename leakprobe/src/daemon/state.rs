@@ -283,6 +283,7 @@ impl State {
             ("unknown_frees", table.unknown_frees),
             ("replaced_live", table.replaced_live),
             ("dropped_table_full", table.dropped_table_full),
+            ("implausible_sizes", table.implausible_sizes),
             ("stacks_overflowed", sizes.stacks_overflowed),
             ("processes_purged", table.processes_purged),
             ("series_dropped", table.series_dropped),

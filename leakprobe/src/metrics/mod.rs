@@ -273,6 +273,7 @@ fn counter_help(group: &str, name: &str) -> String {
         ("daemon", "unknown_frees") => "Free events for addresses the table did not hold",
         ("daemon", "replaced_live") => "Allocations at an address already live (a free was missed)",
         ("daemon", "dropped_table_full") => "Allocations not tracked: the table was full",
+        ("daemon", "implausible_sizes") => "Allocation records with a size larger than any address space (corrupt)",
         ("daemon", "stacks_overflowed") => "New stacks beyond --max-stacks, accounted under the overflow stack",
         ("daemon", "processes_purged") => "Processes purged on exit or exec",
         ("daemon", "series_dropped") => "Time series not kept: --max-series reached",

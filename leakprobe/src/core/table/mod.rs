@@ -107,6 +107,10 @@ struct Process {
     rss: Option<RssSample>,
 }
 
+/// No allocation can be larger than a user address space (2^56 bytes with 5-level paging): a record that says
+/// so is corrupt, and is counted rather than tracked.
+pub const MAX_PLAUSIBLE_SIZE: u64 = 1 << 56;
+
 /// Counters of what the table saw that it could not use as is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableCounters {
@@ -118,6 +122,9 @@ pub struct TableCounters {
     pub replaced_live: u64,
     /// Allocations not tracked because the table was full.
     pub dropped_table_full: u64,
+    /// Allocations not tracked because their size is larger than any address space ([`MAX_PLAUSIBLE_SIZE`]):
+    /// a corrupt record.
+    pub implausible_sizes: u64,
     /// Processes purged on exit or exec.
     pub processes_purged: u64,
     /// Aggregates or processes that got no time series because `max_series` was reached.
@@ -262,6 +269,10 @@ impl Table {
             self.counters.dropped_table_full += 1;
             return new_process;
         }
+        if event.size > MAX_PLAUSIBLE_SIZE {
+            self.counters.implausible_sizes += 1;
+            return new_process;
+        }
         let stack = self.stacks.intern(frames, truncated);
         let has_agg = process.stacks.contains_key(&stack);
         if has_agg {
@@ -282,15 +293,17 @@ impl Table {
             0 => (event.size, 1),
             interval => sampling::weigh(event.size, interval)(event.addr ^ event.header.ts_ns),
         };
-        let stats = &mut agg.stats;
-        stats.live_bytes += bytes;
-        stats.live_count += count;
-        stats.total_bytes += bytes;
-        stats.total_count += count;
-        stats.last_ns = event.header.ts_ns;
-        process.live_bytes += bytes;
-        process.live_count += count;
+        // What is added here is exactly what `unaccount` takes away. Sums saturate rather than wrap: sizes are
+        // bounded, but totals grow for as long as the daemon runs.
         let count = u32::try_from(count).unwrap_or(u32::MAX);
+        let stats = &mut agg.stats;
+        stats.live_bytes = stats.live_bytes.saturating_add(bytes);
+        stats.live_count = stats.live_count.saturating_add(u64::from(count));
+        stats.total_bytes = stats.total_bytes.saturating_add(bytes);
+        stats.total_count = stats.total_count.saturating_add(u64::from(count));
+        stats.last_ns = event.header.ts_ns;
+        process.live_bytes = process.live_bytes.saturating_add(bytes);
+        process.live_count = process.live_count.saturating_add(u64::from(count));
         process.allocs.insert(event.addr, Alloc { size: bytes, stack, ts_ns: event.header.ts_ns, count });
         self.live_allocations += 1;
         new_process
@@ -439,11 +452,11 @@ impl Table {
 /// Removes an allocation's bytes from its stack and process.
 fn unaccount(process: &mut Process, alloc: Alloc) {
     if let Some(agg) = process.stacks.get_mut(&alloc.stack) {
-        agg.stats.live_bytes -= alloc.size;
-        agg.stats.live_count -= u64::from(alloc.count);
+        agg.stats.live_bytes = agg.stats.live_bytes.saturating_sub(alloc.size);
+        agg.stats.live_count = agg.stats.live_count.saturating_sub(u64::from(alloc.count));
     }
-    process.live_bytes -= alloc.size;
-    process.live_count -= u64::from(alloc.count);
+    process.live_bytes = process.live_bytes.saturating_sub(alloc.size);
+    process.live_count = process.live_count.saturating_sub(u64::from(alloc.count));
 }
 
 #[cfg(test)]

@@ -272,3 +272,17 @@ fn the_series_budget_is_enforced_and_counted() {
     assert_eq!(t.stacks(Some(1)).filter(|r| r.series.is_none()).count(), 2);
     assert_eq!(t.stacks(Some(1)).find(|r| r.frames == [0xb]).map(|r| r.analysis.verdict), Some(Verdict::New));
 }
+
+#[test]
+fn a_corrupt_size_is_counted_not_tracked() {
+    // Found by fuzzing: two records of sizes near u64::MAX overflowed the live sums.
+    let mut t = table();
+    t.apply(&alloc(1, 0x1, u64::MAX - 23, &[0xa], 1));
+    t.apply(&alloc(1, 0x2, MAX_PLAUSIBLE_SIZE, &[0xa], 2));
+    t.apply(&alloc(1, 0x3, MAX_PLAUSIBLE_SIZE, &[0xa], 3));
+    assert_eq!(t.counters().implausible_sizes, 1);
+    assert_eq!(stats_of(&t, 1, 0xa).live_bytes, 2 * MAX_PLAUSIBLE_SIZE);
+    t.apply(&free(1, 0x2));
+    assert_eq!(stats_of(&t, 1, 0xa).live_bytes, MAX_PLAUSIBLE_SIZE);
+    assert_eq!(t.sizes().live_allocations, 1);
+}
