@@ -24,6 +24,7 @@ use crate::{
     },
     ingest::Batch,
     metrics::{MetricsLimits, MetricsSnapshot},
+    probes::SESSION_KIND,
     procfs::{self, Clock},
     protocol::{
         AnalysisSettings, AttachPoint, ProcessesResponse, SortBy, StackReport, StatusResponse, TableSizes, TopQuery,
@@ -267,6 +268,8 @@ impl State {
             uptime_seconds: self.started.elapsed().as_secs(),
             mode: if self.table.config().sample_interval == 0 { "full" } else { "sampled" }.to_owned(),
             sample_interval_bytes: Some(self.table.config().sample_interval).filter(|&i| i > 0),
+            return_probes: if self.attach_points.iter().any(|p| p.kind == SESSION_KIND) { "session" } else { "plain" }
+                .to_owned(),
             attach_points: self.attach_points.clone(),
             kernel_counters: self.kernel_counters(),
             daemon_counters,

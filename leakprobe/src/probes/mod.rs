@@ -7,6 +7,7 @@
 pub mod libc;
 pub mod oom;
 pub mod preflight;
+pub mod session;
 pub mod site;
 
 use std::path::PathBuf;
@@ -17,14 +18,15 @@ use aya::{
     programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
 };
 use leakprobe_common::{
-    ALLOC_EXIT_PROGRAM, EXEC_PROGRAM, EXIT_PROGRAM, FREE_PROGRAM, LiveKey, NO_FIELD, OOM_PROGRAM, OomFields, globals,
+    ALLOC_EXIT_PROGRAM, ALLOC_SESSION_PROGRAM, AllocFn, EXEC_PROGRAM, EXIT_PROGRAM, FREE_PROGRAM, LiveKey, NO_FIELD, OOM_PROGRAM, OomFields, globals,
     maps,
 };
 
+use self::session::{ReturnProbes, SessionError, SessionProgram};
 use crate::protocol::AttachPoint;
 
 /// The eBPF object, built by `build.rs` and embedded in the binary.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leakprobe"));
+pub(crate) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leakprobe"));
 
 /// Why loading or attaching failed. Every variant names what is missing.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,8 @@ pub enum ProbeError {
     Program { program: &'static str, source: ProgramError },
     #[error("attaching `{program}` to {target}")]
     Attach { program: &'static str, target: String, source: ProgramError },
+    #[error("session uprobes (--return-probes session)")]
+    Session(#[from] SessionError),
 }
 
 /// What the probes need to know.
@@ -70,6 +74,8 @@ pub struct ProbeConfig {
     pub max_live_allocations: u32,
     /// Mean bytes between sampled allocations; 0 tracks every allocation.
     pub sample_interval: u64,
+    /// How the allocating functions' returns are probed.
+    pub return_probes: ReturnProbes,
 }
 
 /// The maps the daemon reads.
@@ -86,6 +92,8 @@ pub struct Probes {
     attach_points: Vec<AttachPoint>,
     /// The OOM program is loaded (and, after attach, attached). Optional: without it there are no OOM reports.
     oom: bool,
+    /// The session program, when the returns use session uprobes; `None`: plain uretprobes.
+    session: Option<SessionProgram>,
 }
 
 impl Probes {
@@ -111,6 +119,15 @@ impl Probes {
         };
         let own_tgid = std::process::id();
         let exp_table = crate::core::sampling::exp_table();
+        // aya must never see the session program's kfunc calls as they are built: patched in every case.
+        let kfuncs = match config.return_probes {
+            ReturnProbes::Plain => None,
+            ReturnProbes::Auto | ReturnProbes::Session => Some(session::kfunc_ids()),
+        };
+        let object = session::patch_kfunc_calls(
+            EBPF_OBJECT,
+            kfuncs.as_ref().and_then(|ids| ids.as_ref().ok()).copied().unwrap_or_default(),
+        )?;
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OWN_TGID, &own_tgid, true)
             .override_global(globals::SAMPLE_INTERVAL, &config.sample_interval, true)
@@ -118,14 +135,29 @@ impl Probes {
             .override_global(globals::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
             .override_global(globals::OOM_FIELDS, &oom_fields.unwrap_or(OomFields::NONE), true)
             .map_max_entries(maps::LIVE, config.max_live_allocations)
-            .load(EBPF_OBJECT)?;
+            .load(&object)?;
+        let session = match kfuncs {
+            None => None,
+            Some(ids) => match ids.and_then(|_| SessionProgram::load(&object, &ebpf)) {
+                Ok(program) => Some(program),
+                Err(err) if config.return_probes == ReturnProbes::Auto => {
+                    log::warn!("plain return probes: no session uprobes ({:#})", anyhow::Error::new(err));
+                    None
+                }
+                Err(err) => return Err(err.into()),
+            },
+        };
         let maps = Maps {
             events: take_map(&mut ebpf, maps::EVENTS)?,
             live: take_map(&mut ebpf, maps::LIVE)?,
             counters: take_map(&mut ebpf, maps::COUNTERS)?,
         };
-        let mut programs: Vec<&'static str> = libc.allocs.iter().map(|(f, _)| f.entry_program()).collect();
-        programs.extend([ALLOC_EXIT_PROGRAM, FREE_PROGRAM]);
+        let mut programs: Vec<&'static str> = Vec::new();
+        if session.is_none() {
+            programs.extend(libc.allocs.iter().map(|(f, _)| f.entry_program()));
+            programs.push(ALLOC_EXIT_PROGRAM);
+        }
+        programs.push(FREE_PROGRAM);
         for program in programs {
             uprobe(&mut ebpf, program)?.load().map_err(|source| ProbeError::Program { program, source })?;
         }
@@ -138,7 +170,7 @@ impl Probes {
                 .load()
                 .map_err(|err| log::warn!("no OOM reports: loading `{OOM_PROGRAM}` failed: {err}"))
                 .is_ok();
-        Ok((Self { ebpf, libc, attach_points: Vec::new(), oom }, maps))
+        Ok((Self { ebpf, libc, attach_points: Vec::new(), oom, session }, maps))
     }
 
     /// Attaches every program: entry and return probes on each allocating function, `free`, and the
@@ -146,9 +178,18 @@ impl Probes {
     pub fn attach(&mut self) -> Result<(), ProbeError> {
         let path = self.libc.path.clone();
         let mut points = Vec::new();
-        for (func, resolved) in &self.libc.allocs {
-            points.push(("uprobe", func.entry_program(), resolved.clone()));
-            points.push(("uretprobe", ALLOC_EXIT_PROGRAM, resolved.clone()));
+        if let Some(session) = &mut self.session {
+            let functions: Vec<(AllocFn, u64)> =
+                self.libc.allocs.iter().map(|(func, resolved)| (*func, resolved.probe_offset())).collect();
+            session.attach(&path, &functions)?;
+            for (_, resolved) in &self.libc.allocs {
+                self.attach_points.push(attach_point(SESSION_KIND, ALLOC_SESSION_PROGRAM, &path, resolved));
+            }
+        } else {
+            for (func, resolved) in &self.libc.allocs {
+                points.push(("uprobe", func.entry_program(), resolved.clone()));
+                points.push(("uretprobe", ALLOC_EXIT_PROGRAM, resolved.clone()));
+            }
         }
         points.push(("uprobe", FREE_PROGRAM, self.libc.free.clone()));
         for (kind, program, resolved) in points {
@@ -156,15 +197,7 @@ impl Probes {
             uprobe(&mut self.ebpf, program)?
                 .attach(resolved.probe_offset(), &path, UProbeScope::AllProcesses)
                 .map_err(|source| ProbeError::Attach { program, target, source })?;
-            self.attach_points.push(AttachPoint {
-                kind: kind.into(),
-                target: resolved.symbol.into(),
-                path: Some(path.display().to_string()),
-                offset: Some(resolved.probe_offset()),
-                program: program.into(),
-                site: Some(format!("+{} {}", resolved.site.offset, resolved.site.instruction)),
-                emulated: Some(resolved.site.emulated),
-            });
+            self.attach_points.push(attach_point(kind, program, &path, &resolved));
         }
         for (program, name) in [(EXIT_PROGRAM, "sched_process_exit"), (EXEC_PROGRAM, "sched_process_exec")] {
             tracepoint(&mut self.ebpf, program)?.attach("sched", name).map_err(|source| ProbeError::Attach {
@@ -213,6 +246,11 @@ impl Probes {
         Ok(())
     }
 
+    /// How the allocating functions' returns are probed: `session` or `plain`.
+    pub fn return_probes(&self) -> &'static str {
+        if self.session.is_some() { "session" } else { "plain" }
+    }
+
     /// Whether OOM kills are reported (the tracepoint exists and its program is attached).
     pub fn oom_enabled(&self) -> bool {
         self.oom
@@ -226,6 +264,21 @@ impl Probes {
     /// The probed libc.
     pub fn libc(&self) -> &libc::LibcSymbols {
         &self.libc
+    }
+}
+
+/// Attach-point kind of the session program (entry and return in one).
+pub const SESSION_KIND: &str = "uprobe_session";
+
+fn attach_point(kind: &str, program: &str, path: &std::path::Path, resolved: &libc::Resolved) -> AttachPoint {
+    AttachPoint {
+        kind: kind.into(),
+        target: resolved.symbol.into(),
+        path: Some(path.display().to_string()),
+        offset: Some(resolved.probe_offset()),
+        program: program.into(),
+        site: Some(format!("+{} {}", resolved.site.offset, resolved.site.instruction)),
+        emulated: Some(resolved.site.emulated),
     }
 }
 
