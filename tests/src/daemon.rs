@@ -13,6 +13,8 @@ use crate::{CLI_TIMEOUT, POLL_INTERVAL, daemon_bin, describe, run_with_timeout};
 
 /// How long the daemon may take to load its programs and answer `status`.
 pub const START_TIMEOUT: Duration = Duration::from_mins(1);
+/// Environment variable choosing `--return-probes` for every daemon a test starts without choosing itself.
+pub const RETURN_PROBES_ENV: &str = "LEAKPROBE_TEST_RETURN_PROBES";
 /// How long the daemon may take to exit after SIGTERM/SIGINT.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -82,6 +84,13 @@ impl Daemon {
         // Exact counts unless the test asks for sampling: `leakprobe run` samples by default.
         if !args.contains(&"--mode") {
             cmd.args(["--mode", "full"]);
+        }
+        // `LEAKPROBE_TEST_RETURN_PROBES=plain|session` runs every test on one return path (the default, `auto`,
+        // is session uprobes on this kernel): the exactness tests must pass on both.
+        if !args.contains(&"--return-probes")
+            && let Ok(kind) = std::env::var(RETURN_PROBES_ENV)
+        {
+            cmd.args(["--return-probes", &kind]);
         }
         // Tests run in parallel: each daemon serves metrics on a port of its own unless the test chooses.
         if !args.iter().any(|a| a.starts_with("--metrics-addr") || *a == "--no-metrics") {
