@@ -8,6 +8,7 @@
 
 #![allow(clippy::cast_precision_loss, reason = "counts of events and bytes, shown as rates and ratios")]
 
+mod consumer;
 mod daemon;
 mod peers;
 mod report;
@@ -49,20 +50,33 @@ pub enum Config {
     Baseline,
     Full,
     Sampled,
+    SampledPlain,
     Bpftrace,
     Heaptrack,
 }
 
 impl Config {
-    pub const ALL: [Self; 5] = [Self::Baseline, Self::Full, Self::Sampled, Self::Bpftrace, Self::Heaptrack];
+    pub const ALL: [Self; 6] =
+        [Self::Baseline, Self::Full, Self::Sampled, Self::SampledPlain, Self::Bpftrace, Self::Heaptrack];
 
     pub fn label(self) -> &'static str {
         match self {
             Self::Baseline => "nothing attached",
-            Self::Full => "leakprobe full",
-            Self::Sampled => "leakprobe sampled (512KiB)",
+            Self::Full => "leakprobe full, session",
+            Self::Sampled => "leakprobe sampled, session",
+            Self::SampledPlain => "leakprobe sampled, plain",
             Self::Bpftrace => "bpftrace memleak",
             Self::Heaptrack => "heaptrack",
+        }
+    }
+
+    /// `--mode` and `--return-probes` of a leakprobe configuration.
+    fn leakprobe_args(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::Full => Some(("full", "session")),
+            Self::Sampled => Some(("sampled", "session")),
+            Self::SampledPlain => Some(("sampled", "plain")),
+            Self::Baseline | Self::Bpftrace | Self::Heaptrack => None,
         }
     }
 }
@@ -99,10 +113,10 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         let result = match config {
             Config::Baseline | Config::Heaptrack => time_runs(&work, config, args, &dir, &libc),
             Config::Bpftrace => peers::check_bpftrace(&libc).and_then(|()| time_runs(&work, config, args, &dir, &libc)),
-            Config::Full | Config::Sampled => {
+            Config::Full | Config::Sampled | Config::SampledPlain => {
                 wait_quiet();
-                let mode = if config == Config::Full { "full" } else { "sampled" };
-                let daemon = Daemon::start(&leakprobe, &dir, mode)?;
+                let (mode, returns) = config.leakprobe_args().context("a leakprobe configuration")?;
+                let daemon = Daemon::start(&leakprobe, &dir, mode, returns)?;
                 if sites.is_none() {
                     sites = Some(daemon.status().map(|s| report::sites(&s))?);
                 }
@@ -122,7 +136,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
 
     eprintln!("bench: ingest ({} runs of {} leaked allocations over 2 threads, leakprobe full)", args.runs, args.leaks);
     wait_quiet();
-    let daemon = Daemon::start(&leakprobe, &dir, "full")?;
+    let daemon = Daemon::start(&leakprobe, &dir, "full", "session")?;
     let before = daemon.usage()?;
     let ingest = (0..args.runs)
         .map(|run| undisturbed(|| workload::ingest(&work, &daemon, args.leaks, run as u64 + 1)))
@@ -132,7 +146,11 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     daemon.stop()?;
     usages.push(DaemonUse { label: report::INGEST_PHASE, usage });
 
+    eprintln!("bench: consumer path in-process ({} runs of leakprobe/examples/ingest_bench)", args.runs);
+    let consumer = consumer::measure(root, env, args.runs).context("consumer path")?;
+
     report::print(&timings, &ingest, &usages, sites.as_deref().unwrap_or_default(), args.runs);
+    report::print_consumer(&consumer);
     Ok(())
 }
 
