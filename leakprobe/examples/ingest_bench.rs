@@ -76,7 +76,7 @@ fn run(shape: &str, events: u64) {
     let limits = Limits { max_allocations: 4 << 20, max_stacks: 65_536, max_series: 20_000 };
     let mut table = Table::new(limits, AnalysisConfig::default());
     let (start, cpu_start) = (Instant::now(), thread_cpu_seconds());
-    let mut batch = Batch::default();
+    let mut batch = Batch { events: Vec::with_capacity(MAX_BATCH), ..Batch::default() };
     let mut applied = 0_u64;
     for record in &records {
         match decode(record) {
@@ -84,7 +84,8 @@ fn run(shape: &str, events: u64) {
             Err(_) => batch.decode_errors += 1,
         }
         if batch.events.len() >= MAX_BATCH {
-            let full = std::mem::take(&mut batch);
+            let full =
+                std::mem::replace(&mut batch, Batch { events: Vec::with_capacity(MAX_BATCH), ..Batch::default() });
             for event in &full.events {
                 let _ = table.apply(event);
                 applied += 1;
