@@ -8,6 +8,8 @@
 //!
 //! Usage: `ingest_bench [EVENTS]` (default 2,000,000 per shape).
 
+#![allow(clippy::cast_precision_loss, reason = "event counts and times shown as rates")]
+
 use std::time::Instant;
 
 use leakprobe::{
@@ -18,7 +20,7 @@ use leakprobe_common::{AllocEvent, AllocFn, EventHeader, EventKind, FreeEvent, M
 
 const TGID: u32 = 4242;
 const STACKS: u64 = 64;
-const FRAMES: usize = 8;
+const FRAMES: u32 = 8;
 
 fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
     // SAFETY: `T` is one of the `#[repr(C)]` event structs of integers with explicit padding: every byte is
@@ -29,7 +31,7 @@ fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
 fn alloc_record(i: u64, addr: u64) -> Vec<u8> {
     let mut frames = [0; MAX_FRAMES];
     let stack = i % STACKS;
-    for (n, frame) in frames.iter_mut().take(FRAMES).enumerate() {
+    for (n, frame) in frames.iter_mut().take(FRAMES as usize).enumerate() {
         *frame = 0x5555_0000_0000 + stack * 0x100 + n as u64 * 0x1_0000;
     }
     let event = AllocEvent {
@@ -38,7 +40,7 @@ fn alloc_record(i: u64, addr: u64) -> Vec<u8> {
         size: 16 + (i * 97) % 4080,
         old_addr: 0,
         func: AllocFn::Malloc as u32,
-        nframes: FRAMES as u32,
+        nframes: FRAMES,
         flags: 0,
         pad: 0,
         comm: *b"workload\0\0\0\0\0\0\0\0",

@@ -65,10 +65,8 @@ pub async fn run(
             }
             drop(item);
             if batch.events.len() >= MAX_BATCH {
-                let mut full = std::mem::replace(
-                    &mut batch,
-                    Batch { events: Vec::with_capacity(MAX_BATCH), ..Batch::default() },
-                );
+                let mut full =
+                    std::mem::replace(&mut batch, Batch { events: Vec::with_capacity(MAX_BATCH), ..Batch::default() });
                 full.as_of_ns = full.events.last().map_or(0, |e| e.header().ts_ns);
                 if tx.send(full).await.is_err() {
                     return Ok(());

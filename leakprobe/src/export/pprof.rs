@@ -164,7 +164,8 @@ pub fn profile(stacks: &[StackReport], time_nanos: i64, estimated: bool) -> Prof
     let mut functions: HashMap<(String, String), Function> = HashMap::new();
     let mut locations: HashMap<(u32, String), Location> = HashMap::new();
     let (pid_key, comm_key, stack_key) = (strings.get("pid"), strings.get("comm"), strings.get("stack_id"));
-    let estimated_label = estimated.then(|| Label { key: strings.get("estimated"), str: strings.get("true"), ..Label::default() });
+    let estimated_label =
+        estimated.then(|| Label { key: strings.get("estimated"), str: strings.get("true"), ..Label::default() });
     let mut samples = Vec::with_capacity(stacks.len());
     for stack in stacks {
         let mut location_id = Vec::with_capacity(stack.frames.len());

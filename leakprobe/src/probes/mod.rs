@@ -18,8 +18,8 @@ use aya::{
     programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
 };
 use leakprobe_common::{
-    ALLOC_EXIT_PROGRAM, ALLOC_SESSION_PROGRAM, AllocFn, EXEC_PROGRAM, EXIT_PROGRAM, FREE_PROGRAM, LiveKey, NO_FIELD, OOM_PROGRAM, OomFields, globals,
-    maps,
+    ALLOC_EXIT_PROGRAM, ALLOC_SESSION_PROGRAM, AllocFn, EXEC_PROGRAM, EXIT_PROGRAM, FREE_PROGRAM, LiveKey, NO_FIELD,
+    OOM_PROGRAM, OomFields, globals, maps,
 };
 
 use self::session::{ReturnProbes, SessionError, SessionProgram};

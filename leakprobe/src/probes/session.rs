@@ -36,6 +36,12 @@ use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarge
 /// refuses the program load with `EINVAL`.
 pub const BPF_TRACE_UPROBE_SESSION: u32 = 57;
 
+/// `BPF_PSEUDO_KFUNC_CALL` (2) in the `src_reg` nibble of a call: the call is to a kernel function.
+#[expect(clippy::cast_possible_truncation, reason = "asserted to fit in the nibble")]
+const KFUNC_SRC_REG: u8 = {
+    assert!(BPF_PSEUDO_KFUNC_CALL < 16);
+    (BPF_PSEUDO_KFUNC_CALL as u8) << 4
+};
 /// `BPF_JMP | BPF_CALL`: the opcode of a call instruction.
 const BPF_CALL_OPCODE: u8 = 0x85;
 
@@ -64,7 +70,9 @@ pub enum SessionError {
     NoProgram,
     #[error("the eBPF object's map `{0}` was not created by aya")]
     NoMap(String),
-    #[error("the kernel refused the session program (BPF_PROG_LOAD, expected attach type BPF_TRACE_UPROBE_SESSION): {source}{log}")]
+    #[error(
+        "the kernel refused the session program (BPF_PROG_LOAD, expected attach type BPF_TRACE_UPROBE_SESSION): {source}{log}"
+    )]
     Load { source: std::io::Error, log: String },
     #[error("attaching the session program to {path} (BPF_LINK_CREATE uprobe_multi)")]
     Attach { path: String, source: std::io::Error },
@@ -101,10 +109,13 @@ pub fn patch_kfunc_calls(elf: &[u8], ids: [u32; 2]) -> Result<Vec<u8>, SessionEr
             let at = usize::try_from(section_offset + offset).map_err(|e| SessionError::Object(e.to_string()))?;
             let insn = &mut patched[at..at + 8];
             if insn[0] != BPF_CALL_OPCODE {
-                return Err(SessionError::Object(format!("relocation against `{}` not on a call", symbol.name().unwrap_or("?"))));
+                return Err(SessionError::Object(format!(
+                    "relocation against `{}` not on a call",
+                    symbol.name().unwrap_or("?")
+                )));
             }
             // Byte 1 holds dst_reg (low nibble) and src_reg (high nibble); then off (2 bytes), imm (4 bytes).
-            insn[1] = (insn[1] & 0x0f) | ((BPF_PSEUDO_KFUNC_CALL as u8) << 4);
+            insn[1] = (insn[1] & 0x0f) | KFUNC_SRC_REG;
             insn[2..4].copy_from_slice(&0_i16.to_le_bytes());
             insn[4..8].copy_from_slice(&id.to_le_bytes());
         }
@@ -209,20 +220,20 @@ fn prog_load(insns: &[bpf_insn], license: &std::ffi::CStr) -> Result<OwnedFd, Se
         }
         bpf(bpf_cmd::BPF_PROG_LOAD, &attr)
     };
-    attempt(None).or_else(|source| match attempt(Some(&mut log)) {
-        Ok(fd) => Ok(fd),
-        Err(_) => {
-            let text = String::from_utf8_lossy(&log);
-            let text = text.trim_end_matches('\0').trim();
-            // The end of the verifier log says why.
-            let tail: Vec<&str> = text.lines().rev().take(6).collect();
-            let log = if tail.is_empty() {
-                String::new()
-            } else {
-                format!("\nverifier: {}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
-            };
-            Err(SessionError::Load { source, log })
+    attempt(None).or_else(|source| {
+        if let Ok(fd) = attempt(Some(&mut log)) {
+            return Ok(fd);
         }
+        let text = String::from_utf8_lossy(&log);
+        let text = text.trim_end_matches('\0').trim();
+        // The end of the verifier log says why.
+        let tail: Vec<&str> = text.lines().rev().take(6).collect();
+        let log = if tail.is_empty() {
+            String::new()
+        } else {
+            format!("\nverifier: {}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+        };
+        Err(SessionError::Load { source, log })
     })
 }
 
@@ -235,9 +246,8 @@ fn fd_u32(fd: RawFd) -> u32 {
 fn bpf(cmd: bpf_cmd, attr: &bpf_attr) -> Result<OwnedFd, std::io::Error> {
     // SAFETY: `attr` is a fully initialized `bpf_attr` whose pointers are valid for the call; the size passed
     // is its own.
-    let ret = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd as libc::c_int, std::ptr::from_ref(attr), size_of::<bpf_attr>())
-    };
+    let ret =
+        unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_int, std::ptr::from_ref(attr), size_of::<bpf_attr>()) };
     if ret < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -255,7 +265,8 @@ mod tests {
         let object = crate::probes::EBPF_OBJECT;
         let patched = patch_kfunc_calls(object, [7, 9]).expect("the object parses");
         assert_eq!(patched.len(), object.len());
-        let changed: Vec<usize> = (0..object.len()).step_by(8).filter(|&i| object[i..i + 8] != patched[i..i + 8]).collect();
+        let changed: Vec<usize> =
+            (0..object.len()).step_by(8).filter(|&i| object[i..i + 8] != patched[i..i + 8]).collect();
         assert!(changed.len() >= 2, "both kfuncs are called at least once: {changed:?}");
         for at in changed {
             assert_eq!(patched[at], BPF_CALL_OPCODE);

@@ -27,12 +27,14 @@ impl Consumer {
 
 /// Builds the example (release) and runs it `runs` times.
 pub fn measure(root: &Path, env: &ToolEnv, runs: usize) -> Result<Vec<Consumer>> {
-    check(
-        Command::new("cargo")
-            .current_dir(root)
-            .env("PATH", &env.path)
-            .args(["build", "--release", "--package", "leakprobe", "--example", "ingest_bench"]),
-    )?;
+    check(Command::new("cargo").current_dir(root).env("PATH", &env.path).args([
+        "build",
+        "--release",
+        "--package",
+        "leakprobe",
+        "--example",
+        "ingest_bench",
+    ]))?;
     let binary = root.join("target").join("release").join("examples").join("ingest_bench");
     let mut shapes: Vec<Consumer> = Vec::new();
     for _ in 0..runs {

@@ -200,7 +200,10 @@ pub fn print_consumer(shapes: &[super::consumer::Consumer]) {
         return;
     }
     let verdict = if slowest >= INGEST_TARGET { "PASS" } else { "MISS" };
-    println!("  {verdict:<6} consumer >= 1 M events per CPU-second on one core: {:.2} M (slowest shape)", slowest / 1e6);
+    println!(
+        "  {verdict:<6} consumer >= 1 M events per CPU-second on one core: {:.2} M (slowest shape)",
+        slowest / 1e6
+    );
 }
 
 fn join(values: &[f64]) -> String {

@@ -9,7 +9,7 @@ use std::collections::hash_map::Entry;
 use leakprobe_common::{ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_TRUNCATED, AllocEvent, Event};
 
 /// The table's hash maps: keyed by addresses, pids and stack ids, on the event path (several lookups per
-/// event). foldhash (randomly seeded) instead of the default SipHash: the consumer path's cost per event.
+/// event). foldhash (randomly seeded) instead of the default `SipHash`: the consumer path's cost per event.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub use self::tick::{AGE_BUCKETS, AnalysisConfig, RssSample, SampleClock, TickLog, TickTimes};
