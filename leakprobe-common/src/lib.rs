@@ -177,6 +177,11 @@ impl AllocFn {
 
 /// Name of the return program shared by every allocating entry point.
 pub const ALLOC_EXIT_PROGRAM: &str = "alloc_exit";
+/// Name of the session program (entry and return in one, `BPF_TRACE_UPROBE_SESSION`) shared by every
+/// allocating entry point; its attach cookie is the [`AllocFn`].
+pub const ALLOC_SESSION_PROGRAM: &str = "alloc_session";
+/// Kernel functions the session program calls, rewritten into kfunc calls by the loader.
+pub const SESSION_KFUNCS: [&str; 2] = ["bpf_session_cookie", "bpf_session_is_return"];
 /// Name of the program on `free`.
 pub const FREE_PROGRAM: &str = "free_enter";
 /// Name of the `sched/sched_process_exit` program.
@@ -319,11 +324,16 @@ pub enum Counter {
     OomLost = 14,
     /// Allocator calls not sampled (sampled mode): neither recorded nor reported, by design.
     Unsampled = 15,
+    /// Allocator calls whose return is handled: a record kept in the in-flight map for their return.
+    Tracked = 16,
+    /// Runs of the return program (a uretprobe runs on every call's return; a session return only on
+    /// tracked calls: compare with [`Counter::Tracked`]).
+    ReturnRuns = 17,
 }
 
 impl Counter {
     /// Number of counters (the size of [`maps::COUNTERS`]).
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 18;
 
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
@@ -343,6 +353,8 @@ impl Counter {
         Self::ReadErrors,
         Self::OomLost,
         Self::Unsampled,
+        Self::Tracked,
+        Self::ReturnRuns,
     ];
 
     /// Stable `snake_case` name, used in `status` output and metric names.
@@ -364,6 +376,8 @@ impl Counter {
             Self::ReadErrors => "read_errors",
             Self::OomLost => "oom_lost",
             Self::Unsampled => "unsampled",
+            Self::Tracked => "tracked",
+            Self::ReturnRuns => "return_runs",
         }
     }
 }

@@ -43,6 +43,9 @@ pub async fn run(
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as it lives, and
     // the `AsyncFd` owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(std::io::Error::from)?;
+    // Capacity of the next batch: the size of the last one, so a steady stream costs one allocation per batch
+    // instead of a dozen regrowths, each copying the events so far (the daemon's own mallocs are probed too).
+    let mut capacity = 0;
     loop {
         let mut guard = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
@@ -50,7 +53,7 @@ pub async fn run(
         };
         caught_up.store(false, Ordering::Release);
         let ring = guard.get_inner_mut();
-        let mut batch = Batch::default();
+        let mut batch = Batch { events: Vec::with_capacity(capacity), ..Batch::default() };
         loop {
             let Some(item) = ring.next() else { break };
             match decode(&item) {
@@ -62,7 +65,8 @@ pub async fn run(
             }
             drop(item);
             if batch.events.len() >= MAX_BATCH {
-                let mut full = std::mem::take(&mut batch);
+                let mut full =
+                    std::mem::replace(&mut batch, Batch { events: Vec::with_capacity(MAX_BATCH), ..Batch::default() });
                 full.as_of_ns = full.events.last().map_or(0, |e| e.header().ts_ns);
                 if tx.send(full).await.is_err() {
                     return Ok(());
@@ -70,6 +74,7 @@ pub async fn run(
             }
         }
         guard.clear_ready();
+        capacity = if batch.events.is_empty() { capacity } else { batch.events.len().max(MAX_BATCH / 16) };
         batch.as_of_ns = procfs::monotonic_ns();
         if (!batch.events.is_empty() || batch.decode_errors > 0) && tx.send(batch).await.is_err() {
             return Ok(());

@@ -294,6 +294,10 @@ pub struct StatusResponse {
     /// In sampled mode, the mean bytes between sampled allocations.
     #[serde(default)]
     pub sample_interval_bytes: Option<u64>,
+    /// How the allocating functions' returns are probed: `session` (session uprobes: a call the entry does not
+    /// track skips the return trap) or `plain` (a uretprobe runs on every call's return).
+    #[serde(default)]
+    pub return_probes: String,
     /// Every probe the daemon attached.
     pub attach_points: Vec<AttachPoint>,
     /// Counters kept in the kernel (events and losses), summed over CPUs.

@@ -17,6 +17,8 @@ pub const START_TIMEOUT: Duration = Duration::from_mins(1);
 /// under a lock the kernel shares between all uprobes (measured: about 0.1 s per probe on a loaded 2-vCPU VM),
 /// and a daemon that discovered jemalloc or tcmalloc holds about 100 probes.
 pub const STOP_TIMEOUT: Duration = Duration::from_mins(1);
+/// Environment variable choosing `--return-probes` for every daemon a test starts without choosing itself.
+pub const RETURN_PROBES_ENV: &str = "LEAKPROBE_TEST_RETURN_PROBES";
 
 /// A running daemon with its own socket and log in its own temporary directory. Dropping it sends SIGTERM and
 /// (unless the test is already failing) asserts that it exited 0 and removed its socket.
@@ -84,6 +86,13 @@ impl Daemon {
         // Exact counts unless the test asks for sampling: `leakprobe run` samples by default.
         if !args.contains(&"--mode") {
             cmd.args(["--mode", "full"]);
+        }
+        // `LEAKPROBE_TEST_RETURN_PROBES=plain|session` runs every test on one return path (the default, `auto`,
+        // is session uprobes on this kernel): the exactness tests must pass on both.
+        if !args.contains(&"--return-probes")
+            && let Ok(kind) = std::env::var(RETURN_PROBES_ENV)
+        {
+            cmd.args(["--return-probes", &kind]);
         }
         // Tests run in parallel: each daemon serves metrics on a port of its own unless the test chooses.
         if !args.iter().any(|a| a.starts_with("--metrics-addr") || *a == "--no-metrics") {

@@ -8,6 +8,7 @@
 
 #![allow(clippy::cast_precision_loss, reason = "counts of events and bytes, shown as rates and ratios")]
 
+mod consumer;
 mod daemon;
 mod peers;
 mod report;
@@ -38,6 +39,11 @@ pub struct BenchArgs {
     /// Allocations (never freed) per run of the ingest workload, over 2 threads.
     #[arg(long, default_value_t = 1_500_000)]
     leaks: u64,
+    /// Measure even while another leakprobe, bpftrace or heaptrack runs (a shared machine): its probes then
+    /// add to every configuration, nothing attached included, and the overheads over that baseline stay
+    /// comparable while the absolute times do not. Reported in the output.
+    #[arg(long)]
+    no_wait: bool,
 }
 
 /// Thread counts every configuration runs with.
@@ -49,20 +55,33 @@ pub enum Config {
     Baseline,
     Full,
     Sampled,
+    SampledPlain,
     Bpftrace,
     Heaptrack,
 }
 
 impl Config {
-    pub const ALL: [Self; 5] = [Self::Baseline, Self::Full, Self::Sampled, Self::Bpftrace, Self::Heaptrack];
+    pub const ALL: [Self; 6] =
+        [Self::Baseline, Self::Full, Self::Sampled, Self::SampledPlain, Self::Bpftrace, Self::Heaptrack];
 
     pub fn label(self) -> &'static str {
         match self {
             Self::Baseline => "nothing attached",
-            Self::Full => "leakprobe full",
-            Self::Sampled => "leakprobe sampled (512KiB)",
+            Self::Full => "leakprobe full, session",
+            Self::Sampled => "leakprobe sampled, session",
+            Self::SampledPlain => "leakprobe sampled, plain",
             Self::Bpftrace => "bpftrace memleak",
             Self::Heaptrack => "heaptrack",
+        }
+    }
+
+    /// `--mode` and `--return-probes` of a leakprobe configuration.
+    fn leakprobe_args(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::Full => Some(("full", "session")),
+            Self::Sampled => Some(("sampled", "session")),
+            Self::SampledPlain => Some(("sampled", "plain")),
+            Self::Baseline | Self::Bpftrace | Self::Heaptrack => None,
         }
     }
 }
@@ -99,10 +118,10 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         let result = match config {
             Config::Baseline | Config::Heaptrack => time_runs(&work, config, args, &dir, &libc),
             Config::Bpftrace => peers::check_bpftrace(&libc).and_then(|()| time_runs(&work, config, args, &dir, &libc)),
-            Config::Full | Config::Sampled => {
-                wait_quiet();
-                let mode = if config == Config::Full { "full" } else { "sampled" };
-                let daemon = Daemon::start(&leakprobe, &dir, mode)?;
+            Config::Full | Config::Sampled | Config::SampledPlain => {
+                wait_quiet(args.no_wait);
+                let (mode, returns) = config.leakprobe_args().context("a leakprobe configuration")?;
+                let daemon = Daemon::start(&leakprobe, &dir, mode, returns)?;
                 if sites.is_none() {
                     sites = Some(daemon.status().map(|s| report::sites(&s))?);
                 }
@@ -121,18 +140,22 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     }
 
     eprintln!("bench: ingest ({} runs of {} leaked allocations over 2 threads, leakprobe full)", args.runs, args.leaks);
-    wait_quiet();
-    let daemon = Daemon::start(&leakprobe, &dir, "full")?;
+    wait_quiet(args.no_wait);
+    let daemon = Daemon::start(&leakprobe, &dir, "full", "session")?;
     let before = daemon.usage()?;
     let ingest = (0..args.runs)
-        .map(|run| undisturbed(|| workload::ingest(&work, &daemon, args.leaks, run as u64 + 1)))
+        .map(|run| undisturbed(args.no_wait, || workload::ingest(&work, &daemon, args.leaks, run as u64 + 1)))
         .collect::<Result<Vec<_>>>()
         .context("ingest")?;
     let usage = daemon.usage()?.since(&before);
     daemon.stop()?;
     usages.push(DaemonUse { label: report::INGEST_PHASE, usage });
 
+    eprintln!("bench: consumer path in-process ({} runs of leakprobe/examples/ingest_bench)", args.runs);
+    let consumer = consumer::measure(root, env, args.runs).context("consumer path")?;
+
     report::print(&timings, &ingest, &usages, sites.as_deref().unwrap_or_default(), args.runs);
+    report::print_consumer(&consumer);
     Ok(())
 }
 
@@ -147,7 +170,7 @@ fn time_runs(work: &Workload, config: Config, args: &BenchArgs, dir: &Path, libc
                 Config::Heaptrack => peers::heaptrack(dir, &workload),
                 _ => workload::command(&workload),
             };
-            let out = undisturbed(|| workload::run(&mut cmd, Duration::from_mins(5)))?;
+            let out = undisturbed(args.no_wait, || workload::run(&mut cmd, Duration::from_mins(5)))?;
             times[slot].push(workload::field(&out, "ns_per_pair")?);
         }
     }
@@ -156,7 +179,14 @@ fn time_runs(work: &Workload, config: Config, args: &BenchArgs, dir: &Path, libc
 
 /// Waits (up to 10 minutes) until no other tracer runs: another engineer's leakprobe tests probe every
 /// process too, the workload included.
-fn wait_quiet() {
+fn wait_quiet(no_wait: bool) {
+    if no_wait {
+        let others = peers::other_tracers();
+        if !others.is_empty() {
+            eprintln!("bench: --no-wait: measuring while {} run(s)", others.join(", "));
+        }
+        return;
+    }
     let start = Instant::now();
     loop {
         let others = peers::other_tracers();
@@ -175,12 +205,12 @@ fn wait_quiet() {
 }
 
 /// Runs `measure` when no other tracer runs, and again (up to 10 times) if one ran when it ended.
-fn undisturbed<T>(mut measure: impl FnMut() -> Result<T>) -> Result<T> {
+fn undisturbed<T>(no_wait: bool, mut measure: impl FnMut() -> Result<T>) -> Result<T> {
     for attempt in 1.. {
-        wait_quiet();
+        wait_quiet(no_wait);
         let result = measure()?;
         let others = peers::other_tracers();
-        if others.is_empty() || attempt == 10 {
+        if no_wait || others.is_empty() || attempt == 10 {
             return Ok(result);
         }
         eprintln!("bench: {} started during a run: running it again", others.join(", "));

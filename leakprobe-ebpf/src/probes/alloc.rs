@@ -9,6 +9,9 @@
 //! return belongs to the record only when its stack pointer is above the entry's (the return address has
 //! been popped). A tail call (`jmp realloc`) enters with the same stack pointer and replaces the record,
 //! which is right: its result is the caller's result.
+//!
+//! The entry and return halves ([`enter`], [`finish`]) are shared with the session program (`session.rs`),
+//! which replaces the uretprobe when the kernel has session uprobes.
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -39,67 +42,90 @@ fn arg(ctx: &ProbeContext, n: usize) -> u64 {
     ctx.arg::<u64>(n).unwrap_or(0)
 }
 
+/// The requested size and the pointer argument (`realloc`'s old block, `posix_memalign`'s out-pointer) of
+/// a call to `func`, read from the argument registers at entry.
+#[inline(always)]
+pub(super) fn args(ctx: &ProbeContext, func: AllocFn) -> (u64, u64) {
+    match func {
+        AllocFn::Malloc | AllocFn::Valloc | AllocFn::Pvalloc => (arg(ctx, 0), 0),
+        // An overflowing product makes calloc fail; the failed return is then ignored.
+        AllocFn::Calloc => (arg(ctx, 0).wrapping_mul(arg(ctx, 1)), 0),
+        AllocFn::Realloc => (arg(ctx, 1), arg(ctx, 0)),
+        AllocFn::Reallocarray => (arg(ctx, 1).wrapping_mul(arg(ctx, 2)), arg(ctx, 0)),
+        // posix_memalign(void **memptr, size_t alignment, size_t size): the address comes back through memptr.
+        AllocFn::PosixMemalign => (arg(ctx, 2), arg(ctx, 0)),
+        AllocFn::AlignedAlloc | AllocFn::Memalign => (arg(ctx, 1), 0),
+    }
+}
+
 #[uprobe]
 pub fn malloc_enter(ctx: ProbeContext) -> u32 {
-    enter(&ctx, AllocFn::Malloc, arg(&ctx, 0), 0)
+    enter_plain(&ctx, AllocFn::Malloc)
 }
 
 #[uprobe]
 pub fn calloc_enter(ctx: ProbeContext) -> u32 {
-    // An overflowing product makes calloc fail; the failed return is then ignored.
-    enter(&ctx, AllocFn::Calloc, arg(&ctx, 0).wrapping_mul(arg(&ctx, 1)), 0)
+    enter_plain(&ctx, AllocFn::Calloc)
 }
 
 #[uprobe]
 pub fn realloc_enter(ctx: ProbeContext) -> u32 {
-    enter(&ctx, AllocFn::Realloc, arg(&ctx, 1), arg(&ctx, 0))
+    enter_plain(&ctx, AllocFn::Realloc)
 }
 
 #[uprobe]
 pub fn reallocarray_enter(ctx: ProbeContext) -> u32 {
-    enter(&ctx, AllocFn::Reallocarray, arg(&ctx, 1).wrapping_mul(arg(&ctx, 2)), arg(&ctx, 0))
+    enter_plain(&ctx, AllocFn::Reallocarray)
 }
 
 #[uprobe]
 pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
-    // posix_memalign(void **memptr, size_t alignment, size_t size): the address comes back through memptr.
-    enter(&ctx, AllocFn::PosixMemalign, arg(&ctx, 2), arg(&ctx, 0))
+    enter_plain(&ctx, AllocFn::PosixMemalign)
 }
 
 #[uprobe]
 pub fn aligned_alloc_enter(ctx: ProbeContext) -> u32 {
-    enter(&ctx, AllocFn::AlignedAlloc, arg(&ctx, 1), 0)
+    enter_plain(&ctx, AllocFn::AlignedAlloc)
 }
 
 #[uprobe]
 pub fn memalign_enter(ctx: ProbeContext) -> u32 {
-    enter(&ctx, AllocFn::Memalign, arg(&ctx, 1), 0)
+    enter_plain(&ctx, AllocFn::Memalign)
 }
 
 #[uprobe]
 pub fn valloc_enter(ctx: ProbeContext) -> u32 {
-    enter(&ctx, AllocFn::Valloc, arg(&ctx, 0), 0)
+    enter_plain(&ctx, AllocFn::Valloc)
 }
 
 #[uprobe]
 pub fn pvalloc_enter(ctx: ProbeContext) -> u32 {
-    enter(&ctx, AllocFn::Pvalloc, arg(&ctx, 0), 0)
+    enter_plain(&ctx, AllocFn::Pvalloc)
 }
 
 #[inline(always)]
-fn enter(ctx: &ProbeContext, func: AllocFn, size: u64, ptr_arg: u64) -> u32 {
+fn enter_plain(ctx: &ProbeContext, func: AllocFn) -> u32 {
+    let _ = enter(ctx, func);
+    0
+}
+
+/// The entry half shared by the plain and the session paths: decides whether the call is tracked and, if so,
+/// records it in `INFLIGHT`. Returns the entry's stack pointer when the return is wanted.
+#[inline(always)]
+pub(super) fn enter(ctx: &ProbeContext, func: AllocFn) -> Option<u64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     if (pid_tgid >> 32) as u32 == own_tgid() {
-        return 0;
+        return None;
     }
     let sp = stack_pointer(ctx.regs);
     if let Some(outer) = INFLIGHT.get_ptr(pid_tgid) {
         // SAFETY: a valid map value pointer; a racing update only comes from this same thread.
         if unsafe { (*outer).sp } > sp {
             count(Counter::NestedCalls);
-            return 0;
+            return None;
         }
     }
+    let (size, ptr_arg) = args(ctx, func);
     let sampled = sample(size);
     if !sampled {
         // A realloc of a reported block still ends that block: record it, to report the free at return.
@@ -109,14 +135,16 @@ fn enter(ctx: &ProbeContext, func: AllocFn, size: u64, ptr_arg: u64) -> u32 {
             && LIVE.get_ptr(LiveKey { tgid, pad: 0, addr: ptr_arg }).is_some();
         if !old_live {
             count(Counter::Unsampled);
-            return 0;
+            return None;
         }
     }
     let record = InFlight { sp, size, ptr_arg, func: func as u32, sampled: u32::from(sampled) };
     if INFLIGHT.insert(pid_tgid, record, 0).is_err() {
         count(Counter::InFlightMapFull);
+        return None;
     }
-    0
+    count(Counter::Tracked);
+    Some(sp)
 }
 
 #[uretprobe]
@@ -127,10 +155,10 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
 
 fn try_alloc_exit(ctx: &RetProbeContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == own_tgid() {
+    if (pid_tgid >> 32) as u32 == own_tgid() {
         return Ok(());
     }
+    count(Counter::ReturnRuns);
     let Some(record) = INFLIGHT.get_ptr(pid_tgid) else {
         // In sampled mode most calls leave no record on purpose.
         if !sampling() {
@@ -145,6 +173,14 @@ fn try_alloc_exit(ctx: &RetProbeContext) -> Result<(), ()> {
         return Ok(());
     }
     let _ = INFLIGHT.remove(pid_tgid);
+    finish(ctx, pid_tgid, &record)
+}
+
+/// The return half shared by the plain and the session paths, once the call's record is found and removed:
+/// reads the result and emits the allocation (or the free of a realloc'd block).
+#[inline(always)]
+pub(super) fn finish(ctx: &RetProbeContext, pid_tgid: u64, record: &InFlight) -> Result<(), ()> {
+    let tgid = (pid_tgid >> 32) as u32;
     let ret: u64 = ctx.ret();
     let func = AllocFn::from_raw(record.func).ok_or(())?;
     let (addr, old_addr) = match func {
@@ -179,9 +215,11 @@ fn try_alloc_exit(ctx: &RetProbeContext) -> Result<(), ()> {
         }
         return Ok(());
     }
-    emit_alloc(ctx, tgid, pid_tgid as u32, addr, &record, old_addr)
+    emit_alloc(ctx, tgid, pid_tgid as u32, addr, record, old_addr)
 }
 
+// Inlined: six arguments are more than a BPF call passes in registers.
+#[inline(always)]
 fn emit_alloc(
     ctx: &RetProbeContext,
     tgid: u32,

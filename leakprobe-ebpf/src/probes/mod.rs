@@ -4,3 +4,4 @@ mod alloc;
 mod free;
 mod oom;
 mod process;
+mod session;

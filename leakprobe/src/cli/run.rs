@@ -18,6 +18,7 @@ use crate::{
         ProbeConfig,
         discover::{DEFAULT_MAX_FILES_PER_SCAN, DiscoveryConfig},
         preflight::SysPaths,
+        session::ReturnProbes,
     },
     protocol::MAX_TOP_LIMIT,
 };
@@ -70,6 +71,12 @@ pub struct RunArgs {
     /// estimates); `full` tracks every allocation, exactly, at a higher cost per call.
     #[arg(long, value_enum, default_value_t = Mode::Sampled)]
     mode: Mode,
+    /// How the allocating functions' returns are probed. `session`: session uprobes (Linux 6.13+), one program
+    /// at entry and return whose entry skips the return trap of every call it does not track (most calls in
+    /// sampled mode); `plain`: an entry uprobe and a uretprobe, every call pays both traps; `auto`: session when
+    /// the kernel has it, plain otherwise (`leakprobe status` shows which).
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = ReturnProbes::Auto)]
+    return_probes: ReturnProbes,
     /// Mean bytes allocated between two sampled allocations, in sampled mode (e.g. `512KiB`, `64KiB`).
     #[arg(long, value_name = "SIZE", default_value = "512KiB", value_parser = parse_size)]
     sample_interval: u64,
@@ -161,6 +168,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             sys: SysPaths::default(),
             max_live_allocations: max_allocations,
             sample_interval,
+            return_probes: args.return_probes,
         },
         limits,
         analysis: AnalysisConfig {

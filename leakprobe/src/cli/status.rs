@@ -21,7 +21,10 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         return format::print_json(&status);
     }
     let t = &status.tables;
-    println!("leakprobe {} (pid {}), up {}s, mode {}", status.version, status.pid, status.uptime_seconds, status.mode);
+    println!(
+        "leakprobe {} (pid {}), up {}s, mode {}, return probes {}",
+        status.version, status.pid, status.uptime_seconds, status.mode, status.return_probes
+    );
     println!(
         "tracking {} live allocations ({}) in {} processes, {} stacks (limits: {} allocations, {} stacks)",
         t.live_allocations,

@@ -203,6 +203,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         started,
         attach_points: Vec::new(),
         allocator_points: Vec::new(),
+        return_probes: probes.return_probes(),
         discovery: DiscoveryStatus::default(),
         discovery_counters: BTreeMap::new(),
         discovery_handle,

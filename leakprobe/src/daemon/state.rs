@@ -71,6 +71,8 @@ pub struct State {
     pub attach_points: Vec<AttachPoint>,
     /// The allocator probes attached by discovery.
     pub allocator_points: Vec<AttachPoint>,
+    /// How allocating functions' returns are probed: `session` or `plain` (see [`crate::probes::session`]).
+    pub return_probes: &'static str,
     pub discovery: DiscoveryStatus,
     pub discovery_counters: BTreeMap<String, u64>,
     /// Exec events go to the discovery thread.
@@ -302,6 +304,7 @@ impl State {
             uptime_seconds: self.started.elapsed().as_secs(),
             mode: if self.table.config().sample_interval == 0 { "full" } else { "sampled" }.to_owned(),
             sample_interval_bytes: Some(self.table.config().sample_interval).filter(|&i| i > 0),
+            return_probes: self.return_probes.to_owned(),
             attach_points: self.attach_points.iter().chain(&self.allocator_points).cloned().collect(),
             kernel_counters: self.kernel_counters(),
             daemon_counters,

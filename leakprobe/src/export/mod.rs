@@ -26,7 +26,8 @@ pub struct ExportContext {
     pub pid: Option<u32>,
     /// When the stacks were read, in nanoseconds since the Unix epoch.
     pub time_unix_ns: i64,
-    /// Sampled mode: the figures are estimates (said in the JSON and in the flamegraph's title).
+    /// Sampled mode: the figures are estimates (said in the JSON, the flamegraph's title and the pprof comment
+    /// and labels).
     pub estimated: bool,
 }
 
@@ -34,7 +35,7 @@ pub struct ExportContext {
 pub fn render(format: ExportFormat, stacks: &[StackReport], context: ExportContext) -> Result<Vec<u8>, ExportError> {
     let render_error = |err: std::io::Error| ExportError::Render(format, err.to_string());
     match format {
-        ExportFormat::Pprof => pprof::encode(stacks, context.time_unix_ns).map_err(render_error),
+        ExportFormat::Pprof => pprof::encode(stacks, context.time_unix_ns, context.estimated).map_err(render_error),
         ExportFormat::Folded => Ok(folded(stacks).into_bytes()),
         ExportFormat::Svg => svg(stacks, context),
         ExportFormat::Json => {

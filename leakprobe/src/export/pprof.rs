@@ -147,9 +147,16 @@ fn parse_addr(addr: &str) -> u64 {
     u64::from_str_radix(addr.trim_start_matches("0x"), 16).unwrap_or(0)
 }
 
+/// Comment of a profile whose values are exact.
+pub const COMMENT_EXACT: &str = "leakprobe: live heap (allocated, not freed), every allocation tracked";
+/// Comment of a profile whose values are estimates (sampled mode). pprof has no field for this: the comment
+/// says it, and every sample carries the label `estimated=true`.
+pub const COMMENT_ESTIMATED: &str = "leakprobe: live heap (allocated, not freed), ESTIMATED from a size-weighted \
+     sample (sampled mode): each value is an unbiased estimate, not an exact count";
+
 /// Builds the profile of `stacks` (every stack, even with nothing live: `alloc_*` still counts), taken at
-/// `time_nanos` (Unix epoch).
-pub fn profile(stacks: &[StackReport], time_nanos: i64) -> Profile {
+/// `time_nanos` (Unix epoch); `estimated`: the values are sampled-mode estimates.
+pub fn profile(stacks: &[StackReport], time_nanos: i64, estimated: bool) -> Profile {
     let mut strings = Strings::new();
     let sample_type: Vec<ValueType> =
         SAMPLE_TYPES.iter().map(|(t, u)| ValueType { r#type: strings.get(t), unit: strings.get(u) }).collect();
@@ -157,6 +164,8 @@ pub fn profile(stacks: &[StackReport], time_nanos: i64) -> Profile {
     let mut functions: HashMap<(String, String), Function> = HashMap::new();
     let mut locations: HashMap<(u32, String), Location> = HashMap::new();
     let (pid_key, comm_key, stack_key) = (strings.get("pid"), strings.get("comm"), strings.get("stack_id"));
+    let estimated_label =
+        estimated.then(|| Label { key: strings.get("estimated"), str: strings.get("true"), ..Label::default() });
     let mut samples = Vec::with_capacity(stacks.len());
     for stack in stacks {
         let mut location_id = Vec::with_capacity(stack.frames.len());
@@ -170,18 +179,19 @@ pub fn profile(stacks: &[StackReport], time_nanos: i64) -> Profile {
             });
             location_id.push(location.id);
         }
-        // note: in sampled mode (not yet implemented) these values will be estimates, scaled by the weights.
+        // In sampled mode these are estimates: the sampled allocations scaled by their weights.
         let value = vec![
             signed(stack.total_count),
             signed(stack.total_bytes),
             signed(stack.live_count),
             signed(stack.live_bytes),
         ];
-        let label = vec![
+        let mut label = vec![
             Label { key: pid_key, num: i64::from(stack.pid), ..Label::default() },
             Label { key: comm_key, str: strings.get(&stack.comm), ..Label::default() },
             Label { key: stack_key, str: strings.get(&stack.stack_id), ..Label::default() },
         ];
+        label.extend(estimated_label);
         samples.push(Sample { location_id, value, label });
     }
     let mut mapping: Vec<Mapping> = mappings.into_values().collect();
@@ -191,7 +201,7 @@ pub fn profile(stacks: &[StackReport], time_nanos: i64) -> Profile {
     let mut location: Vec<Location> = locations.into_values().collect();
     location.sort_by_key(|l| l.id);
     let period_type = Some(ValueType { r#type: strings.get("space"), unit: strings.get("bytes") });
-    let comment = vec![strings.get("leakprobe: live heap (allocated, not freed), every allocation tracked")];
+    let comment = vec![strings.get(if estimated { COMMENT_ESTIMATED } else { COMMENT_EXACT })];
     let default_sample_type = strings.get("inuse_space");
     Profile {
         sample_type,
@@ -238,8 +248,8 @@ fn line(functions: &mut HashMap<(String, String), Function>, strings: &mut Strin
 }
 
 /// The gzipped protobuf of [`profile`].
-pub fn encode(stacks: &[StackReport], time_nanos: i64) -> std::io::Result<Vec<u8>> {
-    let bytes = profile(stacks, time_nanos).encode_to_vec();
+pub fn encode(stacks: &[StackReport], time_nanos: i64, estimated: bool) -> std::io::Result<Vec<u8>> {
+    let bytes = profile(stacks, time_nanos, estimated).encode_to_vec();
     let mut gz = GzEncoder::new(Vec::with_capacity(bytes.len() / 2), Compression::default());
     gz.write_all(&bytes)?;
     gz.finish()

@@ -88,11 +88,30 @@ fn pprof_round_trips_with_totals_and_names() {
     // Labels say which process.
     let pid = profile.sample[3].label.iter().find(|l| s(l.key) == "pid").expect("pid label");
     assert_eq!(pid.num, 8);
+    // Exact figures say so; no sample is labelled estimated.
+    assert_eq!(profile.comment.iter().map(|&c| s(c)).collect::<Vec<_>>(), [pprof::COMMENT_EXACT]);
+    assert!(profile.sample.iter().all(|x| x.label.iter().all(|l| s(l.key) != "estimated")));
     // Every id is unique and referenced ids exist.
     for sample in &profile.sample {
         for id in &sample.location_id {
             location(*id);
         }
+    }
+}
+
+#[test]
+fn pprof_of_sampled_mode_says_estimated() {
+    let stacks = sample_stacks();
+    let bytes = render(ExportFormat::Pprof, &stacks, ExportContext { pid: None, time_unix_ns: 5, estimated: true })
+        .expect("pprof");
+    let profile = decode(&bytes);
+    let s = |i: i64| profile.string_table[usize::try_from(i).expect("index")].as_str();
+    let comments: Vec<&str> = profile.comment.iter().map(|&c| s(c)).collect();
+    assert_eq!(comments, [pprof::COMMENT_ESTIMATED]);
+    assert!(comments[0].contains("ESTIMATED"));
+    for sample in &profile.sample {
+        let label = sample.label.iter().find(|l| s(l.key) == "estimated").expect("an estimated label on every sample");
+        assert_eq!(s(label.str), "true");
     }
 }
 

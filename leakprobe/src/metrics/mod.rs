@@ -81,6 +81,11 @@ struct VersionLabels {
     version: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReturnProbesLabels {
+    kind: String,
+}
+
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 #[expect(clippy::cast_precision_loss, reason = "byte counts and sizes are exact in f64 below 2^53")]
@@ -208,6 +213,13 @@ fn register_status(registry: &mut Registry, status: &StatusResponse) {
     let versions = Family::<VersionLabels, FloatGauge>::default();
     versions.get_or_create(&VersionLabels { version: status.version.clone() }).set(1.0);
     registry.register("leakprobe_build_info", "The daemon's version, as a label; the value is always 1", versions);
+    let returns = Family::<ReturnProbesLabels, FloatGauge>::default();
+    returns.get_or_create(&ReturnProbesLabels { kind: status.return_probes.clone() }).set(1.0);
+    registry.register(
+        "leakprobe_return_probes_info",
+        "How allocator returns are probed (kind: session or plain), as a label; the value is always 1",
+        returns,
+    );
     gauge(
         registry,
         "leakprobe_uptime",
@@ -256,6 +268,8 @@ fn counter_help(group: &str, name: &str) -> String {
         ("kernel", "frees") => "Frees of reported addresses sent to the daemon",
         ("kernel", "frees_unknown") => "Frees of addresses never reported; no event sent",
         ("kernel", "failed_allocs") => "Allocator calls that returned NULL or an error",
+        ("kernel", "tracked") => "Allocator calls whose return is handled (a record kept for it)",
+        ("kernel", "return_runs") => "Runs of the return program (plain: every call; session: tracked calls only)",
         ("kernel", "nested_calls") => "Allocator calls inside another on the same thread; ignored",
         ("kernel", "unmatched_returns") => "Allocator returns with no entry record",
         ("kernel", "ringbuf_full_alloc") => "Allocation events lost: ring buffer full",

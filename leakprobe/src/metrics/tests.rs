@@ -13,6 +13,7 @@ fn status() -> StatusResponse {
         uptime_seconds: 42,
         mode: "full".into(),
         sample_interval_bytes: None,
+        return_probes: "session".into(),
         attach_points: Vec::new(),
         kernel_counters: BTreeMap::from([("allocs".into(), 100), ("ringbuf_full_alloc".into(), 2)]),
         daemon_counters: BTreeMap::from([("events".into(), 90), ("something_new".into(), 1)]),

@@ -10,6 +10,7 @@ pub mod discover;
 pub mod libc;
 pub mod oom;
 pub mod preflight;
+pub mod session;
 pub mod site;
 
 use std::{
@@ -26,15 +27,18 @@ use aya::{
     },
 };
 use leakprobe_common::{
-    ALLOC_EXIT_PROGRAM, AllocFn, EXEC_PROGRAM, EXIT_PROGRAM, FREE_PROGRAM, LiveKey, NO_FIELD, OOM_PROGRAM, OomFields,
-    globals, maps,
+    ALLOC_EXIT_PROGRAM, ALLOC_SESSION_PROGRAM, AllocFn, EXEC_PROGRAM, EXIT_PROGRAM, FREE_PROGRAM, LiveKey, NO_FIELD,
+    OOM_PROGRAM, OomFields, globals, maps,
 };
 
-use self::allocators::{AllocatorSymbols, EntryKind};
+use self::{
+    allocators::{AllocatorSymbols, EntryKind},
+    session::{ReturnProbes, SessionError, SessionProgram},
+};
 use crate::protocol::AttachPoint;
 
 /// The eBPF object, built by `build.rs` and embedded in the binary.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leakprobe"));
+pub(crate) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leakprobe"));
 
 /// Why loading or attaching failed. Every variant names what is missing.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +71,8 @@ pub enum ProbeError {
     Program { program: &'static str, source: ProgramError },
     #[error("attaching `{program}` to {target}")]
     Attach { program: &'static str, target: String, source: ProgramError },
+    #[error("session uprobes (--return-probes session)")]
+    Session(#[from] SessionError),
 }
 
 /// What the probes need to know.
@@ -83,6 +89,8 @@ pub struct ProbeConfig {
     pub max_live_allocations: u32,
     /// Mean bytes between sampled allocations; 0 tracks every allocation.
     pub sample_interval: u64,
+    /// How the allocating functions' returns are probed.
+    pub return_probes: ReturnProbes,
 }
 
 /// The maps the daemon reads.
@@ -102,6 +110,14 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The pid a uprobe_multi link takes: 0 for every process.
+    fn pid(self) -> u32 {
+        match self {
+            Self::AllProcesses => 0,
+            Self::Pid(pid) => pid.get(),
+        }
+    }
+
     fn uprobe_scope(self) -> UProbeScope {
         match self {
             Self::AllProcesses => UProbeScope::AllProcesses,
@@ -114,6 +130,8 @@ impl Scope {
 #[derive(Debug)]
 pub struct AttachedFile {
     links: Vec<(&'static str, UProbeLinkId)>,
+    /// The session program's uprobe_multi link on the file's allocating functions, when returns use sessions.
+    session: Option<std::os::fd::OwnedFd>,
     /// What is attached, for `status`.
     pub points: Vec<AttachPoint>,
 }
@@ -125,6 +143,8 @@ pub struct Probes {
     tracepoints: Vec<AttachPoint>,
     /// The OOM program is loaded (and, after attach, attached). Optional: without it there are no OOM reports.
     oom: bool,
+    /// The session program, when the returns use session uprobes; `None`: plain uretprobes.
+    session: Option<SessionProgram>,
 }
 
 impl Probes {
@@ -145,6 +165,15 @@ impl Probes {
         };
         let own_tgid = std::process::id();
         let exp_table = crate::core::sampling::exp_table();
+        // aya must never see the session program's kfunc calls as they are built: patched in every case.
+        let kfuncs = match config.return_probes {
+            ReturnProbes::Plain => None,
+            ReturnProbes::Auto | ReturnProbes::Session => Some(session::kfunc_ids()),
+        };
+        let object = session::patch_kfunc_calls(
+            EBPF_OBJECT,
+            kfuncs.as_ref().and_then(|ids| ids.as_ref().ok()).copied().unwrap_or_default(),
+        )?;
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OWN_TGID, &own_tgid, true)
             .override_global(globals::SAMPLE_INTERVAL, &config.sample_interval, true)
@@ -152,14 +181,29 @@ impl Probes {
             .override_global(globals::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
             .override_global(globals::OOM_FIELDS, &oom_fields.unwrap_or(OomFields::NONE), true)
             .map_max_entries(maps::LIVE, config.max_live_allocations)
-            .load(EBPF_OBJECT)?;
+            .load(&object)?;
+        let session = match kfuncs {
+            None => None,
+            Some(ids) => match ids.and_then(|_| SessionProgram::load(&object, &ebpf)) {
+                Ok(program) => Some(program),
+                Err(err) if config.return_probes == ReturnProbes::Auto => {
+                    log::warn!("plain return probes: no session uprobes ({:#})", anyhow::Error::new(err));
+                    None
+                }
+                Err(err) => return Err(err.into()),
+            },
+        };
         let maps = Maps {
             events: take_map(&mut ebpf, maps::EVENTS)?,
             live: take_map(&mut ebpf, maps::LIVE)?,
             counters: take_map(&mut ebpf, maps::COUNTERS)?,
         };
-        let mut programs: Vec<&'static str> = AllocFn::ALL.iter().map(|f| f.entry_program()).collect();
-        programs.extend([ALLOC_EXIT_PROGRAM, FREE_PROGRAM]);
+        let mut programs: Vec<&'static str> = Vec::new();
+        if session.is_none() {
+            programs.extend(AllocFn::ALL.iter().map(|f| f.entry_program()));
+            programs.push(ALLOC_EXIT_PROGRAM);
+        }
+        programs.push(FREE_PROGRAM);
         for program in programs {
             uprobe(&mut ebpf, program)?.load().map_err(|source| ProbeError::Program { program, source })?;
         }
@@ -172,7 +216,7 @@ impl Probes {
                 .load()
                 .map_err(|err| log::warn!("no OOM reports: loading `{OOM_PROGRAM}` failed: {err}"))
                 .is_ok();
-        Ok((Self { ebpf, tracepoints: Vec::new(), oom }, maps))
+        Ok((Self { ebpf, tracepoints: Vec::new(), oom, session }, maps))
     }
 
     /// Attaches the process lifecycle tracepoints (and the OOM one). Call once, before any allocator.
@@ -209,11 +253,30 @@ impl Probes {
         symbols: &AllocatorSymbols,
         scope: Scope,
     ) -> Result<AttachedFile, ProbeError> {
-        let mut attached = AttachedFile { links: Vec::new(), points: Vec::new() };
+        let mut attached = AttachedFile { links: Vec::new(), session: None, points: Vec::new() };
         let mut points = Vec::new();
+        if let Some(session) = &self.session {
+            // One uprobe_multi link for every allocating function of the file, each tagged with its function.
+            let functions: Vec<(AllocFn, u64)> = symbols
+                .entries
+                .iter()
+                .filter_map(|entry| match entry.kind {
+                    EntryKind::Alloc(func) => Some((func, entry.resolved.probe_offset())),
+                    EntryKind::Free => None,
+                })
+                .collect();
+            if !functions.is_empty() {
+                attached.session = Some(session.attach(target, &functions, scope.pid())?);
+                for entry in symbols.entries.iter().filter(|entry| entry.kind != EntryKind::Free) {
+                    attached.points.push(attach_point(SESSION_KIND, ALLOC_SESSION_PROGRAM, shown, &entry.resolved));
+                }
+            }
+        }
         for entry in &symbols.entries {
-            points.push(("uprobe", entry.kind.entry_program(), &entry.resolved));
-            if entry.kind != EntryKind::Free {
+            if self.session.is_none() || entry.kind == EntryKind::Free {
+                points.push(("uprobe", entry.kind.entry_program(), &entry.resolved));
+            }
+            if self.session.is_none() && entry.kind != EntryKind::Free {
                 points.push(("uretprobe", ALLOC_EXIT_PROGRAM, &entry.resolved));
             }
         }
@@ -231,15 +294,7 @@ impl Probes {
                 }
             };
             attached.links.push((program, link));
-            attached.points.push(AttachPoint {
-                kind: kind.into(),
-                target: resolved.symbol.clone(),
-                path: Some(shown.display().to_string()),
-                offset: Some(resolved.probe_offset()),
-                program: program.into(),
-                site: Some(format!("+{} {}", resolved.site.offset, resolved.site.instruction)),
-                emulated: Some(resolved.site.emulated),
-            });
+            attached.points.push(attach_point(kind, program, shown, resolved));
         }
         for (alias, probed) in &symbols.aliases {
             log::debug!("{alias} is an alias of {probed} in {}: probed once", shown.display());
@@ -249,6 +304,8 @@ impl Probes {
 
     /// Takes the probes of one file off.
     pub fn detach_allocator(&mut self, file: AttachedFile) {
+        // Closing the session link's fd detaches it.
+        drop(file.session);
         for (program, link) in file.links {
             let detached = uprobe(&mut self.ebpf, program)
                 .and_then(|probe| probe.detach(link).map_err(|source| ProbeError::Program { program, source }));
@@ -277,6 +334,11 @@ impl Probes {
         Ok(())
     }
 
+    /// How the allocating functions' returns are probed: `session` or `plain`.
+    pub fn return_probes(&self) -> &'static str {
+        if self.session.is_some() { "session" } else { "plain" }
+    }
+
     /// Whether OOM kills are reported (the tracepoint exists and its program is attached).
     pub fn oom_enabled(&self) -> bool {
         self.oom
@@ -285,6 +347,21 @@ impl Probes {
     /// The attached tracepoints.
     pub fn tracepoints(&self) -> &[AttachPoint] {
         &self.tracepoints
+    }
+}
+
+/// Attach-point kind of the session program (entry and return in one).
+pub const SESSION_KIND: &str = "uprobe_session";
+
+fn attach_point(kind: &str, program: &str, path: &Path, resolved: &allocators::Resolved) -> AttachPoint {
+    AttachPoint {
+        kind: kind.into(),
+        target: resolved.symbol.clone(),
+        path: Some(path.display().to_string()),
+        offset: Some(resolved.probe_offset()),
+        program: program.into(),
+        site: Some(format!("+{} {}", resolved.site.offset, resolved.site.instruction)),
+        emulated: Some(resolved.site.emulated),
     }
 }
 

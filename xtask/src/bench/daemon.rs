@@ -21,14 +21,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `leakprobe run --mode MODE` and waits until its socket answers (which means its probes are
-    /// attached).
-    pub fn start(binary: &Path, dir: &Path, mode: &str) -> Result<Self> {
-        let socket = dir.join(format!("leakprobe-{mode}.sock"));
-        let state = dir.join(format!("state-{mode}"));
-        let log = dir.join(format!("leakprobe-{mode}.log"));
+    /// Starts `leakprobe run --mode MODE --return-probes RETURNS` and waits until its socket answers (which
+    /// means its probes are attached).
+    pub fn start(binary: &Path, dir: &Path, mode: &str, returns: &str) -> Result<Self> {
+        let socket = dir.join(format!("leakprobe-{mode}-{returns}.sock"));
+        let state = dir.join(format!("state-{mode}-{returns}"));
+        let log = dir.join(format!("leakprobe-{mode}-{returns}.log"));
         let child = Command::new(binary)
-            .args(["run", "--mode", mode, "--socket"])
+            .args(["run", "--mode", mode, "--return-probes", returns, "--socket"])
             .arg(&socket)
             .arg("--state-dir")
             .arg(&state)

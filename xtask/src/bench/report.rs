@@ -100,6 +100,17 @@ pub fn print(timings: &[Timing], ingest: &[Ingest], usages: &[DaemonUse], sites:
     println!("{t}");
     println!("(overhead: ns over nothing attached; vs sampled: overhead / leakprobe sampled's overhead;");
     println!(" spread: (max - min) / median over the runs)");
+    let plain_over = overhead(Config::SampledPlain);
+    for (i, threads) in THREADS.iter().enumerate() {
+        if let (Some(s), Some(p)) = (sampled_over.as_ref(), plain_over.as_ref()) {
+            println!(
+                "sampled, session vs plain return probes ({threads}T): {:+.0} vs {:+.0} ns/pair ({:.2}x)",
+                s[i],
+                p[i],
+                s[i] / p[i]
+            );
+        }
+    }
 
     println!("\ntargets (reported, not asserted)");
     let full_over = overhead(Config::Full);
@@ -108,11 +119,11 @@ pub fn print(timings: &[Timing], ingest: &[Ingest], usages: &[DaemonUse], sites:
         let pick = |o: &Option<Vec<f64>>| o.as_ref().map(|o| o[i]);
         check(
             &format!("sampled overhead <= 1/3 of full ({threads}T)"),
-            pick(&sampled_over).zip(pick(&full_over)).map(|(s, f)| (s / f, 1.0 / 3.0)),
+            pick(&sampled_over).zip(pick(&full_over)).map(|(s, f)| (s, f, 1.0 / 3.0)),
         );
         check(
             &format!("sampled overhead <= 1/4 of bpftrace memleak ({threads}T)"),
-            pick(&sampled_over).zip(pick(&bpf_over)).map(|(s, b)| (s / b, 0.25)),
+            pick(&sampled_over).zip(pick(&bpf_over)).map(|(s, b)| (s, b, 0.25)),
         );
         let full = medians(timings, Config::Full).map(|m| m[i]);
         let bpf = medians(timings, Config::Bpftrace).map(|m| m[i]);
@@ -132,12 +143,13 @@ pub fn print(timings: &[Timing], ingest: &[Ingest], usages: &[DaemonUse], sites:
     }
 }
 
-/// One `ratio <= limit` target line.
-fn check(what: &str, ratio_limit: Option<(f64, f64)>) {
-    match ratio_limit {
-        Some((ratio, limit)) => {
+/// One `ours / theirs <= limit` target line, with the overheads compared.
+fn check(what: &str, overheads: Option<(f64, f64, f64)>) {
+    match overheads {
+        Some((ours, theirs, limit)) => {
+            let ratio = ours / theirs;
             let verdict = if ratio <= limit { "PASS" } else { "MISS" };
-            println!("  {verdict:<6} {what}: {ratio:.2} (limit {limit:.2})");
+            println!("  {verdict:<6} {what}: {ratio:.2} (limit {limit:.2}; {ours:+.0} vs {theirs:+.0} ns/pair)");
         }
         None => println!("  n/a    {what}: a configuration did not run"),
     }
@@ -175,6 +187,23 @@ fn print_ingest(ingest: &[Ingest], usage: Option<&DaemonUse>) {
     }
     let verdict = if rate >= INGEST_TARGET && drops == 0 { "PASS" } else { "MISS" };
     println!("  {verdict:<6} ingest >= 1 M events/s with zero drops: {:.2} M events/s, {drops} drops", rate / 1e6);
+}
+
+/// The in-process consumer rates, per event shape, and the ingest target on one core.
+pub fn print_consumer(shapes: &[super::consumer::Consumer]) {
+    println!("\nconsumer path in-process: decode + table update on one thread, no kernel (events per CPU-second)");
+    for shape in shapes {
+        println!("  {:<6} {:>12.0} (median; runs: {})", shape.shape, shape.median(), join(&shape.rates));
+    }
+    let slowest = shapes.iter().map(super::consumer::Consumer::median).fold(f64::INFINITY, f64::min);
+    if shapes.is_empty() {
+        return;
+    }
+    let verdict = if slowest >= INGEST_TARGET { "PASS" } else { "MISS" };
+    println!(
+        "  {verdict:<6} consumer >= 1 M events per CPU-second on one core: {:.2} M (slowest shape)",
+        slowest / 1e6
+    );
 }
 
 fn join(values: &[f64]) -> String {

@@ -4,9 +4,13 @@
 
 mod tick;
 
-use std::collections::{HashMap, hash_map::Entry};
+use std::collections::hash_map::Entry;
 
 use leakprobe_common::{ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_TRUNCATED, AllocEvent, Event};
+
+/// The table's hash maps: keyed by addresses, pids and stack ids, on the event path (several lookups per
+/// event). foldhash (randomly seeded) instead of the default `SipHash`: the consumer path's cost per event.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub use self::tick::{AGE_BUCKETS, AnalysisConfig, RssSample, SampleClock, TickLog, TickTimes};
 use super::{
@@ -209,7 +213,7 @@ pub fn comm_str(comm: &[u8; 16]) -> String {
 impl Table {
     pub fn new(limits: Limits, config: AnalysisConfig) -> Self {
         Self {
-            procs: HashMap::new(),
+            procs: HashMap::default(),
             stacks: StackStore::new(limits.max_stacks),
             live_allocations: 0,
             series: 0,
