@@ -170,6 +170,8 @@ async fn join_all(tasks: &mut JoinSet<Result<&'static str>>, shutdown: &Cancella
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(config: DaemonConfig) -> Result<()> {
     let started = Instant::now();
+    // Root and kernel features first: without them nothing else matters, and the error says what is missing.
+    probes::preflight::check(&config.probes.sys)?;
     server::check_socket_free(&config.socket)?;
     // Before loading anything: a port in use is a one-line error at once.
     let metrics_listener = match &config.metrics {

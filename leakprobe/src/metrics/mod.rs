@@ -110,6 +110,14 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, counter);
 }
 
+/// A counter of microseconds, exposed in seconds (the encoder appends `_total`).
+fn seconds_counter(registry: &mut Registry, name: &str, help: &str, microseconds: u64) {
+    let counter: Counter<f64, std::sync::atomic::AtomicU64> = Counter::default();
+    #[expect(clippy::cast_precision_loss, reason = "exact below 2^53 microseconds (285 years)")]
+    counter.inc_by(microseconds as f64 / 1e6);
+    registry.register(name, help, counter);
+}
+
 fn process_labels(p: &ProcessReport) -> ProcessLabels {
     ProcessLabels { pid: p.pid, comm: p.comm.clone() }
 }
@@ -252,7 +260,12 @@ fn register_status(registry: &mut Registry, status: &StatusResponse) {
         counter(registry, &format!("leakprobe_kernel_{name}"), &counter_help("kernel", name), value);
     }
     for (name, &value) in &status.daemon_counters {
-        counter(registry, &format!("leakprobe_daemon_{name}"), &counter_help("daemon", name), value);
+        let help = counter_help("daemon", name);
+        match name.strip_suffix("_microseconds") {
+            // Prometheus wants base units: a time counter is exposed in seconds.
+            Some(base) => seconds_counter(registry, &format!("leakprobe_daemon_{base}_seconds"), &help, value),
+            None => counter(registry, &format!("leakprobe_daemon_{name}"), &help, value),
+        }
     }
     let kills = Family::<CommLabels, Counter>::default();
     for (comm, &n) in &status.oom_kills_by_comm {
