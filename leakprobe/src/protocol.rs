@@ -291,6 +291,20 @@ pub struct StatusResponse {
     pub oom_report_dir: Option<String>,
     /// How growth is measured and judged.
     pub analysis: AnalysisSettings,
+    /// How allocation stacks are unwound (the counters are `stacks_*` in `daemon_counters`).
+    #[serde(default)]
+    pub unwind: Option<UnwindSettings>,
+}
+
+/// The daemon's stack unwinding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnwindSettings {
+    /// `fp` (frame pointers, walked in the kernel) or `dwarf` (stack copies unwound in the daemon with the
+    /// binaries' unwind tables).
+    pub mode: String,
+    /// With `dwarf`: bytes of user stack copied per reported allocation.
+    #[serde(default)]
+    pub stack_copy_bytes: Option<u64>,
 }
 
 /// The daemon's analysis settings.

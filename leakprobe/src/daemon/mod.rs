@@ -48,6 +48,7 @@ use crate::{
     procfs::Clock,
     server,
     symbolize::{CacheLimits, SymbolizerHandle},
+    unwind::{UnwindLimits, UnwindStats, Unwinder},
 };
 
 /// Everything `leakprobe run` needs.
@@ -129,6 +130,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         log::warn!("{warning}");
     }
     let oom_stats = Arc::new(OomStats::default());
+    let unwind_stats = Arc::new(UnwindStats::default());
+    let decoder = ingest::Decoder::new(Unwinder::new(UnwindLimits::default(), unwind_stats.clone()));
     let (oom_tx, oom_thread) =
         crate::oom::spawn(store, config.log_oom, oom_stats.clone()).context("starting the OOM report thread")?;
     let state = State {
@@ -148,12 +151,14 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         ingest_caught_up: caught_up.clone(),
         // Enabled once the probes are attached (`Request::Attached`).
         oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
+        unwind_stats,
+        stack_copy_bytes: config.probes.stack_copy_bytes,
     };
 
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
     let token = shutdown.clone();
     tasks.spawn(async move {
-        ingest::run(maps.events, batch_tx, caught_up, token).await.context("reading the ring buffer")?;
+        ingest::run(maps.events, decoder, batch_tx, caught_up, token).await.context("reading the ring buffer")?;
         Ok("ingest")
     });
     let token = shutdown.clone();

@@ -27,9 +27,10 @@ use crate::{
     procfs::{self, Clock},
     protocol::{
         AnalysisSettings, AttachPoint, ProcessesResponse, SortBy, StackReport, StatusResponse, TableSizes, TopQuery,
-        TopResponse,
+        TopResponse, UnwindSettings,
     },
     symbolize::{StackRequest, SymbolizerHandle},
+    unwind::UnwindStats,
 };
 
 /// A message to the state owner.
@@ -72,6 +73,10 @@ pub struct State {
     /// Set by ingest while the ring buffer is empty and everything was handed over.
     pub ingest_caught_up: Arc<AtomicBool>,
     pub oom: OomTracker,
+    /// Counters of the stacks produced (by the kernel's walk or the daemon's unwinder), kept by ingest.
+    pub unwind_stats: Arc<UnwindStats>,
+    /// Bytes of stack copied per allocation; 0: frame pointers.
+    pub stack_copy_bytes: u32,
 }
 
 impl State {
@@ -259,6 +264,7 @@ impl State {
         ]
         .into_iter()
         .chain(self.oom.counters())
+        .chain(self.unwind_stats.counters())
         .map(|(name, value)| (name.to_owned(), value))
         .collect();
         StatusResponse {
@@ -290,6 +296,10 @@ impl State {
             features: BTreeMap::from([("oom".to_owned(), self.oom.enabled)]),
             oom_kills_by_comm: self.oom.kills_by_comm().clone(),
             oom_report_dir: Some(self.oom.dir.display().to_string()),
+            unwind: Some(UnwindSettings {
+                mode: if self.stack_copy_bytes == 0 { "fp" } else { "dwarf" }.to_owned(),
+                stack_copy_bytes: Some(u64::from(self.stack_copy_bytes)).filter(|&b| b > 0),
+            }),
         }
     }
 }

@@ -21,6 +21,7 @@ fn status() -> StatusResponse {
         oom_kills_by_comm: BTreeMap::from([("leaker".into(), 3)]),
         oom_report_dir: None,
         analysis: AnalysisSettings { interval_seconds: 5.0, window_seconds: 600.0, verdict: VerdictConfig::default() },
+        unwind: None,
     }
 }
 

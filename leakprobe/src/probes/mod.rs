@@ -70,6 +70,9 @@ pub struct ProbeConfig {
     pub max_live_allocations: u32,
     /// Mean bytes between sampled allocations; 0 tracks every allocation.
     pub sample_interval: u64,
+    /// Bytes of user stack copied per reported allocation for unwinding in the daemon; 0: the kernel walks
+    /// frame pointers instead.
+    pub stack_copy_bytes: u32,
 }
 
 /// The maps the daemon reads.
@@ -117,6 +120,7 @@ impl Probes {
             .override_global(globals::EXP_TABLE, &exp_table[..], true)
             .override_global(globals::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
             .override_global(globals::OOM_FIELDS, &oom_fields.unwrap_or(OomFields::NONE), true)
+            .override_global(globals::STACK_COPY_BYTES, &config.stack_copy_bytes, true)
             .map_max_entries(maps::LIVE, config.max_live_allocations)
             .load(EBPF_OBJECT)?;
         let maps = Maps {

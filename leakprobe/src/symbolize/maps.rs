@@ -10,6 +10,11 @@ pub struct Mapping {
     /// File offset of `start`.
     pub file_offset: u64,
     pub path: Arc<Path>,
+    /// Whether the mapping is executable (`x` in its permissions): code lives there.
+    pub executable: bool,
+    /// The file's device (`major << 32 | minor`) and inode: the same binary in every process.
+    pub dev: u64,
+    pub inode: u64,
 }
 
 /// The file-backed mappings of a `/proc/PID/maps` text, in address order. Anonymous, special (`[vdso]`)
@@ -20,16 +25,20 @@ pub fn parse(text: &str) -> Vec<Mapping> {
         .filter_map(|line| {
             let mut fields = line.splitn(6, ' ');
             let range = fields.next()?;
-            let _perms = fields.next()?;
+            let perms = fields.next()?;
             let offset = fields.next()?;
-            let _dev = fields.next()?;
-            let _inode = fields.next()?;
+            let dev = fields.next()?;
+            let inode = fields.next()?;
             let path = fields.next()?.trim_start();
             if !path.starts_with('/') || path.ends_with(" (deleted)") {
                 return None;
             }
             let (start, end) = range.split_once('-')?;
+            let (major, minor) = dev.split_once(':')?;
             Some(Mapping {
+                executable: perms.contains('x'),
+                dev: u64::from_str_radix(major, 16).ok()? << 32 | u64::from_str_radix(minor, 16).ok()?,
+                inode: inode.parse().ok()?,
                 start: u64::from_str_radix(start, 16).ok()?,
                 end: u64::from_str_radix(end, 16).ok()?,
                 file_offset: u64::from_str_radix(offset, 16).ok()?,
@@ -73,6 +82,8 @@ mod tests {
         assert_eq!(maps.len(), 4);
         assert_eq!(&*maps[1].path, Path::new("/tmp/leaker"));
         assert_eq!(maps[3].file_offset, 0x28000);
+        assert!(!maps[0].executable && maps[1].executable);
+        assert_eq!((maps[1].dev, maps[1].inode), (0xfe << 32, 1234));
     }
 
     #[test]
