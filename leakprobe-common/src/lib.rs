@@ -49,6 +49,8 @@ pub mod globals {
     /// a multiple of [`crate::STACK_COPY_CHUNK`] up to [`crate::MAX_STACK_COPY_BYTES`]; 0 walks frame pointers
     /// in the kernel instead (`--unwind fp`).
     pub const STACK_COPY_BYTES: &str = "STACK_COPY_BYTES";
+    /// Thread-group id of the only process traced (`run --pid`); 0 traces every process.
+    pub const TRACED_TGID: &str = "TRACED_TGID";
 }
 
 /// The user stack is copied in chunks of this many bytes (a page): a chunk that crosses the end of the

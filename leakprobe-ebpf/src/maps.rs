@@ -94,6 +94,18 @@ pub fn stack_copy_bytes() -> u32 {
     unsafe { core::ptr::read_volatile(&raw const STACK_COPY_BYTES) }
 }
 
+/// Set by the loader: the only process traced, or 0 for all.
+#[unsafe(no_mangle)]
+static TRACED_TGID: u32 = 0;
+
+/// Whether allocations of process `tgid` are traced: not the daemon's own, and the one chosen if any.
+#[inline(always)]
+pub fn traced(tgid: u32) -> bool {
+    // SAFETY: as in `own_tgid`.
+    let only = unsafe { core::ptr::read_volatile(&raw const TRACED_TGID) };
+    tgid != own_tgid() && (only == 0 || only == tgid)
+}
+
 /// Set by the loader: the daemon's own thread-group id.
 #[unsafe(no_mangle)]
 static OWN_TGID: u32 = 0;

@@ -294,6 +294,9 @@ pub struct StatusResponse {
     /// How allocation stacks are unwound (the counters are `stacks_*` in `daemon_counters`).
     #[serde(default)]
     pub unwind: Option<UnwindSettings>,
+    /// The only process traced (`run --pid`); every process when absent.
+    #[serde(default)]
+    pub traced_pid: Option<u32>,
 }
 
 /// The daemon's stack unwinding.

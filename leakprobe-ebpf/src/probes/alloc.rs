@@ -28,7 +28,7 @@ use leakprobe_common::{
     STACK_COPY_CHUNK, UserStack,
 };
 
-use crate::maps::{EVENTS, INFLIGHT, LIVE, count, now_ns, own_tgid, sample, sampling, stack_copy_bytes};
+use crate::maps::{EVENTS, INFLIGHT, LIVE, count, now_ns, sample, sampling, stack_copy_bytes, traced};
 
 /// The user stack pointer in the saved registers.
 #[inline(always)]
@@ -95,7 +95,7 @@ pub fn pvalloc_enter(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn enter(ctx: &ProbeContext, func: AllocFn, size: u64, ptr_arg: u64) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == own_tgid() {
+    if !traced((pid_tgid >> 32) as u32) {
         return 0;
     }
     let sp = stack_pointer(ctx.regs);
@@ -134,7 +134,7 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
 fn try_alloc_exit(ctx: &RetProbeContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid == own_tgid() {
+    if !traced(tgid) {
         return Ok(());
     }
     let Some(record) = INFLIGHT.get_ptr(pid_tgid) else {

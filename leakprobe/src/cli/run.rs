@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// Mean bytes allocated between two sampled allocations, in sampled mode (e.g. `512KiB`, `64KiB`).
     #[arg(long, value_name = "SIZE", default_value = "512KiB", value_parser = parse_size)]
     sample_interval: u64,
+    /// Trace only this process (its allocations and frees; the probes stay system-wide, other processes pay
+    /// a filtered uprobe hit). For `--mode full --unwind dwarf` on one busy process.
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pid: Option<u32>,
     /// How allocation stacks are unwound. `fp`: the kernel walks frame pointers (cheapest; stacks stop at code
     /// built without them, glibc included). `dwarf`: the return probe copies the user stack and the daemon
     /// unwinds it with the binaries' unwind tables (`.eh_frame`), whole stacks on any binary. `auto`: `dwarf`
@@ -183,6 +187,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             max_live_allocations: max_allocations,
             sample_interval,
             stack_copy_bytes,
+            pid: args.pid,
         },
         limits,
         analysis: AnalysisConfig {

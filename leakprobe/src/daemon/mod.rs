@@ -153,6 +153,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
         unwind_stats,
         stack_copy_bytes: config.probes.stack_copy_bytes,
+        traced_pid: config.probes.pid,
     };
 
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();

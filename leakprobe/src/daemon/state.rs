@@ -77,6 +77,8 @@ pub struct State {
     pub unwind_stats: Arc<UnwindStats>,
     /// Bytes of stack copied per allocation; 0: frame pointers.
     pub stack_copy_bytes: u32,
+    /// The only process traced, if one was chosen.
+    pub traced_pid: Option<u32>,
 }
 
 impl State {
@@ -300,6 +302,7 @@ impl State {
                 mode: if self.stack_copy_bytes == 0 { "fp" } else { "dwarf" }.to_owned(),
                 stack_copy_bytes: Some(u64::from(self.stack_copy_bytes)).filter(|&b| b > 0),
             }),
+            traced_pid: self.traced_pid,
         }
     }
 }

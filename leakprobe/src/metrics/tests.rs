@@ -22,6 +22,7 @@ fn status() -> StatusResponse {
         oom_report_dir: None,
         analysis: AnalysisSettings { interval_seconds: 5.0, window_seconds: 600.0, verdict: VerdictConfig::default() },
         unwind: None,
+        traced_pid: None,
     }
 }
 

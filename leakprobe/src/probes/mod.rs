@@ -73,6 +73,8 @@ pub struct ProbeConfig {
     /// Bytes of user stack copied per reported allocation for unwinding in the daemon; 0: the kernel walks
     /// frame pointers instead.
     pub stack_copy_bytes: u32,
+    /// The only process traced; every process when `None`.
+    pub pid: Option<u32>,
 }
 
 /// The maps the daemon reads.
@@ -121,6 +123,7 @@ impl Probes {
             .override_global(globals::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
             .override_global(globals::OOM_FIELDS, &oom_fields.unwrap_or(OomFields::NONE), true)
             .override_global(globals::STACK_COPY_BYTES, &config.stack_copy_bytes, true)
+            .override_global(globals::TRACED_TGID, &config.pid.unwrap_or(0), true)
             .map_max_entries(maps::LIVE, config.max_live_allocations)
             .load(EBPF_OBJECT)?;
         let maps = Maps {
