@@ -202,7 +202,8 @@ mod tests {
             comm: [0; 16],
             frames: [0; MAX_FRAMES],
         };
-        let regs = UserStack { ip: 0x5555_0000_1234, sp: 0x7ffd_0000_1000, bp: 0x7ffd_0000_1100, lr: 0, len: 24, pad: 0 };
+        let regs =
+            UserStack { ip: 0x5555_0000_1234, sp: 0x7ffd_0000_1000, bp: 0x7ffd_0000_1100, lr: 0, len: 24, pad: 0 };
         let mut bytes = bytes_of(&event);
         bytes.extend(bytes_of(&regs));
         bytes.extend((0u8..32).collect::<Vec<u8>>());

@@ -417,7 +417,7 @@ impl Counter {
 const _: () = assert!(size_of::<EventHeader>() == 24);
 const _: () = assert!(size_of::<AllocEvent>() == 24 + 8 * 3 + 4 * 4 + 16 + 8 * MAX_FRAMES);
 const _: () = assert!(size_of::<UserStack>() == 40);
-const _: () = assert!(size_of::<AllocEvent>() % 8 == 0 && size_of::<UserStack>() % 8 == 0);
+const _: () = assert!(size_of::<AllocEvent>().is_multiple_of(8) && size_of::<UserStack>().is_multiple_of(8));
 const _: () = assert!(MAX_STACK_COPY_BYTES.is_multiple_of(STACK_COPY_CHUNK));
 const _: () = assert!(size_of::<FreeEvent>() == 32);
 const _: () = assert!(size_of::<ProcessEvent>() == 40);

@@ -9,7 +9,9 @@ use std::sync::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use leakprobe_common::{ALLOC_FLAG_STACK_COPY, ALLOC_FLAG_STACK_TRUNCATED, DecodeError, Event, decode, decode_user_stack};
+use leakprobe_common::{
+    ALLOC_FLAG_STACK_COPY, ALLOC_FLAG_STACK_TRUNCATED, DecodeError, Event, decode, decode_user_stack,
+};
 
 use crate::{
     procfs,

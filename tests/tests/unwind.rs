@@ -3,8 +3,8 @@
 //! give where those are present.
 
 use leakprobe_tests::expect::{
-    ASPRINTF_BYTES, ASPRINTF_COUNT, DUP_COUNT, DUP_LEN, FENCE_SIZE, LIB_COUNT, LIB_SIZE, MAIN_COUNT,
-    MAIN_SIZE, NDUP_COUNT, NDUP_LEN, NEW_ARRAY_COUNT, NEW_ARRAY_LEN, NEW_COUNT, NEW_SIZE,
+    ASPRINTF_BYTES, ASPRINTF_COUNT, DUP_COUNT, DUP_LEN, FENCE_SIZE, LIB_COUNT, LIB_SIZE, MAIN_COUNT, MAIN_SIZE,
+    NDUP_COUNT, NDUP_LEN, NEW_ARRAY_COUNT, NEW_ARRAY_LEN, NEW_COUNT, NEW_SIZE,
 };
 use leakprobe_tests::stacks::{assert_live, only_by_fn0};
 use leakprobe_tests::{Daemon, FRAMED, FRAMELESS, FRAMELESS_CXX, Fixture, StackExt, dump, wait_for_fence};
@@ -48,7 +48,11 @@ fn names(stack: &Value) -> Vec<&str> {
 /// Asserts `stack`'s frames start with `want`, in order.
 fn assert_starts_with(stack: &Value, want: &[&str], stacks: &[Value]) {
     let names = names(stack);
-    assert!(names.len() >= want.len() && names[..want.len()] == *want, "frames {names:?} should start with {want:?}; {}", dump(stacks));
+    assert!(
+        names.len() >= want.len() && names[..want.len()] == *want,
+        "frames {names:?} should start with {want:?}; {}",
+        dump(stacks)
+    );
     assert_eq!(stack["truncated"].as_bool(), Some(false), "{}", dump(stacks));
 }
 
@@ -56,13 +60,10 @@ fn assert_starts_with(stack: &Value, want: &[&str], stacks: &[Value]) {
 /// after exactly one runtime frame: the wrapper, then its caller. At least one; several when the compiler gave
 /// the caller several call sites (a loop of two iterations unrolled).
 fn through_wrapper<'a>(stacks: &'a [Value], caller: &str) -> Vec<&'a Value> {
-    let runtime = |frame: &Value| {
-        frame["module"].as_str().is_some_and(|m| m.contains("/libc.so") || m.contains("/libstdc++.so"))
-    };
-    let found: Vec<&Value> = stacks
-        .iter()
-        .filter(|s| s.frames().iter().any(|f| f["function"].as_str() == Some(caller)))
-        .collect();
+    let runtime =
+        |frame: &Value| frame["module"].as_str().is_some_and(|m| m.contains("/libc.so") || m.contains("/libstdc++.so"));
+    let found: Vec<&Value> =
+        stacks.iter().filter(|s| s.frames().iter().any(|f| f["function"].as_str() == Some(caller))).collect();
     assert!(!found.is_empty(), "no stack names {caller}; {}", dump(stacks));
     for stack in &found {
         let frames = stack.frames();
@@ -89,7 +90,7 @@ fn frameless_main_binary_names_all_three_callers() {
     let status = daemon.status();
     assert_eq!(status["unwind"]["mode"], "dwarf", "{status:#}");
     assert_eq!(status["unwind"]["stack_copy_bytes"].as_u64(), Some(16 << 10), "{status:#}");
-    assert!(status["daemon_counters"]["stacks_dwarf"].as_u64().is_some_and(|n| n >= MAIN_COUNT + 1), "{status:#}");
+    assert!(status["daemon_counters"]["stacks_dwarf"].as_u64().is_some_and(|n| n > MAIN_COUNT), "{status:#}");
     assert_eq!(status["daemon_counters"]["stacks_fp"].as_u64(), Some(0), "{status:#}");
     fixture.close_stdin_and_wait();
 }
@@ -126,7 +127,8 @@ fn c_wrappers_name_their_frameless_caller() {
 
     // asprintf allocates in vasprintf's internals (asprintf calls them): its caller comes after both. glibc
     // shrinks the buffer to the string (realloc), so each leak is the string's size.
-    let asprintf: Vec<&Value> = stacks.iter().filter(|s| s.live_count() > 0 && names(s).contains(&"asprintf_caller")).collect();
+    let asprintf: Vec<&Value> =
+        stacks.iter().filter(|s| s.live_count() > 0 && names(s).contains(&"asprintf_caller")).collect();
     assert_eq!(live(&asprintf), (ASPRINTF_COUNT * ASPRINTF_BYTES, ASPRINTF_COUNT), "{}", dump(&stacks));
     for stack in asprintf {
         let names = names(stack);

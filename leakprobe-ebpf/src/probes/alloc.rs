@@ -194,6 +194,10 @@ fn try_alloc_exit(ctx: &RetProbeContext) -> Result<(), ()> {
 /// `ctx` is the return's `pt_regs` (the context of the return probe). Every return path of an allocation
 /// calls this one function, so every path reports the same record.
 #[inline(always)]
+#[allow(
+    clippy::cast_ptr_alignment,
+    reason = "ring-buffer records are 8-byte aligned; the event and register sizes are multiples of 8 (asserted in leakprobe-common)"
+)]
 pub fn emit_alloc(
     ctx: *mut c_void,
     tgid: u32,

@@ -48,7 +48,7 @@ use crate::{
     procfs::Clock,
     server,
     symbolize::{CacheLimits, SymbolizerHandle},
-    unwind::{UnwindLimits, UnwindStats, Unwinder},
+    unwind::{UnwindLimits, Unwinder},
 };
 
 /// Everything `leakprobe run` needs.
@@ -108,6 +108,15 @@ fn spawn_metrics(
     });
 }
 
+/// The OOM reports kept from earlier runs; files that cannot be read are logged and skipped.
+fn load_reports(dir: &std::path::Path, limits: StoreLimits) -> ReportStore {
+    let (store, warnings) = ReportStore::load(dir, limits);
+    for warning in warnings {
+        log::warn!("{warning}");
+    }
+    store
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(config: DaemonConfig) -> Result<()> {
     let started = Instant::now();
@@ -125,13 +134,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let caught_up = Arc::new(AtomicBool::new(true));
     let (purger, purger_thread) = purge::spawn(maps.live, purged_entries.clone()).context("starting the purger")?;
     let oom_dir = config.state_dir.join("oom");
-    let (store, warnings) = ReportStore::load(&oom_dir, config.oom_limits);
-    for warning in warnings {
-        log::warn!("{warning}");
-    }
+    let store = load_reports(&oom_dir, config.oom_limits);
     let oom_stats = Arc::new(OomStats::default());
-    let unwind_stats = Arc::new(UnwindStats::default());
-    let decoder = ingest::Decoder::new(Unwinder::new(UnwindLimits::default(), unwind_stats.clone()));
+    let decoder = ingest::Decoder::new(Unwinder::new(UnwindLimits::default(), Arc::default()));
     let (oom_tx, oom_thread) =
         crate::oom::spawn(store, config.log_oom, oom_stats.clone()).context("starting the OOM report thread")?;
     let state = State {
@@ -151,7 +156,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         ingest_caught_up: caught_up.clone(),
         // Enabled once the probes are attached (`Request::Attached`).
         oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
-        unwind_stats,
+        unwind_stats: decoder.stats().clone(),
         stack_copy_bytes: config.probes.stack_copy_bytes,
         traced_pid: config.probes.pid,
     };

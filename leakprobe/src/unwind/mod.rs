@@ -154,7 +154,13 @@ impl Unwinder {
     /// Unwinds the stack of process `pid` from `regs` and the stack bytes `stack` (copied from `regs.sp` up)
     /// into `frames`, innermost first (`frames[0]` is `regs.ip`, the return address in the allocator's
     /// caller). Returns the number of frames written and how the walk ended.
-    pub fn unwind(&mut self, pid: u32, regs: &UserStack, stack: &[u8], frames: &mut [u64; MAX_FRAMES]) -> (u32, Outcome) {
+    pub fn unwind(
+        &mut self,
+        pid: u32,
+        regs: &UserStack,
+        stack: &[u8],
+        frames: &mut [u64; MAX_FRAMES],
+    ) -> (u32, Outcome) {
         let started = Instant::now();
         let result = self.unwind_inner(pid, regs, stack, frames);
         let elapsed = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -172,7 +178,13 @@ impl Unwinder {
         result
     }
 
-    fn unwind_inner(&mut self, pid: u32, regs: &UserStack, stack: &[u8], frames: &mut [u64; MAX_FRAMES]) -> (u32, Outcome) {
+    fn unwind_inner(
+        &mut self,
+        pid: u32,
+        regs: &UserStack,
+        stack: &[u8],
+        frames: &mut [u64; MAX_FRAMES],
+    ) -> (u32, Outcome) {
         frames[0] = regs.ip;
         if !self.ensure_process(pid, regs.ip) {
             return (1, Outcome::Incomplete);
@@ -191,7 +203,7 @@ impl Unwinder {
             match iter.next() {
                 Ok(Some(address)) => {
                     if n == MAX_FRAMES {
-                        return (MAX_FRAMES as u32, Outcome::Truncated);
+                        return (frame_count(MAX_FRAMES), Outcome::Truncated);
                     }
                     frames[n] = match address {
                         FrameAddress::InstructionPointer(a) => a,
@@ -199,12 +211,12 @@ impl Unwinder {
                     };
                     n += 1;
                 }
-                Ok(None) => return (n as u32, Outcome::Complete),
+                Ok(None) => return (frame_count(n), Outcome::Complete),
                 // Reading past the end of the copy: the stack goes on beyond what was copied.
                 Err(FrameError::CouldNotReadStack(addr)) if addr >= copy_end && !stack.is_empty() => {
-                    return (n as u32, Outcome::Truncated);
+                    return (frame_count(n), Outcome::Truncated);
                 }
-                Err(_) => return (n.max(1) as u32, Outcome::Incomplete),
+                Err(_) => return (frame_count(n.max(1)), Outcome::Incomplete),
             }
         }
     }
@@ -258,6 +270,11 @@ impl Unwinder {
         self.binaries.put(key, tables.clone());
         tables
     }
+}
+
+/// A frame count (at most `MAX_FRAMES`) as the event's `u32`.
+fn frame_count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use leakprobe_common::UserStack;
 /// of the stack from the stack pointer (fewer where the stack ends).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
+#[allow(clippy::inline_always, reason = "the registers must be the caller's: this must not be a call of its own")]
 pub fn capture(copy: usize) -> (UserStack, Vec<u8>) {
     let (ip, sp, bp): (u64, u64, u64);
     // SAFETY: reads three registers into outputs; no memory is touched, the stack is left as it is.
@@ -32,12 +33,13 @@ pub fn capture(copy: usize) -> (UserStack, Vec<u8>) {
 /// Up to `len` bytes of this process's memory at `addr`, stopping at the first unmapped page
 /// (`process_vm_readv` on itself: a fault ends the read instead of killing the process).
 fn read_own(addr: u64, len: usize) -> Vec<u8> {
+    let Ok(addr) = usize::try_from(addr) else { return Vec::new() };
     let mut buf = vec![0u8; len];
     let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
     // One piece per page: the kernel stops at the first piece it cannot read and returns what it read.
     let mut remote = Vec::new();
-    let mut at = addr as usize;
-    let end = addr as usize + len;
+    let mut at = addr;
+    let end = addr.saturating_add(len);
     while at < end {
         let next = ((at & !0xfff) + 4096).min(end);
         remote.push(libc::iovec { iov_base: at as *mut libc::c_void, iov_len: next - at });

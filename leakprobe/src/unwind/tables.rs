@@ -80,10 +80,8 @@ impl BinaryTables {
         let section = |name: &str| {
             let section = elf.section_by_name(name)?;
             let data = section.data().ok()?;
-            (!data.is_empty()).then(|| Section {
-                svma: section.address()..section.address() + section.size(),
-                data: Arc::from(data),
-            })
+            (!data.is_empty())
+                .then(|| Section { svma: section.address()..section.address() + section.size(), data: Arc::from(data) })
         };
         let eh_frame = section(".eh_frame");
         let eh_frame_hdr = section(".eh_frame_hdr");
@@ -108,7 +106,8 @@ impl BinaryTables {
     /// `start` (the module's base), or `None` if no loadable segment holds that offset.
     pub fn base_avma(&self, start: u64, file_offset: u64) -> Option<u64> {
         // A segment is mapped from the page holding its first byte.
-        let segment = self.segments.iter().find(|s| (s.offset & !0xfff) <= file_offset && file_offset < s.offset + s.size)?;
+        let segment =
+            self.segments.iter().find(|s| (s.offset & !0xfff) <= file_offset && file_offset < s.offset + s.size)?;
         // vaddr - offset is the same for every byte of the segment (the ELF rule for loadable segments).
         start.checked_sub(file_offset)?.checked_add(segment.offset)?.checked_sub(segment.vaddr)
     }

@@ -52,7 +52,7 @@ fn unwinds_own_frameless_stack_in_order() {
     assert!(names.iter().any(|n| n.contains("unwinds_own_frameless_stack_in_order")), "{names:#?}");
     assert_ne!(outcome, Outcome::Incomplete, "{names:#?}");
     assert_eq!(stats.dwarf.load(Ordering::Relaxed), 1);
-    assert_eq!(stats.binaries_loaded.load(Ordering::Relaxed) > 0, true);
+    assert!(stats.binaries_loaded.load(Ordering::Relaxed) > 0);
 
     // A second stack of the same process reuses the modules and tables: no new maps read.
     let reads = stats.maps_reads.load(Ordering::Relaxed);
