@@ -300,7 +300,7 @@ pub struct StatusResponse {
 }
 
 /// The daemon's stack unwinding.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnwindSettings {
     /// `fp` (frame pointers, walked in the kernel) or `dwarf` (stack copies unwound in the daemon with the
     /// binaries' unwind tables).
@@ -308,6 +308,9 @@ pub struct UnwindSettings {
     /// With `dwarf`: bytes of user stack copied per reported allocation.
     #[serde(default)]
     pub stack_copy_bytes: Option<u64>,
+    /// Seconds the daemon spent unwinding stack copies (divide by `stacks_dwarf` for the mean per stack).
+    #[serde(default)]
+    pub unwind_seconds: f64,
 }
 
 /// The daemon's analysis settings.

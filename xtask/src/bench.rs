@@ -15,6 +15,7 @@ mod workload;
 
 use std::{
     path::Path,
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -48,19 +49,24 @@ pub const THREADS: [u32; 2] = [1, 2];
 pub enum Config {
     Baseline,
     Full,
+    FullDwarf,
     Sampled,
+    SampledFp,
     Bpftrace,
     Heaptrack,
 }
 
 impl Config {
-    pub const ALL: [Self; 5] = [Self::Baseline, Self::Full, Self::Sampled, Self::Bpftrace, Self::Heaptrack];
+    pub const ALL: [Self; 7] =
+        [Self::Baseline, Self::Full, Self::FullDwarf, Self::Sampled, Self::SampledFp, Self::Bpftrace, Self::Heaptrack];
 
     pub fn label(self) -> &'static str {
         match self {
             Self::Baseline => "nothing attached",
-            Self::Full => "leakprobe full",
-            Self::Sampled => "leakprobe sampled (512KiB)",
+            Self::Full => "leakprobe full (fp)",
+            Self::FullDwarf => "leakprobe full --unwind dwarf",
+            Self::Sampled => "leakprobe sampled (512KiB, dwarf)",
+            Self::SampledFp => "leakprobe sampled --unwind fp",
             Self::Bpftrace => "bpftrace memleak",
             Self::Heaptrack => "heaptrack",
         }
@@ -94,21 +100,30 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     let mut timings = Vec::new();
     let mut usages = Vec::new();
     let mut sites = None;
+    let mut unwinding = report::Unwinding::default();
     for config in Config::ALL {
         eprintln!("bench: {} ({} runs x {THREADS:?} threads, {} pairs each)", config.label(), args.runs, args.pairs);
         let result = match config {
             Config::Baseline | Config::Heaptrack => time_runs(&work, config, args, &dir, &libc),
             Config::Bpftrace => peers::check_bpftrace(&libc).and_then(|()| time_runs(&work, config, args, &dir, &libc)),
-            Config::Full | Config::Sampled => {
+            Config::Full | Config::FullDwarf | Config::Sampled | Config::SampledFp => {
                 wait_quiet();
-                let mode = if config == Config::Full { "full" } else { "sampled" };
-                let daemon = Daemon::start(&leakprobe, &dir, mode)?;
+                let (name, mode, flags): (&str, &str, &[&str]) = match config {
+                    Config::Full => ("full", "full", &[]),
+                    Config::FullDwarf => ("full-dwarf", "full", &["--unwind", "dwarf"]),
+                    Config::SampledFp => ("sampled-fp", "sampled", &["--unwind", "fp"]),
+                    _ => ("sampled", "sampled", &[]),
+                };
+                let daemon = Daemon::start(&leakprobe, &dir, name, mode, flags)?;
                 if sites.is_none() {
                     sites = Some(daemon.status().map(|s| report::sites(&s))?);
                 }
                 let before = daemon.usage()?;
                 let result = time_runs(&work, config, args, &dir, &libc);
                 let usage = daemon.usage()?.since(&before);
+                if config == Config::FullDwarf {
+                    unwinding.daemon = daemon.status().ok().map(|s| report::DaemonUnwind::from_status(&s));
+                }
                 daemon.stop()?;
                 usages.push(DaemonUse { label: config.label(), usage });
                 result
@@ -122,7 +137,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
 
     eprintln!("bench: ingest ({} runs of {} leaked allocations over 2 threads, leakprobe full)", args.runs, args.leaks);
     wait_quiet();
-    let daemon = Daemon::start(&leakprobe, &dir, "full")?;
+    let daemon = Daemon::start(&leakprobe, &dir, "full", "full", &[])?;
     let before = daemon.usage()?;
     let ingest = (0..args.runs)
         .map(|run| undisturbed(|| workload::ingest(&work, &daemon, args.leaks, run as u64 + 1)))
@@ -132,7 +147,15 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     daemon.stop()?;
     usages.push(DaemonUse { label: report::INGEST_PHASE, usage });
 
+    eprintln!("bench: the daemon's unwinder on its own stack (leakprobe bench-unwind)");
+    unwinding.micro =
+        undisturbed(|| workload::run(Command::new(&leakprobe).arg("bench-unwind"), Duration::from_mins(2)))
+            .and_then(|out| serde_json::from_str(out.trim()).context("bench-unwind printed no JSON"))
+            .map_err(|e| eprintln!("bench: bench-unwind: {e:#}"))
+            .ok();
+
     report::print(&timings, &ingest, &usages, sites.as_deref().unwrap_or_default(), args.runs);
+    report::print_unwinding(&timings, &unwinding);
     Ok(())
 }
 

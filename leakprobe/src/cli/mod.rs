@@ -1,5 +1,6 @@
 //! The command line: `leakprobe run` (the daemon) and the client commands that query it.
 
+mod bench_unwind;
 mod client;
 mod export;
 mod format;
@@ -44,6 +45,9 @@ enum Command {
     Export(export::ExportArgs),
     /// List the OOM kills the daemon recorded (what the victim's heap held), or show one.
     Oom(oom::OomArgs),
+    /// Measure the daemon's stack unwinding on this process's own stack (for `cargo xtask bench`).
+    #[command(hide = true)]
+    BenchUnwind(bench_unwind::BenchUnwindArgs),
 }
 
 /// Which rows a listing shows, and in what order (`top`, `processes`).
@@ -121,6 +125,7 @@ impl Cli {
                 Command::Status(args) => status::run(args).await,
                 Command::Oom(args) => oom::run(args).await,
                 Command::Export(args) => export::run(args).await,
+                Command::BenchUnwind(args) => bench_unwind::run(&args),
             }
         })
     }

@@ -35,12 +35,13 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         let counter = |name: &str| status.daemon_counters.get(name).copied().unwrap_or(0);
         let copy = unwind.stack_copy_bytes.map(|b| format!(" ({} stack copies)", format::size(b))).unwrap_or_default();
         println!(
-            "unwinding {}{copy}: {} stacks unwound from unwind tables ({} truncated, {} incomplete), {} by kernel \
-             frame pointers ({} truncated)",
+            "unwinding {}{copy}: {} stacks unwound from unwind tables ({} truncated, {} incomplete; {:.3}s), {} \
+             by kernel frame pointers ({} truncated)",
             unwind.mode,
             counter("stacks_dwarf"),
             counter("stacks_dwarf_truncated"),
             counter("stacks_dwarf_incomplete"),
+            unwind.unwind_seconds,
             counter("stacks_fp"),
             counter("stacks_fp_truncated"),
         );

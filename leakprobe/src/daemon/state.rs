@@ -301,6 +301,7 @@ impl State {
             unwind: Some(UnwindSettings {
                 mode: if self.stack_copy_bytes == 0 { "fp" } else { "dwarf" }.to_owned(),
                 stack_copy_bytes: Some(u64::from(self.stack_copy_bytes)).filter(|&b| b > 0),
+                unwind_seconds: self.unwind_stats.unwind_seconds(),
             }),
             traced_pid: self.traced_pid,
         }

@@ -277,7 +277,6 @@ fn counter_help(group: &str, name: &str) -> String {
         ("daemon", "unwind_maps_reads") => "Memory maps read to unwind",
         ("daemon", "unwind_binaries_loaded") => "Binaries whose unwind tables were read",
         ("daemon", "unwind_binary_errors") => "Binaries whose unwind tables could not be read",
-        ("daemon", "unwind_ns") => "Nanoseconds spent unwinding in the daemon",
         ("daemon", "events") => "Events applied to the table",
         ("daemon", "batches") => "Batches read from the ring buffer",
         ("daemon", "decode_errors") => "Ring-buffer records that could not be decoded",

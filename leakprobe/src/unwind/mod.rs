@@ -81,8 +81,16 @@ pub struct UnwindStats {
 }
 
 impl UnwindStats {
+    /// Seconds spent unwinding.
+    #[expect(clippy::cast_precision_loss, reason = "a total of nanoseconds shown as seconds")]
+    pub fn unwind_seconds(&self) -> f64 {
+        self.unwind_ns.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+impl UnwindStats {
     /// `(name, value)` pairs for `status`'s daemon counters.
-    pub fn counters(&self) -> [(&'static str, u64); 9] {
+    pub fn counters(&self) -> [(&'static str, u64); 8] {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("stacks_fp", get(&self.fp)),
@@ -93,7 +101,6 @@ impl UnwindStats {
             ("unwind_maps_reads", get(&self.maps_reads)),
             ("unwind_binaries_loaded", get(&self.binaries_loaded)),
             ("unwind_binary_errors", get(&self.binary_errors)),
-            ("unwind_ns", get(&self.unwind_ns)),
         ]
     }
 }
@@ -144,6 +151,11 @@ impl Unwinder {
     /// The shared counters.
     pub fn stats(&self) -> &Arc<UnwindStats> {
         &self.stats
+    }
+
+    /// Empties framehop's rule cache (for the micro-benchmark: the cost of looking rules up in the tables).
+    pub fn clear_rule_cache(&mut self) {
+        self.cache = CacheX86_64::new();
     }
 
     /// Forgets a process (it exited or exec'd: its modules are gone). Its binaries' tables stay cached.
