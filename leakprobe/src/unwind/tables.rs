@@ -30,10 +30,10 @@ struct Section {
 
 /// A loadable segment: where its bytes are in the file and at which address the binary wants them.
 #[derive(Clone, Copy, Debug)]
-struct Segment {
-    offset: u64,
-    size: u64,
-    vaddr: u64,
+pub(super) struct Segment {
+    pub(super) offset: u64,
+    pub(super) size: u64,
+    pub(super) vaddr: u64,
 }
 
 /// The parts of a binary an unwinder needs.
@@ -102,12 +102,25 @@ impl BinaryTables {
         Ok(Self { eh_frame, eh_frame_hdr, debug_frame, text: range(".text"), got: range(".got"), segments, bytes })
     }
 
+    /// Tables with only these segments (no sections), for tests of the address arithmetic.
+    #[cfg(test)]
+    pub(super) fn for_segments(segments: Vec<Segment>) -> Self {
+        Self { eh_frame: None, eh_frame_hdr: None, debug_frame: None, text: None, got: None, segments, bytes: 0 }
+    }
+
     /// The address at which this binary's address 0 is in a process that maps file offset `file_offset` at
     /// `start` (the module's base), or `None` if no loadable segment holds that offset.
     pub fn base_avma(&self, start: u64, file_offset: u64) -> Option<u64> {
-        // A segment is mapped from the page holding its first byte.
-        let segment =
-            self.segments.iter().find(|s| (s.offset & !0xfff) <= file_offset && file_offset < s.offset + s.size)?;
+        // A segment is mapped from the page holding its first byte, and that page may also hold the end of
+        // the segment before it: the mapping's segment is the one starting in the mapping's first page, or else
+        // the last one starting before it that reaches into it.
+        let page = |s: &Segment| s.offset & !0xfff;
+        let segment = self.segments.iter().find(|s| page(s) == file_offset).or_else(|| {
+            self.segments
+                .iter()
+                .filter(|s| page(s) <= file_offset && file_offset < s.offset + s.size)
+                .max_by_key(|s| s.offset)
+        })?;
         // vaddr - offset is the same for every byte of the segment (the ELF rule for loadable segments).
         start.checked_sub(file_offset)?.checked_add(segment.offset)?.checked_sub(segment.vaddr)
     }

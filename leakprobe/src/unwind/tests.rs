@@ -84,7 +84,28 @@ fn base_address_of_own_executable() {
     let tables = BinaryTables::read(std::process::id(), text).expect("own tables");
     assert!(tables.bytes > 0);
     let base = tables.base_avma(text.start, text.file_offset).expect("base");
-    // This very function's address, relative to the base, is inside the file's code.
-    let here = base_address_of_own_executable as *const () as usize as u64;
-    assert!(here > base && here - base < 1 << 32, "base {base:#x}, function {here:#x}");
+    // The dynamic loader's own idea of where this executable's address 0 is.
+    let here = base_address_of_own_executable as *const () as usize;
+    let mut info = libc::Dl_info {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
+    };
+    // SAFETY: `info` is a valid out-pointer; `here` is an address in this executable.
+    assert_ne!(unsafe { libc::dladdr(here as *const libc::c_void, &raw mut info) }, 0, "dladdr");
+    assert_eq!(base, info.dli_fbase as u64, "base of {}", exe.display());
+}
+
+#[test]
+fn base_address_when_two_segments_share_a_page() {
+    // lld's layout: a read-only segment ending inside the page where the code segment starts.
+    let segments = vec![
+        tables::Segment { offset: 0, size: 0x1b_c624, vaddr: 0 },
+        tables::Segment { offset: 0x1b_c630, size: 0x32_b5a0, vaddr: 0x1b_d630 },
+    ];
+    let tables = BinaryTables::for_segments(segments);
+    // The code mapping starts at the page of file offset 0x1bc000, one page below its addresses.
+    assert_eq!(tables.base_avma(0x5555_0000_0000 + 0x1b_d000, 0x1b_c000), Some(0x5555_0000_0000));
+    assert_eq!(tables.base_avma(0x5555_0000_0000, 0), Some(0x5555_0000_0000));
 }
