@@ -148,15 +148,20 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     usages.push(DaemonUse { label: report::INGEST_PHASE, usage });
 
     eprintln!("bench: the daemon's unwinder on its own stack (leakprobe bench-unwind)");
-    unwinding.micro =
-        undisturbed(|| workload::run(Command::new(&leakprobe).arg("bench-unwind"), Duration::from_mins(2)))
-            .and_then(|out| serde_json::from_str(out.trim()).context("bench-unwind printed no JSON"))
-            .map_err(|e| eprintln!("bench: bench-unwind: {e:#}"))
-            .ok();
+    unwinding.micro = undisturbed(|| bench_unwind(&leakprobe)).map_err(|e| eprintln!("bench: {e:#}")).ok();
 
     report::print(&timings, &ingest, &usages, sites.as_deref().unwrap_or_default(), args.runs);
     report::print_unwinding(&timings, &unwinding);
     Ok(())
+}
+
+/// `leakprobe bench-unwind`: its one JSON line.
+fn bench_unwind(leakprobe: &Path) -> Result<serde_json::Value> {
+    let out = Command::new(leakprobe).arg("bench-unwind").output().context("running leakprobe bench-unwind")?;
+    if !out.status.success() {
+        bail!("leakprobe bench-unwind failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    serde_json::from_slice(&out.stdout).context("bench-unwind printed no JSON")
 }
 
 /// `--runs` runs of the pairs workload under `config`, for each thread count: ns per pair.
