@@ -1,5 +1,6 @@
 //! The command line: `leakprobe run` (the daemon) and the client commands that query it.
 
+mod bench_unwind;
 mod client;
 mod export;
 mod format;
@@ -31,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon: probe the malloc family in every process and serve queries (needs root).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Show the stacks holding the most live (allocated, not freed) bytes, or growing fastest.
     Top(top::TopArgs),
     /// Show every stack of one process.
@@ -44,6 +45,9 @@ enum Command {
     Export(export::ExportArgs),
     /// List the OOM kills the daemon recorded (what the victim's heap held), or show one.
     Oom(oom::OomArgs),
+    /// Measure the daemon's stack unwinding on this process's own stack (for `cargo xtask bench`).
+    #[command(hide = true)]
+    BenchUnwind(bench_unwind::BenchUnwindArgs),
 }
 
 /// Which rows a listing shows, and in what order (`top`, `processes`).
@@ -114,13 +118,14 @@ impl Cli {
             .context("starting the async runtime")?;
         runtime.block_on(async move {
             match self.command {
-                Command::Run(args) => run::run(args).await,
+                Command::Run(args) => run::run(*args).await,
                 Command::Top(args) => top::run(args).await,
                 Command::Stacks(args) => top::run_stacks(args).await,
                 Command::Processes(args) => processes::run(args).await,
                 Command::Status(args) => status::run(args).await,
                 Command::Oom(args) => oom::run(args).await,
                 Command::Export(args) => export::run(args).await,
+                Command::BenchUnwind(args) => bench_unwind::run(&args),
             }
         })
     }

@@ -51,6 +51,7 @@ use crate::{
     protocol::DiscoveryStatus,
     server,
     symbolize::{CacheLimits, SymbolizerHandle},
+    unwind::{UnwindLimits, Unwinder},
 };
 
 /// Everything `leakprobe run` needs.
@@ -167,6 +168,15 @@ async fn join_all(tasks: &mut JoinSet<Result<&'static str>>, shutdown: &Cancella
     failure
 }
 
+/// The OOM reports kept from earlier runs; files that cannot be read are logged and skipped.
+fn load_reports(dir: &std::path::Path, limits: StoreLimits) -> ReportStore {
+    let (store, warnings) = ReportStore::load(dir, limits);
+    for warning in warnings {
+        log::warn!("{warning}");
+    }
+    store
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(config: DaemonConfig) -> Result<()> {
     let started = Instant::now();
@@ -187,11 +197,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let caught_up = Arc::new(AtomicBool::new(true));
     let (purger, purger_thread) = purge::spawn(maps.live, purged_entries.clone()).context("starting the purger")?;
     let oom_dir = config.state_dir.join("oom");
-    let (store, warnings) = ReportStore::load(&oom_dir, config.oom_limits);
-    for warning in warnings {
-        log::warn!("{warning}");
-    }
+    let store = load_reports(&oom_dir, config.oom_limits);
     let oom_stats = Arc::new(OomStats::default());
+    let decoder = ingest::Decoder::new(Unwinder::new(UnwindLimits::default(), Arc::default()));
     let (oom_tx, oom_thread) =
         crate::oom::spawn(store, config.log_oom, oom_stats.clone()).context("starting the OOM report thread")?;
     let (discovery_handle, exec_events) = discovery::channel(discovery.enabled());
@@ -219,12 +227,15 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         ingest_caught_up: caught_up.clone(),
         // Enabled once the probes are attached (`Request::Attached`).
         oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
+        unwind_stats: decoder.stats().clone(),
+        stack_copy_bytes: config.probes.stack_copy_bytes,
+        traced_pid: config.probes.pid,
     };
 
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
     let token = shutdown.clone();
     tasks.spawn(async move {
-        ingest::run(maps.events, batch_tx, caught_up, token).await.context("reading the ring buffer")?;
+        ingest::run(maps.events, decoder, batch_tx, caught_up, token).await.context("reading the ring buffer")?;
         Ok("ingest")
     });
     let token = shutdown.clone();

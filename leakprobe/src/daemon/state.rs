@@ -27,9 +27,10 @@ use crate::{
     procfs::{self, Clock},
     protocol::{
         AnalysisSettings, AttachPoint, DiscoveryStatus, ProcessIdentity, ProcessesResponse, SortBy, StackReport,
-        StatusResponse, TableSizes, TopQuery, TopResponse,
+        StatusResponse, TableSizes, TopQuery, TopResponse, UnwindSettings,
     },
     symbolize::{StackRequest, SymbolizerHandle},
+    unwind::UnwindStats,
 };
 
 /// A message to the state owner.
@@ -91,6 +92,12 @@ pub struct State {
     /// Set by ingest while the ring buffer is empty and everything was handed over.
     pub ingest_caught_up: Arc<AtomicBool>,
     pub oom: OomTracker,
+    /// Counters of the stacks produced (by the kernel's walk or the daemon's unwinder), kept by ingest.
+    pub unwind_stats: Arc<UnwindStats>,
+    /// Bytes of stack copied per allocation; 0: frame pointers.
+    pub stack_copy_bytes: u32,
+    /// The only process traced, if one was chosen.
+    pub traced_pid: Option<u32>,
 }
 
 impl State {
@@ -295,6 +302,7 @@ impl State {
         .into_iter()
         .chain(self.oom.counters())
         .chain([("discovery_exec_scans_dropped", self.exec_scans_dropped)])
+        .chain(self.unwind_stats.counters())
         .map(|(name, value)| (name.to_owned(), value))
         .chain(self.discovery_counters.iter().map(|(name, &value)| (name.clone(), value)))
         .collect();
@@ -329,6 +337,12 @@ impl State {
             oom_kills_by_comm: self.oom.kills_by_comm().clone(),
             oom_report_dir: Some(self.oom.dir.display().to_string()),
             discovery: self.discovery.clone(),
+            unwind: Some(UnwindSettings {
+                mode: if self.stack_copy_bytes == 0 { "fp" } else { "dwarf" }.to_owned(),
+                stack_copy_bytes: Some(u64::from(self.stack_copy_bytes)).filter(|&b| b > 0),
+                unwind_seconds: self.unwind_stats.unwind_seconds(),
+            }),
+            traced_pid: self.traced_pid,
         }
     }
 }

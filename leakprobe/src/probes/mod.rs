@@ -91,6 +91,11 @@ pub struct ProbeConfig {
     pub sample_interval: u64,
     /// How the allocating functions' returns are probed.
     pub return_probes: ReturnProbes,
+    /// Bytes of user stack copied per reported allocation for unwinding in the daemon; 0: the kernel walks
+    /// frame pointers instead.
+    pub stack_copy_bytes: u32,
+    /// The only process traced; every process when `None`.
+    pub pid: Option<u32>,
 }
 
 /// The maps the daemon reads.
@@ -110,7 +115,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// The pid a uprobe_multi link takes: 0 for every process.
+    /// The pid a `uprobe_multi` link takes: 0 for every process.
     fn pid(self) -> u32 {
         match self {
             Self::AllProcesses => 0,
@@ -130,7 +135,7 @@ impl Scope {
 #[derive(Debug)]
 pub struct AttachedFile {
     links: Vec<(&'static str, UProbeLinkId)>,
-    /// The session program's uprobe_multi link on the file's allocating functions, when returns use sessions.
+    /// The session program's `uprobe_multi` link on the file's allocating functions, when returns use sessions.
     session: Option<std::os::fd::OwnedFd>,
     /// What is attached, for `status`.
     pub points: Vec<AttachPoint>,
@@ -180,6 +185,8 @@ impl Probes {
             .override_global(globals::EXP_TABLE, &exp_table[..], true)
             .override_global(globals::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
             .override_global(globals::OOM_FIELDS, &oom_fields.unwrap_or(OomFields::NONE), true)
+            .override_global(globals::STACK_COPY_BYTES, &config.stack_copy_bytes, true)
+            .override_global(globals::TRACED_TGID, &config.pid.unwrap_or(0), true)
             .map_max_entries(maps::LIVE, config.max_live_allocations)
             .load(&object)?;
         let session = match kfuncs {

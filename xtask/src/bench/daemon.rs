@@ -21,14 +21,16 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `leakprobe run --mode MODE --return-probes RETURNS` and waits until its socket answers (which
-    /// means its probes are attached).
-    pub fn start(binary: &Path, dir: &Path, mode: &str, returns: &str) -> Result<Self> {
-        let socket = dir.join(format!("leakprobe-{mode}-{returns}.sock"));
-        let state = dir.join(format!("state-{mode}-{returns}"));
-        let log = dir.join(format!("leakprobe-{mode}-{returns}.log"));
+    /// Starts `leakprobe run --mode MODE ARGS...` and waits until its socket answers (which means its probes
+    /// are attached). `name` names its socket, state directory and log.
+    pub fn start(binary: &Path, dir: &Path, name: &str, mode: &str, args: &[&str]) -> Result<Self> {
+        let socket = dir.join(format!("leakprobe-{name}.sock"));
+        let state = dir.join(format!("state-{name}"));
+        let log = dir.join(format!("leakprobe-{name}.log"));
         let child = Command::new(binary)
-            .args(["run", "--mode", mode, "--return-probes", returns, "--socket"])
+            .args(["run", "--mode", mode])
+            .args(args)
+            .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
             .arg(&state)
