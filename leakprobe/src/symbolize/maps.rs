@@ -31,32 +31,18 @@ pub struct Mapping {
 /// The file-backed mappings of a `/proc/PID/maps` text, in address order. Anonymous, special (`[vdso]`)
 /// and deleted files are left out: there is nothing to read symbols from.
 pub fn parse(text: &str) -> Vec<Mapping> {
-    let mut maps: Vec<Mapping> = text
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.splitn(6, ' ');
-            let range = fields.next()?;
-            let perms = fields.next()?;
-            let offset = fields.next()?;
-            let dev = fields.next()?;
-            let inode: u64 = fields.next()?.parse().ok()?;
-            let path = fields.next()?.trim_start();
-            if !path.starts_with('/') || path.ends_with(" (deleted)") {
-                return None;
-            }
-            let (start, end) = range.split_once('-')?;
-            let (major, minor) = dev.split_once(':')?;
-            Some(Mapping {
-                executable: perms.contains('x'),
-                dev: u64::from_str_radix(major, 16).ok()? << 32 | u64::from_str_radix(minor, 16).ok()?,
-                inode,
-                start: u64::from_str_radix(start, 16).ok()?,
-                end: u64::from_str_radix(end, 16).ok()?,
-                file_offset: u64::from_str_radix(offset, 16).ok()?,
-                path: Arc::from(Path::new(path)),
-                source: Arc::from(Path::new(path)),
-                file: (dev.to_owned(), inode),
-            })
+    let mut maps: Vec<Mapping> = crate::procfs::maps_lines(text)
+        .filter(|line| line.path.starts_with('/') && !line.path.ends_with(" (deleted)"))
+        .map(|line| Mapping {
+            executable: line.perms.contains('x'),
+            dev: u64::from(line.major) << 32 | u64::from(line.minor),
+            inode: line.inode,
+            start: line.start,
+            end: line.end,
+            file_offset: line.offset,
+            path: Arc::from(Path::new(line.path)),
+            source: Arc::from(Path::new(line.path)),
+            file: (line.dev.to_owned(), line.inode),
         })
         .collect();
     maps.sort_unstable_by_key(|m| m.start);
