@@ -58,6 +58,8 @@ use crate::{
 pub struct DaemonConfig {
     pub socket: PathBuf,
     pub socket_mode: u32,
+    /// The socket's group (a gid), if not root's.
+    pub socket_group: Option<u32>,
     pub probes: ProbeConfig,
     pub limits: Limits,
     pub analysis: AnalysisConfig,
@@ -234,7 +236,10 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let discovery_thread = discovery::spawn(probes, discovery, exec_events, request_tx.clone())
         .context("starting the discovery thread")?;
 
-    let listener = server::bind(&config.socket, config.socket_mode)?;
+    let listener = server::bind(&config.socket, config.socket_mode, config.socket_group)?;
+    // The last step that needed more than the kept capabilities: the other threads dropped them when they started.
+    crate::privileges::drop_in_this_thread();
+    log::info!("capabilities kept: {}", crate::privileges::describe_effective());
     let server_requests = request_tx.clone();
     log::info!("serving on {}", config.socket.display());
     let token = shutdown.clone();
