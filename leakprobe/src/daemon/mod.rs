@@ -210,6 +210,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         discovery_handle,
         identities: HashMap::new(),
         exec_scans_dropped: 0,
+        gone_last_tick: std::collections::HashSet::new(),
         decode_errors: 0,
         batches: 0,
         requests: request_tx.clone(),

@@ -275,6 +275,7 @@ fn counter_help(group: &str, name: &str) -> String {
         ("daemon", "dropped_table_full") => "Allocations not tracked: the table was full",
         ("daemon", "stacks_overflowed") => "New stacks beyond --max-stacks, accounted under the overflow stack",
         ("daemon", "processes_purged") => "Processes purged on exit or exec",
+        ("daemon", "processes_gone") => "Processes purged because they were gone from /proc (exit event lost)",
         ("daemon", "series_dropped") => "Time series not kept: --max-series reached",
         ("daemon", "ticks") => "Samples taken of live bytes and RSS",
         ("daemon", "kernel_entries_purged") => "Live-address map entries removed after exits and execs",
