@@ -8,7 +8,7 @@
 
 #![allow(clippy::cast_precision_loss, reason = "counts of events and bytes, shown as rates and ratios")]
 
-mod daemon;
+pub mod daemon;
 mod peers;
 mod report;
 mod workload;

@@ -1,9 +1,10 @@
-//! Developer tasks: `cargo xtask setup|build|run|test|lint|bench`.
+//! Developer tasks: `cargo xtask setup|build|run|test|lint|bench|soak`.
 //!
 //! Every task that builds anything first runs `setup`, so each of them works on a fresh machine.
 
 mod bench;
 mod setup;
+mod soak;
 mod tasks;
 
 use std::path::PathBuf;
@@ -45,6 +46,10 @@ enum Command {
     /// malloc+free pair of leakprobe full and sampled, a bpftrace memleak equivalent and heaptrack over
     /// nothing attached, the daemon's ingest rate, CPU and memory (needs root; takes a few minutes).
     Bench(bench::BenchArgs),
+    /// Set up, build, then run a release daemon for `--minutes` against leakers, churners and thousands of
+    /// short-lived processes; fail if its RSS or open descriptors trend upward or exited processes stay listed
+    /// (needs root).
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> Result<()> {
@@ -58,6 +63,7 @@ fn main() -> Result<()> {
         Command::Test { args } => tasks::test(&root, &env, &args),
         Command::Lint => tasks::lint(&root, &env),
         Command::Bench(args) => bench::bench(&root, &env, &args),
+        Command::Soak(args) => soak::soak(&root, &env, &args),
     }
 }
 

@@ -24,6 +24,11 @@ impl Daemon {
     /// Starts `leakprobe run --mode MODE` and waits until its socket answers (which means its probes are
     /// attached).
     pub fn start(binary: &Path, dir: &Path, mode: &str) -> Result<Self> {
+        Self::start_with(binary, dir, mode, &[])
+    }
+
+    /// Like [`Daemon::start`], with more arguments to `leakprobe run`.
+    pub fn start_with(binary: &Path, dir: &Path, mode: &str, extra: &[String]) -> Result<Self> {
         let socket = dir.join(format!("leakprobe-{mode}.sock"));
         let state = dir.join(format!("state-{mode}"));
         let log = dir.join(format!("leakprobe-{mode}.log"));
@@ -32,6 +37,7 @@ impl Daemon {
             .arg(&socket)
             .arg("--state-dir")
             .arg(&state)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log)?)
@@ -61,15 +67,25 @@ impl Daemon {
 
     /// `GET /v1/status`, parsed.
     pub fn status(&self) -> Result<Value> {
+        self.get("/v1/status")
+    }
+
+    /// `GET path`, parsed as JSON.
+    pub fn get(&self, path: &str) -> Result<Value> {
         let mut stream = UnixStream::connect(&self.socket)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         // HTTP/1.0: the daemon closes the connection after the response, which has a Content-Length.
-        stream.write_all(b"GET /v1/status HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;
         let (head, body) = response.split_once("\r\n\r\n").context("no end of HTTP headers")?;
-        ensure!(head.split_whitespace().nth(1) == Some("200"), "status: {}", head.lines().next().unwrap_or(""));
-        serde_json::from_str(body).context("status: JSON")
+        ensure!(head.split_whitespace().nth(1) == Some("200"), "{path}: {}", head.lines().next().unwrap_or(""));
+        serde_json::from_str(body).with_context(|| format!("{path}: JSON"))
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// CPU time and peak RSS so far.
