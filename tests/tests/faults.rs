@@ -1,5 +1,5 @@
-//! Faults: the daemon SIGKILLed, probes after SIGTERM, a traced process SIGKILLed, a probed libc replaced on disk,
-//! a full state directory.
+//! Faults: the daemon killed with SIGKILL, probes after SIGTERM, a traced process killed mid-loop, a probed
+//! libc replaced on disk, a full state directory.
 
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
@@ -281,8 +281,9 @@ fn a_full_state_directory_fails_writes_clearly_and_keeps_what_was_written() {
     assert_eq!(std::fs::read(&files[0]).expect("read the first report again"), first_bytes, "first report intact");
     let leftovers: Vec<String> = std::fs::read_dir(&oom_dir)
         .expect("read the oom dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp"))
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .map(|p| p.display().to_string())
         .collect();
     assert!(leftovers.is_empty(), "partial files left behind: {leftovers:?}");
     let metrics = leakprobe_tests::http::get_tcp(daemon.metrics_addr(), "/metrics", "text/plain");

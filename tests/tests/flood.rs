@@ -51,13 +51,12 @@ fn metric_counters(daemon: &Daemon) -> BTreeMap<String, u64> {
         .filter_map(|l| {
             let (name, value) = l.split_once(' ')?;
             let name = name.strip_prefix("leakprobe_")?.strip_suffix("_total")?;
-            Some((name.to_owned(), value.trim().parse::<f64>().ok()? as u64))
+            Some((name.to_owned(), value.trim().parse::<u64>().ok()?))
         })
         .collect()
 }
 
 #[test]
-#[expect(clippy::cast_precision_loss, reason = "figures for a report")]
 fn a_flood_beyond_every_limit_is_survived_answered_bounded_and_counted() {
     let daemon = Daemon::start_with_args(&[
         "--max-allocations",
@@ -125,6 +124,41 @@ fn a_flood_beyond_every_limit_is_survived_answered_bounded_and_counted() {
         rss_max / 1024,
         RSS_CEILING_KIB / 1024
     );
+    print_deltas(&before, &after);
+    eprintln!("flood: tables {tables}");
+
+    // The limits held.
+    assert!(tables["live_allocations"].as_u64().is_some_and(|n| n <= MAX_ALLOCATIONS), "{tables}");
+    assert!(tables["stacks"].as_u64().is_some_and(|n| n <= MAX_STACKS), "{tables}");
+    assert!(tables["series"].as_u64().is_some_and(|n| n <= MAX_SERIES), "{tables}");
+    assert!(rss_max < RSS_CEILING_KIB, "RSS reached {rss_max} KiB, over the ceiling of {RSS_CEILING_KIB} KiB");
+    // Every overflow was counted: the live map (200,000 blocks into 50,000 entries) and the stack store.
+    assert!(delta("kernel_live_map_full") > 0, "the live map overflow is not counted: {after:?}");
+    assert!(delta("daemon_stacks_overflowed") > 0, "the stack store overflow is not counted: {after:?}");
+    // Every churned process is purged: by its exit event, or (when the ring buffer dropped that) as gone from
+    // /proc two ticks later. None of the processes still listed is dead.
+    let listed = wait_until_no_dead_process_is_listed(&daemon);
+    let after = counters(&daemon.status());
+    let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+    eprintln!(
+        "flood: after settling: {listed} processes listed, processes_purged +{}, of which gone (exit lost) +{}",
+        delta("daemon_processes_purged"),
+        delta("daemon_processes_gone")
+    );
+    // And every counter of status is in the metrics, at least as high (the scrape comes later).
+    let metrics = metric_counters(&daemon);
+    for (name, value) in &after {
+        let scraped = metrics.get(name).unwrap_or_else(|| panic!("metrics have no leakprobe_{name}_total"));
+        assert!(*scraped >= *value, "metrics leakprobe_{name}_total = {scraped} < status {value}");
+    }
+    // Still answering after the flood, with its own answer.
+    assert_eq!(daemon.status()["pid"].as_u64(), Some(u64::from(pid)));
+    drop(floods);
+}
+
+/// Prints how much each loss and activity counter rose.
+fn print_deltas(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) {
+    let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
     for name in [
         "kernel_allocs",
         "kernel_frees",
@@ -144,44 +178,19 @@ fn a_flood_beyond_every_limit_is_survived_answered_bounded_and_counted() {
     ] {
         eprintln!("flood: {name} +{}", delta(name));
     }
-    eprintln!("flood: tables {tables}");
+}
 
-    // The limits held.
-    assert!(tables["live_allocations"].as_u64().is_some_and(|n| n <= MAX_ALLOCATIONS), "{tables}");
-    assert!(tables["stacks"].as_u64().is_some_and(|n| n <= MAX_STACKS), "{tables}");
-    assert!(tables["series"].as_u64().is_some_and(|n| n <= MAX_SERIES), "{tables}");
-    assert!(rss_max < RSS_CEILING_KIB, "RSS reached {rss_max} KiB, over the ceiling of {RSS_CEILING_KIB} KiB");
-    // Every overflow was counted: the live map (200,000 blocks into 50,000 entries) and the stack store.
-    assert!(delta("kernel_live_map_full") > 0, "the live map overflow is not counted: {after:?}");
-    assert!(delta("daemon_stacks_overflowed") > 0, "the stack store overflow is not counted: {after:?}");
-    // Every churned process is purged: by its exit event, or (when the ring buffer dropped that) as gone from
-    // /proc two ticks later. None of the processes still listed is dead.
-    let listed = leakprobe_tests::poll_until(Duration::from_secs(30), "no dead process to be listed", || {
+/// Waits until no process listed by the daemon is dead; returns how many are listed.
+fn wait_until_no_dead_process_is_listed(daemon: &Daemon) -> usize {
+    leakprobe_tests::poll_until(Duration::from_secs(30), "no dead process to be listed", || {
         let processes = daemon.cli_json(&["processes", "--socket", daemon.socket_str(), "--limit", "10000", "--json"]);
         let pids: Vec<u64> = processes["processes"]
             .as_array()
             .map(|p| p.iter().filter_map(|p| p["pid"].as_u64()).collect())
             .unwrap_or_default();
-        let dead: Vec<u64> =
-            pids.iter().copied().filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()).collect();
-        dead.is_empty().then_some(pids.len())
-    });
-    let after = counters(&daemon.status());
-    let delta = |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
-    eprintln!(
-        "flood: after settling: {listed} processes listed, processes_purged +{}, of which gone (exit lost) +{}",
-        delta("daemon_processes_purged"),
-        delta("daemon_processes_gone")
-    );
-    // And every counter of status is in the metrics, at least as high (the scrape comes later).
-    let metrics = metric_counters(&daemon);
-    for (name, value) in &after {
-        let scraped = metrics.get(name).unwrap_or_else(|| panic!("metrics have no leakprobe_{name}_total"));
-        assert!(*scraped >= *value, "metrics leakprobe_{name}_total = {scraped} < status {value}");
-    }
-    // Still answering after the flood, with its own answer.
-    assert_eq!(daemon.status()["pid"].as_u64(), Some(u64::from(pid)));
-    drop(floods);
+        let dead = pids.iter().filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()).count();
+        (dead == 0).then_some(pids.len())
+    })
 }
 
 /// `(RSS KiB, live allocations, stacks)` of the daemon.

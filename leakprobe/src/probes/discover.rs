@@ -389,7 +389,7 @@ impl Discovery {
     }
 
     /// A package upgrade replaces a library with a new file at the same path: say that both stay probed.
-    fn log_if_replaced(&self, shown: &std::path::Path, file: FileId) {
+    fn log_if_replaced(&self, shown: &Path, file: FileId) {
         for (old, provider) in self.providers() {
             if *old != file && provider.shown == shown && provider.attached.is_some() {
                 log::info!(
