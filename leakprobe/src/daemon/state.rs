@@ -167,9 +167,13 @@ impl State {
     }
 
     /// Purges the processes gone at this tick and the previous one: their exit event was lost (ring buffer
-    /// full), or they would be purged already. Two ticks apart, an exit or OOM event still in flight has been
-    /// applied.
+    /// full), or they would be purged already. Only when ingest has caught up: an exit or OOM event still in
+    /// the ring buffer must be applied first (an OOM report needs the victim's table).
     fn sweep(&mut self, gone: Vec<u32>, read_ns: u64) {
+        if !self.ingest_caught_up.load(Ordering::Acquire) {
+            self.gone_last_tick = gone.into_iter().collect();
+            return;
+        }
         let previous = std::mem::replace(&mut self.gone_last_tick, gone.into_iter().collect());
         let both: Vec<u32> = self.gone_last_tick.intersection(&previous).copied().collect();
         for tgid in both {
