@@ -232,14 +232,14 @@ fn memory_per_tracked_allocation_and_per_stack() {
     // Large enough limits that nothing overflows: 1 Mi live allocations, 64 Ki stacks.
     let daemon = Daemon::start_with_args(&["--max-allocations", "1048576", "--max-stacks", "65536"]);
     let base = settle(&daemon);
-    // 300,000 live blocks from one stack, allocated at a pace the ring buffer keeps up with (the fixture
-    // allocates in a tight loop; what the ring buffer drops is not in the table and not in the figure).
-    let mut live = Fixture::spawn(FLOOD, &["live", "300000"]);
+    // 300,000 live blocks from one stack, paced so that the ring buffer keeps up (what it drops anyway under a
+    // busy host is not in the table and not in the figure: the figure divides by what the table holds).
+    let mut live = Fixture::spawn(FLOOD, &["live", "300000", "paced"]);
     live.wait_line("ready");
     let with_live = settle(&daemon);
     let allocations = with_live.1.saturating_sub(base.1);
     let per_allocation = (with_live.0.saturating_sub(base.0) * 1024) as f64 / allocations.max(1) as f64;
-    let mut stacks = Fixture::spawn(FLOOD, &["stacks", "14"]);
+    let mut stacks = Fixture::spawn(FLOOD, &["stacks", "14", "paced"]);
     stacks.wait_line("ready");
     let with_stacks = settle(&daemon);
     let new_stacks = with_stacks.2.saturating_sub(with_live.2);
@@ -254,8 +254,8 @@ fn memory_per_tracked_allocation_and_per_stack() {
         with_live.0.saturating_sub(base.0) / 1024,
         rss_for_stacks / (1024 * 1024)
     );
-    assert!(allocations >= 100_000, "too few allocations reached the table to measure: {allocations}");
-    assert!(new_stacks >= 4_000, "too few stacks reached the store to measure: {new_stacks}");
+    assert!(allocations >= 50_000, "too few allocations reached the table to measure: {allocations}");
+    assert!(new_stacks >= 2_000, "too few stacks reached the store to measure: {new_stacks}");
     // Generous bounds: the README gives the measured figures; these catch a regression by an order of magnitude.
     assert!(per_allocation < 1_024.0, "{per_allocation:.0} B per tracked allocation");
     assert!(per_stack < 32_768.0, "{per_stack:.0} B per stack");
