@@ -138,7 +138,7 @@ fn main() {
     );
 
     // Single-file fixtures with no special needs.
-    for (name, env) in [("growth", "GROWTH_C"), ("sampling", "SAMPLING_C")] {
+    for (name, env) in [("growth", "GROWTH_C"), ("sampling", "SAMPLING_C"), ("flood", "FLOOD_C")] {
         build_simple_fixture(&manifest, &out, name, env);
     }
 

@@ -1,6 +1,7 @@
 //! leakprobe: a system-wide memory-leak profiler daemon for Linux.
 //!
 //! Floors, each using only the ones below it:
+//! - ground: [`privileges`] (capabilities, used by every thread the daemon starts);
 //! - pure core: [`core`] (table, stack interning), [`protocol`], [`export`];
 //! - middle: [`probes`], [`ingest`], [`symbolize`], [`unwind`] (stacks from stack copies), [`procfs`], [`oom`]
 //!   (report store), [`metrics`] (exposition and its HTTP endpoint);
@@ -15,6 +16,7 @@ pub mod fuzz;
 pub mod ingest;
 pub mod metrics;
 pub mod oom;
+pub mod privileges;
 pub mod probes;
 pub mod procfs;
 pub mod protocol;

@@ -39,6 +39,10 @@ pub enum SocketError {
     NotASocket { path: String },
     #[error("{path}")]
     Io { path: String, source: std::io::Error },
+    #[error("--socket-group {0:?}: no such group (give a group name or a numeric gid)")]
+    NoSuchGroup(String),
+    #[error("giving {path} to group {gid}")]
+    Chown { path: String, gid: u32, source: std::io::Error },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SocketError + '_ {
@@ -61,14 +65,49 @@ pub fn check_socket_free(path: &Path) -> Result<(), SocketError> {
     }
 }
 
-/// Binds the socket (creating its directory) and sets its mode.
-pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, SocketError> {
+/// The gid of `group`: a number, or a name looked up in the group database (`/etc/group`, NSS).
+pub fn resolve_group(group: &str) -> Result<u32, SocketError> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let missing = || SocketError::NoSuchGroup(group.to_owned());
+    let name = std::ffi::CString::new(group).map_err(|_| missing())?;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        // SAFETY: getgrnam_r writes only into `entry` and `buf` (whose length it is given) and sets `found` to
+        // null or to `&entry`; all of them outlive the call.
+        let (rc, found_gid) = unsafe {
+            let mut entry: libc::group = std::mem::zeroed();
+            let mut found: *mut libc::group = std::ptr::null_mut();
+            let rc =
+                libc::getgrnam_r(name.as_ptr(), &raw mut entry, buf.as_mut_ptr().cast(), buf.len(), &raw mut found);
+            (rc, (!found.is_null()).then_some(entry.gr_gid))
+        };
+        match (rc, found_gid) {
+            (0, Some(gid)) => return Ok(gid),
+            (libc::ERANGE, _) if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            _ => return Err(missing()),
+        }
+    }
+}
+
+/// Binds the socket (creating its directory), sets its mode and, with `group`, gives it to that group (the
+/// owner stays root): with mode 0660, root and the group's members may query, and the kernel refuses everyone
+/// else at `connect(2)`.
+pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener, SocketError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io_error(dir))?;
     }
     check_socket_free(path)?;
     let listener = UnixListener::bind(path).map_err(io_error(path))?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_error(path))?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|source| SocketError::Chown {
+            path: path.display().to_string(),
+            gid,
+            source,
+        })?;
+    }
     Ok(listener)
 }
 

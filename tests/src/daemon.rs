@@ -220,6 +220,14 @@ impl Daemon {
         status[group][name].as_u64().unwrap_or_else(|| panic!("status has no counter {group}.{name}: {status:#}"))
     }
 
+    /// The daemon's directory (socket, log, default state), kept after the daemon: for a restart on the same
+    /// socket. Call it once the daemon is stopped ([`Daemon::stop_with`]).
+    pub fn take_dir(mut self) -> TempDir {
+        assert!(self.stopped, "take_dir on a running daemon");
+        let spare = tempfile::Builder::new().prefix("leakprobe-spare-").tempdir().expect("spare temp dir");
+        std::mem::replace(&mut self.dir, spare)
+    }
+
     /// Sends `signal` and waits for the exit (SIGKILL and failure after [`STOP_TIMEOUT`]). Drop then checks nothing.
     pub fn stop_with(&mut self, signal: libc::c_int) -> ExitStatus {
         self.stopped = true;

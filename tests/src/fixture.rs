@@ -24,9 +24,15 @@ pub struct Fixture {
 impl Fixture {
     /// Spawns `path args...` with piped stdin and stdout (stderr is inherited so the test output shows it).
     pub fn spawn(path: impl AsRef<Path>, args: &[&str]) -> Self {
+        Self::spawn_with_env(path, args, &[])
+    }
+
+    /// Like [`Fixture::spawn`], with more environment variables (e.g. `LD_LIBRARY_PATH`).
+    pub fn spawn_with_env(path: impl AsRef<Path>, args: &[&str], env: &[(&str, &str)]) -> Self {
         let path = path.as_ref();
         let name = format!("{} {}", path.display(), args.join(" "));
         let mut cmd = Command::new(path);
+        cmd.envs(env.iter().copied());
         cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         kill_with_parent(&mut cmd);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn fixture `{name}`: {e}"));

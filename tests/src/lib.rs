@@ -33,6 +33,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub const LEAKER: &str = env!("LEAKER_C");
 /// The growth-pattern fixture (`tests/fixtures/growth.c`).
 pub const GROWTH: &str = env!("GROWTH_C");
+/// The flood fixture (`tests/fixtures/flood.c`): threads, live allocations, distinct stacks, short-lived processes.
+pub const FLOOD: &str = env!("FLOOD_C");
 /// The sampled-mode accuracy fixture (`tests/fixtures/sampling.c`).
 pub const SAMPLING: &str = env!("SAMPLING_C");
 /// The fixture built without frame pointers (`tests/fixtures/frameless.c`, with `libframeless.so`).

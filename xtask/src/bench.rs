@@ -9,7 +9,7 @@
 #![allow(clippy::cast_precision_loss, reason = "counts of events and bytes, shown as rates and ratios")]
 
 mod consumer;
-mod daemon;
+pub mod daemon;
 mod peers;
 mod report;
 mod workload;

@@ -1,10 +1,11 @@
-//! Developer tasks: `cargo xtask setup|build|run|test|lint|bench`.
+//! Developer tasks: `cargo xtask setup|build|run|test|lint|bench|soak`.
 //!
 //! Every task that builds anything first runs `setup`, so each of them works on a fresh machine.
 
 mod bench;
 mod fuzz;
 mod setup;
+mod soak;
 mod tasks;
 
 use std::path::PathBuf;
@@ -52,6 +53,10 @@ enum Command {
     /// Set up (plus cargo-fuzz), build the fuzz targets of `fuzz/` and run each for a bounded time: the socket
     /// API, configuration files, ring-buffer records and persisted OOM reports. Prints runs and execs/s.
     Fuzz(fuzz::FuzzArgs),
+    /// Set up, build, then run a release daemon for `--minutes` against leakers, churners and thousands of
+    /// short-lived processes; fail if its RSS or open descriptors trend upward or exited processes stay listed
+    /// (needs root).
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> Result<()> {
@@ -72,6 +77,7 @@ fn main() -> Result<()> {
         Command::Lint => tasks::lint(&root, &env),
         Command::Bench(args) => bench::bench(&root, &env, &args),
         Command::Fuzz(args) => fuzz::fuzz(&root, &env, &args),
+        Command::Soak(args) => soak::soak(&root, &env, &args),
     }
 }
 

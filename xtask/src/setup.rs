@@ -34,6 +34,7 @@ pub fn setup(root: &Path) -> Result<ToolEnv> {
     ensure_bpf_linker(&tools)?;
     ensure_c_compiler()?;
     ensure_allocator_packages()?;
+    ensure_packages(&FAULT_PACKAGES, "the fault tests")?;
     ensure_nextest()?;
     ensure_promtool()?;
     let mut paths = vec![bin];
@@ -179,13 +180,22 @@ const ALLOCATOR_PACKAGES: [(&str, &str); 5] = [
     ("util-linux", "/usr/bin/unshare"),
 ];
 
+/// What the fault tests (tests/tests/faults.rs) use: `bpftool` lists the kernel's eBPF links, programs and perf
+/// attachments after the daemon stopped.
+const FAULT_PACKAGES: [(&str, &str); 1] = [("bpftool", "/usr/sbin/bpftool")];
+
 fn ensure_allocator_packages() -> Result<()> {
+    ensure_packages(&ALLOCATOR_PACKAGES, "the allocator test fixtures")
+}
+
+/// Installs the Debian packages of `packages` whose file is missing.
+fn ensure_packages(packages: &[(&str, &str)], why: &str) -> Result<()> {
     let missing: Vec<&str> =
-        ALLOCATOR_PACKAGES.iter().filter(|(_, file)| !Path::new(file).exists()).map(|(package, _)| *package).collect();
+        packages.iter().filter(|(_, file)| !Path::new(file).exists()).map(|(package, _)| *package).collect();
     if missing.is_empty() {
         return Ok(());
     }
-    step(&format!("installing {} (the allocator test fixtures)", missing.join(" ")));
+    step(&format!("installing {} ({why})", missing.join(" ")));
     let install = || {
         let mut cmd = Command::new("apt-get");
         cmd.args(["install", "-y", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive");

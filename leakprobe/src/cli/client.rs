@@ -25,9 +25,19 @@ pub async fn get<T: DeserializeOwned>(socket: &Path, path_and_query: &str) -> Re
 
 /// `GET path_and_query` from the daemon at `socket`: the body of a successful answer.
 pub async fn get_bytes(socket: &Path, path_and_query: &str) -> Result<Bytes> {
-    let stream = UnixStream::connect(socket).await.with_context(|| {
-        format!("cannot reach the daemon at {} (is `leakprobe run` running? see --socket)", socket.display())
-    })?;
+    let stream = match UnixStream::connect(socket).await {
+        Ok(stream) => stream,
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "permission denied by the kernel on {}: the daemon's socket admits root and the members of its group \
+             (`leakprobe run --socket-group`) only; run as root or ask to be added to that group",
+            socket.display()
+        ),
+        Err(err) => {
+            return Err(err).with_context(|| {
+                format!("cannot reach the daemon at {} (is `leakprobe run` running? see --socket)", socket.display())
+            });
+        }
+    };
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("HTTP handshake")?;
     tokio::spawn(async move {

@@ -111,11 +111,13 @@ impl Cli {
 
     /// Runs the command.
     pub fn run(self) -> Result<()> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if self.is_daemon() {
+            // Before the first thread: every thread inherits the restricted sets and drops the start-up ones.
+            crate::privileges::restrict_process()?;
+            builder.on_thread_start(crate::privileges::drop_in_this_thread);
+        }
+        let runtime = builder.worker_threads(2).enable_all().build().context("starting the async runtime")?;
         runtime.block_on(async move {
             match self.command {
                 Command::Run(args) => run::run(*args).await,

@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// Permissions of the socket file, in octal.
     #[arg(long, value_name = "MODE", default_value = DEFAULT_SOCKET_MODE)]
     socket_mode: String,
+    /// Group of the socket file (a name or a numeric gid): with the default mode 0660 its members may query
+    /// the daemon without being root. Default: root's group, so only root may.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
     /// A C library to probe from start to end, whichever processes map it (default: none beyond what discovery
     /// finds; with `--no-discovery`, the host's libc, as this process maps it).
     #[arg(long, value_name = "PATH")]
@@ -182,6 +186,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     };
     let socket_mode = u32::from_str_radix(args.socket_mode.trim_start_matches("0o"), 8)
         .with_context(|| format!("--socket-mode {:?} is not an octal mode", args.socket_mode))?;
+    let socket_group = args.socket_group.as_deref().map(crate::server::resolve_group).transpose()?;
     let interval = args.interval.or(file.interval).unwrap_or(DEFAULT_INTERVAL);
     let window = args.window.or(file.window).unwrap_or(DEFAULT_WINDOW);
     ensure!(interval >= Duration::from_millis(100), "--interval must be at least 100ms");
@@ -209,6 +214,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let config = DaemonConfig {
         socket: args.socket,
         socket_mode,
+        socket_group,
         probes: ProbeConfig {
             libc: args.libc,
             discovery: (!args.no_discovery).then_some(DiscoveryConfig {

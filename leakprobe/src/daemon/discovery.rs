@@ -53,6 +53,7 @@ pub fn spawn(
 ) -> std::io::Result<JoinHandle<Probes>> {
     let enabled = discovery.enabled();
     thread::Builder::new().name("discovery".into()).spawn(move || {
+        crate::privileges::drop_in_this_thread();
         let interval = discovery.rescan_interval().unwrap_or(Duration::from_hours(1));
         let mut next_full = Instant::now() + interval;
         let mut pending: VecDeque<(u32, Instant)> = VecDeque::new();

@@ -59,6 +59,8 @@ use crate::{
 pub struct DaemonConfig {
     pub socket: PathBuf,
     pub socket_mode: u32,
+    /// The socket's group (a gid), if not root's.
+    pub socket_group: Option<u32>,
     pub probes: ProbeConfig,
     pub limits: Limits,
     pub analysis: AnalysisConfig,
@@ -177,6 +179,20 @@ fn load_reports(dir: &std::path::Path, limits: StoreLimits) -> ReportStore {
     store
 }
 
+/// Ends the daemon on SIGTERM or SIGINT (by ending its task, which cancels the others).
+fn spawn_signals(tasks: &mut JoinSet<Result<&'static str>>, token: CancellationToken) {
+    tasks.spawn(async move {
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        tokio::select! {
+            _ = term.recv() => log::info!("SIGTERM: shutting down"),
+            _ = int.recv() => log::info!("SIGINT: shutting down"),
+            () = token.cancelled() => {}
+        }
+        Ok("signals")
+    });
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(config: DaemonConfig) -> Result<()> {
     let started = Instant::now();
@@ -219,6 +235,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         discovery_handle,
         identities: HashMap::new(),
         exec_scans_dropped: 0,
+        gone_last_tick: std::collections::HashSet::new(),
         decode_errors: 0,
         batches: 0,
         requests: request_tx.clone(),
@@ -248,7 +265,10 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let discovery_thread = discovery::spawn(probes, discovery, exec_events, request_tx.clone())
         .context("starting the discovery thread")?;
 
-    let listener = server::bind(&config.socket, config.socket_mode)?;
+    let listener = server::bind(&config.socket, config.socket_mode, config.socket_group)?;
+    // The last step that needed more than the kept capabilities: the other threads dropped them when they started.
+    crate::privileges::drop_in_this_thread();
+    log::info!("capabilities kept: {}", crate::privileges::describe_effective());
     let server_requests = request_tx.clone();
     log::info!("serving on {}", config.socket.display());
     let token = shutdown.clone();
@@ -259,17 +279,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     if let (Some(listener), Some(metrics)) = (metrics_listener, config.metrics) {
         spawn_metrics(&mut tasks, listener, metrics, request_tx, shutdown.clone());
     }
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        tokio::select! {
-            _ = term.recv() => log::info!("SIGTERM: shutting down"),
-            _ = int.recv() => log::info!("SIGINT: shutting down"),
-            () = token.cancelled() => {}
-        }
-        Ok("signals")
-    });
+    spawn_signals(&mut tasks, shutdown.clone());
 
     let failure = join_all(&mut tasks, &shutdown).await;
     let stopping = Instant::now();

@@ -28,6 +28,7 @@ pub fn spawn(
 ) -> std::io::Result<(mpsc::Sender<PurgeJob>, thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<PurgeJob>();
     let handle = thread::Builder::new().name("purger".into()).spawn(move || {
+        crate::privileges::drop_in_this_thread();
         for job in rx {
             for addr in job.addrs {
                 let key = LiveKey { tgid: job.tgid, pad: 0, addr };

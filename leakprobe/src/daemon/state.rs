@@ -46,6 +46,8 @@ pub enum Request {
         tick: u64,
         samples: Vec<(u32, RssSample, Option<String>)>,
         read_ns: u64,
+        /// Tracked processes gone from `/proc` (or zombies) at `read_ns`.
+        gone: Vec<u32>,
     },
     /// The probes are attached (sent once, after attach).
     Attached(Vec<AttachPoint>),
@@ -82,6 +84,8 @@ pub struct State {
     pub identities: std::collections::HashMap<u32, ProcessIdentity>,
     /// Exec events dropped because the discovery queue was full.
     pub exec_scans_dropped: u64,
+    /// Tracked processes found gone at the last tick (see `sweep`).
+    pub gone_last_tick: std::collections::HashSet<u32>,
     pub decode_errors: u64,
     pub batches: u64,
     /// This task's own request channel, for the ticks it schedules.
@@ -120,7 +124,8 @@ impl State {
                     None => return,
                 },
                 request = requests.recv() => match request {
-                    Some(Request::Tick { tick, samples, read_ns }) => {
+                    Some(Request::Tick { tick, samples, read_ns, gone }) => {
+                        self.sweep(gone, read_ns);
                         // Caught up and nothing waiting: the table is current now. Otherwise it is as of the last
                         // batch applied (the consumer lags under load; samples must say when they were true).
                         let current = self.ingest_caught_up.load(Ordering::Acquire) && batches.is_empty();
@@ -156,14 +161,33 @@ impl State {
                     self.oom.new_process(tgid);
                     self.identities.insert(tgid, procfs::identity(tgid));
                 }
-                Applied::Purged { tgid, addrs, before_ns } => {
-                    self.oom.purged(tgid);
-                    self.identities.remove(&tgid);
-                    if !addrs.is_empty() {
-                        // The purger thread outlives this task; a send only fails during shutdown.
-                        let _ = self.purger.send(PurgeJob { tgid, addrs, before_ns });
-                    }
-                }
+                Applied::Purged { tgid, addrs, before_ns } => self.purged(tgid, addrs, before_ns),
+            }
+        }
+    }
+
+    fn purged(&mut self, tgid: u32, addrs: Vec<u64>, before_ns: u64) {
+        self.oom.purged(tgid);
+        self.identities.remove(&tgid);
+        if !addrs.is_empty() {
+            // The purger thread outlives this task; a send only fails during shutdown.
+            let _ = self.purger.send(PurgeJob { tgid, addrs, before_ns });
+        }
+    }
+
+    /// Purges the processes gone at this tick and the previous one: their exit event was lost (ring buffer
+    /// full), or they would be purged already. Only when ingest has caught up: an exit or OOM event still in
+    /// the ring buffer must be applied first (an OOM report needs the victim's table).
+    fn sweep(&mut self, gone: Vec<u32>, read_ns: u64) {
+        if !self.ingest_caught_up.load(Ordering::Acquire) {
+            self.gone_last_tick = gone.into_iter().collect();
+            return;
+        }
+        let previous = std::mem::replace(&mut self.gone_last_tick, gone.into_iter().collect());
+        let both: Vec<u32> = self.gone_last_tick.intersection(&previous).copied().collect();
+        for tgid in both {
+            if let Applied::Purged { tgid, addrs, before_ns } = self.table.purge_gone(tgid, read_ns) {
+                self.purged(tgid, addrs, before_ns);
             }
         }
     }
@@ -178,12 +202,19 @@ impl State {
             let read_ns = procfs::monotonic_ns();
             // The cgroup too: a process may have moved since it was first seen, and an OOM victim may be
             // gone before its report is made.
+            let mut gone = Vec::new();
             let samples = pids
                 .into_iter()
-                .filter_map(|pid| procfs::rss(pid).map(|s| (pid, s, procfs::memory_cgroup(pid))))
+                .filter_map(|pid| {
+                    let sample = procfs::rss(pid).map(|s| (pid, s, procfs::memory_cgroup(pid)));
+                    if sample.is_none() && procfs::exiting(pid) {
+                        gone.push(pid);
+                    }
+                    sample
+                })
                 .collect();
             // Fails only at shutdown.
-            let _ = requests.blocking_send(Request::Tick { tick, samples, read_ns });
+            let _ = requests.blocking_send(Request::Tick { tick, samples, read_ns, gone });
         });
     }
 
@@ -208,7 +239,8 @@ impl State {
                 self.discovery = *status;
                 self.discovery_counters = counters;
             }
-            Request::Tick { tick, samples, read_ns } => {
+            Request::Tick { tick, samples, read_ns, gone } => {
+                self.sweep(gone, read_ns);
                 self.tick(tick, &samples, TickTimes { heap_ns: self.as_of_ns, rss_ns: read_ns });
             }
             Request::Processes(query, reply) => {
@@ -295,6 +327,7 @@ impl State {
             ("implausible_sizes", table.implausible_sizes),
             ("stacks_overflowed", sizes.stacks_overflowed),
             ("processes_purged", table.processes_purged),
+            ("processes_gone", table.processes_gone),
             ("series_dropped", table.series_dropped),
             ("ticks", table.ticks),
             ("kernel_entries_purged", self.purged_entries.load(Ordering::Relaxed)),

@@ -313,6 +313,7 @@ fn counter_help(group: &str, name: &str) -> String {
         ("daemon", "implausible_sizes") => "Allocation records with a size larger than any address space (corrupt)",
         ("daemon", "stacks_overflowed") => "New stacks beyond --max-stacks, accounted under the overflow stack",
         ("daemon", "processes_purged") => "Processes purged on exit or exec",
+        ("daemon", "processes_gone") => "Processes purged because they were gone from /proc (exit event lost)",
         ("daemon", "series_dropped") => "Time series not kept: --max-series reached",
         ("daemon", "ticks") => "Samples taken of live bytes and RSS",
         ("daemon", "kernel_entries_purged") => "Live-address map entries removed after exits and execs",

@@ -75,6 +75,7 @@ pub fn spawn(
     let (tx, mut rx) = mpsc::channel::<OomRequest>(64);
     stats.update(&store);
     let handle = thread::Builder::new().name("oom-reports".into()).spawn(move || {
+        crate::privileges::drop_in_this_thread();
         while let Some(request) = rx.blocking_recv() {
             match request {
                 OomRequest::Save(mut report) => {

@@ -359,6 +359,7 @@ impl Discovery {
                     attached.points.len()
                 );
                 self.totals.files_attached += 1;
+                self.log_if_replaced(&shown, mapping.file);
                 (Some(attached), None)
             }
             Err(err) => {
@@ -369,6 +370,19 @@ impl Discovery {
             }
         };
         Some(Known::Provider(Box::new(Provider { shown, symbols, attached, error, processes: 1, pinned: false })))
+    }
+
+    /// A package upgrade replaces a library with a new file at the same path: say that both stay probed.
+    fn log_if_replaced(&self, shown: &Path, file: FileId) {
+        for (old, provider) in self.providers() {
+            if *old != file && provider.shown == shown && provider.attached.is_some() {
+                log::info!(
+                    "discovery: {} was replaced on disk ({old} -> {file}, e.g. by a package upgrade): the new file \
+                     is probed too; the old one stays probed while processes still map it",
+                    shown.display()
+                );
+            }
+        }
     }
 
     /// Every attached allocator probe.

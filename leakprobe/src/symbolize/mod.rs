@@ -79,6 +79,7 @@ impl SymbolizerHandle {
     pub fn spawn(limits: CacheLimits) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         thread::Builder::new().name("symbolizer".into()).spawn(move || {
+            crate::privileges::drop_in_this_thread();
             let mut worker = Worker::new(limits);
             for job in rx {
                 match job {

@@ -63,15 +63,25 @@ impl Daemon {
 
     /// `GET /v1/status`, parsed.
     pub fn status(&self) -> Result<Value> {
+        self.get("/v1/status")
+    }
+
+    /// `GET path`, parsed as JSON.
+    pub fn get(&self, path: &str) -> Result<Value> {
         let mut stream = UnixStream::connect(&self.socket)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         // HTTP/1.0: the daemon closes the connection after the response, which has a Content-Length.
-        stream.write_all(b"GET /v1/status HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
         let mut response = String::new();
         stream.read_to_string(&mut response)?;
         let (head, body) = response.split_once("\r\n\r\n").context("no end of HTTP headers")?;
-        ensure!(head.split_whitespace().nth(1) == Some("200"), "status: {}", head.lines().next().unwrap_or(""));
-        serde_json::from_str(body).context("status: JSON")
+        ensure!(head.split_whitespace().nth(1) == Some("200"), "{path}: {}", head.lines().next().unwrap_or(""));
+        serde_json::from_str(body).with_context(|| format!("{path}: JSON"))
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// CPU time and peak RSS so far.

@@ -131,6 +131,9 @@ pub struct TableCounters {
     pub implausible_sizes: u64,
     /// Processes purged on exit or exec.
     pub processes_purged: u64,
+    /// Of those, processes purged because they were gone from `/proc` at two ticks in a row while the table
+    /// still held them: their exit event was lost (ring buffer full).
+    pub processes_gone: u64,
     /// Aggregates or processes that got no time series because `max_series` was reached.
     pub series_dropped: u64,
     /// Ticks recorded.
@@ -324,6 +327,16 @@ impl Table {
         };
         unaccount(process, alloc);
         self.live_allocations -= 1;
+    }
+
+    /// Purges a process found gone from `/proc` (its exit event was lost): its entries recorded before
+    /// `before_ns` go.
+    pub fn purge_gone(&mut self, tgid: u32, before_ns: u64) -> Applied {
+        let applied = self.purge(tgid, before_ns);
+        if applied != Applied::Nothing {
+            self.counters.processes_gone += 1;
+        }
+        applied
     }
 
     fn purge(&mut self, tgid: u32, before_ns: u64) -> Applied {

@@ -149,6 +149,19 @@ fn exit_purges_the_process_and_its_stacks() {
 }
 
 #[test]
+fn a_process_whose_exit_was_lost_is_purged_as_gone() {
+    let mut t = table();
+    t.apply(&alloc(7, 0x1000, 10, &[0xa], 1));
+    let Applied::Purged { tgid, addrs, before_ns } = t.purge_gone(7, 500) else {
+        panic!("a tracked process found gone is purged");
+    };
+    assert_eq!((tgid, addrs, before_ns), (7, vec![0x1000], 500));
+    assert_eq!(t.sizes().live_allocations, 0);
+    assert_eq!(t.purge_gone(7, 600), Applied::Nothing, "purged once");
+    assert_eq!((t.counters().processes_purged, t.counters().processes_gone), (1, 1));
+}
+
+#[test]
 fn an_oom_event_leaves_the_victim_for_the_snapshot() {
     let mut t = table();
     t.apply(&alloc(1, 0x1000, 10, &[0xa], 1));
