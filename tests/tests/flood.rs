@@ -51,6 +51,12 @@ fn metric_counters(daemon: &Daemon) -> BTreeMap<String, u64> {
         .filter_map(|l| {
             let (name, value) = l.split_once(' ')?;
             let name = name.strip_prefix("leakprobe_")?.strip_suffix("_total")?;
+            // Counters of microseconds are exposed in seconds (Prometheus base units).
+            if let Some(base) = name.strip_suffix("_seconds") {
+                let micros = (value.trim().parse::<f64>().ok()? * 1e6).round();
+                #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "a non-negative counter")]
+                return Some((format!("{base}_microseconds"), micros as u64));
+            }
             Some((name.to_owned(), value.trim().parse::<u64>().ok()?))
         })
         .collect()
