@@ -9,6 +9,7 @@ pub mod oom;
 mod purge;
 mod query;
 pub mod state;
+pub mod tiers;
 
 use std::{
     net::SocketAddr,
@@ -32,9 +33,14 @@ use tokio_util::sync::CancellationToken;
 use self::{
     oom::OomTracker,
     state::{Request, State},
+    tiers::Tiers,
 };
 use crate::{
-    core::table::{AnalysisConfig, Limits, Table},
+    core::{
+        faults::{FaultLimits, FaultTable},
+        table::{AnalysisConfig, Limits, Table},
+        tier1::{Tier1, Tier1Config},
+    },
     ingest,
     metrics::{
         METRICS_PATH, MetricsLimits, MetricsSnapshot,
@@ -65,6 +71,10 @@ pub struct DaemonConfig {
     pub log_oom: bool,
     /// Where to serve `/metrics` and how many labelled series; `None`: no metrics endpoint.
     pub metrics: Option<MetricsConfig>,
+    /// Tier 1 (escalation) and the CPU budget.
+    pub tier1: Tier1Config,
+    /// Limits of tier 0's fault table.
+    pub fault_limits: FaultLimits,
 }
 
 /// The metrics endpoint.
@@ -122,6 +132,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let (request_tx, request_rx) = mpsc::channel(64);
     let purged_entries = Arc::new(AtomicU64::new(0));
     let caught_up = Arc::new(AtomicBool::new(true));
+    let caught_up_state = caught_up.clone();
     let (purger, purger_thread) = purge::spawn(maps.live, purged_entries.clone()).context("starting the purger")?;
     let oom_dir = config.state_dir.join("oom");
     let (store, warnings) = ReportStore::load(&oom_dir, config.oom_limits);
@@ -131,6 +142,28 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let oom_stats = Arc::new(OomStats::default());
     let (oom_tx, oom_thread) =
         crate::oom::spawn(store, config.log_oom, oom_stats.clone()).context("starting the OOM report thread")?;
+    let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
+    let token = shutdown.clone();
+    tasks.spawn(async move {
+        ingest::run(maps.events, batch_tx, caught_up, token).await.context("reading the ring buffer")?;
+        Ok("ingest")
+    });
+    // The consumer runs: attach now (events wait in the ring buffer until the state task reads them).
+    probes.attach()?;
+    let points = probes.attach_points().to_vec();
+    log::info!(
+        "attached {} probes (malloc probes: {}) to {}",
+        points.len(),
+        config.probes.malloc_probes.as_str(),
+        probes.libc().path.display()
+    );
+    let tiers = Tiers::new(
+        FaultTable::new(config.fault_limits, config.probes.fault_sample_interval),
+        Tier1::new(config.tier1),
+        probes,
+        (maps.pid_sample_interval, maps.pid_calls),
+        config.analysis.sample_interval,
+    );
     let state = State {
         table: Table::new(config.limits, config.analysis.clone()),
         counters: maps.counters,
@@ -145,26 +178,16 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         requests: request_tx.clone(),
         next_tick: 0,
         as_of_ns: 0,
-        ingest_caught_up: caught_up.clone(),
-        // Enabled once the probes are attached (`Request::Attached`).
+        ingest_caught_up: caught_up_state,
+        // Enabled by `Request::Attached`.
         oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
+        tiers,
     };
-
-    let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        ingest::run(maps.events, batch_tx, caught_up, token).await.context("reading the ring buffer")?;
-        Ok("ingest")
-    });
     let token = shutdown.clone();
     tasks.spawn(async move {
         state.run(batch_rx, request_rx, token).await;
         Ok("state")
     });
-
-    probes.attach()?;
-    let points = probes.attach_points().to_vec();
-    log::info!("attached {} probes to {}", points.len(), probes.libc().path.display());
     request_tx.send(Request::Attached(points)).await.map_err(|_| anyhow!("the state task ended at start-up"))?;
 
     let listener = server::bind(&config.socket, config.socket_mode)?;
@@ -204,9 +227,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
             }
         }
     }
-    let stopping = Instant::now();
-    drop(probes);
-    log::info!("probes detached in {:?}", stopping.elapsed());
+    // The state task dropped the probes (detaching every one) when it ended.
     server::remove_socket(&config.socket);
     // The state task is gone, so is the purger's sender: the thread finishes its queue and ends.
     let _ = purger_thread.join();

@@ -15,7 +15,12 @@ use leakprobe_common::{Counter, Event, OOM_PROGRAM};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{oom::OomTracker, purge::PurgeJob, query};
+use super::{
+    oom::OomTracker,
+    purge::PurgeJob,
+    query,
+    tiers::{TraceError, Tiers},
+};
 use crate::{
     core::table::{Applied, Table},
     core::{
@@ -26,8 +31,8 @@ use crate::{
     metrics::{MetricsLimits, MetricsSnapshot},
     procfs::{self, Clock},
     protocol::{
-        AnalysisSettings, AttachPoint, ProcessesResponse, SortBy, StackReport, StatusResponse, TableSizes, TopQuery,
-        TopResponse,
+        AnalysisSettings, AttachPoint, FaultsQuery, FaultsResponse, ProcessesResponse, SortBy, StackReport,
+        StatusResponse, TableSizes, TopQuery, TopResponse, TraceRequest, TraceResponse,
     },
     symbolize::{StackRequest, SymbolizerHandle},
 };
@@ -50,6 +55,12 @@ pub enum Request {
     Attached(Vec<AttachPoint>),
     /// A snapshot for one scrape of `/metrics`.
     Metrics(MetricsLimits, oneshot::Sender<MetricsSnapshot>),
+    /// Tier 0's fault stacks for `/v1/faults`.
+    Faults(FaultsQuery, oneshot::Sender<FaultsResponse>),
+    /// `POST /v1/trace`.
+    Trace(TraceRequest, oneshot::Sender<Result<TraceResponse, TraceError>>),
+    /// `DELETE /v1/trace?pid=PID`.
+    Untrace(u32, oneshot::Sender<Result<TraceResponse, TraceError>>),
 }
 
 /// The state and what it needs to answer.
@@ -72,6 +83,7 @@ pub struct State {
     /// Set by ingest while the ring buffer is empty and everything was handed over.
     pub ingest_caught_up: Arc<AtomicBool>,
     pub oom: OomTracker,
+    pub tiers: Tiers,
 }
 
 impl State {
@@ -87,11 +99,11 @@ impl State {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
                 _ = ticker.tick() => self.schedule_tick(),
                 batch = batches.recv() => match batch {
                     Some(batch) => self.apply(&batch),
-                    None => return,
+                    None => break,
                 },
                 request = requests.recv() => match request {
                     Some(Request::Tick { tick, samples, read_ns }) => {
@@ -102,10 +114,11 @@ impl State {
                         self.tick(tick, &samples, TickTimes { heap_ns, rss_ns: read_ns });
                     }
                     Some(request) => self.answer(request),
-                    None => return,
+                    None => break,
                 },
             }
         }
+        self.tiers.shutdown();
     }
 
     fn apply(&mut self, batch: &Batch) {
@@ -113,9 +126,21 @@ impl State {
         self.decode_errors += batch.decode_errors;
         self.as_of_ns = self.as_of_ns.max(batch.as_of_ns);
         for event in &batch.events {
-            if let Event::Oom(oom) = event {
+            match event {
                 // Before the victim's exit event (later in the ring buffer) purges it.
-                self.oom.on_oom(oom, &self.table, self.clock, &self.symbolizer);
+                Event::Oom(oom) => self.oom.on_oom(oom, &self.table, self.clock, &self.symbolizer),
+                Event::Fault(fault) => {
+                    let tgid = fault.header.tgid;
+                    if self.tiers.on_fault(fault) {
+                        if let Some(comm) = procfs::comm(tgid) {
+                            self.tiers.faults.set_comm(tgid, comm);
+                        }
+                        self.symbolizer.seen(tgid);
+                    }
+                    continue;
+                }
+                Event::Exit(process) | Event::Exec(process) => self.tiers.gone(process.header.tgid, &mut self.table),
+                Event::Alloc(_) | Event::Free(_) => {}
             }
             match self.table.apply(event) {
                 Applied::Nothing => {}
@@ -142,7 +167,10 @@ impl State {
     fn schedule_tick(&mut self) {
         let tick = self.next_tick;
         self.next_tick += 1;
-        let pids = self.table.pids();
+        let mut pids = self.table.pids();
+        pids.extend(self.tiers.faults.pids());
+        pids.sort_unstable();
+        pids.dedup();
         let requests = self.requests.clone();
         tokio::task::spawn_blocking(move || {
             let read_ns = procfs::monotonic_ns();
@@ -165,6 +193,9 @@ impl State {
             }
         }
         self.table.tick(tick, times);
+        let capacity = self.table.config().window_points();
+        let rule = self.table.config().verdict;
+        self.tiers.tick(samples, times.rss_ns, capacity, &rule, &mut self.table);
     }
 
     fn answer(&mut self, request: Request) {
@@ -185,6 +216,30 @@ impl State {
                 let _ = reply.send(self.status());
             }
             Request::Metrics(limits, reply) => self.metrics(limits, reply),
+            Request::Trace(request, reply) => {
+                let _ = reply.send(self.tiers.trace(&request, &mut self.table, self.clock));
+            }
+            Request::Untrace(pid, reply) => {
+                let _ = reply.send(self.tiers.untrace(pid, &mut self.table, self.clock));
+            }
+            Request::Faults(query, reply) => {
+                let (reports, stacks) = self.tiers.faults(&query, self.clock);
+                let symbolizer = self.symbolizer.clone();
+                let sample_interval_bytes = self.tiers.faults.interval();
+                tokio::spawn(async move {
+                    let mut frames = symbolizer.symbolize(stacks).await.into_iter();
+                    let processes = reports
+                        .into_iter()
+                        .map(|mut process| {
+                            for stack in &mut process.stacks {
+                                stack.frames = frames.next().unwrap_or_default();
+                            }
+                            process
+                        })
+                        .collect();
+                    let _ = reply.send(FaultsResponse { processes, sample_interval_bytes });
+                });
+            }
             Request::Top(query, reply) => {
                 let (reports, stacks) = query::stacks(&self.table, &query, self.clock, procfs::monotonic_ns());
                 let symbolizer = self.symbolizer.clone();
@@ -240,7 +295,21 @@ impl State {
             .collect()
     }
 
+    fn tier_counters(&self) -> Vec<(&'static str, u64)> {
+        let faults = self.tiers.faults.counters();
+        vec![
+            ("fault_events", faults.events),
+            ("fault_processes_dropped", faults.dropped_processes),
+            ("fault_stacks_dropped", faults.dropped_stacks),
+            ("fault_processes_purged", faults.purged),
+            ("tier1_escalations_ended", self.tiers.tier1.ended().count() as u64),
+            ("tier1_attach_errors", self.tiers.attach_errors),
+            ("budget_actions", self.tiers.tier1.budget_actions),
+        ]
+    }
+
     fn status(&self) -> StatusResponse {
+        let (tier0, tier1, budget) = self.tiers.status(self.clock);
         let sizes = self.table.sizes();
         let table = self.table.counters();
         let limits = self.table.limits();
@@ -259,6 +328,7 @@ impl State {
         ]
         .into_iter()
         .chain(self.oom.counters())
+        .chain(self.tier_counters())
         .map(|(name, value)| (name.to_owned(), value))
         .collect();
         StatusResponse {
@@ -287,9 +357,12 @@ impl State {
                 window_seconds: self.table.config().window_s,
                 verdict: self.table.config().verdict,
             },
-            features: BTreeMap::from([("oom".to_owned(), self.oom.enabled)]),
+            features: BTreeMap::from([("oom".to_owned(), self.oom.enabled), ("tier0".to_owned(), tier0.enabled)]),
             oom_kills_by_comm: self.oom.kills_by_comm().clone(),
             oom_report_dir: Some(self.oom.dir.display().to_string()),
+            tier0: Some(tier0),
+            tier1: Some(tier1),
+            budget: Some(budget),
         }
     }
 }

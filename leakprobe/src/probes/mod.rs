@@ -9,19 +9,23 @@ pub mod oom;
 pub mod preflight;
 pub mod site;
 
-use std::path::PathBuf;
+use std::{collections::HashMap as StdHashMap, num::NonZeroU32, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{
+        ProgramError, TracePoint, UProbe,
+        uprobe::{UProbeLinkId, UProbeScope},
+    },
 };
 use leakprobe_common::{
-    ALLOC_EXIT_PROGRAM, EXEC_PROGRAM, EXIT_PROGRAM, FREE_PROGRAM, LiveKey, NO_FIELD, OOM_PROGRAM, OomFields, globals,
-    maps,
+    ALLOC_EXIT_PROGRAM, EXEC_PROGRAM, EXIT_PROGRAM, FAULT_PROGRAM, FREE_PROGRAM, FaultFields, LiveKey, NO_FIELD,
+    OOM_PROGRAM, OomFields, globals, maps,
 };
+use serde::{Deserialize, Serialize};
 
-use crate::protocol::AttachPoint;
+use crate::protocol::{AttachPoint, ProgramStats};
 
 /// The eBPF object, built by `build.rs` and embedded in the binary.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leakprobe"));
@@ -55,6 +59,8 @@ pub enum ProbeError {
     Map { name: &'static str, source: aya::maps::MapError },
     #[error("program `{program}`")]
     Program { program: &'static str, source: ProgramError },
+    #[error("pid {0} cannot be traced")]
+    BadPid(u32),
     #[error("attaching `{program}` to {target}")]
     Attach { program: &'static str, target: String, source: ProgramError },
 }
@@ -70,6 +76,35 @@ pub struct ProbeConfig {
     pub max_live_allocations: u32,
     /// Mean bytes between sampled allocations; 0 tracks every allocation.
     pub sample_interval: u64,
+    /// Where the malloc-family probes go.
+    pub malloc_probes: MallocProbes,
+    /// Mean bytes of faulting pages between two sampled faults (tier 0).
+    pub fault_sample_interval: u64,
+}
+
+/// Where the malloc-family uprobes are attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum MallocProbes {
+    /// In every process mapping the libc, now or later: every allocator call of the host traps.
+    All,
+    /// Only in processes whose anonymous memory grows steadily (escalated from tier 0) or that are traced on
+    /// request (`leakprobe trace`): pid-scoped uprobes, no trap in any other process.
+    #[default]
+    Auto,
+    /// Nowhere, except processes traced on request.
+    Off,
+}
+
+impl MallocProbes {
+    /// The name as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Auto => "auto",
+            Self::Off => "off",
+        }
+    }
 }
 
 /// The maps the daemon reads.
@@ -77,6 +112,10 @@ pub struct Maps {
     pub events: RingBuf<MapData>,
     pub live: HashMap<MapData, LiveKey, u64>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Per-process sampling intervals of tier 1 (overriding the global one).
+    pub pid_sample_interval: HashMap<MapData, u32, u64>,
+    /// Allocator calls per process that reached a probe.
+    pub pid_calls: PerCpuHashMap<MapData, u32, u64>,
 }
 
 /// The loaded object and what is attached.
@@ -86,6 +125,11 @@ pub struct Probes {
     attach_points: Vec<AttachPoint>,
     /// The OOM program is loaded (and, after attach, attached). Optional: without it there are no OOM reports.
     oom: bool,
+    /// The tier-0 fault program is loaded (and, after attach, attached).
+    fault: bool,
+    malloc_probes: MallocProbes,
+    /// Pid-scoped malloc-family links of tier 1, by process.
+    scoped: StdHashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
 }
 
 impl Probes {
@@ -109,6 +153,16 @@ impl Probes {
                 None
             }
         };
+        let fault_fields = match preflight::read_format(&config.sys.tracefs, "exceptions", "page_fault_user") {
+            Ok(format) => fault_fields(&format),
+            Err(err) => {
+                log::warn!(
+                    "no tier 0: the kernel has no exceptions/page_fault_user tracepoint ({:#})",
+                    anyhow::Error::new(err)
+                );
+                None
+            }
+        };
         let own_tgid = std::process::id();
         let exp_table = crate::core::sampling::exp_table();
         let mut ebpf = EbpfLoader::new()
@@ -117,12 +171,16 @@ impl Probes {
             .override_global(globals::EXP_TABLE, &exp_table[..], true)
             .override_global(globals::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
             .override_global(globals::OOM_FIELDS, &oom_fields.unwrap_or(OomFields::NONE), true)
+            .override_global(globals::FAULT_FIELDS, &fault_fields.unwrap_or(FaultFields::NONE), true)
+            .override_global(globals::FAULT_SAMPLE_INTERVAL, &config.fault_sample_interval.max(1), true)
             .map_max_entries(maps::LIVE, config.max_live_allocations)
             .load(EBPF_OBJECT)?;
         let maps = Maps {
             events: take_map(&mut ebpf, maps::EVENTS)?,
             live: take_map(&mut ebpf, maps::LIVE)?,
             counters: take_map(&mut ebpf, maps::COUNTERS)?,
+            pid_sample_interval: take_map(&mut ebpf, maps::PID_SAMPLE_INTERVAL)?,
+            pid_calls: take_map(&mut ebpf, maps::PID_CALLS)?,
         };
         let mut programs: Vec<&'static str> = libc.allocs.iter().map(|(f, _)| f.entry_program()).collect();
         programs.extend([ALLOC_EXIT_PROGRAM, FREE_PROGRAM]);
@@ -138,33 +196,126 @@ impl Probes {
                 .load()
                 .map_err(|err| log::warn!("no OOM reports: loading `{OOM_PROGRAM}` failed: {err}"))
                 .is_ok();
-        Ok((Self { ebpf, libc, attach_points: Vec::new(), oom }, maps))
+        let fault = fault_fields.is_some()
+            && tracepoint(&mut ebpf, FAULT_PROGRAM)?
+                .load()
+                .map_err(|err| log::warn!("no tier 0: loading `{FAULT_PROGRAM}` failed: {err}"))
+                .is_ok();
+        let probes = Self {
+            ebpf,
+            libc,
+            attach_points: Vec::new(),
+            oom,
+            fault,
+            malloc_probes: config.malloc_probes,
+            scoped: StdHashMap::new(),
+        };
+        Ok((probes, maps))
     }
 
-    /// Attaches every program: entry and return probes on each allocating function, `free`, and the
-    /// process lifecycle tracepoints. System-wide: every process mapping the libc, now or later.
-    pub fn attach(&mut self) -> Result<(), ProbeError> {
-        let path = self.libc.path.clone();
+    /// The malloc-family attach points: entry and return probes on each allocating function, and `free`.
+    fn malloc_points(&self) -> Vec<(&'static str, &'static str, libc::Resolved)> {
         let mut points = Vec::new();
         for (func, resolved) in &self.libc.allocs {
             points.push(("uprobe", func.entry_program(), resolved.clone()));
             points.push(("uretprobe", ALLOC_EXIT_PROGRAM, resolved.clone()));
         }
         points.push(("uprobe", FREE_PROGRAM, self.libc.free.clone()));
-        for (kind, program, resolved) in points {
-            let target = format!("{}:{}", path.display(), resolved.symbol);
-            uprobe(&mut self.ebpf, program)?
-                .attach(resolved.probe_offset(), &path, UProbeScope::AllProcesses)
-                .map_err(|source| ProbeError::Attach { program, target, source })?;
-            self.attach_points.push(AttachPoint {
-                kind: kind.into(),
-                target: resolved.symbol.into(),
-                path: Some(path.display().to_string()),
-                offset: Some(resolved.probe_offset()),
-                program: program.into(),
-                site: Some(format!("+{} {}", resolved.site.offset, resolved.site.instruction)),
-                emulated: Some(resolved.site.emulated),
+        points
+    }
+
+    /// Attaches the malloc-family probes in `scope`: every process, or one (tier 1). On a failure, what this
+    /// call attached is detached again.
+    fn attach_malloc(&mut self, scope: UProbeScope) -> Result<Vec<(&'static str, UProbeLinkId)>, ProbeError> {
+        let path = self.libc.path.clone();
+        let mut links = Vec::new();
+        for (_, program, resolved) in self.malloc_points() {
+            let attached = uprobe(&mut self.ebpf, program)?.attach(resolved.probe_offset(), &path, scope);
+            match attached {
+                Ok(link) => links.push((program, link)),
+                Err(source) => {
+                    self.detach_links(links);
+                    let target = format!("{}:{}", path.display(), resolved.symbol);
+                    return Err(ProbeError::Attach { program, target, source });
+                }
+            }
+        }
+        Ok(links)
+    }
+
+    fn detach_links(&mut self, links: Vec<(&'static str, UProbeLinkId)>) {
+        for (program, link) in links {
+            let detached = uprobe(&mut self.ebpf, program).and_then(|p| {
+                p.detach(link).map_err(|source| ProbeError::Program { program, source })
             });
+            if let Err(err) = detached {
+                log::warn!("detaching `{program}`: {:#}", anyhow::Error::new(err));
+            }
+        }
+    }
+
+    /// Tier 1: attaches the malloc-family probes to process `pid` only (pid-scoped uprobes: the breakpoints
+    /// are installed in that process alone). Attaching a process twice is a no-op.
+    pub fn attach_pid(&mut self, pid: u32) -> Result<(), ProbeError> {
+        if self.scoped.contains_key(&pid) {
+            return Ok(());
+        }
+        let Some(nonzero) = NonZeroU32::new(pid) else {
+            return Err(ProbeError::BadPid(pid));
+        };
+        let links = self.attach_malloc(UProbeScope::OneProcess(nonzero))?;
+        self.scoped.insert(pid, links);
+        Ok(())
+    }
+
+    /// Tier 1: detaches the probes of process `pid`; false when it had none.
+    pub fn detach_pid(&mut self, pid: u32) -> bool {
+        let Some(links) = self.scoped.remove(&pid) else { return false };
+        self.detach_links(links);
+        true
+    }
+
+    /// The processes with pid-scoped probes.
+    pub fn scoped_pids(&self) -> Vec<u32> {
+        self.scoped.keys().copied().collect()
+    }
+
+    /// Run-time statistics of every loaded program (counted while BPF run-time statistics are enabled).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some(ProgramStats {
+                    program: name.to_owned(),
+                    run_count: info.run_count(),
+                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                })
+            })
+            .collect()
+    }
+
+    /// Attaches the process lifecycle, OOM and tier-0 tracepoints, and with `--malloc-probes all` the
+    /// malloc-family probes in every process mapping the libc, now or later.
+    pub fn attach(&mut self) -> Result<(), ProbeError> {
+        let path = self.libc.path.clone();
+        if self.malloc_probes == MallocProbes::All {
+            // Links of all-process probes live as long as the object: their ids are not needed.
+            let _ = self.attach_malloc(UProbeScope::AllProcesses)?;
+            for (kind, program, resolved) in self.malloc_points() {
+                self.attach_points.push(AttachPoint {
+                    kind: kind.into(),
+                    target: resolved.symbol.into(),
+                    path: Some(path.display().to_string()),
+                    offset: Some(resolved.probe_offset()),
+                    program: program.into(),
+                    site: Some(format!("+{} {}", resolved.site.offset, resolved.site.instruction)),
+                    emulated: Some(resolved.site.emulated),
+                });
+            }
+        }
+        if self.fault {
+            self.attach_fault()?;
         }
         for (program, name) in [(EXIT_PROGRAM, "sched_process_exit"), (EXEC_PROGRAM, "sched_process_exec")] {
             tracepoint(&mut self.ebpf, program)?.attach("sched", name).map_err(|source| ProbeError::Attach {
@@ -213,6 +364,35 @@ impl Probes {
         Ok(())
     }
 
+    /// Attaches the tier-0 fault program; a failure only turns tier 0 off.
+    fn attach_fault(&mut self) -> Result<(), ProbeError> {
+        if let Err(err) = tracepoint(&mut self.ebpf, FAULT_PROGRAM)?.attach("exceptions", "page_fault_user") {
+            log::warn!("no tier 0: attaching `{FAULT_PROGRAM}` to exceptions/page_fault_user failed: {err}");
+            self.fault = false;
+            return Ok(());
+        }
+        self.attach_points.push(AttachPoint {
+            kind: "tracepoint".into(),
+            target: "exceptions/page_fault_user".into(),
+            path: None,
+            offset: None,
+            program: FAULT_PROGRAM.into(),
+            site: None,
+            emulated: None,
+        });
+        Ok(())
+    }
+
+    /// Whether tier 0 runs (the fault tracepoint exists and its program is attached).
+    pub fn fault_enabled(&self) -> bool {
+        self.fault
+    }
+
+    /// Where the malloc-family probes go.
+    pub fn malloc_probes(&self) -> MallocProbes {
+        self.malloc_probes
+    }
+
     /// Whether OOM kills are reported (the tracepoint exists and its program is attached).
     pub fn oom_enabled(&self) -> bool {
         self.oom
@@ -226,6 +406,18 @@ impl Probes {
     /// The probed libc.
     pub fn libc(&self) -> &libc::LibcSymbols {
         &self.libc
+    }
+}
+
+/// Offsets of the fields the fault program reads, `None` when the record lacks one or its size is not 8.
+fn fault_fields(format: &str) -> Option<FaultFields> {
+    let offset = |name: &str| preflight::field(format, name).filter(|f| f.size == 8).map(|f| f.offset);
+    match (offset("address"), offset("error_code")) {
+        (Some(address), Some(error_code)) => Some(FaultFields { address, error_code }),
+        _ => {
+            log::warn!("no tier 0: exceptions/page_fault_user has no 8-byte `address` and `error_code` fields");
+            None
+        }
     }
 }
 
