@@ -68,6 +68,10 @@ pub struct RunArgs {
     /// recorded; every fault is counted.
     #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_size)]
     fault_sample_interval: u64,
+    /// Escalate automatically only processes with this name (`comm`, exact); repeat for more names
+    /// [default: any process].
+    #[arg(long, value_name = "NAME")]
+    escalate_only: Vec<String>,
     /// Processes with tier-1 probes at once, at most (automatic and requested).
     #[arg(long, value_name = "N", default_value_t = 8)]
     max_escalated: usize,
@@ -196,6 +200,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         metrics,
         tier1,
         fault_limits: FaultLimits::default(),
+        escalate_only: args.escalate_only,
     };
     daemon::run(config).await
 }

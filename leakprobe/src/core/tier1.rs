@@ -10,6 +10,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 pub const HISTORY: usize = 32;
 /// The largest sampling interval the budget raises a process to before it detaches it instead.
 pub const MAX_BUDGET_INTERVAL: u64 = 64 << 20;
+/// Over the host budget, the busiest escalated process is detached only if its probes cost at least this
+/// fraction of the host budget: shedding a process whose probes cost next to nothing would not help.
+pub const MIN_SHED_FRACTION: f64 = 0.1;
 /// The sampling interval the budget switches a fully traced process to first.
 pub const FIRST_BUDGET_INTERVAL: u64 = 64 << 10;
 
@@ -271,8 +274,9 @@ impl Tier1 {
 
     /// Measures the costs and keeps tier 1 within the budget: a process over its own budget gets a larger
     /// sampling interval (fully traced ones are first sampled at [`FIRST_BUDGET_INTERVAL`]), or its probes
-    /// detached once the interval is at [`MAX_BUDGET_INTERVAL`]; over the host budget, the busiest escalated
-    /// process is detached. Every decision is recorded.
+    /// detached once the interval is at [`MAX_BUDGET_INTERVAL`] (each step multiplies it by 16); over the host
+    /// budget, the busiest escalated process is detached if its probes are a real share of the cost
+    /// ([`MIN_SHED_FRACTION`]). Every decision is recorded.
     pub fn budget(&mut self, sample: &CostSample) -> Vec<Action> {
         let elapsed = sample.elapsed_s.max(1e-3);
         let total_calls: u64 = sample.calls.values().sum();
@@ -319,7 +323,7 @@ impl Tier1 {
                 actions.push(Action::Detach { pid });
                 continue;
             }
-            let raised = if interval == 0 { FIRST_BUDGET_INTERVAL } else { (interval * 4).min(MAX_BUDGET_INTERVAL) };
+            let raised = if interval == 0 { FIRST_BUDGET_INTERVAL } else { (interval * 16).min(MAX_BUDGET_INTERVAL) };
             self.act(sample.now_ns, pid, format!("sampling interval raised to {raised} bytes"), why);
             if let Some(e) = self.active.get_mut(&pid) {
                 e.interval = raised;
@@ -328,7 +332,7 @@ impl Tier1 {
         }
         let total = self.costs.total();
         if total > self.config.host_budget
-            && let Some((pid, cpu)) = busiest.filter(|(_, cpu)| *cpu > 0.0)
+            && let Some((pid, cpu)) = busiest.filter(|(_, cpu)| *cpu >= MIN_SHED_FRACTION * self.config.host_budget)
             && self.active.contains_key(&pid)
             && !actions.contains(&Action::Detach { pid })
         {
@@ -400,7 +404,7 @@ mod tests {
         };
         assert_eq!(tier1.budget(&sample), vec![Action::SetInterval { pid: 7, interval: FIRST_BUDGET_INTERVAL }]);
         assert!((tier1.get(7).expect("7").cpu - 0.045).abs() < 1e-9);
-        assert_eq!(tier1.budget(&sample), vec![Action::SetInterval { pid: 7, interval: FIRST_BUDGET_INTERVAL * 4 }]);
+        assert_eq!(tier1.budget(&sample), vec![Action::SetInterval { pid: 7, interval: FIRST_BUDGET_INTERVAL * 16 }]);
         while tier1.get(7).is_some_and(|e| e.interval < MAX_BUDGET_INTERVAL) {
             tier1.budget(&sample);
         }
@@ -428,5 +432,9 @@ mod tests {
         assert_eq!(tier1.budget(&sample), vec![Action::Detach { pid: 8 }]);
         assert!((tier1.costs.total() - 0.031).abs() < 1e-9);
         assert!(tier1.get(7).is_some());
+        // Over the host budget through the daemon's own CPU: a process whose probes cost next to nothing stays.
+        let cheap = CostSample { calls: HashMap::from([(7, 1)]), uprobe_run_ns: 1_000, daemon_cpu_s: 0.5, ..sample };
+        assert!(tier1.budget(&cheap).is_empty());
+        assert!(tier1.costs.total() > 0.02 && tier1.get(7).is_some());
     }
 }

@@ -75,6 +75,8 @@ pub struct DaemonConfig {
     pub tier1: Tier1Config,
     /// Limits of tier 0's fault table.
     pub fault_limits: FaultLimits,
+    /// When not empty, only processes with these names are escalated automatically.
+    pub escalate_only: Vec<String>,
 }
 
 /// The metrics endpoint.
@@ -157,13 +159,14 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         config.probes.malloc_probes.as_str(),
         probes.libc().path.display()
     );
-    let tiers = Tiers::new(
+    let mut tiers = Tiers::new(
         FaultTable::new(config.fault_limits, config.probes.fault_sample_interval),
         Tier1::new(config.tier1),
         probes,
         (maps.pid_sample_interval, maps.pid_calls),
         config.analysis.sample_interval,
     );
+    tiers.escalate_only = config.escalate_only.clone();
     let state = State {
         table: Table::new(config.limits, config.analysis.clone()),
         counters: maps.counters,

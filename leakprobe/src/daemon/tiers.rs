@@ -55,6 +55,8 @@ pub struct Tiers {
     last_totals: Option<(Instant, Totals)>,
     /// Attach failures of tier 1.
     pub attach_errors: u64,
+    /// When not empty, only processes with one of these names are escalated automatically.
+    pub escalate_only: Vec<String>,
 }
 
 impl Tiers {
@@ -83,6 +85,7 @@ impl Tiers {
             last_calls: HashMap::new(),
             last_totals: None,
             attach_errors: 0,
+            escalate_only: Vec::new(),
         }
     }
 
@@ -151,7 +154,11 @@ impl Tiers {
         }
         if self.malloc_probes() == MallocProbes::Auto {
             let mut growing: Vec<(u32, f64, f64)> =
-                self.faults.processes(None).filter(|r| r.growing).map(|r| (r.tgid, r.growth.rate, r.growth.r2)).collect();
+                self.faults
+                .processes(None)
+                .filter(|r| r.growing)
+                .filter(|r| self.escalate_only.is_empty() || self.escalate_only.iter().any(|c| c == r.comm))
+                .map(|r| (r.tgid, r.growth.rate, r.growth.r2)).collect();
             growing.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             for escalation in self.tier1.candidates(&growing, now) {
                 let pid = escalation.pid;
