@@ -30,7 +30,9 @@ fn fault_stack<'a>(process: &'a Value, function: &str) -> Option<&'a Value> {
 }
 
 fn pids_in(list: &Value) -> Vec<u64> {
-    list.as_array().map(|l| l.iter().filter_map(|e| e["pid"].as_u64().or(e["escalation"]["pid"].as_u64())).collect()).unwrap_or_default()
+    list.as_array()
+        .map(|l| l.iter().filter_map(|e| e["pid"].as_u64().or(e["escalation"]["pid"].as_u64())).collect())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -38,8 +40,12 @@ fn tier0_attributes_mmap_and_malloc_growth_to_the_touching_stacks_with_no_malloc
     // Every fault sampled: each sampled fault weighs exactly one page, so bytes are exact.
     let daemon = Daemon::start_with_args(&["--malloc-probes", "off", "--fault-sample-interval", "1"]);
     let status = daemon.status();
-    let uprobes: Vec<&Value> =
-        status["attach_points"].as_array().expect("attach points").iter().filter(|p| p["kind"] != "tracepoint").collect();
+    let uprobes: Vec<&Value> = status["attach_points"]
+        .as_array()
+        .expect("attach points")
+        .iter()
+        .filter(|p| p["kind"] != "tracepoint")
+        .collect();
     assert!(uprobes.is_empty(), "--malloc-probes off attaches no uprobe: {uprobes:?}");
     assert_eq!(status["tier1"]["malloc_probes"], "off", "{status:#}");
     assert_eq!(status["tier0"]["enabled"], true, "{status:#}");
@@ -61,9 +67,8 @@ fn tier0_attributes_mmap_and_malloc_growth_to_the_touching_stacks_with_no_malloc
     for (fixture, function, pages) in [(&golike, "golike_touch", golike_pages), (&cleak, "cleak_touch", cleak_pages)] {
         let pid = fixture.pid();
         let process = poll_until(Duration::from_secs(30), &format!("{function}'s faults of pid {pid}"), || {
-            faults_of(&daemon, pid).filter(|p| {
-                fault_stack(p, function).is_some_and(|s| s["sampled_faults"].as_u64() == Some(pages))
-            })
+            faults_of(&daemon, pid)
+                .filter(|p| fault_stack(p, function).is_some_and(|s| s["sampled_faults"].as_u64() == Some(pages)))
         });
         let stack = fault_stack(&process, function).expect("found above");
         assert_eq!(stack.num("bytes"), pages * PAGE, "bytes first touched from {function}: {process:#}");
@@ -101,7 +106,7 @@ fn a_steady_leaker_is_escalated_automatically_and_reported_exactly_while_a_busy_
     let busy = spawn(&["busy"]);
     let (leaker_pid, busy_pid) = (u64::from(leaker.pid()), u64::from(busy.pid()));
 
-    let escalated = poll_until(Duration::from_secs(60), "the leaker's automatic escalation", || {
+    let escalated = poll_until(Duration::from_mins(1), "the leaker's automatic escalation", || {
         let status = daemon.status();
         status["tier1"]["escalated"].as_array()?.iter().find(|e| e["pid"].as_u64() == Some(leaker_pid)).cloned()
     });
@@ -150,7 +155,7 @@ fn trace_attaches_on_request_and_the_budget_detaches_a_malloc_heavy_process() {
 
     // Every malloc/free pair of the busy loop traps: far over 1% of a core. The budget raises the sampling
     // interval, then detaches, and says so.
-    let ended = poll_until(Duration::from_secs(60), "the budget detaching the busy process", || {
+    let ended = poll_until(Duration::from_mins(1), "the budget detaching the busy process", || {
         let status = daemon.status();
         status["tier1"]["ended"]
             .as_array()?

@@ -4,10 +4,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{Connect, client, format};
-use crate::protocol::{
-    DEFAULT_TOP_LIMIT, FAULTS_PATH, FaultsQuery, FaultsResponse,
-    tiers::DEFAULT_FAULT_STACKS,
-};
+use crate::protocol::{DEFAULT_TOP_LIMIT, FAULTS_PATH, FaultsQuery, FaultsResponse, tiers::DEFAULT_FAULT_STACKS};
 
 #[derive(Debug, Args)]
 pub struct FaultsArgs {
@@ -44,8 +41,7 @@ pub async fn run(args: FaultsArgs) -> Result<()> {
         stacks: Some(args.stacks),
         growing: args.growing.then_some(true),
     };
-    let response: FaultsResponse =
-        client::get(&args.connect.socket, &client::with_query(FAULTS_PATH, &query)?).await?;
+    let response: FaultsResponse = client::get(&args.connect.socket, &client::with_query(FAULTS_PATH, &query)?).await?;
     if args.json {
         return format::print_json(&response);
     }
@@ -53,8 +49,7 @@ pub async fn run(args: FaultsArgs) -> Result<()> {
         println!("no sampled page faults{}", args.pid.map(|p| format!(" for pid {p}")).unwrap_or_default());
         return Ok(());
     }
-    let mut table =
-        format::table(&["PID", "COMM", "ANON", "GROWTH", "GROWING", "TIER 1", "FAULTED", "SHARE", "STACK"]);
+    let mut table = format::table(&["PID", "COMM", "ANON", "GROWTH", "GROWING", "TIER 1", "FAULTED", "SHARE", "STACK"]);
     for process in &response.processes {
         let anon = process.rss_anon_bytes.map(|a| a + process.swap_bytes.unwrap_or(0));
         let tier1 = process.tier1.as_ref().map_or_else(|| "-".to_owned(), |t| format!("{} ({})", t.mode, t.trigger));
@@ -81,6 +76,9 @@ pub async fn run(args: FaultsArgs) -> Result<()> {
         }
     }
     println!("{table}");
-    println!("(bytes are estimates from faults sampled every {} on average)", format::size(response.sample_interval_bytes));
+    println!(
+        "(bytes are estimates from faults sampled every {} on average)",
+        format::size(response.sample_interval_bytes)
+    );
     Ok(())
 }

@@ -34,7 +34,7 @@ pub struct Cli {
 enum Command {
     /// Run the daemon: page faults of every process (tier 0), malloc-family probes where memory grows (tier 1),
     /// and serve queries (needs root).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Show the stacks holding the most live (allocated, not freed) bytes, or growing fastest.
     Top(top::TopArgs),
     /// Show every stack of one process.
@@ -121,7 +121,7 @@ impl Cli {
             .context("starting the async runtime")?;
         runtime.block_on(async move {
             match self.command {
-                Command::Run(args) => run::run(args).await,
+                Command::Run(args) => run::run(*args).await,
                 Command::Top(args) => top::run(args).await,
                 Command::Stacks(args) => top::run_stacks(args).await,
                 Command::Processes(args) => processes::run(args).await,

@@ -296,6 +296,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::cast_precision_loss, reason = "small byte counts")]
     fn sampled_faults_weigh_their_inverse_probability() {
         let mut table = FaultTable::new(FaultLimits::default(), 64 << 10);
         table.apply(&fault(1, 5, &[0x10]));

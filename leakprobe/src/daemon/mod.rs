@@ -119,6 +119,32 @@ fn spawn_metrics(
     });
 }
 
+/// Attaches the probes and hands them to tier 1, which attaches and detaches pid-scoped ones from then on.
+fn attach(
+    mut probes: Probes,
+    config: &DaemonConfig,
+    pid_sample_interval: aya::maps::HashMap<aya::maps::MapData, u32, u64>,
+    pid_calls: aya::maps::PerCpuHashMap<aya::maps::MapData, u32, u64>,
+) -> Result<(Vec<crate::protocol::AttachPoint>, Tiers)> {
+    probes.attach()?;
+    let points = probes.attach_points().to_vec();
+    log::info!(
+        "attached {} probes (malloc probes: {}) to {}",
+        points.len(),
+        config.probes.malloc_probes.as_str(),
+        probes.libc().path.display()
+    );
+    let mut tiers = Tiers::new(
+        FaultTable::new(config.fault_limits, config.probes.fault_sample_interval),
+        Tier1::new(config.tier1),
+        probes,
+        (pid_sample_interval, pid_calls),
+        config.analysis.sample_interval,
+    );
+    tiers.escalate_only.clone_from(&config.escalate_only);
+    Ok((points, tiers))
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(config: DaemonConfig) -> Result<()> {
     let started = Instant::now();
@@ -128,7 +154,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         Some(metrics) => Some(http::bind(metrics.addr).await?),
         None => None,
     };
-    let (mut probes, maps) = Probes::load(&config.probes)?;
+    let (probes, maps) = Probes::load(&config.probes)?;
     let shutdown = CancellationToken::new();
     let (batch_tx, batch_rx) = mpsc::channel(64);
     let (request_tx, request_rx) = mpsc::channel(64);
@@ -151,22 +177,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         Ok("ingest")
     });
     // The consumer runs: attach now (events wait in the ring buffer until the state task reads them).
-    probes.attach()?;
-    let points = probes.attach_points().to_vec();
-    log::info!(
-        "attached {} probes (malloc probes: {}) to {}",
-        points.len(),
-        config.probes.malloc_probes.as_str(),
-        probes.libc().path.display()
-    );
-    let mut tiers = Tiers::new(
-        FaultTable::new(config.fault_limits, config.probes.fault_sample_interval),
-        Tier1::new(config.tier1),
-        probes,
-        (maps.pid_sample_interval, maps.pid_calls),
-        config.analysis.sample_interval,
-    );
-    tiers.escalate_only = config.escalate_only.clone();
+    let (points, tiers) = attach(probes, &config, maps.pid_sample_interval, maps.pid_calls)?;
     let state = State {
         table: Table::new(config.limits, config.analysis.clone()),
         counters: maps.counters,

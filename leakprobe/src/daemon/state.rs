@@ -19,7 +19,7 @@ use super::{
     oom::OomTracker,
     purge::PurgeJob,
     query,
-    tiers::{TraceError, Tiers},
+    tiers::{Tiers, TraceError},
 };
 use crate::{
     core::table::{Applied, Table},

@@ -1,11 +1,7 @@
 //! Tier 0 and tier 1 as the state owner runs them: the fault table, escalations (attaching and detaching
 //! pid-scoped probes), `trace` requests, and the CPU budget's measurements and decisions.
 
-use std::{
-    collections::HashMap,
-    os::fd::OwnedFd,
-    time::Instant,
-};
+use std::{collections::HashMap, os::fd::OwnedFd, time::Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
 use leakprobe_common::{FAULT_PROGRAM, FaultEvent};
@@ -21,8 +17,8 @@ use crate::{
     procfs::{self, Clock},
     protocol::{
         BudgetActionReport, BudgetReport, DEFAULT_TOP_LIMIT, EndedEscalation, EscalationReport, FaultProcessReport,
-        FaultStackReport, FaultsQuery, MAX_TOP_LIMIT, ProgramStats, Tier0Status, Tier1Status, TraceMode,
-        TraceRequest, TraceResponse, tiers::DEFAULT_FAULT_STACKS,
+        FaultStackReport, FaultsQuery, MAX_TOP_LIMIT, ProgramStats, Tier0Status, Tier1Status, TraceMode, TraceRequest,
+        TraceResponse, tiers::DEFAULT_FAULT_STACKS,
     },
     symbolize::StackRequest,
 };
@@ -153,12 +149,13 @@ impl Tiers {
             log::info!("tier 1: pid {pid}: probes detached, its time is up");
         }
         if self.malloc_probes() == MallocProbes::Auto {
-            let mut growing: Vec<(u32, f64, f64)> =
-                self.faults
+            let mut growing: Vec<(u32, f64, f64)> = self
+                .faults
                 .processes(None)
                 .filter(|r| r.growing)
                 .filter(|r| self.escalate_only.is_empty() || self.escalate_only.iter().any(|c| c == r.comm))
-                .map(|r| (r.tgid, r.growth.rate, r.growth.r2)).collect();
+                .map(|r| (r.tgid, r.growth.rate, r.growth.r2))
+                .collect();
             growing.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             for escalation in self.tier1.candidates(&growing, now) {
                 let pid = escalation.pid;
@@ -234,7 +231,12 @@ impl Tiers {
     }
 
     /// `POST /v1/trace`.
-    pub fn trace(&mut self, request: &TraceRequest, table: &mut Table, clock: Clock) -> Result<TraceResponse, TraceError> {
+    pub fn trace(
+        &mut self,
+        request: &TraceRequest,
+        table: &mut Table,
+        clock: Clock,
+    ) -> Result<TraceResponse, TraceError> {
         let pid = request.pid;
         if pid == std::process::id() {
             return Err((400, "the daemon does not trace itself".into()));
@@ -258,21 +260,44 @@ impl Tiers {
         };
         let now = procfs::monotonic_ns();
         let until_ns = duration.map(|d| now + u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 2));
-        let reason = format!("asked by leakprobe trace{}", duration.map(|d| format!(" for {}", humantime::format_duration(d))).unwrap_or_default());
+        let reason = format!(
+            "asked by leakprobe trace{}",
+            duration.map(|d| format!(" for {}", humantime::format_duration(d))).unwrap_or_default()
+        );
         if let Some(existing) = self.tier1.get(pid).cloned() {
-            self.pid_sample_interval.insert(pid, interval, 0).map_err(|e| (500, format!("setting the interval: {e}")))?;
+            self.pid_sample_interval
+                .insert(pid, interval, 0)
+                .map_err(|e| (500, format!("setting the interval: {e}")))?;
             table.set_interval(pid, Some(interval));
             let updated = Escalation { trigger: Trigger::Request, until_ns, reason, interval, ..existing };
             self.tier1.start(updated);
-            return Ok(TraceResponse { escalation: self.report(pid, table, clock).ok_or((500, "gone".to_owned()))?, result: "updated".into() });
+            return Ok(TraceResponse {
+                escalation: self.report(pid, table, clock).ok_or((500, "gone".to_owned()))?,
+                result: "updated".into(),
+            });
         }
         if !self.tier1.has_room() {
-            return Err((409, format!("{} processes are traced already (the most at once)", self.tier1.config.max_processes)));
+            return Err((
+                409,
+                format!("{} processes are traced already (the most at once)", self.tier1.config.max_processes),
+            ));
         }
         self.attach(pid, interval, table).map_err(|e| (500, e))?;
-        self.tier1.start(Escalation { pid, trigger: Trigger::Request, since_ns: now, until_ns, reason, interval, cpu: 0.0, calls: 0 });
+        self.tier1.start(Escalation {
+            pid,
+            trigger: Trigger::Request,
+            since_ns: now,
+            until_ns,
+            reason,
+            interval,
+            cpu: 0.0,
+            calls: 0,
+        });
         log::info!("tier 1: pid {pid}: malloc probes attached on request");
-        Ok(TraceResponse { escalation: self.report(pid, table, clock).ok_or((500, "gone".to_owned()))?, result: "attached".into() })
+        Ok(TraceResponse {
+            escalation: self.report(pid, table, clock).ok_or((500, "gone".to_owned()))?,
+            result: "attached".into(),
+        })
     }
 
     /// `DELETE /v1/trace?pid=PID`.
@@ -299,7 +324,12 @@ impl Tiers {
     }
 
     fn comm(&self, pid: u32) -> String {
-        self.faults.processes(Some(pid)).next().map(|r| r.comm.to_owned()).or_else(|| procfs::comm(pid)).unwrap_or_default()
+        self.faults
+            .processes(Some(pid))
+            .next()
+            .map(|r| r.comm.to_owned())
+            .or_else(|| procfs::comm(pid))
+            .unwrap_or_default()
     }
 
     fn report(&self, pid: u32, _table: &Table, clock: Clock) -> Option<EscalationReport> {
@@ -343,7 +373,12 @@ impl Tiers {
             actions: self
                 .tier1
                 .budget_actions()
-                .map(|a| BudgetActionReport { unix_ms: clock.unix_ms(a.ns), pid: a.pid, action: a.action.clone(), why: a.why.clone() })
+                .map(|a| BudgetActionReport {
+                    unix_ms: clock.unix_ms(a.ns),
+                    pid: a.pid,
+                    action: a.action.clone(),
+                    why: a.why.clone(),
+                })
                 .collect(),
         };
         (tier0, tier1, budget)
@@ -371,7 +406,11 @@ impl Tiers {
                     .map(|s| {
                         requests.push(StackRequest { pid: row.tgid, addrs: s.frames.to_vec() });
                         #[expect(clippy::cast_precision_loss, reason = "a share")]
-                        let share = if row.totals.samples == 0 { 0.0 } else { s.stats.samples as f64 / row.totals.samples as f64 };
+                        let share = if row.totals.samples == 0 {
+                            0.0
+                        } else {
+                            s.stats.samples as f64 / row.totals.samples as f64
+                        };
                         FaultStackReport {
                             stack_id: format!("{:016x}", s.stack_hash),
                             bytes: s.stats.bytes,
@@ -413,8 +452,5 @@ impl Tiers {
 
 /// Whether a program is a uprobe (malloc family) rather than a tracepoint.
 fn is_uprobe(program: &str) -> bool {
-    program != FAULT_PROGRAM
-        && !program.starts_with("sched_")
-        && program != leakprobe_common::OOM_PROGRAM
+    program != FAULT_PROGRAM && !program.starts_with("sched_") && program != leakprobe_common::OOM_PROGRAM
 }
-

@@ -20,9 +20,9 @@ fn status() -> StatusResponse {
         features: BTreeMap::new(),
         oom_kills_by_comm: BTreeMap::from([("leaker".into(), 3)]),
         oom_report_dir: None,
-            tier0: None,
-            tier1: None,
-            budget: None,
+        tier0: None,
+        tier1: None,
+        budget: None,
         analysis: AnalysisSettings { interval_seconds: 5.0, window_seconds: 600.0, verdict: VerdictConfig::default() },
     }
 }

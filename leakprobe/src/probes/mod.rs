@@ -127,7 +127,7 @@ pub struct Probes {
     oom: bool,
     /// The tier-0 fault program is loaded (and, after attach, attached).
     fault: bool,
-    malloc_probes: MallocProbes,
+    malloc_scope: MallocProbes,
     /// Pid-scoped malloc-family links of tier 1, by process.
     scoped: StdHashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
 }
@@ -207,7 +207,7 @@ impl Probes {
             attach_points: Vec::new(),
             oom,
             fault,
-            malloc_probes: config.malloc_probes,
+            malloc_scope: config.malloc_probes,
             scoped: StdHashMap::new(),
         };
         Ok((probes, maps))
@@ -245,9 +245,8 @@ impl Probes {
 
     fn detach_links(&mut self, links: Vec<(&'static str, UProbeLinkId)>) {
         for (program, link) in links {
-            let detached = uprobe(&mut self.ebpf, program).and_then(|p| {
-                p.detach(link).map_err(|source| ProbeError::Program { program, source })
-            });
+            let detached = uprobe(&mut self.ebpf, program)
+                .and_then(|p| p.detach(link).map_err(|source| ProbeError::Program { program, source }));
             if let Err(err) = detached {
                 log::warn!("detaching `{program}`: {:#}", anyhow::Error::new(err));
             }
@@ -299,7 +298,7 @@ impl Probes {
     /// malloc-family probes in every process mapping the libc, now or later.
     pub fn attach(&mut self) -> Result<(), ProbeError> {
         let path = self.libc.path.clone();
-        if self.malloc_probes == MallocProbes::All {
+        if self.malloc_scope == MallocProbes::All {
             // Links of all-process probes live as long as the object: their ids are not needed.
             let _ = self.attach_malloc(UProbeScope::AllProcesses)?;
             for (kind, program, resolved) in self.malloc_points() {
@@ -390,7 +389,7 @@ impl Probes {
 
     /// Where the malloc-family probes go.
     pub fn malloc_probes(&self) -> MallocProbes {
-        self.malloc_probes
+        self.malloc_scope
     }
 
     /// Whether OOM kills are reported (the tracepoint exists and its program is attached).
@@ -412,13 +411,11 @@ impl Probes {
 /// Offsets of the fields the fault program reads, `None` when the record lacks one or its size is not 8.
 fn fault_fields(format: &str) -> Option<FaultFields> {
     let offset = |name: &str| preflight::field(format, name).filter(|f| f.size == 8).map(|f| f.offset);
-    match (offset("address"), offset("error_code")) {
-        (Some(address), Some(error_code)) => Some(FaultFields { address, error_code }),
-        _ => {
-            log::warn!("no tier 0: exceptions/page_fault_user has no 8-byte `address` and `error_code` fields");
-            None
-        }
+    if let (Some(address), Some(error_code)) = (offset("address"), offset("error_code")) {
+        return Some(FaultFields { address, error_code });
     }
+    log::warn!("no tier 0: exceptions/page_fault_user has no 8-byte `address` and `error_code` fields");
+    None
 }
 
 fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(

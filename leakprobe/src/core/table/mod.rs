@@ -240,10 +240,9 @@ impl Table {
                 Applied::Nothing
             }
             Event::Exit(exit) | Event::Exec(exit) => self.purge(exit.header.tgid, exit.header.ts_ns),
-            // The table is unchanged: the caller snapshots the victim, whose exit comes later.
-            Event::Oom(_) => Applied::Nothing,
-            // Tier 0's: the fault table's.
-            Event::Fault(_) => Applied::Nothing,
+            // The table is unchanged: the caller snapshots an OOM victim, whose exit comes later; faults are tier
+            // 0's, for the fault table.
+            Event::Oom(_) | Event::Fault(_) => Applied::Nothing,
         }
     }
 
