@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the cost per malloc+free pair of leakprobe (full and sampled) and of its peers
 //! (a bpftrace memleak equivalent, heaptrack) over nothing attached, the ingest rate of the daemon, and the
-//! daemon's CPU and memory.
+//! daemon's CPU and memory; and tier 0 (`--malloc-probes auto`, page faults only) per malloc+free pair and
+//! per page fault.
 //!
 //! Every configuration runs the same C workload ([`workload`]) `--runs` times for 1 and 2 threads; the
 //! table shows medians. leakprobe and bpftrace probe every process on the machine: while one of them is
@@ -49,18 +50,23 @@ pub enum Config {
     Baseline,
     Full,
     Sampled,
+    /// The default `leakprobe run`: tier 0 on every process, malloc probes only on growing ones (the
+    /// workload does not grow).
+    Tier0,
     Bpftrace,
     Heaptrack,
 }
 
 impl Config {
-    pub const ALL: [Self; 5] = [Self::Baseline, Self::Full, Self::Sampled, Self::Bpftrace, Self::Heaptrack];
+    pub const ALL: [Self; 6] =
+        [Self::Baseline, Self::Full, Self::Sampled, Self::Tier0, Self::Bpftrace, Self::Heaptrack];
 
     pub fn label(self) -> &'static str {
         match self {
             Self::Baseline => "nothing attached",
             Self::Full => "leakprobe full",
             Self::Sampled => "leakprobe sampled (512KiB)",
+            Self::Tier0 => "leakprobe tier 0 (auto)",
             Self::Bpftrace => "bpftrace memleak",
             Self::Heaptrack => "heaptrack",
         }
@@ -99,10 +105,13 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         let result = match config {
             Config::Baseline | Config::Heaptrack => time_runs(&work, config, args, &dir, &libc),
             Config::Bpftrace => peers::check_bpftrace(&libc).and_then(|()| time_runs(&work, config, args, &dir, &libc)),
-            Config::Full | Config::Sampled => {
+            Config::Full | Config::Sampled | Config::Tier0 => {
                 wait_quiet();
-                let mode = if config == Config::Full { "full" } else { "sampled" };
-                let daemon = Daemon::start(&leakprobe, &dir, mode)?;
+                let daemon = match config {
+                    Config::Full => Daemon::start(&leakprobe, &dir, "full")?,
+                    Config::Sampled => Daemon::start(&leakprobe, &dir, "sampled")?,
+                    _ => Daemon::start_with(&leakprobe, &dir, "tier0", &["--malloc-probes", "auto"])?,
+                };
                 if sites.is_none() {
                     sites = Some(daemon.status().map(|s| report::sites(&s))?);
                 }
@@ -132,8 +141,31 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     daemon.stop()?;
     usages.push(DaemonUse { label: report::INGEST_PHASE, usage });
 
+    eprintln!("bench: page faults ({} runs x {THREADS:?} threads, {} pages each)", args.runs, args.pairs);
+    let pages_base = time_pages(&work, args);
+    wait_quiet();
+    let daemon = Daemon::start_with(&leakprobe, &dir, "tier0", &["--malloc-probes", "auto"])?;
+    let pages_tier0 = time_pages(&work, args);
+    daemon.stop()?;
+    let pages = [("nothing attached", pages_base), ("leakprobe tier 0 (auto)", pages_tier0)];
+
     report::print(&timings, &ingest, &usages, sites.as_deref().unwrap_or_default(), args.runs);
+    report::print_pages(&pages, args.runs);
     Ok(())
+}
+
+/// `--runs` runs of the page-touching workload (`--pairs` pages), for each thread count: ns per page fault.
+fn time_pages(work: &Workload, args: &BenchArgs) -> report::PageTimes {
+    let mut times = vec![Vec::new(); THREADS.len()];
+    for run in 0..args.runs {
+        for (slot, &threads) in THREADS.iter().enumerate() {
+            let workload = work.args("pages", args.pairs, threads, run as u64 + 1);
+            let out = undisturbed(|| workload::run(&mut workload::command(&workload), Duration::from_mins(5)))
+                .map_err(|e| format!("{e:#}"))?;
+            times[slot].push(workload::field(&out, "ns_per_page").map_err(|e| format!("{e:#}"))?);
+        }
+    }
+    Ok(times)
 }
 
 /// `--runs` runs of the pairs workload under `config`, for each thread count: ns per pair.

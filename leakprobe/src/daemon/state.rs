@@ -270,12 +270,14 @@ impl State {
             .into_iter()
             .map(|r| StackRequest { pid: r.pid, addrs: r.addrs.into_iter().take(1).collect() })
             .collect();
+        let faults_query = FaultsQuery { limit: Some(limits.top_processes), stacks: Some(0), ..FaultsQuery::default() };
+        let (faults, _) = self.tiers.faults(&faults_query, self.clock);
         let symbolizer = self.symbolizer.clone();
         tokio::spawn(async move {
             let frames = symbolizer.symbolize(leaves).await;
             let stacks =
                 stacks.into_iter().zip(frames).map(|(report, frames)| StackReport { frames, ..report }).collect();
-            let _ = reply.send(MetricsSnapshot { status, processes, stacks });
+            let _ = reply.send(MetricsSnapshot { status, processes, stacks, faults });
         });
     }
 

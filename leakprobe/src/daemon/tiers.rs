@@ -190,9 +190,10 @@ impl Tiers {
                 totals.tracepoint_ns += program.run_time_ns;
             }
         }
+        // Only the traced processes' counts: with `--malloc-probes all` the map holds thousands of processes.
         let mut calls = HashMap::new();
-        for entry in self.pid_calls.iter().flatten() {
-            let (pid, values) = entry;
+        for pid in self.tier1.active().map(|e| e.pid).collect::<Vec<_>>() {
+            let Ok(values) = self.pid_calls.get(&pid, 0) else { continue };
             let total: u64 = values.iter().sum();
             let before = self.last_calls.insert(pid, total).unwrap_or(0);
             calls.insert(pid, total.saturating_sub(before));

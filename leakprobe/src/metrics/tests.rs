@@ -67,7 +67,12 @@ fn snapshot() -> MetricsSnapshot {
         frames: vec![Frame { addr: "0x1136".into(), function: Some("leak_alpha".into()), ..Frame::default() }],
     };
     let anonymous = StackReport { stack_id: "00000000000000cd".into(), frames: Vec::new(), ..stack.clone() };
-    MetricsSnapshot { status: status(), processes: vec![process, without_rss], stacks: vec![stack, anonymous] }
+    MetricsSnapshot {
+        status: status(),
+        processes: vec![process, without_rss],
+        stacks: vec![stack, anonymous],
+        faults: Vec::new(),
+    }
 }
 
 #[test]
@@ -101,8 +106,13 @@ fn names_have_units_and_labels() {
 
 #[test]
 fn an_empty_snapshot_still_encodes() {
-    let text =
-        encode_snapshot(&MetricsSnapshot { status: status(), processes: Vec::new(), stacks: Vec::new() }).expect("ok");
+    let text = encode_snapshot(&MetricsSnapshot {
+        status: status(),
+        processes: Vec::new(),
+        stacks: Vec::new(),
+        faults: Vec::new(),
+    })
+    .expect("ok");
     assert!(text.contains("leakprobe_uptime_seconds 42.0"), "{text}");
     assert!(!text.contains("leakprobe_stack_live_bytes{"), "{text}");
 }

@@ -21,14 +21,21 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `leakprobe run --mode MODE` and waits until its socket answers (which means its probes are
-    /// attached).
+    /// Starts `leakprobe run --mode MODE --malloc-probes all` (every process probed, as the heap benchmarks
+    /// need) and waits until its socket answers (which means its probes are attached).
     pub fn start(binary: &Path, dir: &Path, mode: &str) -> Result<Self> {
+        Self::start_with(binary, dir, mode, &["--mode", mode, "--malloc-probes", "all"])
+    }
+
+    /// Starts `leakprobe run ARGS` (files named after `name`) and waits until its socket answers.
+    pub fn start_with(binary: &Path, dir: &Path, mode: &str, args: &[&str]) -> Result<Self> {
         let socket = dir.join(format!("leakprobe-{mode}.sock"));
         let state = dir.join(format!("state-{mode}"));
         let log = dir.join(format!("leakprobe-{mode}.log"));
         let child = Command::new(binary)
-            .args(["run", "--mode", mode, "--socket"])
+            .arg("run")
+            .args(args)
+            .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
             .arg(&state)
