@@ -273,7 +273,7 @@ impl Tiers {
             let updated = Escalation { trigger: Trigger::Request, until_ns, reason, interval, ..existing };
             self.tier1.start(updated);
             return Ok(TraceResponse {
-                escalation: self.report(pid, table, clock).ok_or((500, "gone".to_owned()))?,
+                escalation: self.report(pid, clock).ok_or((500, "gone".to_owned()))?,
                 result: "updated".into(),
             });
         }
@@ -296,14 +296,14 @@ impl Tiers {
         });
         log::info!("tier 1: pid {pid}: malloc probes attached on request");
         Ok(TraceResponse {
-            escalation: self.report(pid, table, clock).ok_or((500, "gone".to_owned()))?,
+            escalation: self.report(pid, clock).ok_or((500, "gone".to_owned()))?,
             result: "attached".into(),
         })
     }
 
     /// `DELETE /v1/trace?pid=PID`.
     pub fn untrace(&mut self, pid: u32, table: &mut Table, clock: Clock) -> Result<TraceResponse, TraceError> {
-        let report = self.report(pid, table, clock).ok_or((404, format!("pid {pid} is not traced")))?;
+        let report = self.report(pid, clock).ok_or((404, format!("pid {pid} is not traced")))?;
         self.tier1.end(pid, procfs::monotonic_ns(), "asked by leakprobe trace --stop");
         self.detach(pid, table);
         Ok(TraceResponse { escalation: report, result: "detached".into() })
@@ -333,7 +333,7 @@ impl Tiers {
             .unwrap_or_default()
     }
 
-    fn report(&self, pid: u32, _table: &Table, clock: Clock) -> Option<EscalationReport> {
+    fn report(&self, pid: u32, clock: Clock) -> Option<EscalationReport> {
         self.tier1.get(pid).map(|e| Self::escalation_report(e, self.comm(pid), clock))
     }
 

@@ -316,7 +316,7 @@ fn register_tiers(registry: &mut Registry, status: &StatusResponse) {
             ("leakprobe_cpu_budget_host", "CPU budget of the whole daemon, in cores", budget.host_percent),
         ];
         for (name, help, percent) in parts {
-            gauge(registry, name, help, Some(Unit::Ratios), percent / 100.0);
+            gauge(registry, name, help, Some(Unit::Other("ratio".to_owned())), percent / 100.0);
         }
     }
 }
