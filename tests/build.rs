@@ -90,7 +90,7 @@ fn main() {
     );
 
     // Single-file fixtures with no special needs.
-    for (name, env) in [("growth", "GROWTH_C"), ("sampling", "SAMPLING_C")] {
+    for (name, env) in [("growth", "GROWTH_C"), ("sampling", "SAMPLING_C"), ("tier0", "TIER0_C")] {
         build_simple_fixture(&manifest, &out, name, env);
     }
 

@@ -35,6 +35,8 @@ pub const LEAKER: &str = env!("LEAKER_C");
 pub const GROWTH: &str = env!("GROWTH_C");
 /// The sampled-mode accuracy fixture (`tests/fixtures/sampling.c`).
 pub const SAMPLING: &str = env!("SAMPLING_C");
+/// The tier-0/tier-1 workloads (`tests/fixtures/tier0.c`).
+pub const TIER0: &str = env!("TIER0_C");
 /// Source of the C leaker, to check the line numbers the daemon reports.
 pub const LEAKER_SRC: &str = env!("LEAKER_C_SRC");
 /// A shared object that defines no `malloc`.

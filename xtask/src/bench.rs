@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the cost per malloc+free pair of leakprobe (full and sampled) and of its peers
 //! (a bpftrace memleak equivalent, heaptrack) over nothing attached, the ingest rate of the daemon, and the
-//! daemon's CPU and memory.
+//! daemon's CPU and memory; and tier 0 (`--malloc-probes auto`, page faults only) per malloc+free pair and
+//! per page fault.
 //!
 //! Every configuration runs the same C workload ([`workload`]) `--runs` times for 1 and 2 threads; the
 //! table shows medians. leakprobe and bpftrace probe every process on the machine: while one of them is
@@ -56,13 +57,16 @@ pub enum Config {
     Full,
     Sampled,
     SampledPlain,
+    /// The default `leakprobe run`: tier 0 on every process, malloc probes only on growing ones (the
+    /// workload does not grow).
+    Tier0,
     Bpftrace,
     Heaptrack,
 }
 
 impl Config {
-    pub const ALL: [Self; 6] =
-        [Self::Baseline, Self::Full, Self::Sampled, Self::SampledPlain, Self::Bpftrace, Self::Heaptrack];
+    pub const ALL: [Self; 7] =
+        [Self::Baseline, Self::Full, Self::Sampled, Self::SampledPlain, Self::Tier0, Self::Bpftrace, Self::Heaptrack];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -70,18 +74,19 @@ impl Config {
             Self::Full => "leakprobe full, session",
             Self::Sampled => "leakprobe sampled, session",
             Self::SampledPlain => "leakprobe sampled, plain",
+            Self::Tier0 => "leakprobe tier 0 (auto)",
             Self::Bpftrace => "bpftrace memleak",
             Self::Heaptrack => "heaptrack",
         }
     }
 
-    /// `--mode` and `--return-probes` of a leakprobe configuration.
+    /// `--mode` and `--return-probes` of a leakprobe configuration with malloc probes on every process.
     fn leakprobe_args(self) -> Option<(&'static str, &'static str)> {
         match self {
             Self::Full => Some(("full", "session")),
             Self::Sampled => Some(("sampled", "session")),
             Self::SampledPlain => Some(("sampled", "plain")),
-            Self::Baseline | Self::Bpftrace | Self::Heaptrack => None,
+            Self::Baseline | Self::Tier0 | Self::Bpftrace | Self::Heaptrack => None,
         }
     }
 }
@@ -118,10 +123,12 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         let result = match config {
             Config::Baseline | Config::Heaptrack => time_runs(&work, config, args, &dir, &libc),
             Config::Bpftrace => peers::check_bpftrace(&libc).and_then(|()| time_runs(&work, config, args, &dir, &libc)),
-            Config::Full | Config::Sampled | Config::SampledPlain => {
+            Config::Full | Config::Sampled | Config::SampledPlain | Config::Tier0 => {
                 wait_quiet(args.no_wait);
-                let (mode, returns) = config.leakprobe_args().context("a leakprobe configuration")?;
-                let daemon = Daemon::start(&leakprobe, &dir, mode, returns)?;
+                let daemon = match config.leakprobe_args() {
+                    Some((mode, returns)) => Daemon::start(&leakprobe, &dir, mode, returns)?,
+                    None => Daemon::start_with(&leakprobe, &dir, "tier0", &["--malloc-probes", "auto"])?,
+                };
                 if sites.is_none() {
                     sites = Some(daemon.status().map(|s| report::sites(&s))?);
                 }
@@ -154,9 +161,33 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     eprintln!("bench: consumer path in-process ({} runs of leakprobe/examples/ingest_bench)", args.runs);
     let consumer = consumer::measure(root, env, args.runs).context("consumer path")?;
 
+    eprintln!("bench: page faults ({} runs x {THREADS:?} threads, {} pages each)", args.runs, args.pairs);
+    let pages_base = time_pages(&work, args);
+    wait_quiet(args.no_wait);
+    let daemon = Daemon::start_with(&leakprobe, &dir, "tier0", &["--malloc-probes", "auto"])?;
+    let pages_tier0 = time_pages(&work, args);
+    daemon.stop()?;
+    let pages = [("nothing attached", pages_base), ("leakprobe tier 0 (auto)", pages_tier0)];
+
     report::print(&timings, &ingest, &usages, sites.as_deref().unwrap_or_default(), args.runs);
     report::print_consumer(&consumer);
+    report::print_pages(&pages, args.runs);
     Ok(())
+}
+
+/// `--runs` runs of the page-touching workload (`--pairs` pages), for each thread count: ns per page fault.
+fn time_pages(work: &Workload, args: &BenchArgs) -> report::PageTimes {
+    let mut times = vec![Vec::new(); THREADS.len()];
+    for run in 0..args.runs {
+        for (slot, &threads) in THREADS.iter().enumerate() {
+            let workload = work.args("pages", args.pairs, threads, run as u64 + 1);
+            let out =
+                undisturbed(args.no_wait, || workload::run(&mut workload::command(&workload), Duration::from_mins(5)))
+                    .map_err(|e| format!("{e:#}"))?;
+            times[slot].push(workload::field(&out, "ns_per_page").map_err(|e| format!("{e:#}"))?);
+        }
+    }
+    Ok(times)
 }
 
 /// `--runs` runs of the pairs workload under `config`, for each thread count: ns per pair.

@@ -2,12 +2,14 @@
 
 mod client;
 mod export;
+mod faults;
 mod format;
 mod oom;
 mod processes;
 mod run;
 mod status;
 mod top;
+mod trace;
 
 use std::path::PathBuf;
 
@@ -30,8 +32,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the daemon: probe the malloc family in every process and serve queries (needs root).
-    Run(run::RunArgs),
+    /// Run the daemon: page faults of every process (tier 0), malloc-family probes where memory grows (tier 1),
+    /// and serve queries (needs root).
+    Run(Box<run::RunArgs>),
     /// Show the stacks holding the most live (allocated, not freed) bytes, or growing fastest.
     Top(top::TopArgs),
     /// Show every stack of one process.
@@ -44,6 +47,10 @@ enum Command {
     Export(export::ExportArgs),
     /// List the OOM kills the daemon recorded (what the victim's heap held), or show one.
     Oom(oom::OomArgs),
+    /// Show, per process, the code paths that first touched its anonymous memory (tier 0, every process).
+    Faults(faults::FaultsArgs),
+    /// Attach the malloc-family probes to one process (tier 1), or detach them with --stop.
+    Trace(trace::TraceArgs),
 }
 
 /// Which rows a listing shows, and in what order (`top`, `processes`).
@@ -114,13 +121,15 @@ impl Cli {
             .context("starting the async runtime")?;
         runtime.block_on(async move {
             match self.command {
-                Command::Run(args) => run::run(args).await,
+                Command::Run(args) => run::run(*args).await,
                 Command::Top(args) => top::run(args).await,
                 Command::Stacks(args) => top::run_stacks(args).await,
                 Command::Processes(args) => processes::run(args).await,
                 Command::Status(args) => status::run(args).await,
                 Command::Oom(args) => oom::run(args).await,
                 Command::Export(args) => export::run(args).await,
+                Command::Faults(args) => faults::run(args).await,
+                Command::Trace(args) => trace::run(args).await,
             }
         })
     }
