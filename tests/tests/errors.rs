@@ -33,7 +33,8 @@ fn missing_libc_is_named() {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("s.sock");
     let missing = "/nonexistent/libc.so.6";
-    let out = leakprobe(&["run", "--socket", socket.to_str().expect("utf-8"), "--libc", missing]);
+    // No metrics port: these tests run in parallel, and the first to bind the default port would fail the other.
+    let out = leakprobe(&["run", "--socket", socket.to_str().expect("utf-8"), "--no-metrics", "--libc", missing]);
     let line = one_line_failure(&out, "run --libc /nonexistent/libc.so.6");
     assert!(line.contains(missing), "the error does not name {missing}: {line:?}");
     assert!(!socket.exists(), "a daemon that failed to start left its socket behind");
@@ -47,7 +48,7 @@ fn libc_without_malloc_is_refused_naming_malloc() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("s.sock");
-    let out = leakprobe(&["run", "--socket", socket.to_str().expect("utf-8"), "--libc", NOMALLOC_SO]);
+    let out = leakprobe(&["run", "--socket", socket.to_str().expect("utf-8"), "--no-metrics", "--libc", NOMALLOC_SO]);
     let line = one_line_failure(&out, "run --libc <a .so without malloc>");
     assert!(line.contains("malloc"), "the error does not name the missing symbol malloc: {line:?}");
     assert!(!socket.exists(), "a daemon that failed to start left its socket behind");
