@@ -56,6 +56,54 @@ fn build_alloc_leakers(manifest: &Path, out: &Path) {
     }
 }
 
+/// The fixtures without frame pointers: `frameless` (-O2, the compiler's default of no frame pointers) linked
+/// with `libframeless.so` (-fomit-frame-pointer explicitly), and `frameless_cxx` (C++, -fomit-frame-pointer).
+/// Also `framed`: `frameless.c` with frame pointers. Exports `FRAMELESS_C`, `FRAMED_C` and `FRAMELESS_CXX`.
+fn build_frameless(manifest: &Path, out: &Path) {
+    let fixtures = manifest.join("fixtures");
+    for name in ["frameless.c", "frameless_lib.c", "frameless_cxx.cc"] {
+        println!("cargo:rerun-if-changed={}", fixtures.join(name).display());
+    }
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    let warnings = ["-Wall", "-Wextra", "-Werror"];
+    let lib = out.join("libframeless.so");
+    let lib_src = path(&fixtures.join("frameless_lib.c"));
+    let mut args = vec!["-shared", "-fPIC", "-O2", "-g", "-fomit-frame-pointer"];
+    let lib_out = path(&lib);
+    args.extend(warnings);
+    args.extend(["-o", &lib_out, &lib_src]);
+    gcc(&args, &lib);
+
+    let bin = out.join("frameless");
+    let (src, bin_out, out_dir) = (path(&fixtures.join("frameless.c")), path(&bin), path(out));
+    let rpath = format!("-Wl,-rpath,{out_dir}");
+    let mut args = vec!["-O2", "-g"];
+    args.extend(warnings);
+    args.extend(["-o", &bin_out, &src, "-L", &out_dir, "-lframeless", &rpath]);
+    gcc(&args, &bin);
+
+    // The same program with frame pointers, to compare the two unwinders on it.
+    let framed = out.join("framed");
+    let framed_out = path(&framed);
+    let mut args = vec!["-O2", "-g", "-fno-omit-frame-pointer"];
+    args.extend(warnings);
+    args.extend(["-o", &framed_out, &src, "-L", &out_dir, "-lframeless", &rpath]);
+    gcc(&args, &framed);
+    println!("cargo:rustc-env=FRAMED_C={}", framed.display());
+
+    let cxx = out.join("frameless_cxx");
+    let (src, cxx_out) = (path(&fixtures.join("frameless_cxx.cc")), path(&cxx));
+    let status = Command::new("g++")
+        .args(["-O2", "-g", "-fomit-frame-pointer"])
+        .args(warnings)
+        .args(["-o", &cxx_out, &src])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run g++ to build {} (cargo xtask setup installs it): {e}", cxx.display()));
+    assert!(status.success(), "g++ failed to build {} ({status})", cxx.display());
+    println!("cargo:rustc-env=FRAMELESS_C={}", bin.display());
+    println!("cargo:rustc-env=FRAMELESS_CXX={}", cxx.display());
+}
+
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR is set by cargo"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
@@ -99,6 +147,7 @@ fn main() {
     gcc(&["-shared", "-fPIC", "-nostdlib", "-O2", "-o", lib, src], &nomalloc);
 
     build_alloc_leakers(&manifest, &out);
+    build_frameless(&manifest, &out);
 
     println!("cargo:rustc-env=LEAKER_C={}", leaker.display());
     println!("cargo:rustc-env=LEAKER_C_SRC={}", leaker_src.display());

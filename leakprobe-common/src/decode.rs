@@ -2,7 +2,10 @@
 
 use core::{fmt, mem::size_of};
 
-use crate::{AllocEvent, EventHeader, EventKind, FaultEvent, FreeEvent, MAX_FRAMES, OomEvent, ProcessEvent};
+use crate::{
+    ALLOC_FLAG_STACK_COPY, AllocEvent, EventHeader, EventKind, FaultEvent, FreeEvent, MAX_FRAMES, MAX_STACK_COPY_BYTES,
+    OomEvent, ProcessEvent, UserStack,
+};
 
 /// A decoded ring-buffer record.
 /// Allocations and faults are the large variants (and the common ones): nothing is boxed.
@@ -38,6 +41,8 @@ pub enum DecodeError {
     UnknownKind(u32),
     /// An allocation or fault record claims more frames than it can hold.
     BadFrameCount(u32),
+    /// An allocation record's stack copy claims more bytes than the record holds or than are ever copied.
+    BadStackCopy { len: u32, available: usize },
 }
 
 impl fmt::Display for DecodeError {
@@ -48,6 +53,9 @@ impl fmt::Display for DecodeError {
             }
             Self::UnknownKind(kind) => write!(f, "unknown record kind {kind}"),
             Self::BadFrameCount(n) => write!(f, "record claims {n} frames, at most {MAX_FRAMES} fit"),
+            Self::BadStackCopy { len, available } => {
+                write!(f, "allocation record claims {len} bytes of stack copy, {available} follow the registers")
+            }
         }
     }
 }
@@ -89,6 +97,23 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         }
         None => Err(DecodeError::UnknownKind(header.kind)),
     }
+}
+
+/// The registers and the stack bytes that follow an allocation record with [`ALLOC_FLAG_STACK_COPY`]; `None`
+/// when the record has no stack copy.
+pub fn decode_user_stack(bytes: &[u8]) -> Result<Option<(UserStack, &[u8])>, DecodeError> {
+    let event: AllocEvent = read(bytes, EventKind::Alloc as u32)?;
+    if event.flags & ALLOC_FLAG_STACK_COPY == 0 {
+        return Ok(None);
+    }
+    let rest = &bytes[size_of::<AllocEvent>()..];
+    let regs: UserStack = read(rest, EventKind::Alloc as u32)?;
+    let stack = &rest[size_of::<UserStack>()..];
+    let len = regs.len as usize;
+    if regs.len > MAX_STACK_COPY_BYTES || len > stack.len() {
+        return Err(DecodeError::BadStackCopy { len: regs.len, available: stack.len() });
+    }
+    Ok(Some((regs, &stack[..len])))
 }
 
 #[cfg(test)]
@@ -188,6 +213,38 @@ mod tests {
         let mut unknown = bytes.clone();
         unknown[0] = 99;
         assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn stack_copy_round_trip_and_bounds() {
+        let event = AllocEvent {
+            header: header(EventKind::Alloc),
+            addr: 1,
+            size: 16,
+            old_addr: 0,
+            func: AllocFn::Malloc as u32,
+            nframes: 0,
+            flags: ALLOC_FLAG_STACK_COPY,
+            pad: 0,
+            comm: [0; 16],
+            frames: [0; MAX_FRAMES],
+        };
+        let regs =
+            UserStack { ip: 0x5555_0000_1234, sp: 0x7ffd_0000_1000, bp: 0x7ffd_0000_1100, lr: 0, len: 24, pad: 0 };
+        let mut bytes = bytes_of(&event);
+        bytes.extend(bytes_of(&regs));
+        bytes.extend((0u8..32).collect::<Vec<u8>>());
+        assert_eq!(decode(&bytes), Ok(Event::Alloc(event)));
+        let (got, stack) = decode_user_stack(&bytes).expect("valid").expect("has a copy");
+        assert_eq!(got, regs);
+        assert_eq!(stack, &(0u8..24).collect::<Vec<u8>>()[..]);
+        // A length beyond the record is an error, not a panic.
+        let mut bad = bytes.clone();
+        bad.truncate(bytes.len() - 16);
+        assert_eq!(decode_user_stack(&bad), Err(DecodeError::BadStackCopy { len: 24, available: 16 }));
+        // Without the flag there is no copy.
+        let plain = AllocEvent { flags: 0, ..event };
+        assert_eq!(decode_user_stack(&bytes_of(&plain)), Ok(None));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 mod decode;
 
 #[cfg(feature = "user")]
-pub use decode::{DecodeError, Event, decode};
+pub use decode::{DecodeError, Event, decode, decode_user_stack};
 
 mod fault;
 pub use fault::{
@@ -76,7 +76,21 @@ pub mod globals {
     pub const FAULT_FIELDS: &str = "FAULT_FIELDS";
     /// Mean bytes of faulting pages between two sampled faults (tier 0); never 0.
     pub const FAULT_SAMPLE_INTERVAL: &str = "FAULT_SAMPLE_INTERVAL";
+    /// Bytes of user stack copied into each allocation record for unwinding in userspace (`--unwind dwarf`):
+    /// a multiple of [`crate::STACK_COPY_CHUNK`] up to [`crate::MAX_STACK_COPY_BYTES`]; 0 walks frame pointers
+    /// in the kernel instead (`--unwind fp`).
+    pub const STACK_COPY_BYTES: &str = "STACK_COPY_BYTES";
+    /// Thread-group id of the only process traced (`run --pid`); 0 traces every process.
+    pub const TRACED_TGID: &str = "TRACED_TGID";
 }
+
+/// The user stack is copied in chunks of this many bytes (a page): a chunk that crosses the end of the
+/// stack fails as a whole, so the last one is retried up to its page boundary.
+pub const STACK_COPY_CHUNK: u32 = 4096;
+/// The most user stack bytes copied per allocation.
+pub const MAX_STACK_COPY_BYTES: u32 = 32 << 10;
+/// The most chunks of a stack copy.
+pub const MAX_STACK_COPY_CHUNKS: u32 = MAX_STACK_COPY_BYTES / STACK_COPY_CHUNK;
 
 /// Entries of the exponential table: a draw picks one uniformly (with `bpf_get_prandom_u32`), so countdowns
 /// follow an exponential distribution to within 1/1024 in probability.
@@ -251,7 +265,12 @@ pub const ALLOC_FLAG_STACK_TRUNCATED: u32 = 1 << 1;
 /// in-place `realloc`).
 pub const ALLOC_FLAG_REPLACES_OLD: u32 = 1 << 2;
 
-/// A successful allocation, emitted from the return probe.
+/// `flags` bit of [`AllocEvent`]: the record carries no frames but a [`UserStack`] and the copied stack bytes
+/// right after the event, to be unwound in userspace.
+pub const ALLOC_FLAG_STACK_COPY: u32 = 1 << 3;
+
+/// A successful allocation, emitted from the return probe. With [`ALLOC_FLAG_STACK_COPY`], the record is
+/// followed by a [`UserStack`] and then `UserStack::len` bytes of the user stack from `UserStack::sp` up.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AllocEvent {
@@ -275,6 +294,25 @@ pub struct AllocEvent {
     pub comm: [u8; 16],
     /// User stack, innermost first: the first frame is the allocator's caller.
     pub frames: [u64; MAX_FRAMES],
+}
+
+/// The user registers an unwinder starts from, taken in the allocator's return probe (so `ip` is the return
+/// address in the allocator's caller), and the length of the stack copy that follows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserStack {
+    /// Instruction pointer: the return address in the allocator's caller.
+    pub ip: u64,
+    /// Stack pointer (after the allocator returned): the copy starts here.
+    pub sp: u64,
+    /// Frame pointer (`rbp`; `x29` on aarch64).
+    pub bp: u64,
+    /// Link register (`x30` on aarch64); 0 on x86-64.
+    pub lr: u64,
+    /// Bytes of stack copied after this header (a failed copy is 0).
+    pub len: u32,
+    /// Padding, always zero.
+    pub pad: u32,
 }
 
 /// A `free` (or `realloc(p, 0)`) of an address that was reported live.
@@ -365,17 +403,21 @@ pub enum Counter {
     /// Runs of the return program (a uretprobe runs on every call's return; a session return only on
     /// tracked calls: compare with [`Counter::Tracked`]).
     ReturnRuns = 17,
+    /// Stack copies (`--unwind dwarf`) that read nothing: the allocation is reported with its caller only.
+    StackCopyErrors = 18,
+    /// Stack copies cut short by the end of the stack (not an error: the stack is smaller than the copy size).
+    StackCopyShort = 19,
     /// Write faults of user pages seen (tier 0), sampled or not.
-    Faults = 18,
+    Faults = 20,
     /// Write faults sampled and reported with their stack.
-    FaultsSampled = 19,
+    FaultsSampled = 21,
     /// Sampled fault events lost: ring buffer full.
-    RingBufFullFault = 20,
+    RingBufFullFault = 22,
 }
 
 impl Counter {
     /// Number of counters (the size of [`maps::COUNTERS`]).
-    pub const COUNT: u32 = 21;
+    pub const COUNT: u32 = 23;
 
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
@@ -397,6 +439,8 @@ impl Counter {
         Self::Unsampled,
         Self::Tracked,
         Self::ReturnRuns,
+        Self::StackCopyErrors,
+        Self::StackCopyShort,
         Self::Faults,
         Self::FaultsSampled,
         Self::RingBufFullFault,
@@ -423,6 +467,8 @@ impl Counter {
             Self::Unsampled => "unsampled",
             Self::Tracked => "tracked",
             Self::ReturnRuns => "return_runs",
+            Self::StackCopyErrors => "stack_copy_errors",
+            Self::StackCopyShort => "stack_copy_short",
             Self::Faults => "faults",
             Self::FaultsSampled => "faults_sampled",
             Self::RingBufFullFault => "ringbuf_full_fault",
@@ -432,6 +478,9 @@ impl Counter {
 
 const _: () = assert!(size_of::<EventHeader>() == 24);
 const _: () = assert!(size_of::<AllocEvent>() == 24 + 8 * 3 + 4 * 4 + 16 + 8 * MAX_FRAMES);
+const _: () = assert!(size_of::<UserStack>() == 40);
+const _: () = assert!(size_of::<AllocEvent>().is_multiple_of(8) && size_of::<UserStack>().is_multiple_of(8));
+const _: () = assert!(MAX_STACK_COPY_BYTES.is_multiple_of(STACK_COPY_CHUNK));
 const _: () = assert!(size_of::<FreeEvent>() == 32);
 const _: () = assert!(size_of::<ProcessEvent>() == 40);
 const _: () = assert!(size_of::<InFlight>() == 32);

@@ -130,6 +130,31 @@ pub fn sample(which: Countdown, interval: u64, size: u64) -> bool {
     true
 }
 
+/// Set by the loader: bytes of user stack copied per allocation, 0 for the kernel's frame-pointer walk.
+#[unsafe(no_mangle)]
+static STACK_COPY_BYTES: u32 = 0;
+
+/// Bytes of user stack to copy per allocation (a multiple of `STACK_COPY_CHUNK`), or 0. The global lives in
+/// the frozen read-only data map, so the verifier knows its value: ring-buffer reservations sized by it are
+/// constant-sized, as `bpf_ringbuf_reserve` requires, and the branch not taken is pruned.
+#[inline(always)]
+pub fn stack_copy_bytes() -> u32 {
+    // SAFETY: as in `own_tgid`.
+    unsafe { core::ptr::read_volatile(&raw const STACK_COPY_BYTES) }
+}
+
+/// Set by the loader: the only process traced, or 0 for all.
+#[unsafe(no_mangle)]
+static TRACED_TGID: u32 = 0;
+
+/// Whether allocations of process `tgid` are traced: not the daemon's own, and the one chosen if any.
+#[inline(always)]
+pub fn traced(tgid: u32) -> bool {
+    // SAFETY: as in `own_tgid`.
+    let only = unsafe { core::ptr::read_volatile(&raw const TRACED_TGID) };
+    tgid != own_tgid() && (only == 0 || only == tgid)
+}
+
 /// Set by the loader: the daemon's own thread-group id.
 #[unsafe(no_mangle)]
 static OWN_TGID: u32 = 0;

@@ -9,9 +9,14 @@ use std::sync::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use leakprobe_common::{Event, decode};
+use leakprobe_common::{
+    ALLOC_FLAG_STACK_COPY, ALLOC_FLAG_STACK_TRUNCATED, DecodeError, Event, decode, decode_user_stack,
+};
 
-use crate::procfs;
+use crate::{
+    procfs,
+    unwind::{Outcome, UnwindStats, Unwinder},
+};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::mpsc,
@@ -32,10 +37,55 @@ pub struct Batch {
     pub as_of_ns: u64,
 }
 
+/// Turns ring-buffer records into events: decodes them, and unwinds the stacks that came as a stack copy
+/// (`--unwind dwarf`) into frames, so that every allocation event downstream carries frames the same way.
+pub struct Decoder {
+    unwinder: Unwinder,
+}
+
+impl Decoder {
+    pub fn new(unwinder: Unwinder) -> Self {
+        Self { unwinder }
+    }
+
+    /// One record as an event.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Event, DecodeError> {
+        let mut event = decode(bytes)?;
+        let stats = self.unwinder.stats().clone();
+        match &mut event {
+            Event::Alloc(alloc) if alloc.flags & ALLOC_FLAG_STACK_COPY != 0 => {
+                if let Some((regs, stack)) = decode_user_stack(bytes)? {
+                    let (nframes, outcome) = self.unwinder.unwind(alloc.header.tgid, &regs, stack, &mut alloc.frames);
+                    alloc.nframes = nframes;
+                    if outcome == Outcome::Truncated {
+                        alloc.flags |= ALLOC_FLAG_STACK_TRUNCATED;
+                    }
+                }
+            }
+            Event::Alloc(alloc) => {
+                stats.fp.fetch_add(1, Ordering::Relaxed);
+                if alloc.flags & ALLOC_FLAG_STACK_TRUNCATED != 0 {
+                    stats.fp_truncated.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            // The process's modules are gone; a new process may reuse the pid.
+            Event::Exit(e) | Event::Exec(e) => self.unwinder.forget(e.header.tgid),
+            _ => {}
+        }
+        Ok(event)
+    }
+
+    /// The unwinder's counters.
+    pub fn stats(&self) -> &Arc<UnwindStats> {
+        self.unwinder.stats()
+    }
+}
+
 /// Drains the ring buffer until cancelled or until the receiver is gone. `caught_up` is true while the ring
 /// buffer is empty and every batch has been handed over: then the table is current, whatever the time.
 pub async fn run(
     ring: RingBuf<MapData>,
+    mut decoder: Decoder,
     tx: mpsc::Sender<Batch>,
     caught_up: Arc<AtomicBool>,
     shutdown: CancellationToken,
@@ -56,7 +106,7 @@ pub async fn run(
         let mut batch = Batch { events: Vec::with_capacity(capacity), ..Batch::default() };
         loop {
             let Some(item) = ring.next() else { break };
-            match decode(&item) {
+            match decoder.decode(&item) {
                 Ok(event) => batch.events.push(event),
                 Err(err) => {
                     log::debug!("undecodable ring-buffer record: {err}");

@@ -2,8 +2,8 @@
 //!
 //! Floors, each using only the ones below it:
 //! - pure core: [`core`] (table, stack interning), [`protocol`], [`export`];
-//! - middle: [`probes`], [`ingest`], [`symbolize`], [`procfs`], [`oom`] (report store), [`metrics`]
-//!   (exposition and its HTTP endpoint);
+//! - middle: [`probes`], [`ingest`], [`symbolize`], [`unwind`] (stacks from stack copies), [`procfs`], [`oom`]
+//!   (report store), [`metrics`] (exposition and its HTTP endpoint);
 //! - top: [`server`], [`daemon`], [`cli`], [`config`]; [`fuzz`] (entry points of the fuzz targets).
 
 pub mod cli;
@@ -20,3 +20,4 @@ pub mod procfs;
 pub mod protocol;
 pub mod server;
 pub mod symbolize;
+pub mod unwind;

@@ -233,3 +233,44 @@ mod tests {
         assert!(mapped.abs_diff(wall_ms) < 1_000, "{mapped} vs {wall_ms}");
     }
 }
+
+/// One line of `/proc/PID/maps`: `START-END PERMS OFFSET MAJOR:MINOR INODE [PATH]`, numbers in hexadecimal except
+/// the inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapsLine<'a> {
+    pub start: u64,
+    pub end: u64,
+    pub perms: &'a str,
+    pub offset: u64,
+    /// The device as written (`fe:00`).
+    pub dev: &'a str,
+    pub major: u32,
+    pub minor: u32,
+    pub inode: u64,
+    /// The path, or `[heap]`-like names, or empty for anonymous memory; ` (deleted)` is kept.
+    pub path: &'a str,
+}
+
+/// The lines of a `/proc/PID/maps` text that parse; malformed lines are skipped.
+pub fn maps_lines(text: &str) -> impl Iterator<Item = MapsLine<'_>> {
+    text.lines().filter_map(|line| {
+        let mut fields = line.splitn(6, ' ');
+        let (start, end) = fields.next()?.split_once('-')?;
+        let perms = fields.next()?;
+        let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+        let dev = fields.next()?;
+        let (major, minor) = dev.split_once(':')?;
+        let inode = fields.next()?.parse().ok()?;
+        Some(MapsLine {
+            start: u64::from_str_radix(start, 16).ok()?,
+            end: u64::from_str_radix(end, 16).ok()?,
+            perms,
+            offset,
+            dev,
+            major: u32::from_str_radix(major, 16).ok()?,
+            minor: u32::from_str_radix(minor, 16).ok()?,
+            inode,
+            path: fields.next().unwrap_or("").trim_start(),
+        })
+    })
+}

@@ -337,6 +337,12 @@ pub struct StatusResponse {
     /// The CPU budget and the probes' measured cost.
     #[serde(default)]
     pub budget: Option<BudgetReport>,
+    /// How allocation stacks are unwound (the counters are `stacks_*` in `daemon_counters`).
+    #[serde(default)]
+    pub unwind: Option<UnwindSettings>,
+    /// The only process traced (`run --pid`); every process when absent.
+    #[serde(default)]
+    pub traced_pid: Option<u32>,
 }
 
 /// Allocator discovery: which files are probed, and the cost of looking for them.
@@ -393,6 +399,20 @@ pub struct ScanCost {
     pub files_deferred: u64,
     /// Wall-clock time of the scan, in microseconds.
     pub microseconds: u64,
+}
+
+/// The daemon's stack unwinding.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UnwindSettings {
+    /// `fp` (frame pointers, walked in the kernel) or `dwarf` (stack copies unwound in the daemon with the
+    /// binaries' unwind tables).
+    pub mode: String,
+    /// With `dwarf`: bytes of user stack copied per reported allocation.
+    #[serde(default)]
+    pub stack_copy_bytes: Option<u64>,
+    /// Seconds the daemon spent unwinding stack copies (divide by `stacks_dwarf` for the mean per stack).
+    #[serde(default)]
+    pub unwind_seconds: f64,
 }
 
 /// The daemon's analysis settings.

@@ -64,3 +64,24 @@ pub const LATE_SIZE: u64 = 700;
 // rust-leaker
 pub const RUST_LEAK_COUNT: u64 = 12;
 pub const RUST_LEAK_SIZE: u64 = 2048;
+
+// frameless.c, libframeless.so and frameless_cxx.cc
+pub const MAIN_COUNT: u64 = 7;
+pub const MAIN_SIZE: u64 = 1234;
+pub const LIB_COUNT: u64 = 6;
+pub const LIB_SIZE: u64 = 2222;
+/// `strdup` of a `DUP_LEN`-character string: `DUP_LEN + 1` bytes each.
+pub const DUP_COUNT: u64 = 3;
+pub const DUP_LEN: u64 = 40;
+/// `strndup(text, NDUP_LEN)` of a longer text: `NDUP_LEN + 1` bytes each.
+pub const NDUP_COUNT: u64 = 2;
+pub const NDUP_LEN: u64 = 24;
+pub const ASPRINTF_COUNT: u64 = 4;
+/// `asprintf("leak %d of %s", i < 10, text)`: 10 + 49 characters and the NUL.
+pub const ASPRINTF_BYTES: u64 = 60;
+/// `new Blob()` of a `NEW_SIZE`-byte struct.
+pub const NEW_COUNT: u64 = 5;
+pub const NEW_SIZE: u64 = 300;
+/// `new int[NEW_ARRAY_LEN]()`: `4 * NEW_ARRAY_LEN` bytes each.
+pub const NEW_ARRAY_COUNT: u64 = 3;
+pub const NEW_ARRAY_LEN: u64 = 250;

@@ -37,6 +37,12 @@ pub const GROWTH: &str = env!("GROWTH_C");
 pub const SAMPLING: &str = env!("SAMPLING_C");
 /// The tier-0/tier-1 workloads (`tests/fixtures/tier0.c`).
 pub const TIER0: &str = env!("TIER0_C");
+/// The fixture built without frame pointers (`tests/fixtures/frameless.c`, with `libframeless.so`).
+pub const FRAMELESS: &str = env!("FRAMELESS_C");
+/// `frameless.c` built with frame pointers.
+pub const FRAMED: &str = env!("FRAMED_C");
+/// The C++ fixture without frame pointers (`tests/fixtures/frameless_cxx.cc`).
+pub const FRAMELESS_CXX: &str = env!("FRAMELESS_CXX");
 /// Source of the C leaker, to check the line numbers the daemon reports.
 pub const LEAKER_SRC: &str = env!("LEAKER_C_SRC");
 /// A shared object that defines no `malloc`.

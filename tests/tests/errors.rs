@@ -10,7 +10,13 @@ use leakprobe_tests::{NOMALLOC_SO, daemon_bin, describe, run_with_timeout};
 const FAIL_TIMEOUT: Duration = Duration::from_mins(1);
 
 fn leakprobe(args: &[&str]) -> Output {
-    run_with_timeout(Command::new(daemon_bin()).args(args).env_remove("RUST_LOG"), FAIL_TIMEOUT)
+    let mut cmd = Command::new(daemon_bin());
+    cmd.args(args).env_remove("RUST_LOG");
+    if args.first() == Some(&"run") {
+        // A port of its own: the default one may be held by a daemon of a test running in parallel.
+        cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+    }
+    run_with_timeout(&mut cmd, FAIL_TIMEOUT)
 }
 
 /// Asserts a failed run: non-zero exit and exactly one non-empty line on stderr, which it returns.
@@ -33,8 +39,7 @@ fn missing_libc_is_named() {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("s.sock");
     let missing = "/nonexistent/libc.so.6";
-    // No metrics port: these tests run in parallel, and the first to bind the default port would fail the other.
-    let out = leakprobe(&["run", "--socket", socket.to_str().expect("utf-8"), "--no-metrics", "--libc", missing]);
+    let out = leakprobe(&["run", "--socket", socket.to_str().expect("utf-8"), "--libc", missing]);
     let line = one_line_failure(&out, "run --libc /nonexistent/libc.so.6");
     assert!(line.contains(missing), "the error does not name {missing}: {line:?}");
     assert!(!socket.exists(), "a daemon that failed to start left its socket behind");
@@ -48,7 +53,7 @@ fn libc_without_malloc_is_refused_naming_malloc() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("s.sock");
-    let out = leakprobe(&["run", "--socket", socket.to_str().expect("utf-8"), "--no-metrics", "--libc", NOMALLOC_SO]);
+    let out = leakprobe(&["run", "--socket", socket.to_str().expect("utf-8"), "--libc", NOMALLOC_SO]);
     let line = one_line_failure(&out, "run --libc <a .so without malloc>");
     assert!(line.contains("malloc"), "the error does not name the missing symbol malloc: {line:?}");
     assert!(!socket.exists(), "a daemon that failed to start left its socket behind");
@@ -77,7 +82,7 @@ fn run_as_non_root_is_refused() {
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(&bin)
-        .args(["run", "--socket", socket.to_str().expect("utf-8")])
+        .args(["run", "--socket", socket.to_str().expect("utf-8"), "--metrics-addr", "127.0.0.1:0"])
         .env_remove("RUST_LOG");
     let out = run_with_timeout(&mut cmd, FAIL_TIMEOUT);
     let line = one_line_failure(&out, "run as nobody").to_lowercase();

@@ -17,6 +17,7 @@ mod workload;
 
 use std::{
     path::Path,
+    process::Command,
     thread,
     time::{Duration, Instant},
 };
@@ -55,7 +56,9 @@ pub const THREADS: [u32; 2] = [1, 2];
 pub enum Config {
     Baseline,
     Full,
+    FullDwarf,
     Sampled,
+    SampledFp,
     SampledPlain,
     /// The default `leakprobe run`: tier 0 on every process, malloc probes only on growing ones (the
     /// workload does not grow).
@@ -65,28 +68,29 @@ pub enum Config {
 }
 
 impl Config {
-    pub const ALL: [Self; 7] =
-        [Self::Baseline, Self::Full, Self::Sampled, Self::SampledPlain, Self::Tier0, Self::Bpftrace, Self::Heaptrack];
+    pub const ALL: [Self; 9] = [
+        Self::Baseline,
+        Self::Full,
+        Self::FullDwarf,
+        Self::Sampled,
+        Self::SampledFp,
+        Self::SampledPlain,
+        Self::Tier0,
+        Self::Bpftrace,
+        Self::Heaptrack,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Self::Baseline => "nothing attached",
-            Self::Full => "leakprobe full, session",
-            Self::Sampled => "leakprobe sampled, session",
-            Self::SampledPlain => "leakprobe sampled, plain",
+            Self::Full => "leakprobe full (fp, session)",
+            Self::FullDwarf => "leakprobe full --unwind dwarf",
+            Self::Sampled => "leakprobe sampled (512KiB, dwarf, session)",
+            Self::SampledFp => "leakprobe sampled --unwind fp",
+            Self::SampledPlain => "leakprobe sampled --return-probes plain",
             Self::Tier0 => "leakprobe tier 0 (auto)",
             Self::Bpftrace => "bpftrace memleak",
             Self::Heaptrack => "heaptrack",
-        }
-    }
-
-    /// `--mode` and `--return-probes` of a leakprobe configuration with malloc probes on every process.
-    fn leakprobe_args(self) -> Option<(&'static str, &'static str)> {
-        match self {
-            Self::Full => Some(("full", "session")),
-            Self::Sampled => Some(("sampled", "session")),
-            Self::SampledPlain => Some(("sampled", "plain")),
-            Self::Baseline | Self::Tier0 | Self::Bpftrace | Self::Heaptrack => None,
         }
     }
 }
@@ -118,16 +122,30 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     let mut timings = Vec::new();
     let mut usages = Vec::new();
     let mut sites = None;
+    let mut unwinding = report::Unwinding::default();
     for config in Config::ALL {
         eprintln!("bench: {} ({} runs x {THREADS:?} threads, {} pairs each)", config.label(), args.runs, args.pairs);
         let result = match config {
             Config::Baseline | Config::Heaptrack => time_runs(&work, config, args, &dir, &libc),
             Config::Bpftrace => peers::check_bpftrace(&libc).and_then(|()| time_runs(&work, config, args, &dir, &libc)),
-            Config::Full | Config::Sampled | Config::SampledPlain | Config::Tier0 => {
+            Config::Full
+            | Config::FullDwarf
+            | Config::Sampled
+            | Config::SampledFp
+            | Config::SampledPlain
+            | Config::Tier0 => {
                 wait_quiet(args.no_wait);
-                let daemon = match config.leakprobe_args() {
-                    Some((mode, returns)) => Daemon::start(&leakprobe, &dir, mode, returns)?,
-                    None => Daemon::start_with(&leakprobe, &dir, "tier0", &["--malloc-probes", "auto"])?,
+                let (name, mode, flags): (&str, &str, &[&str]) = match config {
+                    Config::Full => ("full", "full", &[]),
+                    Config::FullDwarf => ("full-dwarf", "full", &["--unwind", "dwarf"]),
+                    Config::SampledFp => ("sampled-fp", "sampled", &["--unwind", "fp"]),
+                    Config::SampledPlain => ("sampled-plain", "sampled", &["--return-probes", "plain"]),
+                    _ => ("sampled", "sampled", &[]),
+                };
+                let daemon = if config == Config::Tier0 {
+                    Daemon::start_with(&leakprobe, &dir, "tier0", &["--malloc-probes", "auto"])?
+                } else {
+                    Daemon::start(&leakprobe, &dir, name, mode, flags)?
                 };
                 if sites.is_none() {
                     sites = Some(daemon.status().map(|s| report::sites(&s))?);
@@ -135,6 +153,9 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
                 let before = daemon.usage()?;
                 let result = time_runs(&work, config, args, &dir, &libc);
                 let usage = daemon.usage()?.since(&before);
+                if config == Config::FullDwarf {
+                    unwinding.daemon = daemon.status().ok().map(|s| report::DaemonUnwind::from_status(&s));
+                }
                 daemon.stop()?;
                 usages.push(DaemonUse { label: config.label(), usage });
                 result
@@ -148,7 +169,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
 
     eprintln!("bench: ingest ({} runs of {} leaked allocations over 2 threads, leakprobe full)", args.runs, args.leaks);
     wait_quiet(args.no_wait);
-    let daemon = Daemon::start(&leakprobe, &dir, "full", "session")?;
+    let daemon = Daemon::start(&leakprobe, &dir, "full", "full", &[])?;
     let before = daemon.usage()?;
     let ingest = (0..args.runs)
         .map(|run| undisturbed(args.no_wait, || workload::ingest(&work, &daemon, args.leaks, run as u64 + 1)))
@@ -160,6 +181,9 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
 
     eprintln!("bench: consumer path in-process ({} runs of leakprobe/examples/ingest_bench)", args.runs);
     let consumer = consumer::measure(root, env, args.runs).context("consumer path")?;
+    eprintln!("bench: the daemon's unwinder on its own stack (leakprobe bench-unwind)");
+    unwinding.micro =
+        undisturbed(args.no_wait, || bench_unwind(&leakprobe)).map_err(|e| eprintln!("bench: {e:#}")).ok();
 
     eprintln!("bench: page faults ({} runs x {THREADS:?} threads, {} pages each)", args.runs, args.pairs);
     let pages_base = time_pages(&work, args);
@@ -172,6 +196,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     report::print(&timings, &ingest, &usages, sites.as_deref().unwrap_or_default(), args.runs);
     report::print_consumer(&consumer);
     report::print_pages(&pages, args.runs);
+    report::print_unwinding(&timings, &unwinding);
     Ok(())
 }
 
@@ -188,6 +213,15 @@ fn time_pages(work: &Workload, args: &BenchArgs) -> report::PageTimes {
         }
     }
     Ok(times)
+}
+
+/// `leakprobe bench-unwind`: its one JSON line.
+fn bench_unwind(leakprobe: &Path) -> Result<serde_json::Value> {
+    let out = Command::new(leakprobe).arg("bench-unwind").output().context("running leakprobe bench-unwind")?;
+    if !out.status.success() {
+        bail!("leakprobe bench-unwind failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    serde_json::from_slice(&out.stdout).context("bench-unwind printed no JSON")
 }
 
 /// `--runs` runs of the pairs workload under `config`, for each thread count: ns per pair.

@@ -159,12 +159,13 @@ fn ensure_bpf_linker(tools: &Path) -> Result<()> {
 }
 
 fn ensure_c_compiler() -> Result<()> {
-    if Command::new("gcc").arg("--version").output().is_ok_and(|o| o.status.success()) {
+    let runs = |tool: &str| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    if runs("gcc") && runs("g++") {
         return Ok(());
     }
-    step("installing gcc (the test fixtures are C programs)");
+    step("installing gcc and g++ (the test fixtures are C and C++ programs)");
     check(Command::new("apt-get").arg("update"))?;
-    check(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "gcc", "libc6-dev"]))
+    check(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "gcc", "g++", "libc6-dev"]))
 }
 
 /// What the allocator fixtures link against or run in (tests/build.rs, tests/tests/allocators.rs): Debian's

@@ -13,19 +13,25 @@
 //! The entry and return halves ([`enter`], [`finish`]) are shared with the session program (`session.rs`),
 //! which replaces the uretprobe when the kernel has session uprobes.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_F_USER_STACK, pt_regs},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_get_stack},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_user,
+        generated::{bpf_get_stack, bpf_probe_read_user as read_user_bytes},
+    },
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
 use leakprobe_common::{
-    ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_ERROR, ALLOC_FLAG_STACK_TRUNCATED, AllocEvent, AllocFn, Countdown,
-    Counter, EventHeader, EventKind, FreeEvent, InFlight, LiveKey, MAX_FRAMES,
+    ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_COPY, ALLOC_FLAG_STACK_ERROR, ALLOC_FLAG_STACK_TRUNCATED, AllocEvent,
+    AllocFn, Countdown, Counter, EventHeader, EventKind, FreeEvent, InFlight, LiveKey, MAX_FRAMES,
+    MAX_STACK_COPY_CHUNKS, STACK_COPY_CHUNK, UserStack,
 };
 
-use crate::maps::{EVENTS, INFLIGHT, LIVE, alloc_interval, count, now_ns, own_tgid, sample, sampling};
+use crate::maps::{EVENTS, INFLIGHT, LIVE, alloc_interval, count, now_ns, sample, sampling, stack_copy_bytes, traced};
 
 /// The user stack pointer in the saved registers.
 #[inline(always)]
@@ -114,7 +120,7 @@ fn enter_plain(ctx: &ProbeContext, func: AllocFn) -> u32 {
 #[inline(always)]
 pub(super) fn enter(ctx: &ProbeContext, func: AllocFn) -> Option<u64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 == own_tgid() {
+    if !traced((pid_tgid >> 32) as u32) {
         return None;
     }
     let sp = stack_pointer(ctx.regs);
@@ -156,7 +162,7 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
 fn try_alloc_exit(ctx: &RetProbeContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid == own_tgid() {
+    if !traced(tgid) {
         return Ok(());
     }
     count(Counter::ReturnRuns);
@@ -216,40 +222,45 @@ pub(super) fn finish(ctx: &RetProbeContext, pid_tgid: u64, record: &InFlight) ->
         }
         return Ok(());
     }
-    emit_alloc(ctx, tgid, pid_tgid as u32, addr, record, old_addr)
+    emit_alloc(ctx.as_ptr(), tgid, pid_tgid as u32, addr, record, old_addr)
 }
 
-// Inlined: six arguments are more than a BPF call passes in registers.
+/// Records `addr` as live and emits its `AllocEvent` with the user stack: walked by frame pointers here, or
+/// (when the loader set a stack-copy size) as the registers and a copy of the stack, unwound by the daemon.
+///
+/// `ctx` is the return's `pt_regs` (the context of the return probe). Every return path of an allocation
+/// calls this one function, so every path reports the same record.
 #[inline(always)]
-fn emit_alloc(
-    ctx: &RetProbeContext,
+#[allow(
+    clippy::cast_ptr_alignment,
+    reason = "ring-buffer records are 8-byte aligned; the event and register sizes are multiples of 8 (asserted in leakprobe-common)"
+)]
+pub fn emit_alloc(
+    ctx: *mut c_void,
     tgid: u32,
     tid: u32,
     addr: u64,
     record: &InFlight,
     old_addr: u64,
 ) -> Result<(), ()> {
+    let copy = stack_copy_bytes();
     // Reserve first: if the ring buffer is full, nothing changes in LIVE, so the kernel and the daemon
-    // keep agreeing on what is live.
-    let Some(mut entry) = EVENTS.reserve::<AllocEvent>(0) else {
+    // keep agreeing on what is live. The verifier knows `copy` (read-only data): both sizes are constants.
+    let size = if copy == 0 { size_of::<AllocEvent>() } else { COPY_HEADER + copy as usize };
+    let Some(mut entry) = EVENTS.reserve_bytes(size, 0) else {
         count(Counter::RingBufFullAlloc);
         return Err(());
     };
-    let old_key = LiveKey { tgid, pad: 0, addr: old_addr };
-    let old_live = old_addr != 0 && LIVE.get_ptr(old_key).is_some();
     let now = now_ns();
-    if LIVE.insert(LiveKey { tgid, pad: 0, addr }, now, 0).is_err() {
-        count(Counter::LiveMapFull);
+    let Ok(old_live) = track_live(tgid, addr, old_addr, now) else {
         entry.discard(0);
         return Err(());
-    }
-    if old_live && old_addr != addr {
-        let _ = LIVE.remove(old_key);
-    }
-    let event = entry.as_mut_ptr();
+    };
+    // Ring-buffer records are 8-byte aligned, as is `AllocEvent`.
+    let event = entry.as_mut_ptr().cast::<AllocEvent>();
     let mut flags = if old_live { ALLOC_FLAG_REPLACES_OLD } else { 0 };
-    // SAFETY: `event` points to reserved ring-buffer memory the size of an `AllocEvent`; every field the
-    // consumer reads is written below (frames beyond `nframes` are not read).
+    // SAFETY: `event` points to reserved ring-buffer memory at least the size of an `AllocEvent`; every field
+    // the consumer reads is written below (frames beyond `nframes` are not read).
     unsafe {
         (*event).header = EventHeader { kind: EventKind::Alloc as u32, pad: 0, ts_ns: now, tgid, tid };
         (*event).addr = addr;
@@ -258,26 +269,116 @@ fn emit_alloc(
         (*event).func = record.func;
         (*event).pad = 0;
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        let frames = (&raw mut (*event).frames).cast::<core::ffi::c_void>();
-        let bytes = bpf_get_stack(ctx.as_ptr(), frames, (MAX_FRAMES * 8) as u32, u64::from(BPF_F_USER_STACK));
-        // A negative return is an error; a non-negative one is at most MAX_FRAMES * 8 bytes.
-        let nframes = if let Ok(bytes) = u32::try_from(bytes) {
-            bytes / 8
+        if copy == 0 {
+            let (nframes, stack_flags) = walk_frame_pointers(ctx, (&raw mut (*event).frames).cast());
+            (*event).nframes = nframes;
+            flags |= stack_flags;
         } else {
-            count(Counter::StackErrors);
-            flags |= ALLOC_FLAG_STACK_ERROR;
-            0
-        };
-        if nframes as usize >= MAX_FRAMES {
-            count(Counter::StackTruncated);
-            flags |= ALLOC_FLAG_STACK_TRUNCATED;
+            (*event).nframes = 0;
+            flags |= ALLOC_FLAG_STACK_COPY;
+            let regs = entry.as_mut_ptr().add(size_of::<AllocEvent>()).cast::<UserStack>();
+            let stack = entry.as_mut_ptr().add(COPY_HEADER);
+            copy_user_stack(ctx.cast(), regs, stack, copy);
         }
-        (*event).nframes = nframes;
         (*event).flags = flags;
     }
     entry.submit(0);
     count(Counter::Allocs);
     Ok(())
+}
+
+/// Bytes before the stack copy in a record with one: the event and the registers.
+const COPY_HEADER: usize = size_of::<AllocEvent>() + size_of::<UserStack>();
+
+/// Marks `addr` live (and `old_addr` gone, for a moving realloc). Returns whether `old_addr` was live; fails
+/// (counted) when the live map is full.
+#[inline(always)]
+fn track_live(tgid: u32, addr: u64, old_addr: u64, now: u64) -> Result<bool, ()> {
+    let old_key = LiveKey { tgid, pad: 0, addr: old_addr };
+    let old_live = old_addr != 0 && LIVE.get_ptr(old_key).is_some();
+    if LIVE.insert(LiveKey { tgid, pad: 0, addr }, now, 0).is_err() {
+        count(Counter::LiveMapFull);
+        return Err(());
+    }
+    if old_live && old_addr != addr {
+        let _ = LIVE.remove(old_key);
+    }
+    Ok(old_live)
+}
+
+/// The kernel's frame-pointer walk into `frames` (room for `MAX_FRAMES`): the frame count and `ALLOC_FLAG_*` bits.
+///
+/// # Safety
+/// `frames` points to writable memory of `MAX_FRAMES` `u64`s.
+#[inline(always)]
+unsafe fn walk_frame_pointers(ctx: *mut c_void, frames: *mut c_void) -> (u32, u32) {
+    // SAFETY: the helper writes at most the given size into `frames`.
+    let bytes = unsafe { bpf_get_stack(ctx, frames, (MAX_FRAMES * 8) as u32, u64::from(BPF_F_USER_STACK)) };
+    // A negative return is an error; a non-negative one is at most MAX_FRAMES * 8 bytes.
+    let Ok(bytes) = u32::try_from(bytes) else {
+        count(Counter::StackErrors);
+        return (0, ALLOC_FLAG_STACK_ERROR);
+    };
+    let nframes = bytes / 8;
+    if nframes as usize >= MAX_FRAMES {
+        count(Counter::StackTruncated);
+        return (nframes, ALLOC_FLAG_STACK_TRUNCATED);
+    }
+    (nframes, 0)
+}
+
+/// Writes the user registers to `regs` and copies up to `copy` bytes of the user stack from its stack pointer
+/// to `stack`, a page at a time; a page that crosses the end of the stack is retried up to its page boundary.
+///
+/// # Safety
+/// `regs` points to a writable `UserStack` and `stack` to `copy` writable bytes; `copy` is a multiple of
+/// `STACK_COPY_CHUNK` of at most `MAX_STACK_COPY_BYTES`.
+#[inline(always)]
+unsafe fn copy_user_stack(ctx: *const pt_regs, regs: *mut UserStack, stack: *mut u8, copy: u32) {
+    let (ip, sp, bp, lr) = user_registers(ctx);
+    let chunks = copy / STACK_COPY_CHUNK;
+    let mut len = 0u32;
+    let mut short = false;
+    for i in 0..MAX_STACK_COPY_CHUNKS {
+        if i >= chunks {
+            break;
+        }
+        let offset = i * STACK_COPY_CHUNK;
+        let src = sp.wrapping_add(u64::from(offset));
+        // SAFETY: `offset + STACK_COPY_CHUNK <= copy`: the destination is inside the reservation; the helper
+        // reads user memory and fails cleanly on an unmapped address.
+        let dst = unsafe { stack.add(offset as usize) }.cast::<c_void>();
+        if unsafe { read_user_bytes(dst, STACK_COPY_CHUNK, src as *const c_void) } == 0 {
+            len += STACK_COPY_CHUNK;
+            continue;
+        }
+        // In 1..=STACK_COPY_CHUNK: the bytes left before the page boundary.
+        let tail = STACK_COPY_CHUNK - (src as u32 & (STACK_COPY_CHUNK - 1));
+        // SAFETY: as above, `tail <= STACK_COPY_CHUNK`.
+        if tail < STACK_COPY_CHUNK && unsafe { read_user_bytes(dst, tail, src as *const c_void) } == 0 {
+            len += tail;
+        }
+        short = true;
+        break;
+    }
+    if len == 0 {
+        count(Counter::StackCopyErrors);
+    } else if short {
+        count(Counter::StackCopyShort);
+    }
+    // SAFETY: `regs` is inside the reservation (the caller's contract).
+    unsafe { *regs = UserStack { ip, sp, bp, lr, len, pad: 0 } };
+}
+
+/// Instruction, stack, frame pointers and link register of the user context.
+#[inline(always)]
+fn user_registers(regs: *const pt_regs) -> (u64, u64, u64, u64) {
+    // SAFETY: `regs` is the program's context; direct context reads are checked by the verifier.
+    #[cfg(bpf_target_arch = "x86_64")]
+    let values = unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp, 0) };
+    #[cfg(bpf_target_arch = "aarch64")]
+    let values = unsafe { ((*regs).pc, (*regs).sp, (*regs).regs[29], (*regs).regs[30]) };
+    values
 }
 
 /// Reports a free of `addr` if it is live; a free of an address never reported costs no event.

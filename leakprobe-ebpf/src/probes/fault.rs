@@ -16,7 +16,7 @@ use leakprobe_common::{
     FaultEvent, MAX_FRAMES, NO_FIELD, PF_INSTR, PF_WRITE,
 };
 
-use crate::maps::{EVENTS, count, fault_fields, fault_interval, now_ns, own_tgid, sample};
+use crate::maps::{EVENTS, count, fault_fields, fault_interval, now_ns, sample, traced};
 
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
@@ -36,7 +36,7 @@ fn try_page_fault_user(ctx: &TracePointContext) -> Result<(), ()> {
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid == own_tgid() {
+    if !traced(tgid) {
         return Ok(());
     }
     count(Counter::Faults);

@@ -1,5 +1,6 @@
 //! The command line: `leakprobe run` (the daemon) and the client commands that query it.
 
+mod bench_unwind;
 mod client;
 mod export;
 mod faults;
@@ -51,6 +52,9 @@ enum Command {
     Faults(faults::FaultsArgs),
     /// Attach the malloc-family probes to one process (tier 1), or detach them with --stop.
     Trace(trace::TraceArgs),
+    /// Measure the daemon's stack unwinding on this process's own stack (for `cargo xtask bench`).
+    #[command(hide = true)]
+    BenchUnwind(bench_unwind::BenchUnwindArgs),
 }
 
 /// Which rows a listing shows, and in what order (`top`, `processes`).
@@ -130,6 +134,7 @@ impl Cli {
                 Command::Export(args) => export::run(args).await,
                 Command::Faults(args) => faults::run(args).await,
                 Command::Trace(args) => trace::run(args).await,
+                Command::BenchUnwind(args) => bench_unwind::run(&args),
             }
         })
     }

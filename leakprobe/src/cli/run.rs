@@ -4,6 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use clap::Args;
+use leakprobe_common::{MAX_STACK_COPY_BYTES, STACK_COPY_CHUNK};
 
 use crate::{
     config::{
@@ -115,6 +116,20 @@ pub struct RunArgs {
     /// the tier-1 probes of the busiest process are detached.
     #[arg(long, value_name = "PERCENT", default_value_t = 2.0)]
     cpu_budget_host: f64,
+    /// Trace only this process (its allocations, frees and page faults; the probes stay system-wide, other
+    /// processes pay a filtered uprobe hit). For `--mode full --unwind dwarf` on one busy process.
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pid: Option<u32>,
+    /// How allocation stacks are unwound. `fp`: the kernel walks frame pointers (cheapest; stacks stop at code
+    /// built without them, glibc included). `dwarf`: the return probe copies the user stack and the daemon
+    /// unwinds it with the binaries' unwind tables (`.eh_frame`), whole stacks on any binary. `auto`: `dwarf`
+    /// in sampled mode (few allocations pay the copy), `fp` in full mode.
+    #[arg(long, value_enum, default_value_t = UnwindMode::Auto)]
+    unwind: UnwindMode,
+    /// Bytes of user stack copied per reported allocation with `--unwind dwarf`: 4KiB to 32KiB, a multiple of
+    /// 4KiB. Deeper stacks are cut (counted in `stacks_dwarf_truncated`).
+    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_stack_copy)]
+    stack_copy: u32,
     /// History kept and used for growth rates and verdicts, e.g. `10m` [default: 10m].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     window: Option<Duration>,
@@ -153,6 +168,37 @@ pub enum Mode {
     Full,
     /// A Poisson sample over allocated bytes, weighted: unbiased estimates.
     Sampled,
+}
+
+/// How stacks are unwound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnwindMode {
+    /// Frame pointers, walked in the kernel.
+    Fp,
+    /// A copy of the user stack, unwound in the daemon with the binaries' unwind tables.
+    Dwarf,
+    /// `dwarf` in sampled mode, `fp` in full mode.
+    Auto,
+}
+
+impl UnwindMode {
+    /// Bytes of stack to copy per allocation in `mode`; 0 for frame pointers.
+    pub fn stack_copy_bytes(self, mode: Mode, copy: u32) -> u32 {
+        match (self, mode) {
+            (Self::Dwarf, _) | (Self::Auto, Mode::Sampled) => copy,
+            (Self::Fp, _) | (Self::Auto, Mode::Full) => 0,
+        }
+    }
+}
+
+/// `16KiB`: a stack-copy size, a multiple of 4 KiB between 4 KiB and 32 KiB.
+fn parse_stack_copy(text: &str) -> Result<u32, String> {
+    let size: bytesize::ByteSize = text.parse().map_err(|e| format!("{text:?} is not a size like 16KiB: {e}"))?;
+    let bytes = u32::try_from(size.as_u64()).unwrap_or(u32::MAX);
+    if !(STACK_COPY_CHUNK..=MAX_STACK_COPY_BYTES).contains(&bytes) || !bytes.is_multiple_of(STACK_COPY_CHUNK) {
+        return Err(format!("the stack copy must be a multiple of 4KiB between 4KiB and 32KiB, not {size}"));
+    }
+    Ok(bytes)
 }
 
 /// `512KiB`, `1 MiB`, `4096`: a size in bytes.
@@ -204,6 +250,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         host_budget: args.cpu_budget_host / 100.0,
         ..Tier1Config::default()
     };
+    let stack_copy_bytes = args.unwind.stack_copy_bytes(args.mode, args.stack_copy);
+    ensure!(
+        stack_copy_bytes == 0 || cfg!(target_arch = "x86_64"),
+        "--unwind dwarf is implemented for x86-64 only; use --unwind fp"
+    );
     let config = DaemonConfig {
         socket: args.socket,
         socket_mode,
@@ -220,6 +271,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
             return_probes: args.return_probes,
             malloc_probes: args.malloc_probes,
             fault_sample_interval: args.fault_sample_interval,
+            stack_copy_bytes,
+            pid: args.pid,
         },
         limits,
         analysis: AnalysisConfig {

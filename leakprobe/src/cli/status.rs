@@ -34,6 +34,21 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         t.max_live_allocations,
         t.max_stacks
     );
+    if let Some(unwind) = &status.unwind {
+        let counter = |name: &str| status.daemon_counters.get(name).copied().unwrap_or(0);
+        let copy = unwind.stack_copy_bytes.map(|b| format!(" ({} stack copies)", format::size(b))).unwrap_or_default();
+        println!(
+            "unwinding {}{copy}: {} stacks unwound from unwind tables ({} truncated, {} incomplete; {:.3}s), {} \
+             by kernel frame pointers ({} truncated)",
+            unwind.mode,
+            counter("stacks_dwarf"),
+            counter("stacks_dwarf_truncated"),
+            counter("stacks_dwarf_incomplete"),
+            unwind.unwind_seconds,
+            counter("stacks_fp"),
+            counter("stacks_fp_truncated"),
+        );
+    }
     print_tiers(&status);
     println!();
     let mut points = format::table(&["KIND", "TARGET", "OFFSET", "PROGRAM", "PATH"]);

@@ -57,6 +57,7 @@ use crate::{
     protocol::DiscoveryStatus,
     server,
     symbolize::{CacheLimits, SymbolizerHandle},
+    unwind::{UnwindLimits, Unwinder},
 };
 
 /// Everything `leakprobe run` needs.
@@ -202,6 +203,29 @@ fn tiers(
     tiers
 }
 
+/// The OOM reports kept from earlier runs; files that cannot be read are logged and skipped.
+fn load_reports(dir: &std::path::Path, limits: StoreLimits) -> ReportStore {
+    let (store, warnings) = ReportStore::load(dir, limits);
+    for warning in warnings {
+        log::warn!("{warning}");
+    }
+    store
+}
+
+/// The task that ends the daemon on SIGTERM or SIGINT.
+fn spawn_signals(tasks: &mut JoinSet<Result<&'static str>>, token: CancellationToken) {
+    tasks.spawn(async move {
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        tokio::select! {
+            _ = term.recv() => log::info!("SIGTERM: shutting down"),
+            _ = int.recv() => log::info!("SIGINT: shutting down"),
+            () = token.cancelled() => {}
+        }
+        Ok("signals")
+    });
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(config: DaemonConfig) -> Result<()> {
     let started = Instant::now();
@@ -223,11 +247,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let caught_up = Arc::new(AtomicBool::new(true));
     let (purger, purger_thread) = purge::spawn(maps.live, purged_entries.clone()).context("starting the purger")?;
     let oom_dir = config.state_dir.join("oom");
-    let (store, warnings) = ReportStore::load(&oom_dir, config.oom_limits);
-    for warning in warnings {
-        log::warn!("{warning}");
-    }
+    let store = load_reports(&oom_dir, config.oom_limits);
     let oom_stats = Arc::new(OomStats::default());
+    let decoder = ingest::Decoder::new(Unwinder::new(UnwindLimits::default(), Arc::default()));
     let (oom_tx, oom_thread) =
         crate::oom::spawn(store, config.log_oom, oom_stats.clone()).context("starting the OOM report thread")?;
     let (discovery_handle, commands) = discovery::channel(discovery.enabled());
@@ -257,11 +279,14 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         // Enabled by `Request::Attached`.
         oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
         tiers,
+        unwind_stats: decoder.stats().clone(),
+        stack_copy_bytes: config.probes.stack_copy_bytes,
+        traced_pid: config.probes.pid,
     };
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
     let token = shutdown.clone();
     tasks.spawn(async move {
-        ingest::run(maps.events, batch_tx, caught_up, token).await.context("reading the ring buffer")?;
+        ingest::run(maps.events, decoder, batch_tx, caught_up, token).await.context("reading the ring buffer")?;
         Ok("ingest")
     });
     let token = shutdown.clone();
@@ -285,17 +310,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     if let (Some(listener), Some(metrics)) = (metrics_listener, config.metrics) {
         spawn_metrics(&mut tasks, listener, metrics, request_tx, shutdown.clone());
     }
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        tokio::select! {
-            _ = term.recv() => log::info!("SIGTERM: shutting down"),
-            _ = int.recv() => log::info!("SIGINT: shutting down"),
-            () = token.cancelled() => {}
-        }
-        Ok("signals")
-    });
+    spawn_signals(&mut tasks, shutdown.clone());
 
     let failure = join_all(&mut tasks, &shutdown).await;
     let stopping = Instant::now();

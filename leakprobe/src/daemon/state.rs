@@ -34,9 +34,10 @@ use crate::{
     protocol::{
         AnalysisSettings, AttachPoint, DiscoveryStatus, FaultsQuery, FaultsResponse, ProcessIdentity,
         ProcessesResponse, ProgramStats, SortBy, StackReport, StatusResponse, TableSizes, TopQuery, TopResponse,
-        TraceRequest, TraceResponse,
+        TraceRequest, TraceResponse, UnwindSettings,
     },
     symbolize::{StackRequest, SymbolizerHandle},
+    unwind::UnwindStats,
 };
 
 /// A message to the state owner.
@@ -112,6 +113,12 @@ pub struct State {
     pub ingest_caught_up: Arc<AtomicBool>,
     pub oom: OomTracker,
     pub tiers: Tiers,
+    /// Counters of the stacks produced (by the kernel's walk or the daemon's unwinder), kept by ingest.
+    pub unwind_stats: Arc<UnwindStats>,
+    /// Bytes of stack copied per allocation; 0: frame pointers.
+    pub stack_copy_bytes: u32,
+    /// The only process traced, if one was chosen.
+    pub traced_pid: Option<u32>,
 }
 
 impl State {
@@ -380,6 +387,7 @@ impl State {
         .chain(self.oom.counters())
         .chain([("discovery_exec_scans_dropped", self.exec_scans_dropped)])
         .chain(self.tier_counters())
+        .chain(self.unwind_stats.counters())
         .map(|(name, value)| (name.to_owned(), value))
         .chain(self.discovery_counters.iter().map(|(name, &value)| (name.clone(), value)))
         .collect();
@@ -417,6 +425,12 @@ impl State {
             tier0: Some(tier0),
             tier1: Some(tier1),
             budget: Some(budget),
+            unwind: Some(UnwindSettings {
+                mode: if self.stack_copy_bytes == 0 { "fp" } else { "dwarf" }.to_owned(),
+                stack_copy_bytes: Some(u64::from(self.stack_copy_bytes)).filter(|&b| b > 0),
+                unwind_seconds: self.unwind_stats.unwind_seconds(),
+            }),
+            traced_pid: self.traced_pid,
         }
     }
 }

@@ -26,6 +26,8 @@ fn status() -> StatusResponse {
         budget: None,
         analysis: AnalysisSettings { interval_seconds: 5.0, window_seconds: 600.0, verdict: VerdictConfig::default() },
         discovery: DiscoveryStatus::default(),
+        unwind: None,
+        traced_pid: None,
     }
 }
 

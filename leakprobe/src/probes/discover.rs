@@ -95,36 +95,20 @@ pub struct ExecMapping {
 /// The executable file mappings of a `/proc/PID/maps` text, one per file.
 pub fn exec_mappings(text: &str) -> Vec<ExecMapping> {
     let mut seen = HashSet::new();
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.splitn(6, ' ');
-            let range = fields.next()?;
-            let perms = fields.next()?;
-            let _offset = fields.next()?;
-            let dev = fields.next()?;
-            let inode: u64 = fields.next()?.parse().ok()?;
-            let path = fields.next()?.trim_start();
-            if !perms.contains('x') || inode == 0 || !path.starts_with('/') {
-                return None;
-            }
-            let (start, end) = range.split_once('-')?;
-            let (major, minor) = dev.split_once(':')?;
-            let file = FileId {
-                major: u32::from_str_radix(major, 16).ok()?,
-                minor: u32::from_str_radix(minor, 16).ok()?,
-                inode,
-            };
-            let (path, deleted) = match path.strip_suffix(" (deleted)") {
+    crate::procfs::maps_lines(text)
+        .filter(|line| line.perms.contains('x') && line.inode != 0 && line.path.starts_with('/'))
+        .map(|line| {
+            let (path, deleted) = match line.path.strip_suffix(" (deleted)") {
                 Some(path) => (path, true),
-                None => (path, false),
+                None => (line.path, false),
             };
-            Some(ExecMapping {
-                start: u64::from_str_radix(start, 16).ok()?,
-                end: u64::from_str_radix(end, 16).ok()?,
-                file,
+            ExecMapping {
+                start: line.start,
+                end: line.end,
+                file: FileId { major: line.major, minor: line.minor, inode: line.inode },
                 path: path.to_owned(),
                 deleted,
-            })
+            }
         })
         .filter(|m| seen.insert(m.file))
         .collect()

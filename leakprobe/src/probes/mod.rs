@@ -98,6 +98,11 @@ pub struct ProbeConfig {
     pub malloc_probes: MallocProbes,
     /// Mean bytes of faulting pages between two sampled faults (tier 0).
     pub fault_sample_interval: u64,
+    /// Bytes of user stack copied per reported allocation for unwinding in the daemon; 0: the kernel walks
+    /// frame pointers instead.
+    pub stack_copy_bytes: u32,
+    /// The only process traced; every process when `None`.
+    pub pid: Option<u32>,
 }
 
 /// Where the malloc-family uprobes are attached.
@@ -233,6 +238,8 @@ impl Probes {
             .override_global(globals::OOM_FIELDS, &oom_fields.unwrap_or(OomFields::NONE), true)
             .override_global(globals::FAULT_FIELDS, &fault_fields.unwrap_or(FaultFields::NONE), true)
             .override_global(globals::FAULT_SAMPLE_INTERVAL, &config.fault_sample_interval.max(1), true)
+            .override_global(globals::STACK_COPY_BYTES, &config.stack_copy_bytes, true)
+            .override_global(globals::TRACED_TGID, &config.pid.unwrap_or(0), true)
             .map_max_entries(maps::LIVE, config.max_live_allocations)
             .load(&object)?;
         let session = match kfuncs {

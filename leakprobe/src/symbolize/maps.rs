@@ -21,33 +21,28 @@ pub struct Mapping {
     pub source: Arc<Path>,
     /// (device as in the maps, inode).
     pub file: (String, u64),
+    /// Whether the mapping is executable (`x` in its permissions): code lives there.
+    pub executable: bool,
+    /// The file's device (`major << 32 | minor`) and inode: the same binary in every process.
+    pub dev: u64,
+    pub inode: u64,
 }
 
 /// The file-backed mappings of a `/proc/PID/maps` text, in address order. Anonymous, special (`[vdso]`)
 /// and deleted files are left out: there is nothing to read symbols from.
 pub fn parse(text: &str) -> Vec<Mapping> {
-    let mut maps: Vec<Mapping> = text
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.splitn(6, ' ');
-            let range = fields.next()?;
-            let _perms = fields.next()?;
-            let offset = fields.next()?;
-            let dev = fields.next()?;
-            let inode: u64 = fields.next()?.parse().ok()?;
-            let path = fields.next()?.trim_start();
-            if !path.starts_with('/') || path.ends_with(" (deleted)") {
-                return None;
-            }
-            let (start, end) = range.split_once('-')?;
-            Some(Mapping {
-                start: u64::from_str_radix(start, 16).ok()?,
-                end: u64::from_str_radix(end, 16).ok()?,
-                file_offset: u64::from_str_radix(offset, 16).ok()?,
-                path: Arc::from(Path::new(path)),
-                source: Arc::from(Path::new(path)),
-                file: (dev.to_owned(), inode),
-            })
+    let mut maps: Vec<Mapping> = crate::procfs::maps_lines(text)
+        .filter(|line| line.path.starts_with('/') && !line.path.ends_with(" (deleted)"))
+        .map(|line| Mapping {
+            executable: line.perms.contains('x'),
+            dev: u64::from(line.major) << 32 | u64::from(line.minor),
+            inode: line.inode,
+            start: line.start,
+            end: line.end,
+            file_offset: line.offset,
+            path: Arc::from(Path::new(line.path)),
+            source: Arc::from(Path::new(line.path)),
+            file: (line.dev.to_owned(), line.inode),
         })
         .collect();
     maps.sort_unstable_by_key(|m| m.start);
@@ -57,10 +52,15 @@ pub fn parse(text: &str) -> Vec<Mapping> {
 /// Files of other mount namespaces kept open, by (device, inode): the file and its `/proc/self/fd/N` path.
 pub type OpenFiles = lru::LruCache<(String, u64), Arc<(fs::File, Arc<Path>)>>;
 
+/// Reads and parses the maps of a live process, as they are: every `source` is the mapping's own path.
+pub fn read_parsed(pid: u32) -> Option<Vec<Mapping>> {
+    Some(parse(&fs::read_to_string(format!("/proc/{pid}/maps")).ok()?))
+}
+
 /// Reads and parses the maps of a live process. Files the daemon cannot reach by their path are opened through
 /// `/proc/PID/map_files` and kept open in `open` (keyed by device and inode, at most `max_open`).
 pub fn read(pid: u32, open: &mut OpenFiles) -> Option<Vec<Mapping>> {
-    let mut maps = parse(&fs::read_to_string(format!("/proc/{pid}/maps")).ok()?);
+    let mut maps = read_parsed(pid)?;
     for mapping in &mut maps {
         let dev = |meta: &fs::Metadata| {
             let d = meta.dev();
@@ -112,6 +112,8 @@ mod tests {
         assert_eq!(maps.len(), 4);
         assert_eq!(&*maps[1].path, Path::new("/tmp/leaker"));
         assert_eq!(maps[3].file_offset, 0x28000);
+        assert!(!maps[0].executable && maps[1].executable);
+        assert_eq!((maps[1].dev, maps[1].inode), (0xfe << 32, 1234));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! out), so its stacks still symbolize after it exited or exec'd. Frames are resolved by (binary, file
 //! offset), once, and cached (bounded): the same library mapped by many processes is symbolized once.
 
-mod maps;
+pub mod maps;
 
 use std::{
     collections::HashMap,

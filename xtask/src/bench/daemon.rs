@@ -21,11 +21,13 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `leakprobe run --mode MODE --return-probes RETURNS --malloc-probes all` (every process probed, as
-    /// the heap benchmarks need) and waits until its socket answers (which means its probes are attached).
-    pub fn start(binary: &Path, dir: &Path, mode: &str, returns: &str) -> Result<Self> {
-        let name = format!("{mode}-{returns}");
-        Self::start_with(binary, dir, &name, &["--mode", mode, "--return-probes", returns, "--malloc-probes", "all"])
+    /// Starts `leakprobe run --mode MODE --malloc-probes all ARGS...` (every process probed, as the heap
+    /// benchmarks need) and waits until its socket answers (which means its probes are attached). `name` names
+    /// its socket, state directory and log.
+    pub fn start(binary: &Path, dir: &Path, name: &str, mode: &str, args: &[&str]) -> Result<Self> {
+        let mut all = vec!["--mode", mode, "--malloc-probes", "all"];
+        all.extend_from_slice(args);
+        Self::start_with(binary, dir, name, &all)
     }
 
     /// Starts `leakprobe run ARGS` (files named after `name`) and waits until its socket answers.

@@ -260,3 +260,75 @@ fn print_usage(usages: &[DaemonUse]) {
     }
     println!("{t}");
 }
+
+/// What the bench measured of `--unwind dwarf`.
+#[derive(Debug, Default)]
+pub struct Unwinding {
+    /// From the status of the `leakprobe full --unwind dwarf` daemon after its runs.
+    pub daemon: Option<DaemonUnwind>,
+    /// The JSON line of `leakprobe bench-unwind`.
+    pub micro: Option<Value>,
+}
+
+/// The unwinding a daemon did, from its status.
+#[derive(Debug)]
+pub struct DaemonUnwind {
+    pub stacks: u64,
+    pub truncated: u64,
+    pub incomplete: u64,
+    pub seconds: f64,
+    pub ringbuf_full: u64,
+}
+
+impl DaemonUnwind {
+    pub fn from_status(status: &Value) -> Self {
+        let daemon = |name: &str| status["daemon_counters"][name].as_u64().unwrap_or(0);
+        Self {
+            stacks: daemon("stacks_dwarf"),
+            truncated: daemon("stacks_dwarf_truncated"),
+            incomplete: daemon("stacks_dwarf_incomplete"),
+            seconds: status["unwind"]["unwind_seconds"].as_f64().unwrap_or(0.0),
+            ringbuf_full: status["kernel_counters"]["ringbuf_full_alloc"].as_u64().unwrap_or(0),
+        }
+    }
+}
+
+/// The cost of stack copies in the kernel and of unwinding in the daemon.
+pub fn print_unwinding(timings: &[Timing], unwinding: &Unwinding) {
+    println!("\nunwinding without frame pointers (--unwind dwarf, 16KiB stack copies)");
+    let delta = |with: Config, without: Config| -> Option<Vec<f64>> {
+        let (a, b) = (medians(timings, with)?, medians(timings, without)?);
+        Some(a.iter().zip(&b).map(|(a, b)| a - b).collect())
+    };
+    let show = |d: Option<Vec<f64>>| {
+        d.map_or("a configuration did not run".into(), |d| {
+            d.iter().zip(THREADS).map(|(d, t)| format!("{d:+.0} ns ({t}T)")).collect::<Vec<_>>().join(", ")
+        })
+    };
+    println!(
+        "  stack copy per reported allocation (full dwarf - full fp, per pair):   {}",
+        show(delta(Config::FullDwarf, Config::Full))
+    );
+    println!(
+        "  default sampled mode, dwarf - fp at 512KiB (per pair):                 {}",
+        show(delta(Config::Sampled, Config::SampledFp))
+    );
+    if let Some(d) = &unwinding.daemon {
+        let per_stack = if d.stacks > 0 { d.seconds * 1e9 / d.stacks as f64 } else { 0.0 };
+        println!(
+            "  daemon unwind per stack during full dwarf (mean): {per_stack:>8.0} ns over {} stacks \
+             ({} truncated, {} incomplete; ring-buffer drops {})",
+            d.stacks, d.truncated, d.incomplete, d.ringbuf_full
+        );
+    }
+    if let Some(m) = &unwinding.micro {
+        println!(
+            "  micro-benchmark, one {}-frame stack (median): warm {:.0} ns, framehop rule cache cold {:.0} ns; \
+             first stack of a process (maps and tables read) {:.1} ms",
+            m["frames"],
+            m["warm_ns_per_stack"].as_f64().unwrap_or(f64::NAN),
+            m["cold_rule_cache_ns_per_stack"].as_f64().unwrap_or(f64::NAN),
+            m["first_unwind_ns"].as_f64().unwrap_or(f64::NAN) / 1e6,
+        );
+    }
+}
