@@ -138,7 +138,8 @@ fn main() {
     );
 
     // Single-file fixtures with no special needs.
-    for (name, env) in [("growth", "GROWTH_C"), ("sampling", "SAMPLING_C"), ("flood", "FLOOD_C")] {
+    for (name, env) in [("growth", "GROWTH_C"), ("sampling", "SAMPLING_C"), ("flood", "FLOOD_C"), ("tier0", "TIER0_C")]
+    {
         build_simple_fixture(&manifest, &out, name, env);
     }
 

@@ -3,22 +3,20 @@
 use core::{fmt, mem::size_of};
 
 use crate::{
-    ALLOC_FLAG_STACK_COPY, AllocEvent, EventHeader, EventKind, FreeEvent, MAX_FRAMES, MAX_STACK_COPY_BYTES, OomEvent,
-    ProcessEvent, UserStack,
+    ALLOC_FLAG_STACK_COPY, AllocEvent, EventHeader, EventKind, FaultEvent, FreeEvent, MAX_FRAMES, MAX_STACK_COPY_BYTES,
+    OomEvent, ProcessEvent, UserStack,
 };
 
 /// A decoded ring-buffer record.
+/// Allocations and faults are the large variants (and the common ones): nothing is boxed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "most records are allocations: boxing them would add a heap allocation per event and save nothing"
-)]
 pub enum Event {
     Alloc(AllocEvent),
     Free(FreeEvent),
     Exit(ProcessEvent),
     Exec(ProcessEvent),
     Oom(OomEvent),
+    Fault(FaultEvent),
 }
 
 impl Event {
@@ -29,6 +27,7 @@ impl Event {
             Self::Free(e) => &e.header,
             Self::Exit(e) | Self::Exec(e) => &e.header,
             Self::Oom(e) => &e.header,
+            Self::Fault(e) => &e.header,
         }
     }
 }
@@ -40,7 +39,7 @@ pub enum DecodeError {
     Short { kind: u32, len: usize, need: usize },
     /// The header names no known kind.
     UnknownKind(u32),
-    /// An allocation record claims more frames than it can hold.
+    /// An allocation or fault record claims more frames than it can hold.
     BadFrameCount(u32),
     /// An allocation record's stack copy claims more bytes than the record holds or than are ever copied.
     BadStackCopy { len: u32, available: usize },
@@ -53,7 +52,7 @@ impl fmt::Display for DecodeError {
                 write!(f, "record of kind {kind} is {len} bytes, needs {need}")
             }
             Self::UnknownKind(kind) => write!(f, "unknown record kind {kind}"),
-            Self::BadFrameCount(n) => write!(f, "allocation record claims {n} frames, at most {MAX_FRAMES} fit"),
+            Self::BadFrameCount(n) => write!(f, "record claims {n} frames, at most {MAX_FRAMES} fit"),
             Self::BadStackCopy { len, available } => {
                 write!(f, "allocation record claims {len} bytes of stack copy, {available} follow the registers")
             }
@@ -89,6 +88,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         Some(EventKind::Exit) => read(bytes, header.kind).map(Event::Exit),
         Some(EventKind::Exec) => read(bytes, header.kind).map(Event::Exec),
         Some(EventKind::Oom) => read(bytes, header.kind).map(Event::Oom),
+        Some(EventKind::Fault) => {
+            let event: FaultEvent = read(bytes, header.kind)?;
+            if event.nframes as usize > MAX_FRAMES {
+                return Err(DecodeError::BadFrameCount(event.nframes));
+            }
+            Ok(Event::Fault(event))
+        }
         None => Err(DecodeError::UnknownKind(header.kind)),
     }
 }
@@ -175,6 +181,27 @@ mod tests {
         assert_eq!(decode(&bytes), Ok(Event::Oom(oom)));
         assert_eq!(decode(&bytes).map(|e| e.header().tgid), Ok(4242));
         assert_eq!(decode(&bytes[..80]), Err(DecodeError::Short { kind: 5, len: 80, need: 88 }));
+    }
+
+    #[test]
+    fn fault_round_trip() {
+        let mut frames = [0u64; MAX_FRAMES];
+        frames[0] = 0x5555_0000_4321;
+        let fault = FaultEvent {
+            header: header(EventKind::Fault),
+            addr: 0x7f00_1234_5000,
+            error_code: crate::PF_WRITE | 4,
+            nframes: 1,
+            flags: 0,
+            comm: *b"golike\0\0\0\0\0\0\0\0\0\0",
+            frames,
+        };
+        let bytes = bytes_of(&fault);
+        assert_eq!(decode(&bytes), Ok(Event::Fault(fault)));
+        let mut bad = fault;
+        bad.nframes = 65;
+        assert_eq!(decode(&bytes_of(&bad)), Err(DecodeError::BadFrameCount(65)));
+        assert_eq!(decode(&bytes[..100]), Err(DecodeError::Short { kind: 6, len: 100, need: bytes.len() }));
     }
 
     #[test]

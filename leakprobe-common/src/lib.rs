@@ -11,6 +11,11 @@ mod decode;
 #[cfg(feature = "user")]
 pub use decode::{DecodeError, Event, decode, decode_user_stack};
 
+mod fault;
+pub use fault::{
+    FAULT_FLAG_STACK_ERROR, FAULT_FLAG_STACK_TRUNCATED, FAULT_PAGE_BYTES, FaultEvent, FaultFields, PF_INSTR, PF_WRITE,
+};
+
 mod oom;
 pub use oom::{
     OOM_HAS_ALL, OOM_HAS_COMM, OOM_HAS_OOM_SCORE_ADJ, OOM_HAS_RSS, OOM_HAS_TOTAL_VM, OOM_HAS_UID, OomEvent, OomFields,
@@ -18,8 +23,8 @@ pub use oom::{
 
 /// Names of the maps in the eBPF object.
 pub mod maps {
-    /// Ring buffer carrying [`crate::AllocEvent`], [`crate::FreeEvent`], [`crate::ProcessEvent`] and
-    /// [`crate::OomEvent`].
+    /// Ring buffer carrying [`crate::AllocEvent`], [`crate::FreeEvent`], [`crate::ProcessEvent`],
+    /// [`crate::OomEvent`] and [`crate::FaultEvent`].
     pub const EVENTS: &str = "EVENTS";
     /// Per-thread in-flight allocator call, keyed by `pid_tgid`, value [`crate::InFlight`].
     pub const INFLIGHT: &str = "INFLIGHT";
@@ -27,9 +32,31 @@ pub mod maps {
     pub const LIVE: &str = "LIVE";
     /// Per-CPU event and loss counters, indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
-    /// Per-CPU byte countdown to the next sampled allocation (sampled mode), one `i64` per CPU.
+    /// Per-CPU byte countdowns to the next sample, one `i64` per CPU and [`crate::Countdown`].
     pub const COUNTDOWN: &str = "COUNTDOWN";
+    /// Mean bytes between sampled allocations of one process, keyed by tgid, overriding the global
+    /// `SAMPLE_INTERVAL` (0: every allocation). Set for processes traced on request or escalated (tier 1).
+    pub const PID_SAMPLE_INTERVAL: &str = "PID_SAMPLE_INTERVAL";
+    /// Allocator calls that reached a probe, per process (LRU, per CPU), for the CPU budget.
+    pub const PID_CALLS: &str = "PID_CALLS";
 }
+
+/// Index of a per-CPU countdown in [`maps::COUNTDOWN`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Countdown {
+    /// Bytes allocated until the next sampled allocation.
+    Alloc = 0,
+    /// Bytes of faulting pages until the next sampled fault.
+    Fault = 1,
+}
+
+/// Entries of [`maps::COUNTDOWN`].
+pub const COUNTDOWN_ENTRIES: u32 = 2;
+/// Processes with their own sampling interval at once ([`maps::PID_SAMPLE_INTERVAL`]).
+pub const PID_SAMPLE_MAX_ENTRIES: u32 = 1024;
+/// Processes whose allocator calls are counted at once ([`maps::PID_CALLS`], least recently used evicted).
+pub const PID_CALLS_MAX_ENTRIES: u32 = 4096;
 
 /// Names of the tunable globals the loader sets before load.
 pub mod globals {
@@ -45,6 +72,10 @@ pub mod globals {
     pub const EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
     /// Layout of the `oom/mark_victim` record, a [`crate::OomFields`] read from the tracepoint's format file.
     pub const OOM_FIELDS: &str = "OOM_FIELDS";
+    /// Layout of the `exceptions/page_fault_user` record, a [`crate::FaultFields`] read from its format file.
+    pub const FAULT_FIELDS: &str = "FAULT_FIELDS";
+    /// Mean bytes of faulting pages between two sampled faults (tier 0); never 0.
+    pub const FAULT_SAMPLE_INTERVAL: &str = "FAULT_SAMPLE_INTERVAL";
     /// Bytes of user stack copied into each allocation record for unwinding in userspace (`--unwind dwarf`):
     /// a multiple of [`crate::STACK_COPY_CHUNK`] up to [`crate::MAX_STACK_COPY_BYTES`]; 0 walks frame pointers
     /// in the kernel instead (`--unwind fp`).
@@ -95,6 +126,8 @@ pub enum EventKind {
     Exec = 4,
     /// An [`OomEvent`]: the OOM killer chose a victim (its exit comes later).
     Oom = 5,
+    /// A [`FaultEvent`]: a sampled write fault of a user page (tier 0).
+    Fault = 6,
 }
 
 impl EventKind {
@@ -106,6 +139,7 @@ impl EventKind {
             3 => Some(Self::Exit),
             4 => Some(Self::Exec),
             5 => Some(Self::Oom),
+            6 => Some(Self::Fault),
             _ => None,
         }
     }
@@ -204,6 +238,8 @@ pub const EXIT_PROGRAM: &str = "sched_process_exit";
 pub const EXEC_PROGRAM: &str = "sched_process_exec";
 /// Name of the `oom/mark_victim` program.
 pub const OOM_PROGRAM: &str = "oom_mark_victim";
+/// Name of the `exceptions/page_fault_user` program (tier 0).
+pub const FAULT_PROGRAM: &str = "page_fault_user";
 
 /// Leading part of every ring-buffer record.
 #[repr(C)]
@@ -371,11 +407,17 @@ pub enum Counter {
     StackCopyErrors = 18,
     /// Stack copies cut short by the end of the stack (not an error: the stack is smaller than the copy size).
     StackCopyShort = 19,
+    /// Write faults of user pages seen (tier 0), sampled or not.
+    Faults = 20,
+    /// Write faults sampled and reported with their stack.
+    FaultsSampled = 21,
+    /// Sampled fault events lost: ring buffer full.
+    RingBufFullFault = 22,
 }
 
 impl Counter {
     /// Number of counters (the size of [`maps::COUNTERS`]).
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 23;
 
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
@@ -399,6 +441,9 @@ impl Counter {
         Self::ReturnRuns,
         Self::StackCopyErrors,
         Self::StackCopyShort,
+        Self::Faults,
+        Self::FaultsSampled,
+        Self::RingBufFullFault,
     ];
 
     /// Stable `snake_case` name, used in `status` output and metric names.
@@ -424,6 +469,9 @@ impl Counter {
             Self::ReturnRuns => "return_runs",
             Self::StackCopyErrors => "stack_copy_errors",
             Self::StackCopyShort => "stack_copy_short",
+            Self::Faults => "faults",
+            Self::FaultsSampled => "faults_sampled",
+            Self::RingBufFullFault => "ringbuf_full_fault",
         }
     }
 }
@@ -448,4 +496,6 @@ mod pod {
     unsafe impl aya::Pod for super::LiveKey {}
     // SAFETY: as above (eight `u32`s).
     unsafe impl aya::Pod for super::OomFields {}
+    // SAFETY: as above (two `u32`s).
+    unsafe impl aya::Pod for super::FaultFields {}
 }

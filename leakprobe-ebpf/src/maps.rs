@@ -2,11 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use leakprobe_common::{
-    Counter, EXP_TABLE_LEN, EXP_TABLE_SHIFT, INFLIGHT_MAX_ENTRIES, InFlight, LIVE_MAX_ENTRIES, LiveKey,
-    MAX_SAMPLE_INTERVAL, NO_FIELD, OomFields, RING_BUF_BYTES,
+    COUNTDOWN_ENTRIES, Countdown, Counter, EXP_TABLE_LEN, EXP_TABLE_SHIFT, FaultFields, INFLIGHT_MAX_ENTRIES, InFlight,
+    LIVE_MAX_ENTRIES, LiveKey, MAX_SAMPLE_INTERVAL, NO_FIELD, OomFields, PID_CALLS_MAX_ENTRIES, PID_SAMPLE_MAX_ENTRIES,
+    RING_BUF_BYTES,
 };
 
 /// `BPF_F_NO_PREALLOC`: the live-address map grows with use instead of reserving its maximum up front.
@@ -25,19 +26,69 @@ pub static LIVE: HashMap<LiveKey, u64> = HashMap::with_max_entries(LIVE_MAX_ENTR
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
 #[map]
-pub static COUNTDOWN: PerCpuArray<i64> = PerCpuArray::with_max_entries(1, 0);
+pub static COUNTDOWN: PerCpuArray<i64> = PerCpuArray::with_max_entries(COUNTDOWN_ENTRIES, 0);
+
+#[map]
+pub static PID_SAMPLE_INTERVAL: HashMap<u32, u64> = HashMap::with_max_entries(PID_SAMPLE_MAX_ENTRIES, 0);
+
+#[map]
+pub static PID_CALLS: LruPerCpuHashMap<u32, u64> = LruPerCpuHashMap::with_max_entries(PID_CALLS_MAX_ENTRIES, 0);
 
 /// Set by the loader: mean bytes between samples, 0 for full mode.
 #[unsafe(no_mangle)]
 static SAMPLE_INTERVAL: u64 = 0;
 
+/// Set by the loader: mean bytes of faulting pages between sampled faults (tier 0).
+#[unsafe(no_mangle)]
+static FAULT_SAMPLE_INTERVAL: u64 = 0;
+
+/// Set by the loader from the `exceptions/page_fault_user` format file.
+#[unsafe(no_mangle)]
+static FAULT_FIELDS: FaultFields = FaultFields::NONE;
+
+/// Offsets of the `exceptions/page_fault_user` record's fields.
+#[inline(always)]
+pub fn fault_fields() -> FaultFields {
+    // SAFETY: a plain read of a loader-set global; volatile so the initializer is not folded in.
+    unsafe { core::ptr::read_volatile(&raw const FAULT_FIELDS) }
+}
+
+/// The sampling interval of allocations in process `tgid`: its own if the daemon set one (tier 1), else the
+/// global one. Counts the call for the CPU budget.
+#[inline(always)]
+pub fn alloc_interval(tgid: u32) -> u64 {
+    if let Some(calls) = PID_CALLS.get_ptr_mut(tgid) {
+        // SAFETY: per-CPU storage: no other program writes this CPU's slot now.
+        unsafe { *calls += 1 };
+    } else {
+        let _ = PID_CALLS.insert(tgid, 1, 0);
+    }
+    if let Some(interval) = PID_SAMPLE_INTERVAL.get_ptr(tgid) {
+        // SAFETY: a valid map value pointer; the daemon replaces values whole.
+        return unsafe { *interval };
+    }
+    // SAFETY: a plain read of a loader-set global; volatile so the zero initializer is not folded in.
+    unsafe { core::ptr::read_volatile(&raw const SAMPLE_INTERVAL) }
+}
+
+/// The sampling interval of faults.
+#[inline(always)]
+pub fn fault_interval() -> u64 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(&raw const FAULT_SAMPLE_INTERVAL) }
+}
+
 /// Set by the loader: the exponential quantile table.
 #[unsafe(no_mangle)]
 static EXP_TABLE: [u32; EXP_TABLE_LEN] = [0; EXP_TABLE_LEN];
 
-/// Whether only a sample of allocations is tracked.
+/// Whether only a sample of allocations is tracked in process `tgid`.
 #[inline(always)]
-pub fn sampling() -> bool {
+pub fn sampling(tgid: u32) -> bool {
+    if let Some(interval) = PID_SAMPLE_INTERVAL.get_ptr(tgid) {
+        // SAFETY: a valid map value pointer.
+        return unsafe { *interval } != 0;
+    }
     // SAFETY: a plain read of a loader-set global; volatile so the zero initializer is not folded in.
     unsafe { core::ptr::read_volatile(&raw const SAMPLE_INTERVAL) != 0 }
 }
@@ -55,18 +106,16 @@ fn draw(interval: u64) -> i64 {
     i64::try_from((product >> EXP_TABLE_SHIFT).max(1)).unwrap_or(i64::MAX)
 }
 
-/// Whether an allocation of `size` bytes is sampled: a Poisson process over allocated bytes. The per-CPU
-/// countdown holds the bytes left to the next sample point; an allocation that reaches it is sampled
-/// (probability `1 - exp(-size / interval)`, the countdown being exponential and memoryless), and the next
-/// point is drawn afresh past its end. Always true in full mode.
+/// Whether `size` bytes (an allocation, a faulting page) are sampled: a Poisson process over bytes with mean
+/// `interval`. The per-CPU countdown `which` holds the bytes left to the next sample point; an allocation that
+/// reaches it is sampled (probability `1 - exp(-size / interval)`, the countdown being exponential and
+/// memoryless), and the next point is drawn afresh past its end. Always true when `interval` is 0.
 #[inline(always)]
-pub fn sample(size: u64) -> bool {
-    // SAFETY: a plain read of a loader-set global; volatile so the zero initializer is not folded in.
-    let interval = unsafe { core::ptr::read_volatile(&raw const SAMPLE_INTERVAL) };
+pub fn sample(which: Countdown, interval: u64, size: u64) -> bool {
     if interval == 0 {
         return true;
     }
-    let Some(countdown) = COUNTDOWN.get_ptr_mut(0) else { return true };
+    let Some(countdown) = COUNTDOWN.get_ptr_mut(which as u32) else { return true };
     let size = i64::try_from(size).unwrap_or(i64::MAX);
     // SAFETY: per-CPU storage; uprobe programs run with migration disabled, so nothing else writes it now.
     unsafe {

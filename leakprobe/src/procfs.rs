@@ -62,6 +62,24 @@ pub fn container_id(cgroup: &str) -> Option<String> {
     })
 }
 
+/// CPU time (user + system) this process has used, in seconds, from `/proc/self/stat`.
+pub fn own_cpu_seconds() -> Option<f64> {
+    parse_cpu_seconds(&fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// `utime + stime` of a `/proc/PID/stat` text, in seconds (fields 14 and 15, in clock ticks).
+fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = if ticks > 0 { ticks } else { 100 };
+    #[expect(clippy::cast_precision_loss, reason = "clock ticks fit f64 exactly for centuries")]
+    Some((utime + stime) as f64 / ticks as f64)
+}
+
 /// `CLOCK_MONOTONIC` now, in ns: the clock of the kernel's event timestamps.
 pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
@@ -198,6 +216,13 @@ mod tests {
         assert!(parse_exiting("garbage"));
         assert!(!exiting(std::process::id()));
         assert!(exiting(u32::MAX));
+    }
+
+    #[test]
+    fn cpu_time_is_utime_plus_stime() {
+        let stat = "42 (a (b) c) R 1 42 42 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0 100 0 0";
+        assert_eq!(parse_cpu_seconds(stat), Some(3.0));
+        assert!(own_cpu_seconds().is_some());
     }
 
     #[test]

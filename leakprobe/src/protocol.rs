@@ -7,6 +7,7 @@
 //! - `GET /v1/processes?pid=PID&by=...&window=DUR` -> [`ProcessesResponse`]
 //! - `GET /v1/export?format=pprof|folded|svg|json&pid=PID` -> the live heap as a profile (see [`export`])
 //! - `GET /v1/oom` -> [`OomListResponse`], `GET /v1/oom/{id}` -> [`OomReport`] (see [`oom`])
+//! - `GET /v1/faults`, `POST /v1/trace`, `DELETE /v1/trace` (see [`tiers`])
 //!
 //! Every error is a non-2xx status with an [`ErrorResponse`] body. Field names are stable: new fields may be
 //! added, none renamed or removed within `v1`.
@@ -19,8 +20,14 @@ use crate::core::analysis::{Growth, Verdict, VerdictConfig};
 
 pub mod export;
 pub mod oom;
+pub mod tiers;
 pub use export::{EXPORT_PATH, ExportFormat, ExportQuery};
 pub use oom::{OOM_PATH, OomListResponse, OomReport, OomSummary};
+pub use tiers::{
+    BudgetActionReport, BudgetReport, EndedEscalation, EscalationReport, FAULTS_PATH, FaultProcessReport,
+    FaultStackReport, FaultsQuery, FaultsResponse, ProgramStats, TRACE_PATH, Tier0Status, Tier1Status, TraceMode,
+    TraceRequest, TraceResponse,
+};
 
 /// Path prefix of the current API version.
 pub const API_PREFIX: &str = "/v1";
@@ -321,6 +328,15 @@ pub struct StatusResponse {
     /// The allocator files found in the running processes and what finding them costs.
     #[serde(default)]
     pub discovery: DiscoveryStatus,
+    /// Tier 0: page-fault attribution in every process.
+    #[serde(default)]
+    pub tier0: Option<Tier0Status>,
+    /// Tier 1: malloc-family probes, and which processes have them.
+    #[serde(default)]
+    pub tier1: Option<Tier1Status>,
+    /// The CPU budget and the probes' measured cost.
+    #[serde(default)]
+    pub budget: Option<BudgetReport>,
     /// How allocation stacks are unwound (the counters are `stacks_*` in `daemon_counters`).
     #[serde(default)]
     pub unwind: Option<UnwindSettings>,
@@ -355,9 +371,10 @@ pub struct ProviderStatus {
     pub file: String,
     /// `glibc`, `musl`, `jemalloc`, `tcmalloc`, `mimalloc` or `other`.
     pub family: String,
-    /// Whether its allocations are tracked (its probes are attached).
+    /// Whether its allocations can be tracked: with `--malloc-probes all` its probes are attached; otherwise
+    /// tier 1 attaches them to the processes it traces.
     pub supported: bool,
-    /// Probes attached to it.
+    /// System-wide probes attached to it (`--malloc-probes all`; pid-scoped ones are not counted).
     pub probes: u64,
     /// Processes mapping it at the last full scan.
     pub processes: u64,

@@ -12,7 +12,7 @@ use axum::{
     extract::{Path as UrlPath, Query, State, rejection::QueryRejection},
     http::{Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use tokio::{
     net::UnixListener,
@@ -25,8 +25,8 @@ use crate::{
     export::{self, ExportContext, ExportError},
     oom::OomRequest,
     protocol::{
-        EXPORT_PATH, ErrorResponse, ExportQuery, MAX_TOP_LIMIT, OOM_PATH, PROCESSES_PATH, STACKS_PATH, STATUS_PATH,
-        TOP_PATH, TopQuery, oom::valid_id,
+        EXPORT_PATH, ErrorResponse, ExportQuery, FAULTS_PATH, FaultsQuery, MAX_TOP_LIMIT, OOM_PATH, PROCESSES_PATH,
+        STACKS_PATH, STATUS_PATH, TOP_PATH, TRACE_PATH, TopQuery, TraceRequest, oom::valid_id,
     },
 };
 
@@ -155,6 +155,8 @@ pub fn router(requests: mpsc::Sender<Request>, oom: mpsc::Sender<OomRequest>) ->
         .route(STACKS_PATH, get(stacks))
         .route(PROCESSES_PATH, get(processes))
         .route(EXPORT_PATH, get(export))
+        .route(FAULTS_PATH, get(faults))
+        .route(TRACE_PATH, post(trace).delete(untrace))
         .route(OOM_PATH, get(oom_list))
         .route(&format!("{OOM_PATH}/{{id}}"), get(oom_show))
         .fallback(not_found)
@@ -217,6 +219,53 @@ async fn processes(
     Ok(Json(ask(&api.requests, |tx| Request::Processes(query, tx)).await?).into_response())
 }
 
+async fn faults(
+    State(api): State<Api>,
+    query: Result<Query<FaultsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError(StatusCode::BAD_REQUEST, format!("bad query for {FAULTS_PATH}: {}", rejection.body_text()))
+    })?;
+    Ok(Json(ask(&api.requests, |tx| Request::Faults(query, tx)).await?).into_response())
+}
+
+/// The answer of a trace request, or its error with the status the state owner chose.
+fn traced(answer: Result<crate::protocol::TraceResponse, (u16, String)>) -> Result<Response, ApiError> {
+    match answer {
+        Ok(response) => Ok(Json(response).into_response()),
+        Err((status, message)) => {
+            Err(ApiError(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), message))
+        }
+    }
+}
+
+async fn trace(
+    State(api): State<Api>,
+    body: Result<Json<TraceRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(request) = body.map_err(|rejection| {
+        ApiError(StatusCode::BAD_REQUEST, format!("bad body for POST {TRACE_PATH}: {}", rejection.body_text()))
+    })?;
+    traced(ask(&api.requests, |tx| Request::Trace(request, tx)).await?)
+}
+
+/// Query of `DELETE /v1/trace`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UntraceQuery {
+    pid: u32,
+}
+
+async fn untrace(
+    State(api): State<Api>,
+    query: Result<Query<UntraceQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|rejection| {
+        ApiError(StatusCode::BAD_REQUEST, format!("bad query for DELETE {TRACE_PATH}: {}", rejection.body_text()))
+    })?;
+    traced(ask(&api.requests, |tx| Request::Untrace(query.pid, tx)).await?)
+}
+
 /// The live heap (the [`MAX_TOP_LIMIT`] stacks with the most live bytes) in the asked format.
 async fn export(
     State(api): State<Api>,
@@ -243,12 +292,13 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
         StatusCode::NOT_FOUND,
         format!(
             "no endpoint {method} {}; endpoints: GET {STATUS_PATH}, {TOP_PATH}, {STACKS_PATH}, {PROCESSES_PATH}, \
-             {EXPORT_PATH}, {OOM_PATH}, {OOM_PATH}/ID",
+             {EXPORT_PATH}, {OOM_PATH}, {OOM_PATH}/ID, {FAULTS_PATH}; POST and DELETE {TRACE_PATH}",
             uri.path()
         ),
     )
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}; use GET", uri.path()))
+    let allowed = if uri.path() == TRACE_PATH { "POST or DELETE" } else { "GET" };
+    ApiError(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}; use {allowed}", uri.path()))
 }

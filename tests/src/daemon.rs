@@ -94,6 +94,11 @@ impl Daemon {
         {
             cmd.args(["--return-probes", &kind]);
         }
+        // System-wide malloc probes unless the test asks otherwise: most tests check exact heap figures of
+        // fixtures that do not grow their anonymous memory steadily (`leakprobe run` defaults to `auto`).
+        if !args.contains(&"--malloc-probes") {
+            cmd.args(["--malloc-probes", "all"]);
+        }
         // Tests run in parallel: each daemon serves metrics on a port of its own unless the test chooses.
         if !args.iter().any(|a| a.starts_with("--metrics-addr") || *a == "--no-metrics") {
             cmd.args(["--metrics-addr", "127.0.0.1:0"]);

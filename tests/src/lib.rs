@@ -37,6 +37,8 @@ pub const GROWTH: &str = env!("GROWTH_C");
 pub const FLOOD: &str = env!("FLOOD_C");
 /// The sampled-mode accuracy fixture (`tests/fixtures/sampling.c`).
 pub const SAMPLING: &str = env!("SAMPLING_C");
+/// The tier-0/tier-1 workloads (`tests/fixtures/tier0.c`).
+pub const TIER0: &str = env!("TIER0_C");
 /// The fixture built without frame pointers (`tests/fixtures/frameless.c`, with `libframeless.so`).
 pub const FRAMELESS: &str = env!("FRAMELESS_C");
 /// `frameless.c` built with frame pointers.

@@ -64,6 +64,30 @@ fn jemalloc_leaks_are_exact() {
     linked_allocator(env!("ALLOC_LEAKER_JEMALLOC"), "libjemalloc.so.2", "jemalloc");
 }
 
+/// Tier 1 on an allocator other than the libc: with `--malloc-probes off` discovery lists libjemalloc without
+/// probing it, and `leakprobe trace` attaches pid-scoped probes to it (and to the libc) in the fixture alone.
+#[test]
+fn trace_probes_a_process_jemalloc_pid_scoped_and_its_leaks_are_exact() {
+    let daemon = Daemon::start_with_args(&["--malloc-probes", "off"]);
+    let mut fixture = Fixture::spawn(env!("ALLOC_LEAKER_JEMALLOC"), &[]);
+    fixture.wait_line("started");
+    let provider = poll_until(DISCOVERY_TIMEOUT, "libjemalloc listed", || {
+        let status = daemon.status();
+        let providers = status["discovery"]["providers"].as_array()?.clone();
+        providers.into_iter().find(|p| p["path"].as_str().is_some_and(|path| path.ends_with("libjemalloc.so.2")))
+    });
+    assert_eq!(provider["family"].as_str(), Some("jemalloc"), "{provider:#}");
+    assert_eq!(provider["supported"].as_bool(), Some(true), "{provider:#}");
+    assert_eq!(provider["probes"].as_u64(), Some(0), "no system-wide probe with --malloc-probes off: {provider:#}");
+    let socket = daemon.socket_str().to_owned();
+    let pid = fixture.pid();
+    let traced =
+        daemon.cli_json(&["trace", "--socket", &socket, "--pid", &pid.to_string(), "--mode", "full", "--json"]);
+    assert_eq!(traced["result"], "attached", "{traced:#}");
+    leak_and_check(&daemon, &mut fixture, pid, true);
+    fixture.close_stdin_and_wait();
+}
+
 #[test]
 fn tcmalloc_leaks_are_exact() {
     linked_allocator(env!("ALLOC_LEAKER_TCMALLOC"), "libtcmalloc.so.4.5.10", "tcmalloc");

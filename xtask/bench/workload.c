@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 #define SIZES 4096 /* a power of two: sizes are taken from a ring of precomputed ones */
@@ -69,8 +71,26 @@ __attribute__((noinline)) static void leak(size_t size) {
     p[0] = 1;
 }
 
+/* Touches `count` fresh anonymous pages (one write fault each), in mappings of 1024 pages. */
+static void pages(uint64_t count) {
+    const size_t page = 4096, chunk = 1024;
+    for (uint64_t done = 0; done < count; done += chunk) {
+        char *map = mmap(NULL, chunk * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (map == MAP_FAILED) abort();
+        for (size_t i = 0; i < chunk; i++) ((volatile char *)map)[i * page] = 1;
+        munmap(map, chunk * page);
+    }
+}
+
 static void *run(void *arg) {
     struct worker *w = arg;
+    if (w->leak == 2) {
+        pthread_barrier_wait(&start);
+        w->begin = now_ns();
+        pages(w->count);
+        w->end = now_ns();
+        return NULL;
+    }
     for (uint64_t i = 0; i < w->warmup; i++) pair(w->sizes[i & (SIZES - 1)]);
     pthread_barrier_wait(&start);
     w->begin = now_ns();
@@ -84,11 +104,14 @@ static void *run(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5 || (strcmp(argv[1], "pairs") != 0 && strcmp(argv[1], "leak") != 0)) {
-        fprintf(stderr, "usage: %s pairs|leak COUNT THREADS SEED\n", argv[0]);
+    if (argc != 5 || (strcmp(argv[1], "pairs") != 0 && strcmp(argv[1], "leak") != 0 && strcmp(argv[1], "pages") != 0)) {
+        fprintf(stderr, "usage: %s pairs|leak|pages COUNT THREADS SEED\n", argv[0]);
         return 2;
     }
     int leaking = strcmp(argv[1], "leak") == 0;
+    int paging = strcmp(argv[1], "pages") == 0;
+    /* One fault per base page: no transparent huge pages. */
+    if (paging && prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0) return 1;
     uint64_t count = strtoull(argv[2], NULL, 10);
     int threads = atoi(argv[3]);
     uint64_t seed = strtoull(argv[4], NULL, 10) | 1;
@@ -103,7 +126,7 @@ int main(int argc, char **argv) {
         struct worker *w = &workers[t];
         w->count = per_thread;
         w->warmup = leaking ? 0 : per_thread / 10;
-        w->leak = leaking;
+        w->leak = paging ? 2 : leaking;
         uint64_t state = seed * (2 * (uint64_t)t + 1);
         for (int i = 0; i < SIZES; i++) {
             uint64_t r = xorshift(&state);
@@ -124,7 +147,10 @@ int main(int argc, char **argv) {
     }
     uint64_t wall = end - begin;
     uint64_t done = per_thread * (uint64_t)threads;
-    if (leaking) {
+    if (paging) {
+        printf("leakprobe-bench: ns_per_page=%.1f wall_ns=%llu pages=%llu threads=%d\n",
+               (double)wall * threads / (double)done, (unsigned long long)wall, (unsigned long long)done, threads);
+    } else if (leaking) {
         printf("leakprobe-bench: allocs_per_s=%.0f wall_ns=%llu allocs=%llu threads=%d\n",
                (double)done * 1e9 / (double)wall, (unsigned long long)wall, (unsigned long long)done, threads);
     } else {

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: the cost per malloc+free pair of leakprobe (full and sampled) and of its peers
 //! (a bpftrace memleak equivalent, heaptrack) over nothing attached, the ingest rate of the daemon, and the
-//! daemon's CPU and memory.
+//! daemon's CPU and memory; and tier 0 (`--malloc-probes auto`, page faults only) per malloc+free pair and
+//! per page fault.
 //!
 //! Every configuration runs the same C workload ([`workload`]) `--runs` times for 1 and 2 threads; the
 //! table shows medians. leakprobe and bpftrace probe every process on the machine: while one of them is
@@ -59,18 +60,22 @@ pub enum Config {
     Sampled,
     SampledFp,
     SampledPlain,
+    /// The default `leakprobe run`: tier 0 on every process, malloc probes only on growing ones (the
+    /// workload does not grow).
+    Tier0,
     Bpftrace,
     Heaptrack,
 }
 
 impl Config {
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Baseline,
         Self::Full,
         Self::FullDwarf,
         Self::Sampled,
         Self::SampledFp,
         Self::SampledPlain,
+        Self::Tier0,
         Self::Bpftrace,
         Self::Heaptrack,
     ];
@@ -83,6 +88,7 @@ impl Config {
             Self::Sampled => "leakprobe sampled (512KiB, dwarf, session)",
             Self::SampledFp => "leakprobe sampled --unwind fp",
             Self::SampledPlain => "leakprobe sampled --return-probes plain",
+            Self::Tier0 => "leakprobe tier 0 (auto)",
             Self::Bpftrace => "bpftrace memleak",
             Self::Heaptrack => "heaptrack",
         }
@@ -122,7 +128,12 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         let result = match config {
             Config::Baseline | Config::Heaptrack => time_runs(&work, config, args, &dir, &libc),
             Config::Bpftrace => peers::check_bpftrace(&libc).and_then(|()| time_runs(&work, config, args, &dir, &libc)),
-            Config::Full | Config::FullDwarf | Config::Sampled | Config::SampledFp | Config::SampledPlain => {
+            Config::Full
+            | Config::FullDwarf
+            | Config::Sampled
+            | Config::SampledFp
+            | Config::SampledPlain
+            | Config::Tier0 => {
                 wait_quiet(args.no_wait);
                 let (name, mode, flags): (&str, &str, &[&str]) = match config {
                     Config::Full => ("full", "full", &[]),
@@ -131,7 +142,11 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
                     Config::SampledPlain => ("sampled-plain", "sampled", &["--return-probes", "plain"]),
                     _ => ("sampled", "sampled", &[]),
                 };
-                let daemon = Daemon::start(&leakprobe, &dir, name, mode, flags)?;
+                let daemon = if config == Config::Tier0 {
+                    Daemon::start_with(&leakprobe, &dir, "tier0", &["--malloc-probes", "auto"])?
+                } else {
+                    Daemon::start(&leakprobe, &dir, name, mode, flags)?
+                };
                 if sites.is_none() {
                     sites = Some(daemon.status().map(|s| report::sites(&s))?);
                 }
@@ -170,10 +185,34 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     unwinding.micro =
         undisturbed(args.no_wait, || bench_unwind(&leakprobe)).map_err(|e| eprintln!("bench: {e:#}")).ok();
 
+    eprintln!("bench: page faults ({} runs x {THREADS:?} threads, {} pages each)", args.runs, args.pairs);
+    let pages_base = time_pages(&work, args);
+    wait_quiet(args.no_wait);
+    let daemon = Daemon::start_with(&leakprobe, &dir, "tier0", &["--malloc-probes", "auto"])?;
+    let pages_tier0 = time_pages(&work, args);
+    daemon.stop()?;
+    let pages = [("nothing attached", pages_base), ("leakprobe tier 0 (auto)", pages_tier0)];
+
     report::print(&timings, &ingest, &usages, sites.as_deref().unwrap_or_default(), args.runs);
     report::print_consumer(&consumer);
+    report::print_pages(&pages, args.runs);
     report::print_unwinding(&timings, &unwinding);
     Ok(())
+}
+
+/// `--runs` runs of the page-touching workload (`--pairs` pages), for each thread count: ns per page fault.
+fn time_pages(work: &Workload, args: &BenchArgs) -> report::PageTimes {
+    let mut times = vec![Vec::new(); THREADS.len()];
+    for run in 0..args.runs {
+        for (slot, &threads) in THREADS.iter().enumerate() {
+            let workload = work.args("pages", args.pairs, threads, run as u64 + 1);
+            let out =
+                undisturbed(args.no_wait, || workload::run(&mut workload::command(&workload), Duration::from_mins(5)))
+                    .map_err(|e| format!("{e:#}"))?;
+            times[slot].push(workload::field(&out, "ns_per_page").map_err(|e| format!("{e:#}"))?);
+        }
+    }
+    Ok(times)
 }
 
 /// `leakprobe bench-unwind`: its one JSON line.

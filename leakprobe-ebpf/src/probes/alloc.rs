@@ -27,11 +27,11 @@ use aya_ebpf::{
 };
 use leakprobe_common::{
     ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_COPY, ALLOC_FLAG_STACK_ERROR, ALLOC_FLAG_STACK_TRUNCATED, AllocEvent,
-    AllocFn, Counter, EventHeader, EventKind, FreeEvent, InFlight, LiveKey, MAX_FRAMES, MAX_STACK_COPY_CHUNKS,
-    STACK_COPY_CHUNK, UserStack,
+    AllocFn, Countdown, Counter, EventHeader, EventKind, FreeEvent, InFlight, LiveKey, MAX_FRAMES,
+    MAX_STACK_COPY_CHUNKS, STACK_COPY_CHUNK, UserStack,
 };
 
-use crate::maps::{EVENTS, INFLIGHT, LIVE, count, now_ns, sample, sampling, stack_copy_bytes, traced};
+use crate::maps::{EVENTS, INFLIGHT, LIVE, alloc_interval, count, now_ns, sample, sampling, stack_copy_bytes, traced};
 
 /// The user stack pointer in the saved registers.
 #[inline(always)]
@@ -132,10 +132,10 @@ pub(super) fn enter(ctx: &ProbeContext, func: AllocFn) -> Option<u64> {
         }
     }
     let (size, ptr_arg) = args(ctx, func);
-    let sampled = sample(size);
+    let tgid = (pid_tgid >> 32) as u32;
+    let sampled = sample(Countdown::Alloc, alloc_interval(tgid), size);
     if !sampled {
         // A realloc of a reported block still ends that block: record it, to report the free at return.
-        let tgid = (pid_tgid >> 32) as u32;
         let old_live = matches!(func, AllocFn::Realloc | AllocFn::Reallocarray)
             && ptr_arg != 0
             && LIVE.get_ptr(LiveKey { tgid, pad: 0, addr: ptr_arg }).is_some();
@@ -168,7 +168,7 @@ fn try_alloc_exit(ctx: &RetProbeContext) -> Result<(), ()> {
     count(Counter::ReturnRuns);
     let Some(record) = INFLIGHT.get_ptr(pid_tgid) else {
         // In sampled mode most calls leave no record on purpose.
-        if !sampling() {
+        if !sampling(tgid) {
             count(Counter::UnmatchedReturns);
         }
         return Err(());

@@ -1,6 +1,7 @@
 //! The programs, one module per family. Every program is a thin wrapper over a `try_` function.
 
 mod alloc;
+mod fault;
 mod free;
 mod oom;
 mod process;

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
-use http_body_util::{BodyExt as _, Empty};
-use hyper::{Request, body::Bytes};
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Method, Request, body::Bytes};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
@@ -25,6 +25,23 @@ pub async fn get<T: DeserializeOwned>(socket: &Path, path_and_query: &str) -> Re
 
 /// `GET path_and_query` from the daemon at `socket`: the body of a successful answer.
 pub async fn get_bytes(socket: &Path, path_and_query: &str) -> Result<Bytes> {
+    send_bytes(socket, Method::GET, path_and_query, None).await
+}
+
+/// `METHOD path_and_query` with an optional JSON body, parsed as `T`.
+pub async fn send<T: DeserializeOwned, B: serde::Serialize>(
+    socket: &Path,
+    method: Method,
+    path_and_query: &str,
+    body: Option<&B>,
+) -> Result<T> {
+    let body = body.map(serde_json::to_vec).transpose().context("encoding the request")?;
+    let answer = send_bytes(socket, method, path_and_query, body).await?;
+    serde_json::from_slice(&answer).context("the daemon's answer is not the expected JSON")
+}
+
+/// `METHOD path_and_query` with an optional JSON body: the body of a successful answer.
+async fn send_bytes(socket: &Path, method: Method, path_and_query: &str, body: Option<Vec<u8>>) -> Result<Bytes> {
     let stream = match UnixStream::connect(socket).await {
         Ok(stream) => stream,
         Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => bail!(
@@ -45,7 +62,11 @@ pub async fn get_bytes(socket: &Path, path_and_query: &str) -> Result<Bytes> {
             log::debug!("connection: {err}");
         }
     });
-    let request = Request::get(path_and_query).header("host", "leakprobe").body(Empty::<Bytes>::new())?;
+    let mut request = Request::builder().method(method).uri(path_and_query).header("host", "leakprobe");
+    if body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     let response = sender.send_request(request).await.context("sending the request")?;
     let status = response.status();
     let body = response.into_body().collect().await.context("reading the response")?.to_bytes();

@@ -3,12 +3,14 @@
 mod bench_unwind;
 mod client;
 mod export;
+mod faults;
 mod format;
 mod oom;
 mod processes;
 mod run;
 mod status;
 mod top;
+mod trace;
 
 use std::path::PathBuf;
 
@@ -31,7 +33,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the daemon: probe the malloc family in every process and serve queries (needs root).
+    /// Run the daemon: page faults of every process (tier 0), malloc-family probes where memory grows (tier 1),
+    /// and serve queries (needs root).
     Run(Box<run::RunArgs>),
     /// Show the stacks holding the most live (allocated, not freed) bytes, or growing fastest.
     Top(top::TopArgs),
@@ -45,6 +48,10 @@ enum Command {
     Export(export::ExportArgs),
     /// List the OOM kills the daemon recorded (what the victim's heap held), or show one.
     Oom(oom::OomArgs),
+    /// Show, per process, the code paths that first touched its anonymous memory (tier 0, every process).
+    Faults(faults::FaultsArgs),
+    /// Attach the malloc-family probes to one process (tier 1), or detach them with --stop.
+    Trace(trace::TraceArgs),
     /// Measure the daemon's stack unwinding on this process's own stack (for `cargo xtask bench`).
     #[command(hide = true)]
     BenchUnwind(bench_unwind::BenchUnwindArgs),
@@ -127,6 +134,8 @@ impl Cli {
                 Command::Status(args) => status::run(args).await,
                 Command::Oom(args) => oom::run(args).await,
                 Command::Export(args) => export::run(args).await,
+                Command::Faults(args) => faults::run(args).await,
+                Command::Trace(args) => trace::run(args).await,
                 Command::BenchUnwind(args) => bench_unwind::run(&args),
             }
         })

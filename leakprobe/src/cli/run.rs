@@ -11,12 +11,16 @@ use crate::{
         DEFAULT_INTERVAL, DEFAULT_MAX_ALLOCATIONS, DEFAULT_MAX_SERIES, DEFAULT_MAX_STACKS, DEFAULT_SOCKET,
         DEFAULT_SOCKET_MODE, DEFAULT_STATE_DIR, DEFAULT_WINDOW, FileConfig,
     },
-    core::table::{AnalysisConfig, Limits},
+    core::{
+        faults::FaultLimits,
+        table::{AnalysisConfig, Limits},
+        tier1::Tier1Config,
+    },
     daemon::{self, DaemonConfig, MetricsConfig},
     metrics::{DEFAULT_METRICS_ADDR, DEFAULT_TOP_PROCESSES, DEFAULT_TOP_STACKS, MetricsLimits},
     oom::store::{DEFAULT_MAX_BYTES, DEFAULT_MAX_REPORTS, StoreLimits},
     probes::{
-        ProbeConfig,
+        MallocProbes, ProbeConfig,
         discover::{DEFAULT_MAX_FILES_PER_SCAN, DiscoveryConfig},
         preflight::SysPaths,
         session::ReturnProbes,
@@ -85,8 +89,39 @@ pub struct RunArgs {
     /// Mean bytes allocated between two sampled allocations, in sampled mode (e.g. `512KiB`, `64KiB`).
     #[arg(long, value_name = "SIZE", default_value = "512KiB", value_parser = parse_size)]
     sample_interval: u64,
-    /// Trace only this process (its allocations and frees; the probes stay system-wide, other processes pay
-    /// a filtered uprobe hit). For `--mode full --unwind dwarf` on one busy process.
+    /// Where the malloc-family probes go (tier 1): `auto` attaches them only to processes whose anonymous
+    /// memory grows steadily (seen by tier 0) or that `leakprobe trace` names, and detaches them when their time
+    /// is up or the CPU budget says so; `all` probes every process, always (every allocator call of the host
+    /// traps); `off` only on request.
+    #[arg(long, value_enum, default_value_t = MallocProbes::Auto)]
+    malloc_probes: MallocProbes,
+    /// Tier 0: mean bytes of newly touched (write-faulted) pages between two sampled faults, whose stack is
+    /// recorded; every fault is counted.
+    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_size)]
+    fault_sample_interval: u64,
+    /// Escalate automatically only processes with this name (`comm`, exact); repeat for more names
+    /// [default: any process].
+    #[arg(long, value_name = "NAME")]
+    escalate_only: Vec<String>,
+    /// Processes with tier-1 probes at once, at most (automatic and requested).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    max_escalated: usize,
+    /// How long an automatic escalation keeps its probes, e.g. `10m`.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    escalation_duration: Duration,
+    /// After an escalation ends, how long before the same process may be escalated automatically again.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
+    escalation_cooldown: Duration,
+    /// CPU budget of the probes of each traced process, in percent of one core: over it, the process's sampling
+    /// interval is raised, then its probes are detached.
+    #[arg(long, value_name = "PERCENT", default_value_t = 1.0)]
+    cpu_budget_process: f64,
+    /// CPU budget of the whole daemon (probes of every tier plus its own CPU), in percent of one core: over it,
+    /// the tier-1 probes of the busiest process are detached.
+    #[arg(long, value_name = "PERCENT", default_value_t = 2.0)]
+    cpu_budget_host: f64,
+    /// Trace only this process (its allocations, frees and page faults; the probes stay system-wide, other
+    /// processes pay a filtered uprobe hit). For `--mode full --unwind dwarf` on one busy process.
     #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pid: Option<u32>,
     /// How allocation stacks are unwound. `fp`: the kernel walks frame pointers (cheapest; stacks stop at code
@@ -206,6 +241,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
         max_series: args.max_series.or(file.max_series).unwrap_or(DEFAULT_MAX_SERIES) as usize,
     };
     let sample_interval = if args.mode == Mode::Sampled { args.sample_interval } else { 0 };
+    ensure!(
+        args.cpu_budget_process > 0.0 && args.cpu_budget_host > 0.0,
+        "--cpu-budget-process and --cpu-budget-host must be positive percentages"
+    );
+    let tier1 = Tier1Config {
+        auto: args.malloc_probes == MallocProbes::Auto,
+        max_processes: args.max_escalated,
+        duration_s: args.escalation_duration.as_secs_f64(),
+        cooldown_s: args.escalation_cooldown.as_secs_f64(),
+        sample_interval,
+        process_budget: args.cpu_budget_process / 100.0,
+        host_budget: args.cpu_budget_host / 100.0,
+        ..Tier1Config::default()
+    };
     let stack_copy_bytes = args.unwind.stack_copy_bytes(args.mode, args.stack_copy);
     ensure!(
         stack_copy_bytes == 0 || cfg!(target_arch = "x86_64"),
@@ -226,6 +275,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
             max_live_allocations: max_allocations,
             sample_interval,
             return_probes: args.return_probes,
+            malloc_probes: args.malloc_probes,
+            fault_sample_interval: args.fault_sample_interval,
             stack_copy_bytes,
             pid: args.pid,
         },
@@ -240,6 +291,9 @@ pub async fn run(args: RunArgs) -> Result<()> {
         oom_limits: StoreLimits { max_reports: args.max_oom_reports, max_bytes: args.max_oom_report_bytes },
         log_oom: !args.no_log_oom,
         metrics,
+        tier1,
+        fault_limits: FaultLimits::default(),
+        escalate_only: args.escalate_only,
     };
     daemon::run(config).await
 }

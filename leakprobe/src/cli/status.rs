@@ -49,6 +49,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
             counter("stacks_fp_truncated"),
         );
     }
+    print_tiers(&status);
     println!();
     let mut points = format::table(&["KIND", "TARGET", "OFFSET", "PROGRAM", "PATH"]);
     for p in &status.attach_points {
@@ -70,4 +71,61 @@ pub async fn run(args: StatusArgs) -> Result<()> {
     }
     println!("{counters}");
     Ok(())
+}
+
+/// Tier 0, tier 1 and the budget, when the daemon reports them.
+fn print_tiers(status: &StatusResponse) {
+    if let Some(tier0) = &status.tier0 {
+        println!(
+            "tier 0: {}, faults sampled every {}: {} processes ({} growing), {} stacks",
+            if tier0.enabled { "on" } else { "off" },
+            format::size(tier0.sample_interval_bytes),
+            tier0.processes,
+            tier0.growing,
+            tier0.stacks
+        );
+    }
+    if let Some(tier1) = &status.tier1 {
+        println!(
+            "tier 1: malloc probes {}: {} of at most {} processes escalated",
+            tier1.malloc_probes,
+            tier1.escalated.len(),
+            tier1.max_processes
+        );
+        for e in &tier1.escalated {
+            println!(
+                "  pid {} ({}) since {}, {} {}: {}; probes {:.2}% of a core",
+                e.pid,
+                e.comm,
+                format::time(e.since_unix_ms),
+                e.trigger,
+                e.mode,
+                e.reason,
+                e.cpu_percent
+            );
+        }
+        for e in tier1.ended.iter().rev().take(5) {
+            println!(
+                "  ended: pid {} ({}) at {}: {}",
+                e.escalation.pid,
+                e.escalation.comm,
+                format::time(e.ended_unix_ms),
+                e.why
+            );
+        }
+    }
+    if let Some(budget) = &status.budget {
+        println!(
+            "CPU budget: {:.2}% per traced process, {:.2}% in all; now: uprobes {:.2}%, tracepoints {:.2}%, daemon {:.2}%{}",
+            budget.process_percent,
+            budget.host_percent,
+            budget.uprobes_percent,
+            budget.tracepoints_percent,
+            budget.daemon_percent,
+            if budget.bpf_stats { "" } else { " (BPF run-time statistics off)" }
+        );
+        for a in budget.actions.iter().rev().take(5) {
+            println!("  budget: pid {} at {}: {}: {}", a.pid, format::time(a.unix_ms), a.action, a.why);
+        }
+    }
 }

@@ -1,10 +1,16 @@
 //! The discovery thread: owns the probes, scans processes (after `execve`, and all of them every rescan
 //! interval) and tells the state owner what is attached. Scanning reads files, so it runs off the async tasks.
+//! Tier 1 asks it, by command, to attach and detach pid-scoped probes and for the programs' run-time statistics;
+//! the answers come back as [`Request`]s, so the state owner never waits on a scan.
 //! Dropping every [`DiscoveryHandle`] ends the thread, which hands the probes back to be detached.
 
 use std::{
     collections::VecDeque,
-    sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+        mpsc::{self, Receiver, RecvTimeoutError, Sender},
+    },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
@@ -19,36 +25,72 @@ pub const EXEC_SCAN_DELAY: Duration = Duration::from_millis(30);
 /// Exec events queued at most; further ones are dropped (counted) and the next full scan catches up.
 const EXEC_QUEUE: usize = 4_096;
 
-/// Sends exec events to the discovery thread.
+/// What the discovery thread is asked to do.
+#[derive(Debug)]
+pub enum Command {
+    /// Process `pid` called `execve`: scan it soon.
+    Exec(u32),
+    /// Tier 1: attach pid-scoped probes to every allocator file the process maps; answered with
+    /// [`Request::Tier1Attached`].
+    AttachPid(u32),
+    /// Tier 1: take the process's pid-scoped probes off.
+    DetachPid(u32),
+    /// Read the programs' run-time statistics; answered with [`Request::ProgramStats`].
+    ProgramStats,
+}
+
+/// Sends commands to the discovery thread.
 #[derive(Clone, Debug)]
 pub struct DiscoveryHandle {
-    tx: Option<SyncSender<u32>>,
+    tx: Sender<Command>,
+    /// Exec events queued and not yet taken: bounds the queue (commands of tier 1 are few and never dropped).
+    queued_execs: Arc<AtomicUsize>,
+    /// Whether processes are scanned after `execve`.
+    scans: bool,
 }
 
 impl DiscoveryHandle {
     /// Process `pid` called `execve`: scan it soon. Returns `false` when the event was dropped (queue full).
     pub fn exec(&self, pid: u32) -> bool {
-        match &self.tx {
-            Some(tx) => !matches!(tx.try_send(pid), Err(TrySendError::Full(_))),
-            None => true,
+        if !self.scans {
+            return true;
         }
+        if self.queued_execs.load(Ordering::Relaxed) >= EXEC_QUEUE {
+            return false;
+        }
+        self.queued_execs.fetch_add(1, Ordering::Relaxed);
+        // A send fails only once the thread is gone (shutting down): nothing to scan any more.
+        let _ = self.tx.send(Command::Exec(pid));
+        true
+    }
+
+    /// Asks for a command; `false` when the thread is gone (shutting down).
+    pub fn send(&self, command: Command) -> bool {
+        self.tx.send(command).is_ok()
     }
 }
 
-/// Exec events waiting for the discovery thread.
-pub struct ExecReceiver(Receiver<u32>);
+/// Commands waiting for the discovery thread.
+pub struct CommandReceiver {
+    rx: Receiver<Command>,
+    queued_execs: Arc<AtomicUsize>,
+}
 
-/// The exec queue: the state owner gets the handle before the thread starts (events wait in the queue).
-pub fn channel(enabled: bool) -> (DiscoveryHandle, ExecReceiver) {
-    let (tx, rx) = mpsc::sync_channel::<u32>(EXEC_QUEUE);
-    (DiscoveryHandle { tx: enabled.then_some(tx) }, ExecReceiver(rx))
+/// The command queue: the state owner gets the handle before the thread starts (commands wait in the queue).
+pub fn channel(enabled: bool) -> (DiscoveryHandle, CommandReceiver) {
+    let (tx, rx) = mpsc::channel::<Command>();
+    let queued_execs = Arc::new(AtomicUsize::new(0));
+    (
+        DiscoveryHandle { tx, queued_execs: Arc::clone(&queued_execs), scans: enabled },
+        CommandReceiver { rx, queued_execs },
+    )
 }
 
 /// Starts the thread. The start-up scan has been made already.
 pub fn spawn(
     mut probes: Probes,
     mut discovery: Discovery,
-    ExecReceiver(rx): ExecReceiver,
+    commands: CommandReceiver,
     requests: tokio_mpsc::Sender<Request>,
 ) -> std::io::Result<JoinHandle<Probes>> {
     let enabled = discovery.enabled();
@@ -59,11 +101,29 @@ pub fn spawn(
         let mut pending: VecDeque<(u32, Instant)> = VecDeque::new();
         loop {
             let due = pending.front().map_or(next_full, |&(_, at)| at.min(next_full));
-            // Without discovery (or once the state owner is gone) nothing is ever sent: wait for the end.
-            match rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
-                Ok(pid) => pending.push_back((pid, Instant::now() + EXEC_SCAN_DELAY)),
-                Err(RecvTimeoutError::Timeout) => {}
+            // Once the state owner is gone nothing is ever sent again: the end.
+            let answer = match commands.rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
+                Ok(Command::Exec(pid)) => {
+                    commands.queued_execs.fetch_sub(1, Ordering::Relaxed);
+                    pending.push_back((pid, Instant::now() + EXEC_SCAN_DELAY));
+                    None
+                }
+                Ok(Command::AttachPid(pid)) => {
+                    let result = discovery.attach_pid(&mut probes, pid);
+                    Some(Request::Tier1Attached { pid, result })
+                }
+                Ok(Command::DetachPid(pid)) => {
+                    discovery.detach_pid(&mut probes, pid);
+                    None
+                }
+                Ok(Command::ProgramStats) => Some(Request::ProgramStats(probes.program_stats())),
+                Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
+            };
+            if let Some(answer) = answer
+                && requests.blocking_send(answer).is_err()
+            {
+                break;
             }
             let now = Instant::now();
             let mut scanned = false;

@@ -10,6 +10,7 @@ pub mod oom;
 mod purge;
 mod query;
 pub mod state;
+pub mod tiers;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -34,9 +35,14 @@ use tokio_util::sync::CancellationToken;
 use self::{
     oom::OomTracker,
     state::{Request, State},
+    tiers::Tiers,
 };
 use crate::{
-    core::table::{AnalysisConfig, Limits, Table},
+    core::{
+        faults::{FaultLimits, FaultTable},
+        table::{AnalysisConfig, Limits, Table},
+        tier1::{Tier1, Tier1Config},
+    },
     ingest,
     metrics::{
         METRICS_PATH, MetricsLimits, MetricsSnapshot,
@@ -46,7 +52,7 @@ use crate::{
         OomStats,
         store::{ReportStore, StoreLimits},
     },
-    probes::{self, ProbeConfig, Probes, discover::Discovery},
+    probes::{self, MallocProbes, ProbeConfig, Probes, discover::Discovery},
     procfs::Clock,
     protocol::DiscoveryStatus,
     server,
@@ -71,6 +77,12 @@ pub struct DaemonConfig {
     pub log_oom: bool,
     /// Where to serve `/metrics` and how many labelled series; `None`: no metrics endpoint.
     pub metrics: Option<MetricsConfig>,
+    /// Tier 1 (escalation) and the CPU budget.
+    pub tier1: Tier1Config,
+    /// Limits of tier 0's fault table.
+    pub fault_limits: FaultLimits,
+    /// When not empty, only processes with these names are escalated automatically.
+    pub escalate_only: Vec<String>,
 }
 
 /// The metrics endpoint.
@@ -118,7 +130,7 @@ fn spawn_metrics(
 async fn attach(
     probes: &mut Probes,
     discovery: &mut Discovery,
-    libc: Option<&std::path::Path>,
+    config: &ProbeConfig,
     request_tx: &mpsc::Sender<Request>,
 ) -> Result<()> {
     probes.attach_tracepoints()?;
@@ -128,7 +140,7 @@ async fn attach(
         .map_err(|_| anyhow!("the state task ended at start-up"))?;
     // Without discovery, the libc is the host's unless `--libc` names one; with it, the host's libc is found in
     // this very process's maps like any other.
-    let pinned = match (libc, discovery.enabled()) {
+    let pinned = match (config.libc.as_deref(), discovery.enabled()) {
         (Some(path), _) => Some(path.to_path_buf()),
         (None, false) => Some(probes::libc::host_libc()?),
         (None, true) => None,
@@ -146,7 +158,12 @@ async fn attach(
         );
     }
     let points = discovery.attach_points();
-    log::info!("attached {} allocator probes to {} files", points.len(), discovery.status().providers.len());
+    log::info!(
+        "attached {} allocator probes to {} files (malloc probes: {})",
+        points.len(),
+        discovery.status().providers.len(),
+        config.malloc_probes.as_str()
+    );
     request_tx.send(discovery::report(discovery)).await.map_err(|_| anyhow!("the state task ended at start-up"))?;
     Ok(())
 }
@@ -168,6 +185,24 @@ async fn join_all(tasks: &mut JoinSet<Result<&'static str>>, shutdown: &Cancella
         }
     }
     failure
+}
+
+/// Tier 0, tier 1 and the budget, which ask the discovery thread to attach and detach.
+fn tiers(
+    config: &DaemonConfig,
+    discovery: discovery::DiscoveryHandle,
+    maps: (aya::maps::HashMap<aya::maps::MapData, u32, u64>, aya::maps::PerCpuHashMap<aya::maps::MapData, u32, u64>),
+) -> Tiers {
+    let mut tiers = Tiers::new(
+        FaultTable::new(config.fault_limits, config.probes.fault_sample_interval),
+        Tier1::new(config.tier1),
+        discovery,
+        config.probes.malloc_probes,
+        maps,
+        config.analysis.sample_interval,
+    );
+    tiers.escalate_only.clone_from(&config.escalate_only);
+    tiers
 }
 
 /// The OOM reports kept from earlier runs; files that cannot be read are logged and skipped.
@@ -205,7 +240,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         None => None,
     };
     let (mut probes, maps) = Probes::load(&config.probes)?;
-    let mut discovery = Discovery::new(config.probes.discovery.clone());
+    let mut discovery =
+        Discovery::new(config.probes.discovery.clone(), config.probes.malloc_probes == MallocProbes::All);
     let shutdown = CancellationToken::new();
     let (batch_tx, batch_rx) = mpsc::channel(64);
     let (request_tx, request_rx) = mpsc::channel(64);
@@ -218,7 +254,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let decoder = ingest::Decoder::new(Unwinder::new(UnwindLimits::default(), Arc::default()));
     let (oom_tx, oom_thread) =
         crate::oom::spawn(store, config.log_oom, oom_stats.clone()).context("starting the OOM report thread")?;
-    let (discovery_handle, exec_events) = discovery::channel(discovery.enabled());
+    let (discovery_handle, commands) = discovery::channel(discovery.enabled());
+    let tiers = tiers(&config, discovery_handle.clone(), (maps.pid_sample_interval, maps.pid_calls));
     let state = State {
         table: Table::new(config.limits, config.analysis.clone()),
         counters: maps.counters,
@@ -242,13 +279,13 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         next_tick: 0,
         as_of_ns: 0,
         ingest_caught_up: caught_up.clone(),
-        // Enabled once the probes are attached (`Request::Attached`).
+        // Enabled by `Request::Attached`.
         oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
+        tiers,
         unwind_stats: decoder.stats().clone(),
         stack_copy_bytes: config.probes.stack_copy_bytes,
         traced_pid: config.probes.pid,
     };
-
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
     let token = shutdown.clone();
     tasks.spawn(async move {
@@ -261,9 +298,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         Ok("state")
     });
 
-    attach(&mut probes, &mut discovery, config.probes.libc.as_deref(), &request_tx).await?;
-    let discovery_thread = discovery::spawn(probes, discovery, exec_events, request_tx.clone())
-        .context("starting the discovery thread")?;
+    attach(&mut probes, &mut discovery, &config.probes, &request_tx).await?;
+    let discovery_thread =
+        discovery::spawn(probes, discovery, commands, request_tx.clone()).context("starting the discovery thread")?;
 
     let listener = server::bind(&config.socket, config.socket_mode, config.socket_group)?;
     // The last step that needed more than the kept capabilities: the other threads dropped them when they started.

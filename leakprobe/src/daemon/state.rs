@@ -11,11 +11,17 @@ use std::{
 };
 
 use aya::maps::{MapData, PerCpuArray};
-use leakprobe_common::{Counter, Event, OOM_PROGRAM};
+use leakprobe_common::{Counter, Event, FAULT_PROGRAM, OOM_PROGRAM};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{discovery::DiscoveryHandle, oom::OomTracker, purge::PurgeJob, query};
+use super::{
+    discovery::DiscoveryHandle,
+    oom::OomTracker,
+    purge::PurgeJob,
+    query,
+    tiers::{Tiers, TraceError},
+};
 use crate::{
     core::table::{Applied, Table},
     core::{
@@ -26,8 +32,9 @@ use crate::{
     metrics::{MetricsLimits, MetricsSnapshot},
     procfs::{self, Clock},
     protocol::{
-        AnalysisSettings, AttachPoint, DiscoveryStatus, ProcessIdentity, ProcessesResponse, SortBy, StackReport,
-        StatusResponse, TableSizes, TopQuery, TopResponse, UnwindSettings,
+        AnalysisSettings, AttachPoint, DiscoveryStatus, FaultsQuery, FaultsResponse, ProcessIdentity,
+        ProcessesResponse, ProgramStats, SortBy, StackReport, StatusResponse, TableSizes, TopQuery, TopResponse,
+        TraceRequest, TraceResponse, UnwindSettings,
     },
     symbolize::{StackRequest, SymbolizerHandle},
     unwind::UnwindStats,
@@ -59,6 +66,19 @@ pub enum Request {
         status: Box<DiscoveryStatus>,
         counters: BTreeMap<String, u64>,
     },
+    /// Tier 0's fault stacks for `/v1/faults`.
+    Faults(FaultsQuery, oneshot::Sender<FaultsResponse>),
+    /// `POST /v1/trace`.
+    Trace(TraceRequest, oneshot::Sender<Result<TraceResponse, TraceError>>),
+    /// `DELETE /v1/trace?pid=PID`.
+    Untrace(u32, oneshot::Sender<Result<TraceResponse, TraceError>>),
+    /// The discovery thread attached (or failed to attach) tier 1's probes to a process.
+    Tier1Attached {
+        pid: u32,
+        result: Result<(), String>,
+    },
+    /// Run-time statistics of the loaded programs, asked for by the CPU budget.
+    ProgramStats(Vec<ProgramStats>),
 }
 
 /// The state and what it needs to answer.
@@ -96,6 +116,7 @@ pub struct State {
     /// Set by ingest while the ring buffer is empty and everything was handed over.
     pub ingest_caught_up: Arc<AtomicBool>,
     pub oom: OomTracker,
+    pub tiers: Tiers,
     /// Counters of the stacks produced (by the kernel's walk or the daemon's unwinder), kept by ingest.
     pub unwind_stats: Arc<UnwindStats>,
     /// Bytes of stack copied per allocation; 0: frame pointers.
@@ -117,11 +138,11 @@ impl State {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
                 _ = ticker.tick() => self.schedule_tick(),
                 batch = batches.recv() => match batch {
                     Some(batch) => self.apply(&batch),
-                    None => return,
+                    None => break,
                 },
                 request = requests.recv() => match request {
                     Some(Request::Tick { tick, samples, read_ns, gone }) => {
@@ -133,7 +154,7 @@ impl State {
                         self.tick(tick, &samples, TickTimes { heap_ns, rss_ns: read_ns });
                     }
                     Some(request) => self.answer(request),
-                    None => return,
+                    None => break,
                 },
             }
         }
@@ -147,8 +168,24 @@ impl State {
             match event {
                 // Before the victim's exit event (later in the ring buffer) purges it.
                 Event::Oom(oom) => self.oom.on_oom(oom, &self.table, self.clock, &self.symbolizer),
-                Event::Exec(exec) if !self.discovery_handle.exec(exec.header.tgid) => self.exec_scans_dropped += 1,
-                _ => {}
+                Event::Fault(fault) => {
+                    let tgid = fault.header.tgid;
+                    if self.tiers.on_fault(fault) {
+                        if let Some(comm) = procfs::comm(tgid) {
+                            self.tiers.faults.set_comm(tgid, comm);
+                        }
+                        self.symbolizer.seen(tgid);
+                    }
+                    continue;
+                }
+                Event::Exit(process) => self.tiers.gone(process.header.tgid, &mut self.table),
+                Event::Exec(process) => {
+                    self.tiers.gone(process.header.tgid, &mut self.table);
+                    if !self.discovery_handle.exec(process.header.tgid) {
+                        self.exec_scans_dropped += 1;
+                    }
+                }
+                Event::Alloc(_) | Event::Free(_) => {}
             }
             match self.table.apply(event) {
                 Applied::Nothing => {}
@@ -196,7 +233,10 @@ impl State {
     fn schedule_tick(&mut self) {
         let tick = self.next_tick;
         self.next_tick += 1;
-        let pids = self.table.pids();
+        let mut pids = self.table.pids();
+        pids.extend(self.tiers.faults.pids());
+        pids.sort_unstable();
+        pids.dedup();
         let requests = self.requests.clone();
         tokio::task::spawn_blocking(move || {
             let read_ns = procfs::monotonic_ns();
@@ -226,12 +266,16 @@ impl State {
             }
         }
         self.table.tick(tick, times);
+        let capacity = self.table.config().window_points();
+        let rule = self.table.config().verdict;
+        self.tiers.tick(samples, times.rss_ns, capacity, &rule, &mut self.table);
     }
 
     fn answer(&mut self, request: Request) {
         match request {
             Request::Attached(points) => {
                 self.oom.enabled = points.iter().any(|p| p.program == OOM_PROGRAM);
+                self.tiers.fault_enabled = points.iter().any(|p| p.program == FAULT_PROGRAM);
                 self.attach_points = points;
             }
             Request::Discovery { points, status, counters } => {
@@ -255,6 +299,30 @@ impl State {
                 let _ = reply.send(self.status());
             }
             Request::Metrics(limits, reply) => self.metrics(limits, reply),
+            Request::Trace(request, reply) => self.tiers.trace(&request, &mut self.table, self.clock, reply),
+            Request::Tier1Attached { pid, result } => self.tiers.attached(pid, result, &mut self.table, self.clock),
+            Request::ProgramStats(stats) => self.tiers.budget(stats, &mut self.table),
+            Request::Untrace(pid, reply) => {
+                let _ = reply.send(self.tiers.untrace(pid, &mut self.table, self.clock));
+            }
+            Request::Faults(query, reply) => {
+                let (reports, stacks) = self.tiers.faults(&query, self.clock);
+                let symbolizer = self.symbolizer.clone();
+                let sample_interval_bytes = self.tiers.faults.interval();
+                tokio::spawn(async move {
+                    let mut frames = symbolizer.symbolize(stacks).await.into_iter();
+                    let processes = reports
+                        .into_iter()
+                        .map(|mut process| {
+                            for stack in &mut process.stacks {
+                                stack.frames = frames.next().unwrap_or_default();
+                            }
+                            process
+                        })
+                        .collect();
+                    let _ = reply.send(FaultsResponse { processes, sample_interval_bytes });
+                });
+            }
             Request::Top(query, reply) => {
                 let (mut reports, stacks) = query::stacks(&self.table, &query, self.clock, procfs::monotonic_ns());
                 for report in &mut reports {
@@ -288,12 +356,14 @@ impl State {
             .into_iter()
             .map(|r| StackRequest { pid: r.pid, addrs: r.addrs.into_iter().take(1).collect() })
             .collect();
+        let faults_query = FaultsQuery { limit: Some(limits.top_processes), stacks: Some(0), ..FaultsQuery::default() };
+        let (faults, _) = self.tiers.faults(&faults_query, self.clock);
         let symbolizer = self.symbolizer.clone();
         tokio::spawn(async move {
             let frames = symbolizer.symbolize(leaves).await;
             let stacks =
                 stacks.into_iter().zip(frames).map(|(report, frames)| StackReport { frames, ..report }).collect();
-            let _ = reply.send(MetricsSnapshot { status, processes, stacks });
+            let _ = reply.send(MetricsSnapshot { status, processes, stacks, faults });
         });
     }
 
@@ -313,7 +383,21 @@ impl State {
             .collect()
     }
 
+    fn tier_counters(&self) -> Vec<(&'static str, u64)> {
+        let faults = self.tiers.faults.counters();
+        vec![
+            ("fault_events", faults.events),
+            ("fault_processes_dropped", faults.dropped_processes),
+            ("fault_stacks_dropped", faults.dropped_stacks),
+            ("fault_processes_purged", faults.purged),
+            ("tier1_escalations_ended", self.tiers.tier1.ended().count() as u64),
+            ("tier1_attach_errors", self.tiers.attach_errors),
+            ("budget_actions", self.tiers.tier1.budget_actions),
+        ]
+    }
+
     fn status(&self) -> StatusResponse {
+        let (tier0, tier1, budget) = self.tiers.status(self.clock);
         let sizes = self.table.sizes();
         let table = self.table.counters();
         let limits = self.table.limits();
@@ -335,6 +419,7 @@ impl State {
         .into_iter()
         .chain(self.oom.counters())
         .chain([("discovery_exec_scans_dropped", self.exec_scans_dropped)])
+        .chain(self.tier_counters())
         .chain(self.unwind_stats.counters())
         .map(|(name, value)| (name.to_owned(), value))
         .chain(self.discovery_counters.iter().map(|(name, &value)| (name.clone(), value)))
@@ -366,10 +451,13 @@ impl State {
                 window_seconds: self.table.config().window_s,
                 verdict: self.table.config().verdict,
             },
-            features: BTreeMap::from([("oom".to_owned(), self.oom.enabled)]),
+            features: BTreeMap::from([("oom".to_owned(), self.oom.enabled), ("tier0".to_owned(), tier0.enabled)]),
             oom_kills_by_comm: self.oom.kills_by_comm().clone(),
             oom_report_dir: Some(self.oom.dir.display().to_string()),
             discovery: self.discovery.clone(),
+            tier0: Some(tier0),
+            tier1: Some(tier1),
+            budget: Some(budget),
             unwind: Some(UnwindSettings {
                 mode: if self.stack_copy_bytes == 0 { "fp" } else { "dwarf" }.to_owned(),
                 stack_copy_bytes: Some(u64::from(self.stack_copy_bytes)).filter(|&b| b > 0),

@@ -15,7 +15,7 @@ use prometheus_client::{
 
 use crate::{
     core::analysis::Verdict,
-    protocol::{ProcessReport, StackReport, StatusResponse},
+    protocol::{FaultProcessReport, ProcessReport, StackReport, StatusResponse},
 };
 
 /// Content type of the `OpenMetrics` exposition (what prometheus-client writes; see [`text`] for the other).
@@ -55,6 +55,8 @@ pub struct MetricsSnapshot {
     pub processes: Vec<ProcessReport>,
     /// The selected stacks; `frames` holds only the leaf frame (the allocator's caller), symbolized.
     pub stacks: Vec<StackReport>,
+    /// Tier 0: the processes with the most faulted-in bytes (`top_processes` at most), without their stacks.
+    pub faults: Vec<FaultProcessReport>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -175,6 +177,33 @@ fn process_gauges() -> Vec<RowGauge<ProcessReport>> {
     ]
 }
 
+fn fault_labels(p: &FaultProcessReport) -> ProcessLabels {
+    ProcessLabels { pid: p.pid, comm: p.comm.clone() }
+}
+
+fn fault_gauges() -> Vec<RowGauge<FaultProcessReport>> {
+    vec![
+        (
+            "leakprobe_process_faulted",
+            "Tier 0: estimated bytes of anonymous memory first touched by the process (sampled write faults)",
+            Some(Unit::Bytes),
+            |p| Some(float(p.fault_bytes)),
+        ),
+        (
+            "leakprobe_process_anon_growth",
+            "Tier 0: growth of anonymous memory (resident and swapped) over the analysis window",
+            Some(bytes_per_second()),
+            |p| Some(p.anon_growth.rate_bytes_per_second),
+        ),
+        ("leakprobe_process_anon_growing", "Tier 0: 1 when anonymous memory grows steadily, else 0", None, |p| {
+            Some(if p.growing { 1.0 } else { 0.0 })
+        }),
+        ("leakprobe_process_tier1", "1 when the process has tier-1 (malloc) probes, else 0", None, |p| {
+            Some(if p.tier1.is_some() { 1.0 } else { 0.0 })
+        }),
+    ]
+}
+
 fn stack_gauges() -> Vec<RowGauge<StackReport>> {
     vec![
         (
@@ -267,11 +296,54 @@ fn register_status(registry: &mut Registry, status: &StatusResponse) {
             None => counter(registry, &format!("leakprobe_daemon_{name}"), &help, value),
         }
     }
+    register_tiers(registry, status);
     let kills = Family::<CommLabels, Counter>::default();
     for (comm, &n) in &status.oom_kills_by_comm {
         kills.get_or_create(&CommLabels { comm: comm.clone() }).inc_by(n);
     }
     registry.register("leakprobe_oom_kills", "OOM kills seen since the daemon started, by the victim's name", kills);
+}
+
+fn register_tiers(registry: &mut Registry, status: &StatusResponse) {
+    if let Some(tier0) = &status.tier0 {
+        gauge(registry, "leakprobe_tier0_processes", "Processes tier 0 follows", None, float(tier0.processes));
+        gauge(
+            registry,
+            "leakprobe_tier0_growing_processes",
+            "Processes whose anonymous memory grows steadily",
+            None,
+            float(tier0.growing),
+        );
+    }
+    if let Some(tier1) = &status.tier1 {
+        gauge(
+            registry,
+            "leakprobe_tier1_escalated_processes",
+            "Processes with tier-1 (pid-scoped malloc) probes",
+            None,
+            float(tier1.escalated.len() as u64),
+        );
+    }
+    if let Some(budget) = &status.budget {
+        let parts = [
+            (
+                "leakprobe_cpu_uprobes",
+                "CPU of the uprobes (run time plus the estimated trap cost), in cores",
+                budget.uprobes_percent,
+            ),
+            (
+                "leakprobe_cpu_tracepoints",
+                "CPU of the tracepoint programs (tier 0, lifecycle), in cores",
+                budget.tracepoints_percent,
+            ),
+            ("leakprobe_cpu_daemon", "CPU of the daemon itself, in cores", budget.daemon_percent),
+            ("leakprobe_cpu_budget_process", "CPU budget per traced process, in cores", budget.process_percent),
+            ("leakprobe_cpu_budget_host", "CPU budget of the whole daemon, in cores", budget.host_percent),
+        ];
+        for (name, help, percent) in parts {
+            gauge(registry, name, help, Some(Unit::Other("ratio".to_owned())), percent / 100.0);
+        }
+    }
 }
 
 /// Help text of a `status` counter (without a final period: the encoder adds one).
@@ -294,6 +366,17 @@ fn counter_help(group: &str, name: &str) -> String {
         ("kernel", "stack_truncated") => "Stacks cut at the frame limit",
         ("kernel", "read_errors") => "posix_memalign out-pointers that could not be read",
         ("kernel", "oom_lost") => "OOM-kill events lost",
+        ("kernel", "faults") => "Write faults of user pages seen by tier 0",
+        ("kernel", "faults_sampled") => "Write faults sampled with their stack by tier 0",
+        ("kernel", "ringbuf_full_fault") => "Sampled fault events lost: ring buffer full",
+        ("kernel", "unsampled") => "Allocator calls not sampled (sampled mode)",
+        ("daemon", "fault_events") => "Sampled faults applied to tier 0's table",
+        ("daemon", "fault_processes_dropped") => "Sampled faults not attributed: tier 0's process limit reached",
+        ("daemon", "fault_stacks_dropped") => "Sampled faults not attributed: the per-process stack limit reached",
+        ("daemon", "fault_processes_purged") => "Processes tier 0 forgot on exit or exec",
+        ("daemon", "tier1_escalations_ended") => "Tier-1 escalations ended (kept in status, at most 32)",
+        ("daemon", "tier1_attach_errors") => "Tier-1 attaches that failed",
+        ("daemon", "budget_actions") => "CPU budget decisions: sampling intervals raised, probes detached",
         ("kernel", "stack_copy_errors") => "User stack copies that read nothing; allocation reported with its caller",
         ("kernel", "stack_copy_short") => "User stack copies cut short by the end of the stack",
         ("daemon", "stacks_fp") => "Allocation stacks walked by frame pointers in the kernel",
@@ -334,6 +417,7 @@ pub fn encode_snapshot(snapshot: &MetricsSnapshot) -> Result<String, std::fmt::E
     register_status(&mut registry, &snapshot.status);
     register_rows(&mut registry, process_gauges(), &snapshot.processes, process_labels);
     register_rows(&mut registry, stack_gauges(), &snapshot.stacks, stack_labels);
+    register_rows(&mut registry, fault_gauges(), &snapshot.faults, fault_labels);
     let mut text = String::new();
     encode(&mut text, &registry)?;
     Ok(text)

@@ -21,6 +21,9 @@ fn status() -> StatusResponse {
         features: BTreeMap::new(),
         oom_kills_by_comm: BTreeMap::from([("leaker".into(), 3)]),
         oom_report_dir: None,
+        tier0: None,
+        tier1: None,
+        budget: None,
         analysis: AnalysisSettings { interval_seconds: 5.0, window_seconds: 600.0, verdict: VerdictConfig::default() },
         discovery: DiscoveryStatus::default(),
         unwind: None,
@@ -70,7 +73,12 @@ fn snapshot() -> MetricsSnapshot {
         identity: ProcessIdentity::default(),
     };
     let anonymous = StackReport { stack_id: "00000000000000cd".into(), frames: Vec::new(), ..stack.clone() };
-    MetricsSnapshot { status: status(), processes: vec![process, without_rss], stacks: vec![stack, anonymous] }
+    MetricsSnapshot {
+        status: status(),
+        processes: vec![process, without_rss],
+        stacks: vec![stack, anonymous],
+        faults: Vec::new(),
+    }
 }
 
 #[test]
@@ -104,8 +112,78 @@ fn names_have_units_and_labels() {
 
 #[test]
 fn an_empty_snapshot_still_encodes() {
-    let text =
-        encode_snapshot(&MetricsSnapshot { status: status(), processes: Vec::new(), stacks: Vec::new() }).expect("ok");
+    let text = encode_snapshot(&MetricsSnapshot {
+        status: status(),
+        processes: Vec::new(),
+        stacks: Vec::new(),
+        faults: Vec::new(),
+    })
+    .expect("ok");
     assert!(text.contains("leakprobe_uptime_seconds 42.0"), "{text}");
     assert!(!text.contains("leakprobe_stack_live_bytes{"), "{text}");
+}
+
+#[test]
+fn tiers_and_the_budget_are_exported() {
+    use crate::protocol::{BudgetReport, EscalationReport, FaultProcessReport, GrowthReport, Tier0Status, Tier1Status};
+    let escalation = EscalationReport {
+        pid: 7,
+        comm: "leaker".into(),
+        trigger: "auto".into(),
+        reason: "grows".into(),
+        since_unix_ms: 1,
+        until_unix_ms: None,
+        mode: "full".into(),
+        sample_interval_bytes: None,
+        cpu_percent: 0.5,
+        calls: 10,
+    };
+    let mut status = status();
+    status.tier0 =
+        Some(Tier0Status { enabled: true, sample_interval_bytes: 262_144, processes: 3, stacks: 9, growing: 1 });
+    status.tier1 = Some(Tier1Status {
+        malloc_probes: "auto".into(),
+        max_processes: 8,
+        escalated: vec![escalation.clone()],
+        ended: Vec::new(),
+    });
+    status.budget = Some(BudgetReport {
+        process_percent: 1.0,
+        host_percent: 2.0,
+        bpf_stats: true,
+        uprobes_percent: 0.5,
+        tracepoints_percent: 0.25,
+        daemon_percent: 1.0,
+        trap_ns: 600.0,
+        programs: Vec::new(),
+        actions: Vec::new(),
+    });
+    let fault = FaultProcessReport {
+        pid: 7,
+        comm: "leaker".into(),
+        fault_bytes: 8192,
+        sampled_faults: 2,
+        rss_anon_bytes: Some(4096),
+        swap_bytes: Some(0),
+        anon_growth: GrowthReport { rate_bytes_per_second: 64.0, ..GrowthReport::default() },
+        growing: true,
+        tier1: Some(escalation),
+        stacks: Vec::new(),
+    };
+    let text =
+        encode_snapshot(&MetricsSnapshot { status, processes: Vec::new(), stacks: Vec::new(), faults: vec![fault] })
+            .expect("encodes");
+    for line in [
+        "leakprobe_tier0_processes 3.0",
+        "leakprobe_tier0_growing_processes 1.0",
+        "leakprobe_tier1_escalated_processes 1.0",
+        "leakprobe_cpu_uprobes_ratio 0.005",
+        "leakprobe_cpu_budget_host_ratio 0.02",
+        r#"leakprobe_process_faulted_bytes{pid="7",comm="leaker"} 8192.0"#,
+        r#"leakprobe_process_anon_growth_bytes_per_second{pid="7",comm="leaker"} 64.0"#,
+        r#"leakprobe_process_anon_growing{pid="7",comm="leaker"} 1.0"#,
+        r#"leakprobe_process_tier1{pid="7",comm="leaker"} 1.0"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
 }

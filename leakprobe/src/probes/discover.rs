@@ -5,8 +5,10 @@
 //! and one file mapped by a thousand processes is examined and probed once. A new file is opened through
 //! `/proc/PID/map_files/START-END` when its path does not lead to the same inode from the daemon's mount
 //! namespace (a container's root filesystem, a deleted or replaced file), read (memory-mapped: only the symbol
-//! tables are touched) and examined for an allocator ([`super::allocators`]); a provider gets its probes at
-//! once, system-wide. Every file's verdict is remembered while some process maps it, so a rescan reads only maps.
+//! tables are touched) and examined for an allocator ([`super::allocators`]); with `--malloc-probes all` a
+//! provider gets its probes at once, system-wide. Otherwise providers are only listed, and tier 1 attaches
+//! pid-scoped probes to the providers one process maps ([`Discovery::attach_pid`]). Every file's verdict is
+//! remembered while some process maps it, so a rescan reads only maps.
 //!
 //! Scans: one of every process at start-up; one of a process shortly after it calls `execve` (its libraries are
 //! mapped by then); and one of every process every rescan interval, which finds libraries loaded with `dlopen`
@@ -16,6 +18,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     fs,
+    num::NonZeroU32,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -117,7 +120,8 @@ struct Provider {
     /// The path shown in `status` and attach points.
     shown: PathBuf,
     symbols: allocators::AllocatorSymbols,
-    /// Its probes; `None` when attaching failed (`error` says why).
+    /// Its system-wide probes; `None` when attaching failed (`error` says why) or when probes are attached
+    /// per process (tier 1).
     attached: Option<AttachedFile>,
     error: Option<String>,
     /// Processes mapping it at the last full scan.
@@ -156,7 +160,10 @@ pub struct Discovery {
     totals: Totals,
     last_full: Option<ScanCost>,
     last_exec: Option<ScanCost>,
-    scope: Scope,
+    /// Providers get system-wide probes when found (`--malloc-probes all`).
+    system_wide: bool,
+    /// Tier 1's pid-scoped probes, by process.
+    scoped: HashMap<u32, Vec<AttachedFile>>,
 }
 
 /// Where a scan stands.
@@ -191,15 +198,17 @@ impl ScanState {
 }
 
 impl Discovery {
-    /// Discovery with `config`; `None` probes only the pinned files.
-    pub fn new(config: Option<DiscoveryConfig>) -> Self {
+    /// Discovery with `config`; `None` knows only the pinned files. `system_wide`: providers get their probes
+    /// in every process when found; otherwise only through [`Self::attach_pid`].
+    pub fn new(config: Option<DiscoveryConfig>, system_wide: bool) -> Self {
         Self {
             config,
             known: HashMap::new(),
             totals: Totals::default(),
             last_full: None,
             last_exec: None,
-            scope: Scope::AllProcesses,
+            system_wide,
+            scoped: HashMap::new(),
         }
     }
 
@@ -213,20 +222,19 @@ impl Discovery {
         self.config.as_ref().map(|c| c.rescan_interval)
     }
 
-    /// Probes the C library at `path` for as long as the daemon runs; it must define the malloc family.
+    /// Probes the C library at `path` for as long as the daemon runs (system-wide, or per process through
+    /// tier 1); it must define the malloc family.
     pub fn pin(&mut self, probes: &mut Probes, path: &Path) -> Result<(), ProbeError> {
         let meta = fs::metadata(path).map_err(|source| ProbeError::Io { path: path.to_path_buf(), source })?;
         let symbols = libc::resolve(path)?;
-        let attached = probes.attach_allocator(path, path, &symbols, self.scope)?;
-        self.totals.files_attached += 1;
-        let provider = Provider {
-            shown: path.to_path_buf(),
-            symbols,
-            attached: Some(attached),
-            error: None,
-            processes: 0,
-            pinned: true,
+        let attached = if self.system_wide {
+            self.totals.files_attached += 1;
+            Some(probes.attach_allocator(path, path, &symbols, Scope::AllProcesses)?)
+        } else {
+            None
         };
+        let provider =
+            Provider { shown: path.to_path_buf(), symbols, attached, error: None, processes: 0, pinned: true };
         self.known.insert(FileId::of(&meta), Known::Provider(Box::new(provider)));
         Ok(())
     }
@@ -349,7 +357,12 @@ impl Discovery {
                 return Some(Known::Nothing);
             }
         };
-        let (attached, error) = match probes.attach_allocator(&target, &shown, &symbols, self.scope) {
+        if !self.system_wide {
+            log::info!("discovery: {} ({}, {}) in pid {pid}", shown.display(), symbols.family.name(), mapping.file);
+            let provider = Provider { shown, symbols, attached: None, error: None, processes: 1, pinned: false };
+            return Some(Known::Provider(Box::new(provider)));
+        }
+        let (attached, error) = match probes.attach_allocator(&target, &shown, &symbols, Scope::AllProcesses) {
             Ok(attached) => {
                 log::info!(
                     "discovery: {} ({}, {}) in pid {pid}: {} probes",
@@ -385,6 +398,59 @@ impl Discovery {
         }
     }
 
+    /// Tier 1: attaches probes scoped to process `pid` to every allocator file it maps (examining the files
+    /// not seen before, unless discovery is off), and keeps them until [`Self::detach_pid`]. Attaching a
+    /// process twice is a no-op. On a failure nothing stays attached; the error says why.
+    pub fn attach_pid(&mut self, probes: &mut Probes, pid: u32) -> Result<(), String> {
+        if self.scoped.contains_key(&pid) {
+            return Ok(());
+        }
+        let nonzero = NonZeroU32::new(pid).ok_or_else(|| format!("pid {pid} cannot be traced"))?;
+        let text = fs::read_to_string(format!("/proc/{pid}/maps"))
+            .map_err(|err| format!("reading /proc/{pid}/maps: {err}"))?;
+        let mut files = Vec::new();
+        for mapping in exec_mappings(&text) {
+            if !self.known.contains_key(&mapping.file) {
+                let examine = self.config.as_ref().is_some_and(|config| {
+                    !mapping.path.starts_with(MEMFD_PREFIX)
+                        && !config.exclude.iter().any(|prefix| mapping.path.starts_with(prefix.as_str()))
+                });
+                if examine && let Some(known) = self.examine(probes, pid, &mapping) {
+                    self.known.insert(mapping.file, known);
+                }
+            }
+            let Some(Known::Provider(provider)) = self.known.get(&mapping.file) else { continue };
+            if provider.error.is_some() {
+                continue;
+            }
+            let (target, shown) = open_path(pid, &mapping);
+            match probes.attach_allocator(&target, &shown, &provider.symbols, Scope::Pid(nonzero)) {
+                Ok(attached) => files.push(attached),
+                Err(err) => {
+                    for attached in files {
+                        probes.detach_allocator(attached);
+                    }
+                    return Err(format!("{:#}", anyhow::Error::new(err)));
+                }
+            }
+        }
+        if files.is_empty() {
+            return Err(format!("process {pid} maps no allocator leakprobe probes"));
+        }
+        log::debug!("tier 1: pid {pid}: probes on {} allocator files", files.len());
+        self.scoped.insert(pid, files);
+        Ok(())
+    }
+
+    /// Tier 1: takes the probes of process `pid` off; `false` when it had none.
+    pub fn detach_pid(&mut self, probes: &mut Probes, pid: u32) -> bool {
+        let Some(files) = self.scoped.remove(&pid) else { return false };
+        for attached in files {
+            probes.detach_allocator(attached);
+        }
+        true
+    }
+
     /// Every attached allocator probe.
     pub fn attach_points(&self) -> Vec<AttachPoint> {
         let mut providers: Vec<&Provider> = self.providers().map(|(_, p)| p).collect();
@@ -407,7 +473,7 @@ impl Discovery {
                 path: p.shown.display().to_string(),
                 file: id.to_string(),
                 family: p.symbols.family.name().to_owned(),
-                supported: p.attached.is_some(),
+                supported: p.error.is_none(),
                 probes: p.attached.as_ref().map_or(0, |a| a.points.len() as u64),
                 processes: p.processes,
                 pinned: p.pinned,

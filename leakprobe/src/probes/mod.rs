@@ -20,22 +20,23 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         ProgramError, TracePoint, UProbe,
         uprobe::{UProbeLinkId, UProbeScope},
     },
 };
 use leakprobe_common::{
-    ALLOC_EXIT_PROGRAM, ALLOC_SESSION_PROGRAM, AllocFn, EXEC_PROGRAM, EXIT_PROGRAM, FREE_PROGRAM, LiveKey, NO_FIELD,
-    OOM_PROGRAM, OomFields, globals, maps,
+    ALLOC_EXIT_PROGRAM, ALLOC_SESSION_PROGRAM, AllocFn, EXEC_PROGRAM, EXIT_PROGRAM, FAULT_PROGRAM, FREE_PROGRAM,
+    FaultFields, LiveKey, NO_FIELD, OOM_PROGRAM, OomFields, globals, maps,
 };
+use serde::{Deserialize, Serialize};
 
 use self::{
     allocators::{AllocatorSymbols, EntryKind},
     session::{ReturnProbes, SessionError, SessionProgram},
 };
-use crate::protocol::AttachPoint;
+use crate::protocol::{AttachPoint, ProgramStats};
 
 /// The eBPF object, built by `build.rs` and embedded in the binary.
 pub(crate) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/leakprobe"));
@@ -69,6 +70,8 @@ pub enum ProbeError {
     Map { name: &'static str, source: aya::maps::MapError },
     #[error("program `{program}`")]
     Program { program: &'static str, source: ProgramError },
+    #[error("pid {0} cannot be traced")]
+    BadPid(u32),
     #[error("attaching `{program}` to {target}")]
     Attach { program: &'static str, target: String, source: ProgramError },
     #[error("session uprobes (--return-probes session)")]
@@ -91,6 +94,10 @@ pub struct ProbeConfig {
     pub sample_interval: u64,
     /// How the allocating functions' returns are probed.
     pub return_probes: ReturnProbes,
+    /// Where the malloc-family probes go.
+    pub malloc_probes: MallocProbes,
+    /// Mean bytes of faulting pages between two sampled faults (tier 0).
+    pub fault_sample_interval: u64,
     /// Bytes of user stack copied per reported allocation for unwinding in the daemon; 0: the kernel walks
     /// frame pointers instead.
     pub stack_copy_bytes: u32,
@@ -98,11 +105,41 @@ pub struct ProbeConfig {
     pub pid: Option<u32>,
 }
 
+/// Where the malloc-family uprobes are attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum MallocProbes {
+    /// On every allocator file discovery finds, in every process mapping it, now or later: every allocator
+    /// call of the host traps.
+    All,
+    /// Only in processes whose anonymous memory grows steadily (escalated from tier 0) or that are traced on
+    /// request (`leakprobe trace`): pid-scoped uprobes, no trap in any other process.
+    #[default]
+    Auto,
+    /// Nowhere, except processes traced on request.
+    Off,
+}
+
+impl MallocProbes {
+    /// The name as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Auto => "auto",
+            Self::Off => "off",
+        }
+    }
+}
+
 /// The maps the daemon reads.
 pub struct Maps {
     pub events: RingBuf<MapData>,
     pub live: HashMap<MapData, LiveKey, u64>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Per-process sampling intervals of tier 1 (overriding the global one).
+    pub pid_sample_interval: HashMap<MapData, u32, u64>,
+    /// Allocator calls per process that reached a probe.
+    pub pid_calls: PerCpuHashMap<MapData, u32, u64>,
 }
 
 /// Which processes an allocator probe fires for.
@@ -150,6 +187,10 @@ pub struct Probes {
     oom: bool,
     /// The session program, when the returns use session uprobes; `None`: plain uretprobes.
     session: Option<SessionProgram>,
+    /// The tier-0 fault program is loaded (and, after attach, attached).
+    fault: bool,
+    /// Where the malloc-family probes go (discovery reads it).
+    malloc_scope: MallocProbes,
 }
 
 impl Probes {
@@ -163,6 +204,16 @@ impl Probes {
             Err(err) => {
                 log::warn!(
                     "no OOM reports: the kernel has no oom/mark_victim tracepoint ({:#})",
+                    anyhow::Error::new(err)
+                );
+                None
+            }
+        };
+        let fault_fields = match preflight::read_format(&config.sys.tracefs, "exceptions", "page_fault_user") {
+            Ok(format) => fault_fields(&format),
+            Err(err) => {
+                log::warn!(
+                    "no tier 0: the kernel has no exceptions/page_fault_user tracepoint ({:#})",
                     anyhow::Error::new(err)
                 );
                 None
@@ -185,6 +236,8 @@ impl Probes {
             .override_global(globals::EXP_TABLE, &exp_table[..], true)
             .override_global(globals::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
             .override_global(globals::OOM_FIELDS, &oom_fields.unwrap_or(OomFields::NONE), true)
+            .override_global(globals::FAULT_FIELDS, &fault_fields.unwrap_or(FaultFields::NONE), true)
+            .override_global(globals::FAULT_SAMPLE_INTERVAL, &config.fault_sample_interval.max(1), true)
             .override_global(globals::STACK_COPY_BYTES, &config.stack_copy_bytes, true)
             .override_global(globals::TRACED_TGID, &config.pid.unwrap_or(0), true)
             .map_max_entries(maps::LIVE, config.max_live_allocations)
@@ -204,6 +257,8 @@ impl Probes {
             events: take_map(&mut ebpf, maps::EVENTS)?,
             live: take_map(&mut ebpf, maps::LIVE)?,
             counters: take_map(&mut ebpf, maps::COUNTERS)?,
+            pid_sample_interval: take_map(&mut ebpf, maps::PID_SAMPLE_INTERVAL)?,
+            pid_calls: take_map(&mut ebpf, maps::PID_CALLS)?,
         };
         let mut programs: Vec<&'static str> = Vec::new();
         if session.is_none() {
@@ -223,11 +278,36 @@ impl Probes {
                 .load()
                 .map_err(|err| log::warn!("no OOM reports: loading `{OOM_PROGRAM}` failed: {err}"))
                 .is_ok();
-        Ok((Self { ebpf, tracepoints: Vec::new(), oom, session }, maps))
+        let fault = fault_fields.is_some()
+            && tracepoint(&mut ebpf, FAULT_PROGRAM)?
+                .load()
+                .map_err(|err| log::warn!("no tier 0: loading `{FAULT_PROGRAM}` failed: {err}"))
+                .is_ok();
+        let probes = Self { ebpf, tracepoints: Vec::new(), oom, session, fault, malloc_scope: config.malloc_probes };
+        Ok((probes, maps))
     }
 
-    /// Attaches the process lifecycle tracepoints (and the OOM one). Call once, before any allocator.
+    /// Run-time statistics of every loaded program (counted while BPF run-time statistics are enabled).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some(ProgramStats {
+                    program: name.to_owned(),
+                    run_count: info.run_count(),
+                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                })
+            })
+            .collect()
+    }
+
+    /// Attaches the process lifecycle tracepoints (and the OOM and tier-0 ones). Call once, before any
+    /// allocator.
     pub fn attach_tracepoints(&mut self) -> Result<(), ProbeError> {
+        if self.fault {
+            self.attach_fault()?;
+        }
         for (program, name) in [(EXIT_PROGRAM, "sched_process_exit"), (EXEC_PROGRAM, "sched_process_exec")] {
             tracepoint(&mut self.ebpf, program)?.attach("sched", name).map_err(|source| ProbeError::Attach {
                 program,
@@ -346,6 +426,35 @@ impl Probes {
         if self.session.is_some() { "session" } else { "plain" }
     }
 
+    /// Attaches the tier-0 fault program; a failure only turns tier 0 off.
+    fn attach_fault(&mut self) -> Result<(), ProbeError> {
+        if let Err(err) = tracepoint(&mut self.ebpf, FAULT_PROGRAM)?.attach("exceptions", "page_fault_user") {
+            log::warn!("no tier 0: attaching `{FAULT_PROGRAM}` to exceptions/page_fault_user failed: {err}");
+            self.fault = false;
+            return Ok(());
+        }
+        self.tracepoints.push(AttachPoint {
+            kind: "tracepoint".into(),
+            target: "exceptions/page_fault_user".into(),
+            path: None,
+            offset: None,
+            program: FAULT_PROGRAM.into(),
+            site: None,
+            emulated: None,
+        });
+        Ok(())
+    }
+
+    /// Whether tier 0 runs (the fault tracepoint exists and its program is attached).
+    pub fn fault_enabled(&self) -> bool {
+        self.fault
+    }
+
+    /// Where the malloc-family probes go.
+    pub fn malloc_probes(&self) -> MallocProbes {
+        self.malloc_scope
+    }
+
     /// Whether OOM kills are reported (the tracepoint exists and its program is attached).
     pub fn oom_enabled(&self) -> bool {
         self.oom
@@ -370,6 +479,16 @@ fn attach_point(kind: &str, program: &str, path: &Path, resolved: &allocators::R
         site: Some(format!("+{} {}", resolved.site.offset, resolved.site.instruction)),
         emulated: Some(resolved.site.emulated),
     }
+}
+
+/// Offsets of the fields the fault program reads, `None` when the record lacks one or its size is not 8.
+fn fault_fields(format: &str) -> Option<FaultFields> {
+    let offset = |name: &str| preflight::field(format, name).filter(|f| f.size == 8).map(|f| f.offset);
+    if let (Some(address), Some(error_code)) = (offset("address"), offset("error_code")) {
+        return Some(FaultFields { address, error_code });
+    }
+    log::warn!("no tier 0: exceptions/page_fault_user has no 8-byte `address` and `error_code` fields");
+    None
 }
 
 fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(

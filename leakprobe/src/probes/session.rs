@@ -186,6 +186,7 @@ fn map_data(map: &aya::maps::Map) -> Option<&aya::maps::MapData> {
         | Map::LruHashMap(data)
         | Map::PerCpuArray(data)
         | Map::PerCpuHashMap(data)
+        | Map::PerCpuLruHashMap(data)
         | Map::RingBuf(data)
         | Map::StackTraceMap(data) => Some(data),
         _ => None,

@@ -21,14 +21,22 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `leakprobe run --mode MODE ARGS...` and waits until its socket answers (which means its probes
-    /// are attached). `name` names its socket, state directory and log.
+    /// Starts `leakprobe run --mode MODE --malloc-probes all ARGS...` (every process probed, as the heap
+    /// benchmarks need) and waits until its socket answers (which means its probes are attached). `name` names
+    /// its socket, state directory and log.
     pub fn start(binary: &Path, dir: &Path, name: &str, mode: &str, args: &[&str]) -> Result<Self> {
+        let mut all = vec!["--mode", mode, "--malloc-probes", "all"];
+        all.extend_from_slice(args);
+        Self::start_with(binary, dir, name, &all)
+    }
+
+    /// Starts `leakprobe run ARGS` (files named after `name`) and waits until its socket answers.
+    pub fn start_with(binary: &Path, dir: &Path, name: &str, args: &[&str]) -> Result<Self> {
         let socket = dir.join(format!("leakprobe-{name}.sock"));
         let state = dir.join(format!("state-{name}"));
         let log = dir.join(format!("leakprobe-{name}.log"));
         let child = Command::new(binary)
-            .args(["run", "--mode", mode])
+            .arg("run")
             .args(args)
             .arg("--socket")
             .arg(&socket)
@@ -43,13 +51,13 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_mins(1);
         loop {
             if let Some(status) = daemon.child.try_wait()? {
-                bail!("leakprobe run --mode {mode} exited ({status}): {}", daemon.log_tail());
+                bail!("leakprobe run ({name}) exited ({status}): {}", daemon.log_tail());
             }
             if daemon.status().is_ok() {
                 return Ok(daemon);
             }
             if Instant::now() > deadline {
-                bail!("leakprobe run --mode {mode} did not answer in a minute: {}", daemon.log_tail());
+                bail!("leakprobe run ({name}) did not answer in a minute: {}", daemon.log_tail());
             }
             thread::sleep(Duration::from_millis(100));
         }

@@ -143,6 +143,35 @@ pub fn print(timings: &[Timing], ingest: &[Ingest], usages: &[DaemonUse], sites:
     }
 }
 
+/// ns per page fault of one configuration: one vector of runs per thread count, or why it could not run.
+pub type PageTimes = Result<Vec<Vec<f64>>, String>;
+
+/// The page-fault table: ns per fault with nothing attached and with tier 0, and the difference.
+pub fn print_pages(pages: &[(&str, PageTimes)], runs: usize) {
+    println!("\nns per page fault (a write to a fresh anonymous page), median of {runs} runs\n");
+    let mut t = table(&["CONFIG", "1 THREAD", "2 THREADS", "OVERHEAD 1T", "OVERHEAD 2T", "SPREAD 1T/2T"]);
+    let base: Option<Vec<f64>> =
+        pages.first().and_then(|(_, r)| r.as_ref().ok()).map(|t| t.iter().map(|r| median(r)).collect());
+    for (label, result) in pages {
+        let mut row = vec![(*label).to_owned()];
+        match result {
+            Err(err) => row.push(format!("did not run: {err}")),
+            Ok(times) => {
+                let medians: Vec<f64> = times.iter().map(|r| median(r)).collect();
+                row.extend(medians.iter().map(|m| format!("{m:.0}")));
+                for (i, m) in medians.iter().enumerate() {
+                    row.push(base.as_ref().map_or("-".into(), |b| format!("{:+.0}", m - b[i])));
+                }
+                row.push(times.iter().map(|r| format!("{:.0}%", spread(r))).collect::<Vec<_>>().join("/"));
+            }
+        }
+        t.add_row(row);
+    }
+    println!("{t}");
+    println!("(tier 0 per malloc+free pair is the `leakprobe tier 0 (auto)` row of the first table: target within");
+    println!(" the spread of `nothing attached`)");
+}
+
 /// One `ours / theirs <= limit` target line, with the overheads compared.
 fn check(what: &str, overheads: Option<(f64, f64, f64)>) {
     match overheads {

@@ -205,6 +205,8 @@ pub struct Table {
     config: AnalysisConfig,
     ticks: TickLog,
     counters: TableCounters,
+    /// Sampling intervals of processes traced with their own (tier 1), overriding `config.sample_interval`.
+    intervals: HashMap<u32, u64>,
 }
 
 /// A `comm` field as text, up to its first NUL.
@@ -224,7 +226,22 @@ impl Table {
             config,
             ticks: TickLog::default(),
             counters: TableCounters::default(),
+            intervals: HashMap::default(),
         }
+    }
+
+    /// Sets the sampling interval of one process's allocations (tier 1; 0: every allocation), or back to the
+    /// daemon's with `None`.
+    pub fn set_interval(&mut self, tgid: u32, interval: Option<u64>) {
+        match interval {
+            Some(interval) => self.intervals.insert(tgid, interval),
+            None => self.intervals.remove(&tgid),
+        };
+    }
+
+    /// The sampling interval of `tgid`'s allocations.
+    pub fn interval(&self, tgid: u32) -> u64 {
+        self.intervals.get(&tgid).copied().unwrap_or(self.config.sample_interval)
     }
 
     /// Applies one kernel event.
@@ -237,8 +254,9 @@ impl Table {
                 Applied::Nothing
             }
             Event::Exit(exit) | Event::Exec(exit) => self.purge(exit.header.tgid, exit.header.ts_ns),
-            // The table is unchanged: the caller snapshots the victim, whose exit comes later.
-            Event::Oom(_) => Applied::Nothing,
+            // The table is unchanged: the caller snapshots an OOM victim, whose exit comes later; faults are tier
+            // 0's, for the fault table.
+            Event::Oom(_) | Event::Fault(_) => Applied::Nothing,
         }
     }
 
@@ -296,7 +314,7 @@ impl Table {
                 analysis: Analysis::default(),
             }),
         };
-        let (bytes, count) = match self.config.sample_interval {
+        let (bytes, count) = match self.intervals.get(&tgid).copied().unwrap_or(self.config.sample_interval) {
             0 => (event.size, 1),
             interval => sampling::weigh(event.size, interval)(event.addr ^ event.header.ts_ns),
         };
@@ -340,6 +358,7 @@ impl Table {
     }
 
     fn purge(&mut self, tgid: u32, before_ns: u64) -> Applied {
+        self.intervals.remove(&tgid);
         let Some(process) = self.procs.remove(&tgid) else {
             return Applied::Nothing;
         };

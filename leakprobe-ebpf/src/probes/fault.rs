@@ -1,0 +1,81 @@
+//! Tier 0: write faults of user pages, on `exceptions/page_fault_user`.
+//!
+//! Every write fault is counted; a Poisson sample over faulting bytes (each fault one base page) is reported
+//! with the user stack that touched the page. The cost is one short program run per fault (memory growth), and
+//! a stack capture only per sampled fault: nothing per `malloc`.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::BPF_F_USER_STACK,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_stack},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use leakprobe_common::{
+    Countdown, Counter, EventHeader, EventKind, FAULT_FLAG_STACK_ERROR, FAULT_FLAG_STACK_TRUNCATED, FAULT_PAGE_BYTES,
+    FaultEvent, MAX_FRAMES, NO_FIELD, PF_INSTR, PF_WRITE,
+};
+
+use crate::maps::{EVENTS, count, fault_fields, fault_interval, now_ns, sample, traced};
+
+#[tracepoint]
+pub fn page_fault_user(ctx: TracePointContext) -> u32 {
+    let _ = try_page_fault_user(&ctx);
+    0
+}
+
+fn try_page_fault_user(ctx: &TracePointContext) -> Result<(), ()> {
+    let fields = fault_fields();
+    if fields.error_code == NO_FIELD || fields.address == NO_FIELD {
+        return Err(());
+    }
+    // SAFETY: reads the record through the helper at an offset the loader read from the format file.
+    let error_code = unsafe { ctx.read_at::<u64>(fields.error_code as usize) }.map_err(|_| ())?;
+    if error_code & PF_WRITE == 0 || error_code & PF_INSTR != 0 {
+        return Ok(());
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !traced(tgid) {
+        return Ok(());
+    }
+    count(Counter::Faults);
+    if !sample(Countdown::Fault, fault_interval(), FAULT_PAGE_BYTES) {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let addr = unsafe { ctx.read_at::<u64>(fields.address as usize) }.map_err(|_| ())?;
+    let Some(mut entry) = EVENTS.reserve::<FaultEvent>(0) else {
+        count(Counter::RingBufFullFault);
+        return Err(());
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` points to reserved ring-buffer memory the size of a `FaultEvent`; every field the consumer
+    // reads is written below (frames beyond `nframes` are not read).
+    unsafe {
+        (*event).header =
+            EventHeader { kind: EventKind::Fault as u32, pad: 0, ts_ns: now_ns(), tgid, tid: pid_tgid as u32 };
+        (*event).addr = addr;
+        (*event).error_code = error_code;
+        (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        let frames = (&raw mut (*event).frames).cast::<core::ffi::c_void>();
+        let bytes = bpf_get_stack(ctx.as_ptr(), frames, (MAX_FRAMES * 8) as u32, u64::from(BPF_F_USER_STACK));
+        let mut flags = 0;
+        let nframes = if let Ok(bytes) = u32::try_from(bytes) {
+            bytes / 8
+        } else {
+            count(Counter::StackErrors);
+            flags |= FAULT_FLAG_STACK_ERROR;
+            0
+        };
+        if nframes as usize >= MAX_FRAMES {
+            count(Counter::StackTruncated);
+            flags |= FAULT_FLAG_STACK_TRUNCATED;
+        }
+        (*event).nframes = nframes;
+        (*event).flags = flags;
+    }
+    entry.submit(0);
+    count(Counter::FaultsSampled);
+    Ok(())
+}

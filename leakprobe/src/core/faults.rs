@@ -1,0 +1,338 @@
+//! Tier 0: growth of anonymous memory attributed to the user stacks that first touched it.
+//!
+//! Pure: fed sampled write-fault events (see `leakprobe_common::FaultEvent`) and per-tick samples of each
+//! process's anonymous memory. The kernel samples faults as a Poisson process over faulting bytes (each fault one
+//! base page) with mean interval `R`; each sampled fault stands for `page / p` bytes, `p = 1 - exp(-page / R)`,
+//! so the bytes per stack are unbiased estimates of the bytes faulted in from it (Horvitz-Thompson).
+//!
+//! A process is *growing* when its anonymous memory (resident + swapped) grows steadily over the window: the
+//! least-squares slope is at least `min_growth_rate`, R² at least `min_r2`, it never fell back by more than
+//! `max_leak_drawdown`, and the recent part still grows (the heap verdict's rule without the age condition,
+//! which needs allocations). Growing processes are tier 1's candidates.
+
+use std::collections::{HashMap, VecDeque};
+
+use leakprobe_common::{FAULT_FLAG_STACK_TRUNCATED, FAULT_PAGE_BYTES, FaultEvent};
+
+use super::{
+    analysis::{self, Growth, Sample, VerdictConfig},
+    sampling,
+    stacks::{StackId, StackStore},
+    table::comm_str,
+};
+
+/// Limits of the fault table.
+#[derive(Clone, Copy, Debug)]
+pub struct FaultLimits {
+    /// The most processes followed (further ones are counted in `dropped_processes`).
+    pub max_processes: usize,
+    /// The most distinct fault stacks stored (further ones go to the overflow stack).
+    pub max_stacks: usize,
+    /// The most stacks kept per process (further ones are counted in `dropped_stacks`).
+    pub max_stacks_per_process: usize,
+}
+
+impl Default for FaultLimits {
+    fn default() -> Self {
+        Self { max_processes: 4096, max_stacks: 16_384, max_stacks_per_process: 256 }
+    }
+}
+
+/// Faults attributed to one stack of one process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultStats {
+    /// Estimated bytes faulted in from this stack.
+    pub bytes: u64,
+    /// Sampled faults.
+    pub samples: u64,
+    /// Monotonic ns of the first and latest sampled fault.
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+/// The anonymous memory (resident + swap) of a process at a tick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AnonSample {
+    pub anon: u64,
+    pub swap: u64,
+}
+
+#[derive(Debug, Default)]
+struct FaultProcess {
+    comm: String,
+    stacks: HashMap<StackId, FaultStats>,
+    totals: FaultStats,
+    /// (seconds, anonymous bytes) at each tick, oldest first.
+    anon: VecDeque<Sample>,
+    latest: Option<AnonSample>,
+    growth: Growth,
+    growing: bool,
+}
+
+/// Counters of the fault table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounters {
+    /// Sampled fault events applied.
+    pub events: u64,
+    /// Fault events of processes beyond `max_processes`: not attributed.
+    pub dropped_processes: u64,
+    /// Fault events of new stacks beyond `max_stacks_per_process`: not attributed.
+    pub dropped_stacks: u64,
+    /// Processes forgotten on exit or exec.
+    pub purged: u64,
+}
+
+/// One process as queries see it.
+#[derive(Debug)]
+pub struct FaultProcessRow<'a> {
+    pub tgid: u32,
+    pub comm: &'a str,
+    pub totals: FaultStats,
+    pub latest: Option<AnonSample>,
+    pub growth: Growth,
+    pub growing: bool,
+    /// Points in the anonymous-memory series.
+    pub points: usize,
+}
+
+/// One stack of one process as queries see it.
+#[derive(Debug)]
+pub struct FaultStackRow<'a> {
+    pub frames: &'a [u64],
+    pub truncated: bool,
+    pub stack_hash: u64,
+    pub stats: FaultStats,
+}
+
+/// Sampled faults per process and stack, and each process's anonymous-memory growth.
+#[derive(Debug)]
+pub struct FaultTable {
+    procs: HashMap<u32, FaultProcess>,
+    stacks: StackStore,
+    limits: FaultLimits,
+    /// Mean bytes between sampled faults.
+    interval: u64,
+    counters: FaultCounters,
+}
+
+impl FaultTable {
+    pub fn new(limits: FaultLimits, interval: u64) -> Self {
+        Self {
+            procs: HashMap::new(),
+            stacks: StackStore::new(limits.max_stacks),
+            limits,
+            interval: interval.max(1),
+            counters: FaultCounters::default(),
+        }
+    }
+
+    /// The sampling interval, in bytes.
+    pub fn interval(&self) -> u64 {
+        self.interval
+    }
+
+    /// Applies one sampled fault; true when it is the first of its process.
+    pub fn apply(&mut self, event: &FaultEvent) -> bool {
+        self.counters.events += 1;
+        let tgid = event.header.tgid;
+        let is_new = !self.procs.contains_key(&tgid);
+        if is_new {
+            if self.procs.len() >= self.limits.max_processes {
+                self.counters.dropped_processes += 1;
+                return false;
+            }
+            self.procs.insert(tgid, FaultProcess { comm: comm_str(&event.comm), ..FaultProcess::default() });
+        }
+        let frames = &event.frames[..(event.nframes as usize).min(event.frames.len())];
+        let truncated = event.flags & FAULT_FLAG_STACK_TRUNCATED != 0;
+        let (bytes, _) = sampling::weigh(FAULT_PAGE_BYTES, self.interval)(event.addr ^ event.header.ts_ns);
+        let ts = event.header.ts_ns;
+        let Some(process) = self.procs.get_mut(&tgid) else { return is_new };
+        let stack = self.stacks.intern(frames, truncated);
+        if process.stacks.contains_key(&stack) {
+            self.stacks.release(stack);
+        } else if process.stacks.len() >= self.limits.max_stacks_per_process {
+            self.stacks.release(stack);
+            self.counters.dropped_stacks += 1;
+            return is_new;
+        }
+        let stats = process.stacks.entry(stack).or_insert(FaultStats { first_ns: ts, ..FaultStats::default() });
+        for stats in [stats, &mut process.totals] {
+            stats.bytes += bytes;
+            stats.samples += 1;
+            stats.last_ns = ts;
+            if stats.first_ns == 0 {
+                stats.first_ns = ts;
+            }
+        }
+        is_new
+    }
+
+    /// Forgets a process (exit, exec).
+    pub fn purge(&mut self, tgid: u32) {
+        if let Some(process) = self.procs.remove(&tgid) {
+            self.counters.purged += 1;
+            for stack in process.stacks.keys() {
+                self.stacks.release(*stack);
+            }
+        }
+    }
+
+    /// Sets the name of a process (from `/proc/PID/comm`).
+    pub fn set_comm(&mut self, tgid: u32, comm: String) {
+        if let Some(process) = self.procs.get_mut(&tgid) {
+            process.comm = comm;
+        }
+    }
+
+    /// Every followed process.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.keys().copied().collect()
+    }
+
+    /// Records a process's anonymous memory at `t_s` seconds (monotonic), keeping `capacity` points, and
+    /// recomputes its growth and whether it is growing.
+    pub fn record_anon(&mut self, tgid: u32, t_s: f64, sample: AnonSample, capacity: usize, rule: &VerdictConfig) {
+        let Some(process) = self.procs.get_mut(&tgid) else { return };
+        process.latest = Some(sample);
+        #[expect(clippy::cast_precision_loss, reason = "byte counts fit f64 closely enough")]
+        process.anon.push_back((t_s, (sample.anon + sample.swap) as f64));
+        while process.anon.len() > capacity.max(2) {
+            process.anon.pop_front();
+        }
+        let samples: Vec<Sample> = process.anon.iter().copied().collect();
+        process.growth = analysis::growth(&samples, rule);
+        process.growing = steady(samples.len(), &process.growth, rule);
+    }
+
+    /// Processes, optionally only one, unordered.
+    pub fn processes(&self, pid: Option<u32>) -> impl Iterator<Item = FaultProcessRow<'_>> {
+        self.procs.iter().filter(move |(tgid, _)| pid.is_none_or(|p| p == **tgid)).map(|(tgid, p)| FaultProcessRow {
+            tgid: *tgid,
+            comm: &p.comm,
+            totals: p.totals,
+            latest: p.latest,
+            growth: p.growth,
+            growing: p.growing,
+            points: p.anon.len(),
+        })
+    }
+
+    /// The stacks of one process, most bytes first, at most `limit`.
+    pub fn stacks_of(&self, tgid: u32, limit: usize) -> Vec<FaultStackRow<'_>> {
+        let Some(process) = self.procs.get(&tgid) else { return Vec::new() };
+        let mut rows: Vec<FaultStackRow<'_>> = process
+            .stacks
+            .iter()
+            .map(|(stack, stats)| FaultStackRow {
+                frames: self.stacks.frames(*stack),
+                truncated: self.stacks.truncated(*stack),
+                stack_hash: self.stacks.hash(*stack),
+                stats: *stats,
+            })
+            .collect();
+        rows.sort_by(|a, b| b.stats.bytes.cmp(&a.stats.bytes).then(a.stack_hash.cmp(&b.stack_hash)));
+        rows.truncate(limit);
+        rows
+    }
+
+    /// Processes followed and distinct stacks stored.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.procs.len(), self.stacks.len())
+    }
+
+    pub fn counters(&self) -> FaultCounters {
+        self.counters
+    }
+}
+
+/// The growth rule of tier 0 (see the module documentation).
+pub fn steady(points: usize, growth: &Growth, rule: &VerdictConfig) -> bool {
+    points >= rule.min_points
+        && growth.rate >= rule.min_growth_rate
+        && growth.r2 >= rule.min_r2
+        && growth.drawdown <= rule.max_leak_drawdown
+        && growth.recent_rate >= rule.min_recent_ratio * growth.rate
+}
+
+#[cfg(test)]
+mod tests {
+    use leakprobe_common::{EventHeader, EventKind, MAX_FRAMES};
+
+    use super::*;
+
+    fn fault(tgid: u32, ts_ns: u64, frames: &[u64]) -> FaultEvent {
+        let mut all = [0u64; MAX_FRAMES];
+        all[..frames.len()].copy_from_slice(frames);
+        FaultEvent {
+            header: EventHeader { kind: EventKind::Fault as u32, pad: 0, ts_ns, tgid, tid: tgid },
+            addr: ts_ns << 12,
+            error_code: 6,
+            nframes: u32::try_from(frames.len()).expect("few frames"),
+            flags: 0,
+            comm: *b"golike\0\0\0\0\0\0\0\0\0\0",
+            frames: all,
+        }
+    }
+
+    #[test]
+    fn every_fault_counts_one_page_when_every_fault_is_sampled() {
+        // An interval far below a page: p = 1 - e^-4096 = 1, each sample one page.
+        let mut table = FaultTable::new(FaultLimits::default(), 1);
+        assert!(table.apply(&fault(7, 1, &[0x10, 0x20])));
+        assert!(!table.apply(&fault(7, 2, &[0x10, 0x20])));
+        table.apply(&fault(7, 3, &[0x30]));
+        let stacks = table.stacks_of(7, 10);
+        assert_eq!(stacks.len(), 2);
+        assert_eq!(stacks[0].frames, &[0x10, 0x20]);
+        assert_eq!(stacks[0].stats.bytes, 2 * FAULT_PAGE_BYTES);
+        assert_eq!(stacks[0].stats.samples, 2);
+        assert_eq!((stacks[0].stats.first_ns, stacks[0].stats.last_ns), (1, 2));
+        let row = table.processes(Some(7)).next().expect("process 7");
+        assert_eq!(row.totals.bytes, 3 * FAULT_PAGE_BYTES);
+        assert_eq!(row.comm, "golike");
+        table.purge(7);
+        assert_eq!(table.sizes(), (0, 0));
+    }
+
+    #[test]
+    #[expect(clippy::cast_precision_loss, reason = "small byte counts")]
+    fn sampled_faults_weigh_their_inverse_probability() {
+        let mut table = FaultTable::new(FaultLimits::default(), 64 << 10);
+        table.apply(&fault(1, 5, &[0x10]));
+        let expected = FAULT_PAGE_BYTES as f64 / sampling::probability(FAULT_PAGE_BYTES, 64 << 10);
+        let bytes = table.stacks_of(1, 1)[0].stats.bytes;
+        assert!((bytes as f64 - expected).abs() < 1.0, "{bytes} vs {expected}");
+    }
+
+    #[test]
+    fn limits_are_counted() {
+        let limits = FaultLimits { max_processes: 1, max_stacks: 10, max_stacks_per_process: 1 };
+        let mut table = FaultTable::new(limits, 1);
+        table.apply(&fault(1, 1, &[0x10]));
+        table.apply(&fault(2, 1, &[0x10]));
+        table.apply(&fault(1, 2, &[0x20]));
+        let counters = table.counters();
+        assert_eq!((counters.events, counters.dropped_processes, counters.dropped_stacks), (3, 1, 1));
+        assert_eq!(table.sizes(), (1, 1));
+    }
+
+    #[test]
+    fn steady_anonymous_growth_is_growing_and_a_wave_is_not() {
+        let rule = VerdictConfig::default();
+        let mut table = FaultTable::new(FaultLimits::default(), 1);
+        table.apply(&fault(1, 1, &[0x10]));
+        table.apply(&fault(2, 1, &[0x10]));
+        for i in 0..10u32 {
+            let t = f64::from(i);
+            table.record_anon(1, t, AnonSample { anon: u64::from(i) << 20, swap: 0 }, 100, &rule);
+            let wave = if i % 2 == 0 { 10 << 20 } else { 1 << 20 };
+            table.record_anon(2, t, AnonSample { anon: wave, swap: 0 }, 100, &rule);
+        }
+        let growing = |pid| table.processes(Some(pid)).next().expect("process").growing;
+        assert!(growing(1));
+        assert!(!growing(2));
+        let row = table.processes(Some(1)).next().expect("process");
+        assert!((row.growth.rate - f64::from(1 << 20)).abs() < 1.0, "{}", row.growth.rate);
+    }
+}

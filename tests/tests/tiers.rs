@@ -1,0 +1,189 @@
+//! Tier 0 (page faults attributed to stacks, every process), tier 1 (pid-scoped malloc probes: automatic
+//! escalation and `leakprobe trace`) and the CPU budget, against the `tier0` fixture. Every assertion is on the
+//! fixtures' own pids: tier 0 sees every process on the host.
+
+use std::time::{Duration, Instant};
+
+use leakprobe_tests::{Daemon, Fixture, StackExt, TIER0, dump, poll_until, wait_for_stack};
+use serde_json::Value;
+
+const PAGE: u64 = 4096;
+
+fn spawn(args: &[&str]) -> Fixture {
+    let mut fixture = Fixture::spawn(TIER0, args);
+    fixture.wait_line("ready");
+    fixture
+}
+
+/// `leakprobe faults --pid PID --json`: the process's report, if tier 0 has seen it.
+fn faults_of(daemon: &Daemon, pid: u32) -> Option<Value> {
+    let pid_text = pid.to_string();
+    let response =
+        daemon.cli_json(&["faults", "--socket", daemon.socket_str(), "--pid", &pid_text, "--stacks", "100", "--json"]);
+    let processes = response["processes"].as_array().unwrap_or_else(|| panic!("no processes array: {response:#}"));
+    processes.iter().find(|p| p["pid"].as_u64() == Some(u64::from(pid))).cloned()
+}
+
+/// The one fault stack of `process` whose innermost frame is `function`, if any.
+fn fault_stack<'a>(process: &'a Value, function: &str) -> Option<&'a Value> {
+    process["stacks"].as_array()?.iter().find(|s| s.function_at(0) == Some(function))
+}
+
+fn pids_in(list: &Value) -> Vec<u64> {
+    list.as_array()
+        .map(|l| l.iter().filter_map(|e| e["pid"].as_u64().or(e["escalation"]["pid"].as_u64())).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn tier0_attributes_mmap_and_malloc_growth_to_the_touching_stacks_with_no_malloc_probes() {
+    // Every fault sampled: each sampled fault weighs exactly one page, so bytes are exact.
+    let daemon = Daemon::start_with_args(&["--malloc-probes", "off", "--fault-sample-interval", "1"]);
+    let status = daemon.status();
+    let uprobes: Vec<&Value> = status["attach_points"]
+        .as_array()
+        .expect("attach points")
+        .iter()
+        .filter(|p| p["kind"] != "tracepoint")
+        .collect();
+    assert!(uprobes.is_empty(), "--malloc-probes off attaches no uprobe: {uprobes:?}");
+    assert_eq!(status["tier1"]["malloc_probes"], "off", "{status:#}");
+    assert_eq!(status["tier0"]["enabled"], true, "{status:#}");
+
+    // 2048 pages of an anonymous mapping, touched by golike_touch: no malloc involved.
+    let mut golike = spawn(&["golike", "2048"]);
+    // 8 blocks of 256 KiB from malloc: glibc writes each block's header (page 0, inside malloc), cleak_touch the
+    // other 63 pages.
+    let mut cleak = spawn(&["cleak", "8"]);
+    golike.send_line("grow");
+    cleak.send_line("grow");
+    golike.wait_line("grown 1");
+    cleak.wait_line("grown 1");
+
+    let golike_pages = 2048;
+    let cleak_pages = 8 * (256 * 1024 / PAGE - 1);
+    // The touching functions are leaves without a frame of their own: a frame-pointer walk from them skips
+    // their direct caller and goes on with its caller, `main` (for golike_grow) or cleak_grow (called by main).
+    for (fixture, function, pages) in [(&golike, "golike_touch", golike_pages), (&cleak, "cleak_touch", cleak_pages)] {
+        let pid = fixture.pid();
+        let process = poll_until(Duration::from_secs(30), &format!("{function}'s faults of pid {pid}"), || {
+            faults_of(&daemon, pid)
+                .filter(|p| fault_stack(p, function).is_some_and(|s| s["sampled_faults"].as_u64() == Some(pages)))
+        });
+        let stack = fault_stack(&process, function).expect("found above");
+        assert_eq!(stack.num("bytes"), pages * PAGE, "bytes first touched from {function}: {process:#}");
+        assert!(stack.has_function_containing("main"), "the application's frames are in the stack: {stack:#}");
+        assert_eq!(
+            process["stacks"].as_array().expect("stacks")[0]["stack_id"],
+            stack["stack_id"],
+            "{function} touched most of pid {pid}'s memory: {process:#}"
+        );
+        assert!(process["tier1"].is_null(), "no tier-1 probes on pid {pid}: {process:#}");
+    }
+    let status = daemon.status();
+    assert!(status["kernel_counters"]["faults"].as_u64() >= Some(golike_pages + cleak_pages), "{status:#}");
+    assert_eq!(status["kernel_counters"]["allocs"], 0, "no malloc probe fired: {status:#}");
+    golike.close_stdin_and_wait();
+    cleak.close_stdin_and_wait();
+}
+
+#[test]
+fn a_steady_leaker_is_escalated_automatically_and_reported_exactly_while_a_busy_process_is_not() {
+    let daemon = Daemon::start_with_args(&[
+        "--malloc-probes",
+        "auto",
+        "--interval",
+        "200ms",
+        "--window",
+        "6s",
+        // Only the fixtures: the test must not attach probes to other processes growing on the host.
+        "--escalate-only",
+        "tier0",
+    ]);
+    let started = Instant::now();
+    // 64 KiB every 20 ms: 3.2 MB/s of anonymous memory, steadily.
+    let leaker = spawn(&["leakloop", "20"]);
+    let busy = spawn(&["busy"]);
+    let (leaker_pid, busy_pid) = (u64::from(leaker.pid()), u64::from(busy.pid()));
+
+    let escalated = poll_until(Duration::from_mins(1), "the leaker's automatic escalation", || {
+        let status = daemon.status();
+        status["tier1"]["escalated"].as_array()?.iter().find(|e| e["pid"].as_u64() == Some(leaker_pid)).cloned()
+    });
+    let took = started.elapsed();
+    eprintln!("escalated after {took:?}: {escalated:#}");
+    assert_eq!(escalated["trigger"], "auto", "{escalated:#}");
+    assert_eq!(escalated["mode"], "full", "the daemon's mode: {escalated:#}");
+    assert!(escalated["reason"].as_str().is_some_and(|r| r.contains("grows steadily")), "{escalated:#}");
+    assert!(escalated["since_unix_ms"].as_u64() > Some(0) && escalated["until_unix_ms"].as_u64().is_some());
+
+    // Then the malloc stack, exactly: every block since the escalation is 64 KiB and live.
+    let stacks = wait_for_stack(&daemon, leaker.pid(), "loop_leak with 10 blocks", |s| {
+        s.function_at(0) == Some("loop_leak") && s.live_count() >= 10
+    });
+    let stack = stacks.iter().find(|s| s.function_at(0) == Some("loop_leak")).expect("found above");
+    assert_eq!(stack.live_bytes(), stack.live_count() * 64 * 1024, "{}", dump(&stacks));
+    assert_eq!(stack.live_bytes(), stack.total_bytes(), "nothing freed: {}", dump(&stacks));
+    assert!(stack.has_function_containing("main"), "{}", dump(&stacks));
+
+    // The busy process (malloc/free pairs, no growth) never got probes, though it calls malloc all the time.
+    let status = daemon.status();
+    assert!(!pids_in(&status["tier1"]["escalated"]).contains(&busy_pid), "{:#}", status["tier1"]);
+    assert!(!pids_in(&status["tier1"]["ended"]).contains(&busy_pid), "{:#}", status["tier1"]);
+    assert!(daemon.top(busy.pid()).is_empty(), "no malloc event from the busy process");
+    let busy_faults = faults_of(&daemon, busy.pid());
+    assert!(busy_faults.as_ref().is_none_or(|p| p["growing"] == false), "{busy_faults:#?}");
+    let leaker_faults = faults_of(&daemon, leaker.pid()).expect("tier 0 saw the leaker");
+    assert_eq!(leaker_faults["growing"], true, "{leaker_faults:#}");
+    assert_eq!(leaker_faults["tier1"]["trigger"], "auto", "{leaker_faults:#}");
+}
+
+#[test]
+fn trace_attaches_on_request_and_the_budget_detaches_a_malloc_heavy_process() {
+    let daemon =
+        Daemon::start_with_args(&["--malloc-probes", "off", "--interval", "200ms", "--cpu-budget-process", "1"]);
+    let socket = daemon.socket_str().to_owned();
+    let out = daemon.run_cli(&["trace", "--socket", &socket, "--pid", "999999999"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no process 999999999"), "{out:?}");
+
+    let busy = spawn(&["busy"]);
+    let pid = busy.pid().to_string();
+    let traced = daemon.cli_json(&["trace", "--socket", &socket, "--pid", &pid, "--mode", "full", "--json"]);
+    assert_eq!(traced["result"], "attached", "{traced:#}");
+    assert_eq!(traced["escalation"]["trigger"], "request", "{traced:#}");
+    assert_eq!(traced["escalation"]["mode"], "full", "{traced:#}");
+
+    // Every malloc/free pair of the busy loop traps: far over 1% of a core. The budget raises the sampling
+    // interval, then detaches, and says so.
+    let ended = poll_until(Duration::from_mins(1), "the budget detaching the busy process", || {
+        let status = daemon.status();
+        status["tier1"]["ended"]
+            .as_array()?
+            .iter()
+            .find(|e| e["escalation"]["pid"].as_u64() == Some(u64::from(busy.pid())))
+            .cloned()
+    });
+    assert!(ended["why"].as_str().is_some_and(|w| w.contains("CPU budget")), "{ended:#}");
+    assert!(ended["escalation"]["cpu_percent"].as_f64() > Some(1.0), "it was over budget: {ended:#}");
+    let status = daemon.status();
+    let budget = &status["budget"];
+    assert_eq!(budget["bpf_stats"], true, "{budget:#}");
+    let actions: Vec<&Value> = budget["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter(|a| a["pid"].as_u64() == Some(u64::from(busy.pid())))
+        .collect();
+    assert_eq!(actions.first().map(|a| &a["action"]), Some(&Value::from("sampling interval raised to 65536 bytes")));
+    assert_eq!(actions.last().map(|a| &a["action"]), Some(&Value::from("detached")));
+    assert!(status["daemon_counters"]["budget_actions"].as_u64() >= Some(2), "{status:#}");
+    // Detached: the probes' cost falls back within the budget at the next checks.
+    poll_until(Duration::from_secs(30), "the uprobes' cost back under the budget", || {
+        let status = daemon.status();
+        let escalated = pids_in(&status["tier1"]["escalated"]);
+        (status["budget"]["uprobes_percent"].as_f64()? < 1.0 && !escalated.contains(&u64::from(busy.pid())))
+            .then_some(())
+    });
+    let out = daemon.run_cli(&["trace", "--socket", &socket, "--pid", &pid, "--stop"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is not traced"), "{out:?}");
+}
