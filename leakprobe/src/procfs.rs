@@ -274,3 +274,9 @@ pub fn maps_lines(text: &str) -> impl Iterator<Item = MapsLine<'_>> {
         })
     })
 }
+
+/// The major and minor numbers of a device number (`st_dev`), split as glibc's `major()`/`minor()` do.
+#[expect(clippy::cast_possible_truncation, reason = "the masks keep 32 bits")]
+pub fn dev_numbers(dev: u64) -> (u32, u32) {
+    ((((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff)) as u32, ((dev & 0xff) | ((dev >> 12) & !0xff)) as u32)
+}

@@ -2,11 +2,12 @@
 //! mounted, else cgroup v2 with the memory controller (enabled in the root's subtree if it is not yet).
 
 use std::fs;
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::POLL_INTERVAL;
+use crate::{POLL_INTERVAL, fixture::Fixture};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -108,4 +109,19 @@ impl Drop for MemoryCgroup {
             std::thread::sleep(POLL_INTERVAL);
         }
     }
+}
+
+/// Runs the C leaker in `oom` mode in a new memory cgroup of `limit` bytes until the kernel OOM-kills it (the
+/// process joins the cgroup before it allocates anything of note). Returns the cgroup, still existing, and the
+/// victim's pid. Panics if the fixture ends any other way within `timeout`.
+pub fn leaker_oom_killed(limit: u64, timeout: Duration) -> (MemoryCgroup, u32) {
+    let cgroup = MemoryCgroup::create(limit);
+    let mut fixture = Fixture::leaker("oom");
+    fixture.wait_line("started");
+    let pid = fixture.pid();
+    cgroup.add(pid);
+    fixture.send_line("go");
+    let exit = fixture.wait_exit(timeout);
+    assert_eq!(exit.signal(), Some(libc::SIGKILL), "the fixture should be OOM-killed, it ended with {exit}");
+    (cgroup, pid)
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use leakprobe_tests::bpf::objects_of;
-use leakprobe_tests::cgroup::MemoryCgroup;
+use leakprobe_tests::cgroup::leaker_oom_killed;
 use leakprobe_tests::{Daemon, Fixture, StackExt, describe, dump, exited_zero, poll_until, wait_for_fence};
 use serde_json::Value;
 
@@ -24,14 +24,7 @@ fn reports(daemon: &Daemon) -> Vec<Value> {
 /// Runs the C leaker in `oom` mode in a 64 MiB memory cgroup until the kernel kills it; returns its pid once the
 /// daemon has a report for it (in memory at least).
 fn oom_kill(daemon: &Daemon) -> u32 {
-    let cgroup = MemoryCgroup::create(64 << 20);
-    let mut fixture = Fixture::leaker("oom");
-    fixture.wait_line("started");
-    let pid = fixture.pid();
-    cgroup.add(pid);
-    fixture.send_line("go");
-    let exit = fixture.wait_exit(KILL_TIMEOUT);
-    assert_eq!(exit.signal(), Some(libc::SIGKILL), "the fixture should be OOM-killed, it ended with {exit}");
+    let (_cgroup, pid) = leaker_oom_killed(64 << 20, KILL_TIMEOUT);
     poll_until(KILL_TIMEOUT, "the OOM report of the fixture", || {
         reports(daemon).iter().any(|r| r["pid"].as_u64() == Some(u64::from(pid))).then_some(())
     });

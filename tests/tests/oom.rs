@@ -1,10 +1,9 @@
 //! OOM forensics: a real OOM kill in a memory cgroup, the report it leaves, and reports surviving restarts.
 
-use std::os::unix::process::ExitStatusExt as _;
 use std::time::Duration;
 
-use leakprobe_tests::cgroup::MemoryCgroup;
-use leakprobe_tests::{Daemon, Fixture, describe, poll_until};
+use leakprobe_tests::cgroup::leaker_oom_killed;
+use leakprobe_tests::{Daemon, describe, poll_until};
 use serde_json::Value;
 
 /// Memory limit of the test's cgroup.
@@ -41,15 +40,7 @@ fn a_real_oom_kill_is_reported_with_the_leaking_stack_and_survives_a_restart() {
     let status = daemon.status();
     assert_eq!(status["features"]["oom"].as_bool(), Some(true), "the OOM feature is on: {status:#}");
 
-    let cgroup = MemoryCgroup::create(LIMIT);
-    let mut fixture = Fixture::leaker("oom");
-    fixture.wait_line("started");
-    let pid = fixture.pid();
-    // Into the cgroup before it allocates anything of note.
-    cgroup.add(pid);
-    fixture.send_line("go");
-    let exit = fixture.wait_exit(KILL_TIMEOUT);
-    assert_eq!(exit.signal(), Some(libc::SIGKILL), "the fixture should be OOM-killed, it ended with {exit}");
+    let (cgroup, pid) = leaker_oom_killed(LIMIT, KILL_TIMEOUT);
 
     let summary = poll_until(KILL_TIMEOUT, "the OOM report of the fixture", || report_of(&daemon, pid));
     let id = summary["id"].as_str().expect("report id").to_owned();

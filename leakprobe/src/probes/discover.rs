@@ -70,12 +70,9 @@ impl std::fmt::Display for FileId {
 }
 
 impl FileId {
-    /// The id of a file from its metadata (`st_dev` split as glibc's `major()`/`minor()` do).
+    /// The id of a file from its metadata.
     fn of(meta: &fs::Metadata) -> Self {
-        let dev = meta.dev();
-        #[expect(clippy::cast_possible_truncation, reason = "the masks keep 32 bits")]
-        let (major, minor) =
-            ((((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff)) as u32, ((dev & 0xff) | ((dev >> 12) & !0xff)) as u32);
+        let (major, minor) = crate::procfs::dev_numbers(meta.dev());
         Self { major, minor, inode: meta.ino() }
     }
 }

@@ -63,9 +63,7 @@ pub fn read(pid: u32, open: &mut OpenFiles) -> Option<Vec<Mapping>> {
     let mut maps = read_parsed(pid)?;
     for mapping in &mut maps {
         let dev = |meta: &fs::Metadata| {
-            let d = meta.dev();
-            let major = ((d >> 8) & 0xfff) | ((d >> 32) & !0xfff);
-            let minor = (d & 0xff) | ((d >> 12) & !0xff);
+            let (major, minor) = crate::procfs::dev_numbers(meta.dev());
             format!("{major:02x}:{minor:02x}")
         };
         let reachable = fs::metadata(&mapping.path).is_ok_and(|m| (dev(&m), m.ino()) == mapping.file);
