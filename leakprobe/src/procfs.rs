@@ -87,14 +87,15 @@ pub fn monotonic_ns() -> u64 {
 
 /// The memory cgroup of a process from `/proc/PID/cgroup`, if the process still exists.
 ///
-/// `None` for a process that is exiting: the kernel has already moved a zombie out of its cgroups, and its
-/// `cgroup` file then names the root.
+/// `None` for a process that is exiting (see [`exiting`]): the kernel moves an exiting task out of its cgroups,
+/// and its `cgroup` file then names the root.
 pub fn memory_cgroup(pid: u32) -> Option<String> {
     let cgroup = parse_memory_cgroup(&fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)?;
     (!exiting(pid)).then_some(cgroup)
 }
 
-/// Whether a process is gone or exiting (a zombie, `Z`, or dead, `X`, in `/proc/PID/stat`).
+/// Whether a process is gone or exiting (a zombie, `Z`, or dead, `X`, in `/proc/PID/stat`, or still running its
+/// exit: `PF_EXITING` in its flags).
 pub fn exiting(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| parse_exiting(&stat))
 }
@@ -102,9 +103,16 @@ pub fn exiting(pid: u32) -> bool {
 /// The state field of a `/proc/PID/stat` text says zombie or dead. The name before it may hold spaces and
 /// parentheses: the state follows the last `)`.
 fn parse_exiting(stat: &str) -> bool {
-    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-    matches!(state, Some("Z" | "X" | "x") | None)
+    let mut fields = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace());
+    let state = fields.as_mut().and_then(Iterator::next);
+    // Field 9, `flags`: PF_EXITING is set when the exit starts, before the kernel moves the task out of its
+    // cgroups, while the state still reads R or D.
+    let flags: Option<u64> = fields.as_mut().and_then(|f| f.nth(5)).and_then(|f| f.parse().ok());
+    matches!(state, Some("Z" | "X" | "x") | None) || flags.is_some_and(|f| f & PF_EXITING != 0)
 }
+
+/// `PF_EXITING` of `include/linux/sched.h`, in the `flags` field of `/proc/PID/stat`.
+const PF_EXITING: u64 = 0x4;
 
 /// The path of the cgroup v1 hierarchy holding the `memory` controller (`N:memory:/path`, possibly with other
 /// controllers in the list), else the cgroup v2 path (`0::/path`).
@@ -213,6 +221,9 @@ mod tests {
     fn exiting_processes_are_told_apart() {
         assert!(!parse_exiting("42 (a (weird) name) S 1 42 42 0"));
         assert!(parse_exiting("42 (leaker) Z 1 42 42 0"));
+        // Running, flags 0x400100 (PF_RANDOMIZE | PF_FORKNOEXEC), then the same with PF_EXITING.
+        assert!(!parse_exiting("42 (leaker) R 1 42 42 0 -1 4194560 100 0"));
+        assert!(parse_exiting("42 (leaker) R 1 42 42 0 -1 4194564 100 0"));
         assert!(parse_exiting("garbage"));
         assert!(!exiting(std::process::id()));
         assert!(exiting(u32::MAX));

@@ -59,9 +59,7 @@ impl OomTracker {
 
     /// A tracked process's cgroup, as read at a tick.
     pub fn cgroup_seen(&mut self, tgid: u32, cgroup: &str) {
-        // An exiting task is moved to the root cgroup (v1): that "/" must not hide where it ran.
-        let exiting = cgroup == "/" && self.cgroups.get(&tgid).is_some_and(|known| known != "/");
-        if self.enabled && !exiting && self.cgroups.get(&tgid).is_none_or(|known| known != cgroup) {
+        if self.enabled && self.cgroups.get(&tgid).is_none_or(|known| known != cgroup) {
             self.cgroups.insert(tgid, cgroup.to_owned());
         }
     }
@@ -86,12 +84,8 @@ impl OomTracker {
     /// Handles one OOM event: count, snapshot now, symbolize and save in a spawned task.
     pub fn on_oom(&mut self, event: &OomEvent, table: &Table, clock: Clock, symbolizer: &SymbolizerHandle) {
         let pid = event.header.tgid;
-        // Fresh if the victim is still there and not yet exiting (an exiting task reads as the root cgroup), else
-        // as last seen (first sight or last tick).
-        let cgroup = match procfs::memory_cgroup(pid) {
-            Some(fresh) if fresh != "/" => Some(fresh),
-            fresh => self.cgroups.get(&pid).cloned().or(fresh),
-        };
+        // Fresh if the victim is still there and not exiting, else as last seen (first sight or last tick).
+        let cgroup = procfs::memory_cgroup(pid).or_else(|| self.cgroups.get(&pid).cloned());
         let (report, addrs) = snapshot(event, table, clock, cgroup);
         self.kills += 1;
         let key = if self.kills_by_comm.len() < MAX_COMMS || self.kills_by_comm.contains_key(&report.comm) {
