@@ -85,6 +85,51 @@ pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
+/// `/proc/kpageflags` bits (`include/uapi/linux/kernel-page-flags.h`).
+const KPF_COMPOUND_HEAD: u64 = 1 << 15;
+const KPF_COMPOUND_TAIL: u64 = 1 << 16;
+const KPF_ANON: u64 = 1 << 12;
+const KPF_THP: u64 = 1 << 22;
+/// Base pages per PMD-sized huge page on x86-64: the largest anonymous folio a fault maps at once.
+const PMD_PAGES: u64 = 512;
+
+/// Bytes of the anonymous large folio (a transparent huge page, PMD-sized or multi-size) that backs `addr` in
+/// process `pid`, read from `/proc/PID/pagemap` and `kpageflags` (an open `/proc/kpageflags`): the fault that
+/// found nothing mapped there mapped all of it at once. `None` for a base page, a page not present (yet), or
+/// when either file cannot be read (the frame number needs `CAP_SYS_ADMIN`).
+pub fn anon_folio_bytes(kpageflags: &fs::File, pid: u32, addr: u64, page: u64) -> Option<u64> {
+    use std::os::unix::fs::FileExt as _;
+    let mut entry = [0u8; 8];
+    let pagemap = fs::File::open(format!("/proc/{pid}/pagemap")).ok()?;
+    pagemap.read_exact_at(&mut entry, (addr / page).checked_mul(8)?).ok()?;
+    let entry = u64::from_le_bytes(entry);
+    let pfn = entry & ((1 << 55) - 1);
+    if entry >> 63 == 0 || pfn == 0 {
+        return None;
+    }
+    // A folio is naturally aligned and at most PMD-sized: the block of 512 frames around it holds all of it.
+    let base = pfn & !(PMD_PAGES - 1);
+    let mut raw = vec![0u8; usize::try_from(PMD_PAGES * 8).ok()?];
+    kpageflags.read_exact_at(&mut raw, base.checked_mul(8)?).ok()?;
+    let flags: Vec<u64> = raw.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())).collect();
+    folio_pages(&flags, usize::try_from(pfn - base).ok()?).map(|pages| pages * page)
+}
+
+/// Pages of the anonymous large folio holding frame `at` of a naturally aligned block of `kpageflags` words.
+fn folio_pages(flags: &[u64], at: usize) -> Option<u64> {
+    let own = *flags.get(at)?;
+    if own & KPF_ANON == 0 || own & KPF_THP == 0 {
+        return None;
+    }
+    let is_tail = |i: &usize| flags.get(*i).is_some_and(|f| f & KPF_COMPOUND_TAIL != 0);
+    let head = (0..=at).rev().find(|i| !is_tail(i))?;
+    if flags[head] & KPF_COMPOUND_HEAD == 0 {
+        return None;
+    }
+    let end = (head + 1..flags.len()).find(|i| !is_tail(i)).unwrap_or(flags.len());
+    u64::try_from(end - head).ok()
+}
+
 /// The memory cgroup of a process from `/proc/PID/cgroup`, if the process still exists.
 ///
 /// `None` for a process that is exiting (see [`exiting`]): the kernel moves an exiting task out of its cgroups,
@@ -165,6 +210,29 @@ impl Default for Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folio_pages_finds_the_head_and_the_end() {
+        let (head, tail, base) =
+            (KPF_ANON | KPF_THP | KPF_COMPOUND_HEAD, KPF_ANON | KPF_THP | KPF_COMPOUND_TAIL, KPF_ANON);
+        // A base page, a 4-page folio (mTHP), another base page.
+        let flags = [base, head, tail, tail, tail, base];
+        assert_eq!(folio_pages(&flags, 0), None, "a base page");
+        assert_eq!(folio_pages(&flags, 1), Some(4));
+        assert_eq!(folio_pages(&flags, 3), Some(4));
+        assert_eq!(folio_pages(&flags, 5), None);
+        // A whole PMD-sized folio.
+        let mut pmd = vec![tail; 512];
+        pmd[0] = head;
+        assert_eq!(folio_pages(&pmd, 300), Some(512));
+        // Two folios side by side: the second starts at its own head.
+        let flags = [head, tail, head, tail];
+        assert_eq!(folio_pages(&flags, 3), Some(2));
+        // File-backed large folios are not anonymous memory; a torn read without a head is nothing.
+        assert_eq!(folio_pages(&[KPF_THP | KPF_COMPOUND_HEAD, KPF_THP | KPF_COMPOUND_TAIL], 1), None);
+        assert_eq!(folio_pages(&[tail, tail], 1), None);
+        assert_eq!(folio_pages(&flags, 9), None);
+    }
 
     #[test]
     fn container_ids_from_cgroup_paths() {

@@ -445,6 +445,9 @@ pub struct AttachPoint {
     /// For uprobes: whether the kernel emulates that instruction (cheap) or single-steps it.
     #[serde(default)]
     pub emulated: Option<bool>,
+    /// For tier 1's pid-scoped uprobes: the only process they fire in (host pid); `None` for every process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 /// Sizes of the daemon's tables and their limits.

@@ -35,6 +35,12 @@ fn pids_in(list: &Value) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// The attach points of `status` scoped to process `pid` (tier 1).
+fn scoped_points(status: &Value, pid: u64) -> Vec<Value> {
+    let points = status["attach_points"].as_array().map(Vec::as_slice).unwrap_or_default();
+    points.iter().filter(|p| p["pid"].as_u64() == Some(pid)).cloned().collect()
+}
+
 #[test]
 fn tier0_attributes_mmap_and_malloc_growth_to_the_touching_stacks_with_no_malloc_probes() {
     // Every fault sampled: each sampled fault weighs exactly one page, so bytes are exact.
@@ -88,6 +94,40 @@ fn tier0_attributes_mmap_and_malloc_growth_to_the_touching_stacks_with_no_malloc
 }
 
 #[test]
+fn a_fault_that_maps_a_transparent_huge_page_counts_the_whole_page() {
+    // Every fault sampled. With huge pages, one fault per 2 MiB maps all of it; without (none free, or THP off on
+    // the host), one fault per page: either way the bytes first touched from golike_touch are the bytes touched.
+    let daemon = Daemon::start_with_args(&["--malloc-probes", "off", "--fault-sample-interval", "1"]);
+    let pages: u64 = 8 * 512;
+    let mut huge = spawn(&["hugelike", &pages.to_string()]);
+    huge.send_line("grow");
+    huge.wait_line("grown 1");
+    let pid = huge.pid();
+    let thp = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).expect("smaps_rollup");
+    let huge_kib: u64 = thp
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("AnonHugePages");
+    let host = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    eprintln!("AnonHugePages {huge_kib} kB; THP on the host: {}", host.trim());
+    if !host.contains("[never]") {
+        assert!(huge_kib >= 2048, "the fixture got no huge page (THP {}): {thp}", host.trim());
+    }
+    let process = poll_until(Duration::from_secs(30), "golike_touch's bytes", || {
+        faults_of(&daemon, pid)
+            .filter(|p| fault_stack(p, "golike_touch").is_some_and(|s| s.num("bytes") >= pages * PAGE))
+    });
+    let stack = fault_stack(&process, "golike_touch").expect("found above");
+    assert_eq!(stack.num("bytes"), pages * PAGE, "{process:#}");
+    // One sampled fault per huge page, one per base page for the rest.
+    let huge_pages = huge_kib / 2048;
+    assert_eq!(stack.num("sampled_faults"), huge_pages + (pages - huge_pages * 512), "{process:#}");
+    let status = daemon.status();
+    assert!(status["daemon_counters"]["fault_large_folios"].as_u64() >= Some(huge_pages), "{status:#}");
+}
+
+#[test]
 fn a_steady_leaker_is_escalated_automatically_and_reported_exactly_while_a_busy_process_is_not() {
     let daemon = Daemon::start_with_args(&[
         "--malloc-probes",
@@ -116,6 +156,13 @@ fn a_steady_leaker_is_escalated_automatically_and_reported_exactly_while_a_busy_
     assert_eq!(escalated["mode"], "full", "the daemon's mode: {escalated:#}");
     assert!(escalated["reason"].as_str().is_some_and(|r| r.contains("grows steadily")), "{escalated:#}");
     assert!(escalated["since_unix_ms"].as_u64() > Some(0) && escalated["until_unix_ms"].as_u64().is_some());
+
+    // Its probes are listed in status, scoped to it; the busy process has none.
+    poll_until(Duration::from_secs(10), "the leaker's pid-scoped probes in status", || {
+        (!scoped_points(&daemon.status(), leaker_pid).is_empty()).then_some(())
+    });
+    let status = daemon.status();
+    assert!(scoped_points(&status, busy_pid).is_empty(), "{:#}", status["attach_points"]);
 
     // Then the malloc stack, exactly: every block since the escalation is 64 KiB and live.
     let stacks = wait_for_stack(&daemon, leaker.pid(), "loop_leak with 10 blocks", |s| {
@@ -152,6 +199,12 @@ fn trace_attaches_on_request_and_the_budget_detaches_a_malloc_heavy_process() {
     assert_eq!(traced["result"], "attached", "{traced:#}");
     assert_eq!(traced["escalation"]["trigger"], "request", "{traced:#}");
     assert_eq!(traced["escalation"]["mode"], "full", "{traced:#}");
+    let points = poll_until(Duration::from_secs(10), "the pid-scoped probes in status", || {
+        let points = scoped_points(&daemon.status(), u64::from(busy.pid()));
+        (!points.is_empty()).then_some(points)
+    });
+    assert!(points.iter().any(|p| p["target"] == "malloc"), "{points:#?}");
+    assert!(points.iter().any(|p| p["target"] == "free"), "{points:#?}");
 
     // Every malloc/free pair of the busy loop traps: far over 1% of a core. The budget raises the sampling
     // interval, then detaches, and says so.
@@ -183,6 +236,9 @@ fn trace_attaches_on_request_and_the_budget_detaches_a_malloc_heavy_process() {
         let escalated = pids_in(&status["tier1"]["escalated"]);
         (status["budget"]["uprobes_percent"].as_f64()? < 1.0 && !escalated.contains(&u64::from(busy.pid())))
             .then_some(())
+    });
+    poll_until(Duration::from_secs(10), "the pid-scoped probes gone from status", || {
+        scoped_points(&daemon.status(), u64::from(busy.pid())).is_empty().then_some(())
     });
     let out = daemon.run_cli(&["trace", "--socket", &socket, "--pid", &pid, "--stop"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is not traced"), "{out:?}");

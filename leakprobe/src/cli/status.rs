@@ -51,13 +51,14 @@ pub async fn run(args: StatusArgs) -> Result<()> {
     }
     print_tiers(&status);
     println!();
-    let mut points = format::table(&["KIND", "TARGET", "OFFSET", "PROGRAM", "PATH"]);
+    let mut points = format::table(&["KIND", "TARGET", "OFFSET", "PROGRAM", "PID", "PATH"]);
     for p in &status.attach_points {
         points.add_row(vec![
             p.kind.clone(),
             p.target.clone(),
             p.offset.map(|o| format!("{o:#x}")).unwrap_or_default(),
             p.program.clone(),
+            p.pid.map_or_else(|| "all".to_owned(), |pid| pid.to_string()),
             p.path.clone().unwrap_or_default(),
         ]);
     }

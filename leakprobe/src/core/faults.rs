@@ -80,6 +80,8 @@ pub struct FaultCounters {
     pub dropped_stacks: u64,
     /// Processes forgotten on exit or exec.
     pub purged: u64,
+    /// Sampled faults that mapped a large anonymous folio (a transparent huge page) at once, weighed by its size.
+    pub large_folios: u64,
 }
 
 /// One process as queries see it.
@@ -131,8 +133,12 @@ impl FaultTable {
         self.interval
     }
 
-    /// Applies one sampled fault; true when it is the first of its process.
-    pub fn apply(&mut self, event: &FaultEvent) -> bool {
+    /// Applies one sampled fault that mapped `mapped` bytes (one base page, or a whole transparent huge page);
+    /// true when it is the first of its process.
+    ///
+    /// The kernel samples every fault as one base page: a fault that mapped a large folio was sampled with the
+    /// probability of a base page, so its weight is scaled by the folio's pages, which keeps the estimate unbiased.
+    pub fn apply(&mut self, event: &FaultEvent, mapped: u64) -> bool {
         self.counters.events += 1;
         let tgid = event.header.tgid;
         let is_new = !self.procs.contains_key(&tgid);
@@ -145,7 +151,12 @@ impl FaultTable {
         }
         let frames = &event.frames[..(event.nframes as usize).min(event.frames.len())];
         let truncated = event.flags & FAULT_FLAG_STACK_TRUNCATED != 0;
-        let (bytes, _) = sampling::weigh(FAULT_PAGE_BYTES, self.interval)(event.addr ^ event.header.ts_ns);
+        let (weight, _) = sampling::weigh(FAULT_PAGE_BYTES, self.interval)(event.addr ^ event.header.ts_ns);
+        let pages = (mapped / FAULT_PAGE_BYTES).max(1);
+        if pages > 1 {
+            self.counters.large_folios += 1;
+        }
+        let bytes = weight.saturating_mul(pages);
         let ts = event.header.ts_ns;
         let Some(process) = self.procs.get_mut(&tgid) else { return is_new };
         let stack = self.stacks.intern(frames, truncated);
@@ -279,9 +290,9 @@ mod tests {
     fn every_fault_counts_one_page_when_every_fault_is_sampled() {
         // An interval far below a page: p = 1 - e^-4096 = 1, each sample one page.
         let mut table = FaultTable::new(FaultLimits::default(), 1);
-        assert!(table.apply(&fault(7, 1, &[0x10, 0x20])));
-        assert!(!table.apply(&fault(7, 2, &[0x10, 0x20])));
-        table.apply(&fault(7, 3, &[0x30]));
+        assert!(table.apply(&fault(7, 1, &[0x10, 0x20]), FAULT_PAGE_BYTES));
+        assert!(!table.apply(&fault(7, 2, &[0x10, 0x20]), FAULT_PAGE_BYTES));
+        table.apply(&fault(7, 3, &[0x30]), FAULT_PAGE_BYTES);
         let stacks = table.stacks_of(7, 10);
         assert_eq!(stacks.len(), 2);
         assert_eq!(stacks[0].frames, &[0x10, 0x20]);
@@ -296,10 +307,23 @@ mod tests {
     }
 
     #[test]
+    fn a_fault_that_mapped_a_huge_page_weighs_the_whole_page() {
+        let mut table = FaultTable::new(FaultLimits::default(), 1);
+        table.apply(&fault(7, 1, &[0x10]), 2 << 20);
+        table.apply(&fault(7, 2, &[0x10]), FAULT_PAGE_BYTES);
+        // A size below a page (never reported) still counts as the page the kernel sampled.
+        table.apply(&fault(7, 3, &[0x10]), 0);
+        let row = table.processes(Some(7)).next().expect("process 7");
+        assert_eq!(row.totals.bytes, (2 << 20) + 2 * FAULT_PAGE_BYTES);
+        assert_eq!(row.totals.samples, 3);
+        assert_eq!(table.counters().large_folios, 1);
+    }
+
+    #[test]
     #[expect(clippy::cast_precision_loss, reason = "small byte counts")]
     fn sampled_faults_weigh_their_inverse_probability() {
         let mut table = FaultTable::new(FaultLimits::default(), 64 << 10);
-        table.apply(&fault(1, 5, &[0x10]));
+        table.apply(&fault(1, 5, &[0x10]), FAULT_PAGE_BYTES);
         let expected = FAULT_PAGE_BYTES as f64 / sampling::probability(FAULT_PAGE_BYTES, 64 << 10);
         let bytes = table.stacks_of(1, 1)[0].stats.bytes;
         assert!((bytes as f64 - expected).abs() < 1.0, "{bytes} vs {expected}");
@@ -309,9 +333,9 @@ mod tests {
     fn limits_are_counted() {
         let limits = FaultLimits { max_processes: 1, max_stacks: 10, max_stacks_per_process: 1 };
         let mut table = FaultTable::new(limits, 1);
-        table.apply(&fault(1, 1, &[0x10]));
-        table.apply(&fault(2, 1, &[0x10]));
-        table.apply(&fault(1, 2, &[0x20]));
+        table.apply(&fault(1, 1, &[0x10]), FAULT_PAGE_BYTES);
+        table.apply(&fault(2, 1, &[0x10]), FAULT_PAGE_BYTES);
+        table.apply(&fault(1, 2, &[0x20]), FAULT_PAGE_BYTES);
         let counters = table.counters();
         assert_eq!((counters.events, counters.dropped_processes, counters.dropped_stacks), (3, 1, 1));
         assert_eq!(table.sizes(), (1, 1));
@@ -321,8 +345,8 @@ mod tests {
     fn steady_anonymous_growth_is_growing_and_a_wave_is_not() {
         let rule = VerdictConfig::default();
         let mut table = FaultTable::new(FaultLimits::default(), 1);
-        table.apply(&fault(1, 1, &[0x10]));
-        table.apply(&fault(2, 1, &[0x10]));
+        table.apply(&fault(1, 1, &[0x10]), FAULT_PAGE_BYTES);
+        table.apply(&fault(2, 1, &[0x10]), FAULT_PAGE_BYTES);
         for i in 0..10u32 {
             let t = f64::from(i);
             table.record_anon(1, t, AnonSample { anon: u64::from(i) << 20, swap: 0 }, 100, &rule);

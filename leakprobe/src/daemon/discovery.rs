@@ -101,6 +101,8 @@ pub fn spawn(
         let mut pending: VecDeque<(u32, Instant)> = VecDeque::new();
         loop {
             let due = pending.front().map_or(next_full, |&(_, at)| at.min(next_full));
+            // Whether the attach points changed: `status` then gets them again.
+            let mut changed = false;
             // Once the state owner is gone nothing is ever sent again: the end.
             let answer = match commands.rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
                 Ok(Command::Exec(pid)) => {
@@ -110,10 +112,11 @@ pub fn spawn(
                 }
                 Ok(Command::AttachPid(pid)) => {
                     let result = discovery.attach_pid(&mut probes, pid);
+                    changed = result.is_ok();
                     Some(Request::Tier1Attached { pid, result })
                 }
                 Ok(Command::DetachPid(pid)) => {
-                    discovery.detach_pid(&mut probes, pid);
+                    changed = discovery.detach_pid(&mut probes, pid);
                     None
                 }
                 Ok(Command::ProgramStats) => Some(Request::ProgramStats(probes.program_stats())),
@@ -126,21 +129,20 @@ pub fn spawn(
                 break;
             }
             let now = Instant::now();
-            let mut scanned = false;
             while let Some(&(pid, at)) = pending.front() {
                 if at > now {
                     break;
                 }
                 pending.pop_front();
                 discovery.scan_pid(&mut probes, pid);
-                scanned = true;
+                changed = true;
             }
             if enabled && now >= next_full {
                 discovery.full_scan(&mut probes);
                 next_full = Instant::now() + interval;
-                scanned = true;
+                changed = true;
             }
-            if scanned && requests.blocking_send(report(&discovery)).is_err() {
+            if changed && requests.blocking_send(report(&discovery)).is_err() {
                 break;
             }
         }

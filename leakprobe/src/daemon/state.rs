@@ -390,6 +390,7 @@ impl State {
             ("fault_processes_dropped", faults.dropped_processes),
             ("fault_stacks_dropped", faults.dropped_stacks),
             ("fault_processes_purged", faults.purged),
+            ("fault_large_folios", faults.large_folios),
             ("tier1_escalations_ended", self.tiers.tier1.ended().count() as u64),
             ("tier1_attach_errors", self.tiers.attach_errors),
             ("budget_actions", self.tiers.tier1.budget_actions),

@@ -8,7 +8,7 @@
 use std::{collections::HashMap, os::fd::OwnedFd, time::Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
-use leakprobe_common::{FAULT_PROGRAM, FaultEvent};
+use leakprobe_common::{FAULT_PAGE_BYTES, FAULT_PROGRAM, FaultEvent};
 
 use tokio::sync::oneshot;
 
@@ -69,6 +69,9 @@ pub struct Tiers {
     pub attach_errors: u64,
     /// When not empty, only processes with one of these names are escalated automatically.
     pub escalate_only: Vec<String>,
+    /// `/proc/kpageflags`, to weigh a fault that mapped a transparent huge page by its size; `None` when it cannot
+    /// be opened (every fault then counts one base page).
+    kpageflags: Option<std::fs::File>,
 }
 
 impl Tiers {
@@ -87,7 +90,13 @@ impl Tiers {
                 None
             }
         };
+        let kpageflags = std::fs::File::open("/proc/kpageflags")
+            .inspect_err(|err| {
+                log::warn!("/proc/kpageflags: {err}: a fault that maps a transparent huge page counts as one page");
+            })
+            .ok();
         Self {
+            kpageflags,
             faults,
             tier1,
             discovery,
@@ -122,7 +131,17 @@ impl Tiers {
 
     /// A sampled fault; true when it is the first of its process.
     pub fn on_fault(&mut self, event: &FaultEvent) -> bool {
-        self.faults.apply(event)
+        // A fault on a page that was not present (error code bit 0 clear) may have mapped a whole transparent huge
+        // page; a write to a present page (copy on write) maps one base page.
+        let mapped = self
+            .kpageflags
+            .as_ref()
+            .filter(|_| event.error_code & 1 == 0)
+            .and_then(|kpageflags| {
+                procfs::anon_folio_bytes(kpageflags, event.header.tgid, event.addr, FAULT_PAGE_BYTES)
+            })
+            .unwrap_or(FAULT_PAGE_BYTES);
+        self.faults.apply(event, mapped)
     }
 
     fn detach(&mut self, pid: u32, table: &mut Table) {

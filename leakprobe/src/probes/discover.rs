@@ -448,11 +448,18 @@ impl Discovery {
         true
     }
 
-    /// Every attached allocator probe.
+    /// Every attached allocator probe: the system-wide ones, then tier 1's pid-scoped ones by pid.
     pub fn attach_points(&self) -> Vec<AttachPoint> {
         let mut providers: Vec<&Provider> = self.providers().map(|(_, p)| p).collect();
         providers.sort_by(|a, b| a.shown.cmp(&b.shown));
-        providers.iter().filter_map(|p| p.attached.as_ref()).flat_map(|a| a.points.iter().cloned()).collect()
+        let mut scoped: Vec<(&u32, &Vec<AttachedFile>)> = self.scoped.iter().collect();
+        scoped.sort_unstable_by_key(|&(pid, _)| *pid);
+        providers
+            .iter()
+            .filter_map(|p| p.attached.as_ref())
+            .chain(scoped.into_iter().flat_map(|(_, files)| files))
+            .flat_map(|a| a.points.iter().cloned())
+            .collect()
     }
 
     fn providers(&self) -> impl Iterator<Item = (&FileId, &Provider)> {

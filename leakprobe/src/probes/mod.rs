@@ -322,6 +322,7 @@ impl Probes {
                 program: program.into(),
                 site: None,
                 emulated: None,
+                pid: None,
             });
         }
         if self.oom {
@@ -355,7 +356,13 @@ impl Probes {
             if !functions.is_empty() {
                 attached.session = Some(session.attach(target, &functions, scope.pid())?);
                 for entry in symbols.entries.iter().filter(|entry| entry.kind != EntryKind::Free) {
-                    attached.points.push(attach_point(SESSION_KIND, ALLOC_SESSION_PROGRAM, shown, &entry.resolved));
+                    attached.points.push(attach_point(
+                        SESSION_KIND,
+                        ALLOC_SESSION_PROGRAM,
+                        shown,
+                        &entry.resolved,
+                        scope,
+                    ));
                 }
             }
         }
@@ -381,7 +388,7 @@ impl Probes {
                 }
             };
             attached.links.push((program, link));
-            attached.points.push(attach_point(kind, program, shown, resolved));
+            attached.points.push(attach_point(kind, program, shown, resolved, scope));
         }
         for (alias, probed) in &symbols.aliases {
             log::debug!("{alias} is an alias of {probed} in {}: probed once", shown.display());
@@ -417,6 +424,7 @@ impl Probes {
             program: OOM_PROGRAM.into(),
             site: None,
             emulated: None,
+            pid: None,
         });
         Ok(())
     }
@@ -441,6 +449,7 @@ impl Probes {
             program: FAULT_PROGRAM.into(),
             site: None,
             emulated: None,
+            pid: None,
         });
         Ok(())
     }
@@ -469,8 +478,9 @@ impl Probes {
 /// Attach-point kind of the session program (entry and return in one).
 pub const SESSION_KIND: &str = "uprobe_session";
 
-fn attach_point(kind: &str, program: &str, path: &Path, resolved: &allocators::Resolved) -> AttachPoint {
+fn attach_point(kind: &str, program: &str, path: &Path, resolved: &allocators::Resolved, scope: Scope) -> AttachPoint {
     AttachPoint {
+        pid: NonZeroU32::new(scope.pid()).map(NonZeroU32::get),
         kind: kind.into(),
         target: resolved.symbol.clone(),
         path: Some(path.display().to_string()),
