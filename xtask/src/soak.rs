@@ -41,6 +41,18 @@ pub struct SoakArgs {
     /// Tracking mode of the daemon (`full` stresses it more).
     #[arg(long, default_value = "full")]
     mode: String,
+    /// The daemon's `--max-allocations`. The soak's limits are below the daemon's defaults so that its tables
+    /// reach them during the warm-up third even when other processes on the host allocate (the daemon tracks
+    /// every process): from then on a rise of RSS is the daemon's own, not its tables filling up. Pass the
+    /// daemon's defaults (2097152, 65536, 20000) to soak at production limits on an otherwise quiet host.
+    #[arg(long, default_value_t = 262_144)]
+    max_allocations: u64,
+    /// The daemon's `--max-stacks` (see `--max-allocations`).
+    #[arg(long, default_value_t = 8192)]
+    max_stacks: u64,
+    /// The daemon's `--max-series` (see `--max-allocations`).
+    #[arg(long, default_value_t = 4096)]
+    max_series: u64,
 }
 
 /// Leakers and churners running at once.
@@ -56,6 +68,8 @@ struct Sample {
     rss_kib: u64,
     fds: u64,
     processes: u64,
+    /// Live allocations, stacks and series in the daemon's tables.
+    tables: [u64; 3],
 }
 
 fn rss_kib(pid: u32) -> Result<u64> {
@@ -111,7 +125,14 @@ pub fn soak(root: &Path, env: &ToolEnv, args: &SoakArgs) -> Result<()> {
     // Toolchains link their own allocator (rustc: jemalloc): leave them alone so that a soak does not slow builds.
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
     let (rustup, cargo) = (format!("--discovery-exclude={home}/.rustup"), format!("--discovery-exclude={home}/.cargo"));
-    let daemon = Daemon::start(&leakprobe, &dir, "soak", &args.mode, &[&rustup, &cargo, "--no-metrics"])?;
+    let limits = [
+        format!("--max-allocations={}", args.max_allocations),
+        format!("--max-stacks={}", args.max_stacks),
+        format!("--max-series={}", args.max_series),
+    ];
+    let mut flags = vec![rustup.as_str(), cargo.as_str(), "--no-metrics"];
+    flags.extend(limits.iter().map(String::as_str));
+    let daemon = Daemon::start(&leakprobe, &dir, "soak", &args.mode, &flags)?;
     let pid = daemon.pid();
     eprintln!("soak: daemon pid {pid} ({} mode), {} minutes", args.mode, args.minutes);
 
@@ -151,16 +172,24 @@ pub fn soak(root: &Path, env: &ToolEnv, args: &SoakArgs) -> Result<()> {
             }
             if now >= next_sample {
                 let status = daemon.status().context("the daemon stopped answering")?;
+                let table = |key: &str| status["tables"][key].as_u64().unwrap_or(0);
                 let sample = Sample {
                     seconds: start.elapsed().as_secs_f64(),
                     rss_kib: rss_kib(pid)?,
                     fds: fds(pid)?,
-                    processes: status["tables"]["processes"].as_u64().unwrap_or(0),
+                    processes: table("processes"),
+                    tables: [table("live_allocations"), table("stacks"), table("series")],
                 };
                 eprintln!(
-                    "soak: {:6.0} s  RSS {:7} KiB  fds {:3}  processes {:4}  started: {started_children} short-lived, \
-                     {started_leakers} leakers",
-                    sample.seconds, sample.rss_kib, sample.fds, sample.processes
+                    "soak: {:6.0} s  RSS {:7} KiB  fds {:3}  processes {:4}  allocations {:7}  stacks {:5}  series \
+                     {:5}  started: {started_children} short-lived, {started_leakers} leakers",
+                    sample.seconds,
+                    sample.rss_kib,
+                    sample.fds,
+                    sample.processes,
+                    sample.tables[0],
+                    sample.tables[1],
+                    sample.tables[2]
                 );
                 samples.push(sample);
                 next_sample += Duration::from_secs(args.sample_seconds);
@@ -211,6 +240,10 @@ fn judge(
         first.rss_kib, first.seconds, middle.rss_kib, middle.seconds, last.rss_kib, last.seconds
     );
     println!("soak: fds: start {}, middle {}, end {}", first.fds, middle.fds, last.fds);
+    println!(
+        "soak: tables (allocations / stacks / series): start {:?}, middle {:?}, end {:?}; limits {} / {} / {}",
+        first.tables, middle.tables, last.tables, args.max_allocations, args.max_stacks, args.max_series
+    );
     println!(
         "soak: median RSS middle third {rss_mid} KiB, last third {rss_last} KiB; median fds {fd_mid} -> {fd_last}"
     );
