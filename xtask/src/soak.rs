@@ -109,6 +109,22 @@ fn dead_listed(daemon: &Daemon) -> Result<Vec<u64>> {
         .collect())
 }
 
+/// The release daemon in `args.mode`, at the soak's limits, leaving toolchains alone.
+fn start_daemon(root: &Path, dir: &Path, args: &SoakArgs) -> Result<Daemon> {
+    let leakprobe = root.join("target").join("release").join("leakprobe");
+    // Toolchains link their own allocator (rustc: jemalloc): leave them alone so that a soak does not slow builds.
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
+    let (rustup, cargo) = (format!("--discovery-exclude={home}/.rustup"), format!("--discovery-exclude={home}/.cargo"));
+    let limits = [
+        format!("--max-allocations={}", args.max_allocations),
+        format!("--max-stacks={}", args.max_stacks),
+        format!("--max-series={}", args.max_series),
+    ];
+    let mut flags = vec![rustup.as_str(), cargo.as_str(), "--no-metrics"];
+    flags.extend(limits.iter().map(String::as_str));
+    Daemon::start(&leakprobe, dir, "soak", &args.mode, &flags)
+}
+
 pub fn soak(root: &Path, env: &ToolEnv, args: &SoakArgs) -> Result<()> {
     ensure!(args.minutes > 0.0 && args.sample_seconds > 0, "--minutes and --sample-seconds must be positive");
     tasks::build(root, env)?;
@@ -121,18 +137,7 @@ pub fn soak(root: &Path, env: &ToolEnv, args: &SoakArgs) -> Result<()> {
             .arg(&workload)
             .arg(root.join("xtask").join("soak").join("soak.c")),
     )?;
-    let leakprobe = root.join("target").join("release").join("leakprobe");
-    // Toolchains link their own allocator (rustc: jemalloc): leave them alone so that a soak does not slow builds.
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".to_owned());
-    let (rustup, cargo) = (format!("--discovery-exclude={home}/.rustup"), format!("--discovery-exclude={home}/.cargo"));
-    let limits = [
-        format!("--max-allocations={}", args.max_allocations),
-        format!("--max-stacks={}", args.max_stacks),
-        format!("--max-series={}", args.max_series),
-    ];
-    let mut flags = vec![rustup.as_str(), cargo.as_str(), "--no-metrics"];
-    flags.extend(limits.iter().map(String::as_str));
-    let daemon = Daemon::start(&leakprobe, &dir, "soak", &args.mode, &flags)?;
+    let daemon = start_daemon(root, &dir, args)?;
     let pid = daemon.pid();
     eprintln!("soak: daemon pid {pid} ({} mode), {} minutes", args.mode, args.minutes);
 
