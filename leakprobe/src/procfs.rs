@@ -93,18 +93,30 @@ const KPF_THP: u64 = 1 << 22;
 /// Base pages per PMD-sized huge page on x86-64: the largest anonymous folio a fault maps at once.
 const PMD_PAGES: u64 = 512;
 
-/// Bytes of the anonymous large folio (a transparent huge page, PMD-sized or multi-size) that backs `addr` in
-/// process `pid`, read from `/proc/PID/pagemap` and `kpageflags` (an open `/proc/kpageflags`): the fault that
-/// found nothing mapped there mapped all of it at once. `None` for a base page, a page not present (yet), or
-/// when either file cannot be read (the frame number needs `CAP_SYS_ADMIN`).
-pub fn anon_folio_bytes(kpageflags: &fs::File, pid: u32, addr: u64, page: u64) -> Option<u64> {
+/// What backs a user page of a process, from `/proc/PID/pagemap` and `kpageflags`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnonPage {
+    /// Nothing is mapped there (yet: a fault in progress has not mapped its page).
+    NotPresent,
+    /// A base page, or a page that is not anonymous.
+    Base,
+    /// An anonymous large folio (a transparent huge page, PMD-sized or multi-size) of this many bytes.
+    Folio(u64),
+}
+
+/// What backs `addr` in process `pid` (`kpageflags`: an open `/proc/kpageflags`). `None` when either file
+/// cannot be read: the process is gone, or the frame number is hidden (it needs `CAP_SYS_ADMIN`).
+pub fn anon_page(kpageflags: &fs::File, pid: u32, addr: u64, page: u64) -> Option<AnonPage> {
     use std::os::unix::fs::FileExt as _;
     let mut entry = [0u8; 8];
     let pagemap = fs::File::open(format!("/proc/{pid}/pagemap")).ok()?;
     pagemap.read_exact_at(&mut entry, (addr / page).checked_mul(8)?).ok()?;
     let entry = u64::from_le_bytes(entry);
+    if entry >> 63 == 0 {
+        return Some(AnonPage::NotPresent);
+    }
     let pfn = entry & ((1 << 55) - 1);
-    if entry >> 63 == 0 || pfn == 0 {
+    if pfn == 0 {
         return None;
     }
     // A folio is naturally aligned and at most PMD-sized: the block of 512 frames around it holds all of it.
@@ -112,7 +124,10 @@ pub fn anon_folio_bytes(kpageflags: &fs::File, pid: u32, addr: u64, page: u64) -
     let mut raw = vec![0u8; usize::try_from(PMD_PAGES * 8).ok()?];
     kpageflags.read_exact_at(&mut raw, base.checked_mul(8)?).ok()?;
     let flags: Vec<u64> = raw.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())).collect();
-    folio_pages(&flags, usize::try_from(pfn - base).ok()?).map(|pages| pages * page)
+    Some(match folio_pages(&flags, usize::try_from(pfn - base).ok()?) {
+        Some(pages) if pages > 1 => AnonPage::Folio(pages * page),
+        _ => AnonPage::Base,
+    })
 }
 
 /// Pages of the anonymous large folio holding frame `at` of a naturally aligned block of `kpageflags` words.

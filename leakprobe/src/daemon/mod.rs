@@ -6,6 +6,7 @@
 //! is removed.
 
 pub mod discovery;
+mod folios;
 pub mod oom;
 mod purge;
 mod query;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     discovery::DiscoveryHandle,
+    folios,
     oom::OomTracker,
     purge::PurgeJob,
     query,
@@ -144,6 +145,7 @@ impl State {
                     Some(batch) => self.apply(&batch),
                     None => break,
                 },
+                () = tokio::time::sleep(folios::RETRY), if self.tiers.folios.waiting() => self.resolve_folios(),
                 request = requests.recv() => match request {
                     Some(Request::Tick { tick, samples, read_ns, gone }) => {
                         self.sweep(gone, read_ns);
@@ -169,12 +171,8 @@ impl State {
                 // Before the victim's exit event (later in the ring buffer) purges it.
                 Event::Oom(oom) => self.oom.on_oom(oom, &self.table, self.clock, &self.symbolizer),
                 Event::Fault(fault) => {
-                    let tgid = fault.header.tgid;
                     if self.tiers.on_fault(fault) {
-                        if let Some(comm) = procfs::comm(tgid) {
-                            self.tiers.faults.set_comm(tgid, comm);
-                        }
-                        self.symbolizer.seen(tgid);
+                        self.new_faulting(fault.header.tgid);
                     }
                     continue;
                 }
@@ -201,6 +199,25 @@ impl State {
                 Applied::Purged { tgid, addrs, before_ns } => self.purged(tgid, addrs, before_ns),
             }
         }
+        // The batch took a while: faults that waited may have their page now.
+        if self.tiers.folios.waiting() {
+            self.resolve_folios();
+        }
+    }
+
+    /// Faults that waited for their page (see `folios`), applied once it is mapped.
+    fn resolve_folios(&mut self) {
+        for tgid in self.tiers.resolve_folios() {
+            self.new_faulting(tgid);
+        }
+    }
+
+    /// Tier 0 saw a process for the first time.
+    fn new_faulting(&mut self, tgid: u32) {
+        if let Some(comm) = procfs::comm(tgid) {
+            self.tiers.faults.set_comm(tgid, comm);
+        }
+        self.symbolizer.seen(tgid);
     }
 
     fn purged(&mut self, tgid: u32, addrs: Vec<u64>, before_ns: u64) {
@@ -391,6 +408,8 @@ impl State {
             ("fault_stacks_dropped", faults.dropped_stacks),
             ("fault_processes_purged", faults.purged),
             ("fault_large_folios", faults.large_folios),
+            ("fault_folios_deferred", self.tiers.folios.deferred),
+            ("fault_folios_unresolved", self.tiers.folios.unresolved),
             ("tier1_escalations_ended", self.tiers.tier1.ended().count() as u64),
             ("tier1_attach_errors", self.tiers.attach_errors),
             ("budget_actions", self.tiers.tier1.budget_actions),

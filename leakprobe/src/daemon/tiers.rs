@@ -8,11 +8,14 @@
 use std::{collections::HashMap, os::fd::OwnedFd, time::Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
-use leakprobe_common::{FAULT_PAGE_BYTES, FAULT_PROGRAM, FaultEvent};
+use leakprobe_common::{FAULT_PROGRAM, FaultEvent};
 
 use tokio::sync::oneshot;
 
-use super::discovery::{Command, DiscoveryHandle};
+use super::{
+    discovery::{Command, DiscoveryHandle},
+    folios::Folios,
+};
 use crate::{
     core::{
         analysis::VerdictConfig,
@@ -69,9 +72,8 @@ pub struct Tiers {
     pub attach_errors: u64,
     /// When not empty, only processes with one of these names are escalated automatically.
     pub escalate_only: Vec<String>,
-    /// `/proc/kpageflags`, to weigh a fault that mapped a transparent huge page by its size; `None` when it cannot
-    /// be opened (every fault then counts one base page).
-    kpageflags: Option<std::fs::File>,
+    /// Weighs a fault that mapped a transparent huge page by its size, once the fault is done.
+    pub folios: Folios,
 }
 
 impl Tiers {
@@ -90,13 +92,8 @@ impl Tiers {
                 None
             }
         };
-        let kpageflags = std::fs::File::open("/proc/kpageflags")
-            .inspect_err(|err| {
-                log::warn!("/proc/kpageflags: {err}: a fault that maps a transparent huge page counts as one page");
-            })
-            .ok();
         Self {
-            kpageflags,
+            folios: Folios::open(),
             faults,
             tier1,
             discovery,
@@ -122,6 +119,7 @@ impl Tiers {
 
     /// A process exited or exec'd: tier 0 forgets it, tier 1 detaches.
     pub fn gone(&mut self, pid: u32, table: &mut Table) {
+        self.folios.forget(pid);
         self.faults.purge(pid);
         self.last_calls.remove(&pid);
         if self.tier1.gone(pid, procfs::monotonic_ns()) {
@@ -129,19 +127,18 @@ impl Tiers {
         }
     }
 
-    /// A sampled fault; true when it is the first of its process.
+    /// A sampled fault; true when it is the first of its process. A fault whose page is not mapped yet waits
+    /// (see [`Folios`]) and is applied by [`Self::resolve_folios`].
     pub fn on_fault(&mut self, event: &FaultEvent) -> bool {
-        // A fault on a page that was not present (error code bit 0 clear) may have mapped a whole transparent huge
-        // page; a write to a present page (copy on write) maps one base page.
-        let mapped = self
-            .kpageflags
-            .as_ref()
-            .filter(|_| event.error_code & 1 == 0)
-            .and_then(|kpageflags| {
-                procfs::anon_folio_bytes(kpageflags, event.header.tgid, event.addr, FAULT_PAGE_BYTES)
-            })
-            .unwrap_or(FAULT_PAGE_BYTES);
-        self.faults.apply(event, mapped)
+        self.folios.weigh(event, procfs::monotonic_ns()).is_some_and(|mapped| self.faults.apply(event, mapped))
+    }
+
+    /// Applies the waiting faults whose page is mapped now (or that waited too long); returns the processes
+    /// seen for the first time.
+    pub fn resolve_folios(&mut self) -> Vec<u32> {
+        let mut ready = Vec::new();
+        self.folios.ready(procfs::monotonic_ns(), &mut ready);
+        ready.iter().filter(|(event, mapped)| self.faults.apply(event, *mapped)).map(|(e, _)| e.header.tgid).collect()
     }
 
     fn detach(&mut self, pid: u32, table: &mut Table) {
