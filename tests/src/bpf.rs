@@ -1,7 +1,13 @@
-//! Kernel-side view of a process's eBPF objects, without bpftool: the ids in `/proc/PID/fdinfo`, and whether an id
-//! still exists (`BPF_PROG_GET_FD_BY_ID` / `BPF_LINK_GET_FD_BY_ID`).
+//! Kernel-side view of a process's eBPF objects: the ids in `/proc/PID/fdinfo`, whether an id still exists
+//! (`BPF_PROG_GET_FD_BY_ID` / `BPF_LINK_GET_FD_BY_ID`), and what `bpftool` lists.
 
 use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{describe, poll_until};
 
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
@@ -80,4 +86,28 @@ pub fn still_existing(objects: &BpfObjects) -> BpfObjects {
         prog_ids: objects.prog_ids.iter().copied().filter(|&id| prog_exists(id)).collect(),
         link_ids: objects.link_ids.iter().copied().filter(|&id| link_exists(id)).collect(),
     }
+}
+
+/// `bpftool -j ARGS`, parsed.
+pub fn bpftool(args: &[&str]) -> Vec<Value> {
+    let out =
+        Command::new("bpftool").arg("-j").args(args).output().expect("run bpftool (cargo xtask setup installs it)");
+    assert!(out.status.success(), "bpftool {args:?} failed\n{}", describe(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?}: bad JSON ({e})"))
+}
+
+/// Waits until `bpftool link show`, `prog show` and `perf show` list none of `held` (the objects a daemon with pid
+/// `pid` held before it stopped) and no perf event of `pid`; fails after 10 s.
+pub fn wait_until_bpftool_lists_none(held: &BpfObjects, pid: u32) {
+    let held_link = |id: Option<u64>| id.is_some_and(|id| held.link_ids.iter().any(|&h| u64::from(h) == id));
+    let held_prog = |id: Option<u64>| id.is_some_and(|id| held.prog_ids.iter().any(|&h| u64::from(h) == id));
+    poll_until(Duration::from_secs(10), "bpftool to list none of the daemon's objects", || {
+        let links = bpftool(&["link", "show"]);
+        let progs = bpftool(&["prog", "show"]);
+        let perf = bpftool(&["perf", "show"]);
+        let left_links = links.iter().any(|l| held_link(l["id"].as_u64()) || held_prog(l["prog_id"].as_u64()));
+        let left_progs = progs.iter().any(|p| held_prog(p["id"].as_u64()));
+        let left_perf = perf.iter().any(|p| p["pid"].as_u64() == Some(u64::from(pid)));
+        (!left_links && !left_progs && !left_perf).then_some(())
+    });
 }

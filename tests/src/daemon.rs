@@ -78,10 +78,23 @@ impl Daemon {
 
     /// Like [`Daemon::start_with_state`], with more arguments to `leakprobe run`.
     pub fn start_with_state_args(dir: TempDir, state_dir: &Path, args: &[&str]) -> Self {
+        Self::start_wrapped(dir, state_dir, &[], args)
+    }
+
+    /// Like [`Daemon::start_with_state_args`], through `wrapper` (a program and its arguments, e.g. `setpriv ...
+    /// --`), which must end by executing the daemon in its own process: the daemon's pid is the wrapper's.
+    pub fn start_wrapped(dir: TempDir, state_dir: &Path, wrapper: &[String], args: &[&str]) -> Self {
         let socket = dir.path().join("leakprobe.sock");
         let log = dir.path().join("daemon.log");
         let log_file = File::create(&log).expect("create the daemon log file");
-        let mut cmd = Command::new(daemon_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper_args).arg(daemon_bin());
+                cmd
+            }
+            None => Command::new(daemon_bin()),
+        };
         cmd.arg("run").arg("--socket").arg(&socket).arg("--state-dir").arg(state_dir);
         // Exact counts unless the test asks for sampling: `leakprobe run` samples by default.
         if !args.contains(&"--mode") {

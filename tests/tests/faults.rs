@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use leakprobe_tests::bpf::objects_of;
+use leakprobe_tests::bpf::{bpftool, objects_of, wait_until_bpftool_lists_none};
 use leakprobe_tests::cgroup::leaker_oom_killed;
 use leakprobe_tests::{Daemon, Fixture, StackExt, describe, dump, exited_zero, poll_until, wait_for_fence};
 use serde_json::Value;
@@ -68,14 +68,6 @@ fn after_sigkill_the_next_start_works_and_keeps_the_reports() {
     assert_eq!(daemon.counter("daemon_counters", "oom_reports_skipped"), 0, "no file was unreadable");
 }
 
-/// `bpftool -j ARGS`, parsed.
-fn bpftool(args: &[&str]) -> Vec<Value> {
-    let out =
-        Command::new("bpftool").arg("-j").args(args).output().expect("run bpftool (cargo xtask setup installs it)");
-    assert!(out.status.success(), "bpftool {args:?} failed\n{}", describe(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?}: bad JSON ({e})"))
-}
-
 #[test]
 fn after_sigterm_bpftool_shows_no_link_program_or_perf_event_of_the_daemon() {
     let mut daemon = Daemon::start();
@@ -100,24 +92,7 @@ fn after_sigterm_bpftool_shows_no_link_program_or_perf_event_of_the_daemon() {
 
     let status = daemon.stop_with(libc::SIGTERM);
     assert!(exited_zero(status), "exit after SIGTERM: {status}; log:\n{}", daemon.log());
-    poll_until(Duration::from_secs(10), "bpftool to list none of the daemon's objects", || {
-        let links = bpftool(&["link", "show"]);
-        let progs = bpftool(&["prog", "show"]);
-        let perf = bpftool(&["perf", "show"]);
-        let left_links: Vec<&Value> = links
-            .iter()
-            .filter(|l| {
-                l["id"].as_u64().is_some_and(|id| held.link_ids.iter().any(|&h| u64::from(h) == id))
-                    || l["prog_id"].as_u64().is_some_and(|id| held.prog_ids.iter().any(|&h| u64::from(h) == id))
-            })
-            .collect();
-        let left_progs: Vec<&Value> = progs
-            .iter()
-            .filter(|p| p["id"].as_u64().is_some_and(|id| held.prog_ids.iter().any(|&h| u64::from(h) == id)))
-            .collect();
-        let left_perf: Vec<&Value> = perf.iter().filter(|p| p["pid"].as_u64() == Some(u64::from(pid))).collect();
-        (left_links.is_empty() && left_progs.is_empty() && left_perf.is_empty()).then_some(())
-    });
+    wait_until_bpftool_lists_none(&held, pid);
     // The uprobe events of the removed probes are gone from tracefs as well.
     let events = std::fs::read_to_string("/sys/kernel/tracing/uprobe_events").unwrap_or_default();
     assert!(!events.contains(&lib), "a uprobe on the copied libc is left in uprobe_events:\n{events}");
