@@ -73,7 +73,7 @@ fn client_without_daemon_fails_clearly() {
 }
 
 #[test]
-fn run_as_non_root_is_refused() {
+fn run_as_non_root_without_capabilities_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Writable for nobody, so that the only thing missing is privileges.
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod the temp dir");
@@ -85,10 +85,15 @@ fn run_as_non_root_is_refused() {
         .args(["run", "--socket", socket.to_str().expect("utf-8"), "--metrics-addr", "127.0.0.1:0"])
         .env_remove("RUST_LOG");
     let out = run_with_timeout(&mut cmd, FAIL_TIMEOUT);
-    let line = one_line_failure(&out, "run as nobody").to_lowercase();
+    let line = one_line_failure(&out, "run as nobody");
     assert!(
-        ["root", "privilege", "cap_bpf", "cap_sys_admin", "capabilit"].iter().any(|w| line.contains(w)),
-        "the error does not say root/privileges are needed: {line:?}"
+        line.starts_with("leakprobe: missing CAP_SYS_ADMIN (")
+            && line.contains("CAP_SYS_PTRACE (")
+            && line.contains("CAP_DAC_READ_SEARCH (")
+            && line.contains("run as root")
+            && line.contains("AmbientCapabilities=CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH"),
+        "the error does not name the missing capabilities and how to grant them: {line:?}"
     );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert!(!socket.exists(), "a daemon that failed to start left its socket behind");
 }

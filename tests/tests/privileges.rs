@@ -5,9 +5,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use leakprobe_tests::bpf::{objects_of, wait_until_bpftool_lists_none};
+use leakprobe_tests::creds::{NOBODY as NOBODY_UID, dir_owned_by, setpriv};
+use leakprobe_tests::expect::{ALPHA_COUNT, ALPHA_SIZE, BETA_COUNT, BETA_SIZE};
 use leakprobe_tests::http::get;
+use leakprobe_tests::stacks::assert_live;
 use leakprobe_tests::{
-    CLI_TIMEOUT, Daemon, Fixture, StackExt as _, daemon_bin, describe, poll_until, run_with_timeout, wait_for_fence,
+    CLI_TIMEOUT, Daemon, Fixture, StackExt as _, daemon_bin, describe, exited_zero, poll_until, run_with_timeout,
+    wait_for_fence,
 };
 
 /// `adm` (gid 4) exists on every Debian system and `nobody` (65534) is not in it.
@@ -15,9 +20,22 @@ const GROUP: &str = "adm";
 const GROUP_GID: u32 = 4;
 const NOBODY: &str = "65534";
 
-/// `CAP_DAC_READ_SEARCH` (2), `CAP_SYS_PTRACE` (19), `CAP_SYS_ADMIN` (21), `CAP_PERFMON` (38), `CAP_BPF` (39): the set the
-/// README documents.
-const KEPT_MASK: u64 = (1 << 2) | (1 << 19) | (1 << 21) | (1 << 38) | (1 << 39);
+/// `CAP_DAC_READ_SEARCH` (2), `CAP_SYS_PTRACE` (19), `CAP_SYS_ADMIN` (21): the set the README documents.
+const KEPT_MASK: u64 = (1 << 2) | (1 << 19) | (1 << 21);
+/// What the daemon logs once it dropped the others.
+const KEPT_LOG: &str = "capabilities kept: CAP_DAC_READ_SEARCH CAP_SYS_ADMIN CAP_SYS_PTRACE";
+/// What an unprivileged daemon is granted (setpriv's names): the kept capabilities, and `CAP_CHOWN` to give the
+/// socket to `--socket-group adm`, a group `nobody` is not in.
+const GRANTED: [(&str, &str); 4] = [
+    ("sys_admin", "CAP_SYS_ADMIN"),
+    ("sys_ptrace", "CAP_SYS_PTRACE"),
+    ("dac_read_search", "CAP_DAC_READ_SEARCH"),
+    ("chown", "CAP_CHOWN"),
+];
+/// [`GRANTED`] as a mask: `CAP_CHOWN` is 0.
+const GRANTED_MASK: u64 = KEPT_MASK | 1;
+/// A uid with no name and no file, for a client that is neither the daemon's user nor root.
+const STRANGER: &str = "65533";
 
 /// A temporary directory others may traverse (the socket's directory must be, for its group to reach it).
 fn open_dir() -> tempfile::TempDir {
@@ -28,8 +46,13 @@ fn open_dir() -> tempfile::TempDir {
 
 /// `leakprobe status --socket SOCKET` as uid/gid `nobody`, with `groups` as supplementary groups (none if empty).
 fn status_as_nobody(socket: &Path, groups: &str) -> std::process::Output {
+    status_as(NOBODY, socket, groups)
+}
+
+/// `leakprobe status --socket SOCKET` as uid and gid `uid`, with `groups` as supplementary groups (none if empty).
+fn status_as(uid: &str, socket: &Path, groups: &str) -> std::process::Output {
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid", NOBODY, "--regid", NOBODY]);
+    cmd.args(["--reuid", uid, "--regid", uid]);
     if groups.is_empty() {
         cmd.arg("--clear-groups");
     } else {
@@ -113,7 +136,7 @@ fn the_daemon_keeps_only_the_documented_capabilities_and_still_attaches() {
             assert_eq!(*value, want, "thread {thread}: {name} is {value:#x}, want {want:#x}; all: {caps:?}");
         }
     }
-    assert!(daemon.log().contains("capabilities kept: CAP_BPF CAP_DAC_READ_SEARCH CAP_PERFMON CAP_SYS_ADMIN"));
+    assert!(daemon.log().contains(KEPT_LOG), "{}", daemon.log());
 
     // A copy of the libc is a file no process mapped when the daemon dropped its capabilities: probing it
     // needs a new uprobe attachment, and symbolizing it reading a new file.
@@ -143,6 +166,111 @@ fn the_daemon_keeps_only_the_documented_capabilities_and_still_attaches() {
         "the allocations made through the copied libc after the drop are missing: {}",
         leakprobe_tests::dump(&stacks)
     );
+}
+
+/// The `Uid:` line of `/proc/PID/status`: real, effective, saved and filesystem uids.
+fn uids(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read the daemon's status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .expect("a Uid line")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn an_unprivileged_user_with_the_needed_capabilities_runs_the_daemon() {
+    let dir = dir_owned_by(NOBODY_UID, "leakprobe-nobody-");
+    let state = dir.path().join("state");
+    let caps: Vec<&str> = GRANTED.iter().map(|&(cap, _)| cap).collect();
+    let mut daemon = Daemon::start_wrapped(dir, &state, &setpriv(NOBODY_UID, &caps), &["--socket-group", GROUP]);
+    let pid = daemon.pid();
+    assert_eq!(uids(pid), format!("{NOBODY} {NOBODY} {NOBODY} {NOBODY}"), "the daemon runs as nobody");
+
+    // The socket and the state directory are nobody's; the socket's group is --socket-group's.
+    let meta = std::fs::metadata(daemon.socket()).expect("stat the socket");
+    assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (NOBODY_UID, GROUP_GID, 0o660), "the socket");
+    let oom_dir = std::fs::metadata(state.join("oom")).expect("the daemon creates state/oom");
+    assert_eq!(oom_dir.uid(), NOBODY_UID, "the OOM report directory is the daemon user's");
+    let refused = status_as(STRANGER, daemon.socket(), "");
+    assert!(!refused.status.success(), "a uid outside the group was served\n{}", describe(&refused));
+    let served = status_as(STRANGER, daemon.socket(), &GROUP_GID.to_string());
+    assert!(served.status.success(), "a member of the group was refused\n{}", describe(&served));
+    assert_eq!(daemon.status()["pid"].as_u64(), Some(u64::from(pid)), "root is served");
+
+    // Every thread holds the kept capabilities only; the bounding set is what setpriv left (without CAP_SETPCAP
+    // the daemon cannot shrink it, as under systemd's CapabilityBoundingSet=).
+    let threads = thread_caps(pid);
+    assert!(threads.len() >= 4, "the daemon has threads: {threads:?}");
+    for (thread, fields) in &threads {
+        for (name, value) in fields {
+            let want = match name.as_str() {
+                "CapInh" | "CapAmb" => 0,
+                "CapBnd" => GRANTED_MASK,
+                _ => KEPT_MASK,
+            };
+            assert_eq!(*value, want, "thread {thread}: {name} is {value:#x}, want {want:#x}; all: {threads:?}");
+        }
+    }
+    assert!(daemon.log().contains(KEPT_LOG), "{}", daemon.log());
+
+    // Full mode (the harness's default): the leaks are exact.
+    let mut fixture = Fixture::leaker("basic");
+    fixture.wait_line("ready");
+    let stacks = wait_for_fence(&daemon, fixture.pid());
+    assert_live(&stacks, "leak_alpha", ALPHA_COUNT * ALPHA_SIZE, ALPHA_COUNT);
+    assert_live(&stacks, "leak_beta", BETA_COUNT * BETA_SIZE, BETA_COUNT);
+
+    // SIGTERM: every probe goes, and the socket.
+    let held = objects_of(pid);
+    assert!(!held.link_ids.is_empty() && !held.prog_ids.is_empty(), "the daemon holds no probe: {held:?}");
+    let status = daemon.stop_with(libc::SIGTERM);
+    assert!(exited_zero(status), "exit after SIGTERM: {status}; log:\n{}", daemon.log());
+    assert!(!daemon.socket().exists(), "the socket is left behind");
+    wait_until_bpftool_lists_none(&held, pid);
+    drop(fixture);
+}
+
+#[test]
+fn without_a_needed_capability_the_start_fails_naming_it() {
+    for (removed, name) in GRANTED {
+        let caps: Vec<&str> = GRANTED.iter().map(|&(cap, _)| cap).filter(|&cap| cap != removed).collect();
+        let dir = dir_owned_by(NOBODY_UID, "leakprobe-nocap-");
+        // In a directory that does not exist yet: the daemon must not even create it.
+        let socket = dir.path().join("run").join("leakprobe.sock");
+        let state = dir.path().join("state");
+        let wrapper = setpriv(NOBODY_UID, &caps);
+        let mut cmd = Command::new(&wrapper[0]);
+        cmd.args(&wrapper[1..])
+            .arg(daemon_bin())
+            .arg("run")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(&state)
+            .args(["--socket-group", GROUP, "--metrics-addr", "127.0.0.1:0"])
+            .env_remove("RUST_LOG");
+        let out = run_with_timeout(&mut cmd, CLI_TIMEOUT);
+        let what = format!("run without {name}");
+        assert_eq!(out.status.code(), Some(1), "{what}\n{}", describe(&out));
+        assert!(out.stdout.is_empty(), "{what}: stdout\n{}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{what}: one line on stderr\n{}", describe(&out));
+        let (missing, how) = lines[0].split_once(": run as root").unwrap_or_else(|| panic!("{what}: {stderr}"));
+        assert!(missing.starts_with(&format!("leakprobe: missing {name} (")), "{what}: {stderr}");
+        for (_, other) in GRANTED.iter().filter(|&&(_, other)| other != name) {
+            assert!(!missing.contains(other), "{what}: {other} is named missing: {stderr}");
+        }
+        assert!(
+            how.contains("AmbientCapabilities=CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH CAP_CHOWN"),
+            "{what}: how to grant them: {stderr}"
+        );
+        assert!(!socket.parent().expect("a directory").exists(), "{what}: the socket's directory was created");
+        assert!(!state.exists(), "{what}: the state directory was created");
+    }
 }
 
 /// Whether the inotify descriptor has an event waiting.

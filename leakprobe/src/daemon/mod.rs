@@ -53,6 +53,7 @@ use crate::{
         OomStats,
         store::{ReportStore, StoreLimits},
     },
+    privileges,
     probes::{self, MallocProbes, ProbeConfig, Probes, discover::Discovery},
     procfs::Clock,
     protocol::DiscoveryStatus,
@@ -232,7 +233,13 @@ fn spawn_signals(tasks: &mut JoinSet<Result<&'static str>>, token: CancellationT
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(config: DaemonConfig) -> Result<()> {
     let started = Instant::now();
-    // Root and kernel features first: without them nothing else matters, and the error says what is missing.
+    // Capabilities and kernel features first: without them nothing else matters, and the error says what is
+    // missing.
+    let startup = privileges::Startup {
+        socket_group: config.socket_group,
+        metrics_port: config.metrics.map(|metrics| metrics.addr.port()),
+    };
+    privileges::check(privileges::needed(startup))?;
     probes::preflight::check(&config.probes.sys)?;
     server::check_socket_free(&config.socket)?;
     // Before loading anything: a port in use is a one-line error at once.
@@ -305,8 +312,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
 
     let listener = server::bind(&config.socket, config.socket_mode, config.socket_group)?;
     // The last step that needed more than the kept capabilities: the other threads dropped them when they started.
-    crate::privileges::drop_in_this_thread();
-    log::info!("capabilities kept: {}", crate::privileges::describe_effective());
+    privileges::drop_in_this_thread();
+    log::info!("capabilities kept: {}", privileges::describe_effective());
     let server_requests = request_tx.clone();
     log::info!("serving on {}", config.socket.display());
     let token = shutdown.clone();

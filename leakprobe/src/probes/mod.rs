@@ -44,8 +44,6 @@ pub(crate) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!(
 /// Why loading or attaching failed. Every variant names what is missing.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("leakprobe must run as root to load eBPF programs (effective uid is {euid})")]
-    NotRoot { euid: u32 },
     #[error("the kernel has no BTF ({0} is missing): leakprobe needs a kernel built with CONFIG_DEBUG_INFO_BTF")]
     NoBtf(PathBuf),
     #[error("the kernel has no uprobe support ({0} is missing): leakprobe needs CONFIG_UPROBE_EVENTS")]

@@ -26,13 +26,9 @@ impl Default for SysPaths {
     }
 }
 
-/// Fails with the first missing requirement: root, BTF, uprobes, tracefs (mounted here if missing).
+/// Fails with the first missing kernel feature: BTF, uprobes, tracefs (mounted here if missing). The
+/// capabilities are checked before (`privileges::check`).
 pub fn check(paths: &SysPaths) -> Result<(), ProbeError> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        return Err(ProbeError::NotRoot { euid });
-    }
     if !paths.btf.exists() {
         return Err(ProbeError::NoBtf(paths.btf.clone()));
     }
@@ -156,10 +152,6 @@ print fmt: \"pid=%d comm=%s total-vm=%lukB anon-rss=%lukB file-rss:%lukB shmem-r
 
     #[test]
     fn missing_features_are_named() {
-        // Only meaningful as root (the first check); the tests run as root.
-        if unsafe { libc::geteuid() } != 0 {
-            return;
-        }
         let paths = SysPaths { btf: "/nonexistent/vmlinux".into(), ..SysPaths::default() };
         let err = check(&paths).expect_err("no BTF");
         assert!(err.to_string().contains("/nonexistent/vmlinux"), "{err}");
