@@ -273,6 +273,41 @@ fn without_a_needed_capability_the_start_fails_naming_it() {
     }
 }
 
+#[test]
+fn an_unprivileged_daemon_mounts_tracefs_where_it_is_missing() {
+    let dir = dir_owned_by(NOBODY_UID, "leakprobe-tracefs-");
+    let state = dir.path().join("state");
+    // A mount namespace of its own without tracefs (the host's stays mounted): the daemon mounts it with
+    // mount(2) and CAP_SYS_ADMIN, where mount(8) refuses any user but root.
+    let mut wrapper: Vec<String> = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        "umount /sys/kernel/tracing && exec \"$@\"",
+        "sh",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    wrapper.extend(setpriv(NOBODY_UID, &["sys_admin", "sys_ptrace", "dac_read_search"]));
+    let daemon = Daemon::start_wrapped(dir, &state, &wrapper, &["--no-discovery"]);
+    assert_eq!(uids(daemon.pid()), format!("{NOBODY} {NOBODY} {NOBODY} {NOBODY}"), "the daemon runs as nobody");
+    assert!(daemon.log().contains("mounting tracefs on /sys/kernel/tracing"), "{}", daemon.log());
+    let status = daemon.status();
+    let tracepoints: Vec<&str> = status["attach_points"]
+        .as_array()
+        .expect("attach_points")
+        .iter()
+        .filter(|p| p["kind"].as_str() == Some("tracepoint"))
+        .filter_map(|p| p["target"].as_str())
+        .collect();
+    assert!(tracepoints.contains(&"sched/sched_process_exit"), "tracepoints: {tracepoints:?}");
+    assert!(Path::new("/sys/kernel/tracing/events").is_dir(), "the host's tracefs is still mounted");
+}
+
 /// Whether the inotify descriptor has an event waiting.
 fn inotify_fired(fd: libc::c_int) -> bool {
     let mut buf = [0u8; 4096];

@@ -48,8 +48,8 @@ pub enum ProbeError {
     NoBtf(PathBuf),
     #[error("the kernel has no uprobe support ({0} is missing): leakprobe needs CONFIG_UPROBE_EVENTS")]
     NoUprobes(PathBuf),
-    #[error("tracefs is not mounted on {0} and could not be mounted there")]
-    NoTracefs(PathBuf),
+    #[error("tracefs is not mounted on {path} and mounting it there failed")]
+    NoTracefs { path: PathBuf, source: std::io::Error },
     #[error("could not find the host's libc in /proc/self/maps; pass --libc PATH")]
     LibcNotFound,
     #[error("{path}")]

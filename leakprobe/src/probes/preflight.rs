@@ -1,9 +1,11 @@
 //! Checks that the kernel and the process can run leakprobe, with a precise message when not.
 
 use std::{
+    ffi::CString,
     fs,
+    io::ErrorKind,
+    os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
-    process::Command,
 };
 
 use super::ProbeError;
@@ -39,16 +41,32 @@ pub fn check(paths: &SysPaths) -> Result<(), ProbeError> {
 }
 
 fn ensure_tracefs(dir: &Path) -> Result<(), ProbeError> {
-    if dir.join("events").is_dir() {
-        return Ok(());
+    let events = dir.join("events");
+    match fs::metadata(&events) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        // Not mounted: the mount point is empty.
+        Err(err) if err.kind() == ErrorKind::NotFound => {}
+        // Mounted but out of reach (tracefs is mode 0700: a user without CAP_DAC_READ_SEARCH).
+        Err(source) => return Err(ProbeError::Io { path: events, source }),
+        Ok(_) => {}
     }
     log::info!("mounting tracefs on {}", dir.display());
-    let mounted = Command::new("mount").args(["-t", "tracefs", "nodev"]).arg(dir).status();
-    if mounted.is_ok_and(|s| s.success()) && dir.join("events").is_dir() {
+    mount_tracefs(dir).map_err(|source| ProbeError::NoTracefs { path: dir.to_path_buf(), source })?;
+    if events.is_dir() {
         Ok(())
     } else {
-        Err(ProbeError::NoTracefs(dir.to_path_buf()))
+        let source = std::io::Error::new(ErrorKind::NotFound, "no events directory after mounting");
+        Err(ProbeError::NoTracefs { path: dir.to_path_buf(), source })
     }
+}
+
+/// `mount -t tracefs nodev DIR` as a system call: it needs `CAP_SYS_ADMIN` and works for a non-root user holding
+/// it, where mount(8) refuses anyone but root.
+fn mount_tracefs(dir: &Path) -> std::io::Result<()> {
+    let target = CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: NUL-terminated strings that outlive the call; tracefs takes no data argument.
+    let rc = unsafe { libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// One field of a tracepoint record, as its format file describes it.
