@@ -43,6 +43,11 @@ pub enum SocketError {
     NoSuchGroup(String),
     #[error("giving {path} to group {gid}")]
     Chown { path: String, gid: u32, source: std::io::Error },
+    #[error(
+        "cannot create the socket {path}: {dir} is not writable by uid {uid} (make the socket's directory this \
+         user's, e.g. systemd RuntimeDirectory=leakprobe)"
+    )]
+    DirNotWritable { path: String, dir: String, uid: u32 },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SocketError + '_ {
@@ -63,6 +68,36 @@ pub fn check_socket_free(path: &Path) -> Result<(), SocketError> {
             fs::remove_file(path).map_err(io_error(path))
         }
     }
+}
+
+/// Fails unless this process may create `path`: its directory, or the closest ancestor that exists (where
+/// [`bind`] starts creating it), must be writable and searchable by the effective uid. Checked at start, so that a
+/// daemon that could not bind at the end does not load and attach first.
+pub fn check_socket_dir(path: &Path) -> Result<(), SocketError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Some(existing) = dir.ancestors().find(|a| a.as_os_str().is_empty() || fs::metadata(a).is_ok()) else {
+        return Ok(());
+    };
+    let existing = if existing.as_os_str().is_empty() { Path::new(".") } else { existing };
+    let c_path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).map_err(|e| SocketError::Io {
+        path: existing.display().to_string(),
+        source: std::io::Error::new(ErrorKind::InvalidInput, e),
+    })?;
+    // SAFETY: a NUL-terminated path that outlives the call. AT_EACCESS: the effective uid, gid and capabilities.
+    let rc = unsafe { libc::faccessat(libc::AT_FDCWD, c_path.as_ptr(), libc::W_OK | libc::X_OK, libc::AT_EACCESS) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EACCES) {
+        return Err(SocketError::Io { path: existing.display().to_string(), source: err });
+    }
+    Err(SocketError::DirNotWritable {
+        path: path.display().to_string(),
+        dir: existing.display().to_string(),
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        uid: unsafe { libc::geteuid() },
+    })
 }
 
 /// The gid of `group`: a number, or a name looked up in the group database (`/etc/group`, NSS).
@@ -92,8 +127,8 @@ pub fn resolve_group(group: &str) -> Result<u32, SocketError> {
 }
 
 /// Binds the socket (creating its directory), sets its mode and, with `group`, gives it to that group (the
-/// owner stays root): with mode 0660, root and the group's members may query, and the kernel refuses everyone
-/// else at `connect(2)`.
+/// owner is the daemon's user): with mode 0660, that user, root and the group's members may query, and the kernel
+/// refuses everyone else at `connect(2)`.
 pub fn bind(path: &Path, mode: u32, group: Option<u32>) -> Result<UnixListener, SocketError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io_error(dir))?;

@@ -274,6 +274,36 @@ fn without_a_needed_capability_the_start_fails_naming_it() {
 }
 
 #[test]
+fn a_socket_directory_the_user_cannot_create_is_refused_before_loading() {
+    // Root's directory (0755): nobody may not create the socket's directory in it.
+    let dir = open_dir();
+    let socket = dir.path().join("run").join("leakprobe.sock");
+    let state = dir_owned_by(NOBODY_UID, "leakprobe-state-");
+    let wrapper = setpriv(NOBODY_UID, &["sys_admin", "sys_ptrace", "dac_read_search"]);
+    let mut cmd = Command::new(&wrapper[0]);
+    cmd.args(&wrapper[1..])
+        .arg(daemon_bin())
+        .arg("run")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env_remove("RUST_LOG");
+    let out = run_with_timeout(&mut cmd, CLI_TIMEOUT);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "leakprobe: cannot create the socket {}: {} is not writable by uid {NOBODY}",
+        socket.display(),
+        dir.path().display()
+    );
+    assert!(stderr.starts_with(&want) && stderr.trim().lines().count() == 1, "want {want:?}\n{}", describe(&out));
+    assert!(!socket.parent().expect("a directory").exists(), "the socket's directory was created");
+    assert!(!state.path().join("oom").exists(), "the daemon went on after the check");
+}
+
+#[test]
 fn an_unprivileged_daemon_mounts_tracefs_where_it_is_missing() {
     let dir = dir_owned_by(NOBODY_UID, "leakprobe-tracefs-");
     let state = dir.path().join("state");

@@ -234,7 +234,7 @@ fn spawn_signals(tasks: &mut JoinSet<Result<&'static str>>, token: CancellationT
 pub async fn run(config: DaemonConfig) -> Result<()> {
     let started = Instant::now();
     // Capabilities and kernel features first: without them nothing else matters, and the error says what is
-    // missing.
+    // missing. Then whatever else could fail at the end (the socket), before anything is loaded.
     let startup = privileges::Startup {
         socket_group: config.socket_group,
         metrics_port: config.metrics.map(|metrics| metrics.addr.port()),
@@ -242,6 +242,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     privileges::check(privileges::needed(startup))?;
     probes::preflight::check(&config.probes.sys)?;
     server::check_socket_free(&config.socket)?;
+    server::check_socket_dir(&config.socket)?;
     // Before loading anything: a port in use is a one-line error at once.
     let metrics_listener = match &config.metrics {
         Some(metrics) => Some(http::bind(metrics.addr).await?),
