@@ -34,7 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the daemon: page faults of every process (tier 0), malloc-family probes where memory grows (tier 1),
-    /// and serve queries (needs root).
+    /// and serve queries (needs root, or `CAP_SYS_ADMIN`, `CAP_SYS_PTRACE` and `CAP_DAC_READ_SEARCH`).
     Run(Box<run::RunArgs>),
     /// Show the stacks holding the most live (allocated, not freed) bytes, or growing fastest.
     Top(top::TopArgs),

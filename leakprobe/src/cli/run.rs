@@ -40,7 +40,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "MODE", default_value = DEFAULT_SOCKET_MODE)]
     socket_mode: String,
     /// Group of the socket file (a name or a numeric gid): with the default mode 0660 its members may query
-    /// the daemon without being root. Default: root's group, so only root may.
+    /// the daemon without being root. Default: the daemon's group (root's when it runs as root, so only root
+    /// may). A group the daemon's user is not in needs `CAP_CHOWN`.
     #[arg(long, value_name = "GROUP")]
     socket_group: Option<String>,
     /// A C library to probe from start to end, whichever processes map it (default: none beyond what discovery
