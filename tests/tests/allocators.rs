@@ -6,6 +6,7 @@
 
 use std::{fs, os::unix::fs::MetadataExt as _, path::Path, time::Duration};
 
+use leakprobe_tests::container::{Container, program_pid};
 use leakprobe_tests::stacks::{assert_live, by_fn0};
 use leakprobe_tests::{Daemon, Fixture, StackExt, describe, dump, poll_until, wait_for_fence};
 use serde_json::Value;
@@ -189,33 +190,19 @@ fn an_allocator_loaded_with_dlopen_after_start_is_found_by_a_rescan() {
     fixture.close_stdin_and_wait();
 }
 
-/// Copies `from` to `root/to` (a new inode), creating directories.
-fn copy_into(root: &Path, from: &str, to: &str) {
-    let dest = root.join(to.trim_start_matches('/'));
-    fs::create_dir_all(dest.parent().expect("a parent")).expect("create directories in the root filesystem");
-    fs::copy(from, &dest).unwrap_or_else(|e| panic!("copy {from} to {}: {e}", dest.display()));
-}
-
+/// A container (own root filesystem, mount and pid namespaces, docker-style cgroup) with its own copy of the libc:
+/// found as another file than the host's, probed, its leaks exact; reported with the container's id and the pid
+/// as the container sees it, in JSON and in the tables.
 #[test]
 fn a_container_with_its_own_libc_and_pid_namespace() {
-    // A minimal root filesystem: the fixture, a copy of libc and of the dynamic loader (other inodes than the host's).
-    let root = tempfile::Builder::new().prefix("leakprobe-container-").tempdir().expect("temp dir");
-    let libc = fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6").expect("the host's libc");
-    let ld = fs::canonicalize("/lib64/ld-linux-x86-64.so.2").expect("the host's dynamic loader");
-    copy_into(root.path(), env!("ALLOC_LEAKER_LIBC"), "/alloc_leaker");
-    copy_into(root.path(), libc.to_str().expect("utf-8"), "/lib/x86_64-linux-gnu/libc.so.6");
-    copy_into(root.path(), ld.to_str().expect("utf-8"), "/lib64/ld-linux-x86-64.so.2");
+    let container = Container::new(env!("ALLOC_LEAKER_LIBC"), "alloc_leaker", 1 << 30);
     let daemon = Daemon::start();
-    let root_str = root.path().to_str().expect("utf-8 path");
-    let args = ["--mount", "--pid", "--fork", "--kill-child", "chroot", root_str, "/alloc_leaker"];
-    let mut fixture = Fixture::spawn("unshare", &args);
+    let mut fixture = container.spawn("alloc_leaker", &[]);
     fixture.wait_line("started");
     // The fixture is unshare's child, pid 1 in its namespace.
-    let children =
-        fs::read_to_string(format!("/proc/{0}/task/{0}/children", fixture.pid())).expect("unshare's children");
-    let pid: u32 = children.split_whitespace().next().and_then(|p| p.parse().ok()).expect("unshare forked the fixture");
+    let pid = program_pid(&fixture);
     // Found as its own file (device and inode of the copy), whatever path the daemon reaches it by.
-    let file = file_id(&root.path().join("lib/x86_64-linux-gnu/libc.so.6"));
+    let file = file_id(&container.root().join("lib/x86_64-linux-gnu/libc.so.6"));
     let provider = wait_for_file(&daemon, "the container's libc", &file);
     assert_eq!(
         (provider["family"].as_str(), provider["supported"].as_bool()),
@@ -226,12 +213,29 @@ fn a_container_with_its_own_libc_and_pid_namespace() {
     let leak = &by_fn0(&stacks, "leak_malloc")[0];
     assert_eq!(leak["ns_pid"].as_u64(), Some(1), "pid 1 in its own namespace: {leak:#}");
     assert_eq!(leak["pid"].as_u64(), Some(u64::from(pid)), "{leak:#}");
+    assert_eq!(leak["container_id"].as_str(), Some(container.id()), "{leak:#}");
+    assert_eq!(leak["cgroup"].as_str(), Some(container.cgroup().path().as_str()), "{leak:#}");
     // Symbolized from the container's file, which the host has at no path of its own.
     let module = leak.frames()[0]["module"].as_str().unwrap_or_default().to_owned();
     assert!(module.ends_with("/alloc_leaker"), "{leak:#}");
     assert_eq!(leak.function_at(1), Some("main"), "{leak:#}");
-    // `--pid` takes the host pid.
-    let out = daemon.run_cli(&["top", "--socket", daemon.socket_str(), "--pid", &pid.to_string()]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("leak_malloc"), "{out:?}");
+    // `--pid` takes the host pid; the tables show the short container id and the pid the container sees.
+    let short = &container.id()[..12];
+    let socket = daemon.socket_str().to_owned();
+    let pid_arg = pid.to_string();
+    for command in ["top", "stacks", "processes"] {
+        let out = daemon.run_cli(&[command, "--socket", &socket, "--pid", &pid_arg]);
+        assert!(out.status.success(), "{}", describe(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        println!("leakprobe {command} --pid {pid}:\n{text}");
+        let header = text.lines().next().unwrap_or_default();
+        assert!(header.contains("CONTAINER") && header.contains("NS PID"), "{command}: {text}");
+        let row = text.lines().find(|l| l.trim_start().starts_with(&pid_arg)).unwrap_or_default();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells.get(..3), Some(&[pid_arg.as_str(), short, "1"][..]), "{command}: {text}");
+        if command != "processes" {
+            assert!(text.contains("leak_malloc"), "{command}: {text}");
+        }
+    }
     fixture.close_stdin_and_wait();
 }
