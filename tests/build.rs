@@ -1,5 +1,7 @@
 //! Builds the C fixtures with gcc into `OUT_DIR` and exposes their paths:
-//! `LEAKER_C` (the leaker program), `LEAKER_C_SRC` (its source), `NOMALLOC_SO` (a shared object without `malloc`).
+//! `LEAKER_C` (the leaker program), `LEAKER_C_SRC` (its source), `NOMALLOC_SO` (a shared object without `malloc`),
+//! the `ALLOC_LEAKER_*` variants (one per allocator; `ALLOC_LEAKER_STATIC_STRIPPED` the static one without its
+//! symbol table), and the frameless fixtures.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,6 +56,17 @@ fn build_alloc_leakers(manifest: &Path, out: &Path) {
         assert!(status.success(), "{cc} failed to build {name} ({status}); `cargo xtask setup` installs its libraries");
         println!("cargo:rustc-env={env}={}", bin.display());
     }
+    // The static executable stripped of its symbol table: its allocator is linked in, but cannot be found.
+    let stat = out.join("alloc_leaker_static");
+    let stripped = out.join("alloc_leaker_static_stripped");
+    let status = Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&stat)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run strip (binutils) to build {}: {e}", stripped.display()));
+    assert!(status.success(), "strip failed on {} ({status})", stat.display());
+    println!("cargo:rustc-env=ALLOC_LEAKER_STATIC_STRIPPED={}", stripped.display());
 }
 
 /// The fixtures without frame pointers: `frameless` (-O2, the compiler's default of no frame pointers) linked

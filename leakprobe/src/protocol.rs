@@ -354,7 +354,8 @@ pub struct DiscoveryStatus {
     pub rescan_interval_seconds: f64,
     /// Files read at most per scan; further new files wait for the next scan.
     pub max_files_per_scan: u64,
-    /// Every file providing an allocator that some process maps (or that `--libc` named).
+    /// Every file providing an allocator that some process maps (or that `--libc` named), including those
+    /// recognised but not supported (`supported: false`, `error` says why).
     pub providers: Vec<ProviderStatus>,
     /// The most recent scan of every process (the first one is the start-up scan).
     pub last_full_scan: Option<ScanCost>,
@@ -369,10 +370,13 @@ pub struct ProviderStatus {
     pub path: String,
     /// `MAJOR:MINOR:INODE` of the file (hexadecimal device numbers, as in `/proc/PID/maps`).
     pub file: String,
-    /// `glibc`, `musl`, `jemalloc`, `tcmalloc`, `mimalloc` or `other`.
+    /// `glibc`, `musl`, `jemalloc`, `tcmalloc`, `mimalloc` or `other`; `unknown` for an allocator recognised
+    /// without its family (a stripped static executable).
     pub family: String,
     /// Whether its allocations can be tracked: with `--malloc-probes all` its probes are attached; otherwise
-    /// tier 1 attaches them to the processes it traces.
+    /// tier 1 attaches them to the processes it traces. `false` for an allocator recognised that cannot be probed
+    /// (a stripped static executable, a family without a freeing entry point) and for one whose probes failed to
+    /// attach.
     pub supported: bool,
     /// System-wide probes attached to it (`--malloc-probes all`; pid-scoped ones are not counted).
     pub probes: u64,
@@ -384,7 +388,8 @@ pub struct ProviderStatus {
     pub static_symbols: bool,
     /// Entry points recognised but not tracked, each with the reason.
     pub not_tracked: Vec<String>,
-    /// Why it is not supported, when it is not.
+    /// Why it is not supported, when it is not (e.g. `static executable without a symbol table: malloc not
+    /// found`, or the attach error).
     pub error: Option<String>,
 }
 

@@ -6,6 +6,7 @@
 
 pub mod bpf;
 pub mod cgroup;
+pub mod container;
 pub mod creds;
 pub mod daemon;
 pub mod expect;

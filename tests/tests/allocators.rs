@@ -1,12 +1,14 @@
 //! Allocators beyond the host's libc, found by discovery: jemalloc, tcmalloc and mimalloc (linked, or loaded
 //! with `dlopen` after the daemon started), a statically linked musl executable, and a libc copy in a container
 //! (own mount and pid namespaces, own root filesystem). Each fixture waits until the daemon reports its
-//! allocator file probed, then leaks; the leaks must come out exact and symbolized.
+//! allocator file probed, then leaks; the leaks must come out exact and symbolized. A static executable stripped
+//! of its symbols cannot be probed: `status` must say so, and why.
 
 use std::{fs, os::unix::fs::MetadataExt as _, path::Path, time::Duration};
 
+use leakprobe_tests::container::{Container, program_pid};
 use leakprobe_tests::stacks::{assert_live, by_fn0};
-use leakprobe_tests::{Daemon, Fixture, StackExt, dump, poll_until, wait_for_fence};
+use leakprobe_tests::{Daemon, Fixture, StackExt, describe, dump, poll_until, wait_for_fence};
 use serde_json::Value;
 
 const MALLOC_COUNT: u64 = 10;
@@ -26,6 +28,22 @@ fn wait_for_provider(daemon: &Daemon, what: &str, matches: impl Fn(&str) -> bool
                 && p["path"].as_str().is_some_and(&matches)
                 && p["probes"].as_u64() > Some(0)
         })
+    })
+}
+
+/// `MAJOR:MINOR:INODE` of the file at `path`, as `status` names allocator files (hexadecimal device numbers, as in
+/// `/proc/PID/maps`).
+fn file_id(path: &Path) -> String {
+    let meta = fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (dev, ino) = (meta.dev(), meta.ino());
+    format!("{:02x}:{:02x}:{ino}", ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff), (dev & 0xff) | ((dev >> 12) & !0xff))
+}
+
+/// Waits until `status` lists the allocator file `file` (`MAJOR:MINOR:INODE`), supported or not, and returns it.
+fn wait_for_file(daemon: &Daemon, what: &str, file: &str) -> Value {
+    poll_until(DISCOVERY_TIMEOUT, what, || {
+        let status = daemon.status();
+        status["discovery"]["providers"].as_array()?.iter().find(|p| p["file"].as_str() == Some(file)).cloned()
     })
 }
 
@@ -112,6 +130,48 @@ fn a_static_musl_executable_is_its_own_allocator() {
     fixture.close_stdin_and_wait();
 }
 
+/// A static executable without its symbol table carries an allocator nothing can locate: discovery recognises it,
+/// lists it as not supported with the reason (`status`, human and JSON), counts it, and `trace` says why it cannot
+/// probe the process; the process runs on unharmed.
+#[test]
+fn a_stripped_static_executable_is_listed_as_not_supported_with_the_reason() {
+    const REASON: &str = "static executable without a symbol table: malloc not found";
+    let binary = env!("ALLOC_LEAKER_STATIC_STRIPPED");
+    // Probes off until `trace` asks for them (with `all`, `trace` has nothing to add).
+    let daemon = Daemon::start_with_args(&["--malloc-probes", "off"]);
+    let mut fixture = Fixture::spawn(binary, &[]);
+    fixture.wait_line("started");
+    let pid = fixture.pid();
+    let entry = wait_for_file(&daemon, "the stripped static fixture", &file_id(Path::new(binary)));
+    assert_eq!(entry["path"].as_str(), Some(binary), "{entry:#}");
+    assert_eq!(entry["supported"].as_bool(), Some(false), "{entry:#}");
+    assert_eq!(entry["family"].as_str(), Some("unknown"), "{entry:#}");
+    assert_eq!(entry["error"].as_str(), Some(REASON), "{entry:#}");
+    assert_eq!((entry["probes"].as_u64(), entry["static_symbols"].as_bool()), (Some(0), Some(false)), "{entry:#}");
+    assert!(daemon.counter("daemon_counters", "discovery_unsupported_files") >= 1);
+
+    let socket = daemon.socket_str().to_owned();
+    let out = daemon.run_cli(&["status", "--socket", &socket]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("leakprobe status:\n{text}");
+    let line = text.lines().find(|l| l.contains(binary)).unwrap_or_else(|| panic!("no line for {binary}: {text}"));
+    assert!(line.contains("unknown") && line.contains(" no ") && line.contains(REASON), "{line}");
+    assert!(text.contains("recognised but not supported"), "{text}");
+
+    let traced = daemon.run_cli(&["trace", "--socket", &socket, "--pid", &pid.to_string()]);
+    assert!(!traced.status.success(), "nothing to probe: {}", describe(&traced));
+    let stderr = String::from_utf8_lossy(&traced.stderr);
+    assert!(stderr.contains(REASON) && stderr.contains(binary), "trace says why: {stderr}");
+
+    fixture.send_line("go");
+    fixture.wait_line("ready");
+    let stacks = daemon.top(pid);
+    assert!(stacks.is_empty(), "no malloc probe in it: {}", dump(&stacks));
+    fixture.close_stdin_and_wait();
+    assert!(daemon.status()["pid"].as_u64().is_some(), "the daemon still answers");
+}
+
 #[test]
 fn an_allocator_loaded_with_dlopen_after_start_is_found_by_a_rescan() {
     let daemon = Daemon::start_with_args(&["--rescan-interval", "1s"]);
@@ -130,43 +190,20 @@ fn an_allocator_loaded_with_dlopen_after_start_is_found_by_a_rescan() {
     fixture.close_stdin_and_wait();
 }
 
-/// Copies `from` to `root/to` (a new inode), creating directories.
-fn copy_into(root: &Path, from: &str, to: &str) {
-    let dest = root.join(to.trim_start_matches('/'));
-    fs::create_dir_all(dest.parent().expect("a parent")).expect("create directories in the root filesystem");
-    fs::copy(from, &dest).unwrap_or_else(|e| panic!("copy {from} to {}: {e}", dest.display()));
-}
-
+/// A container (own root filesystem, mount and pid namespaces, docker-style cgroup) with its own copy of the libc:
+/// found as another file than the host's, probed, its leaks exact; reported with the container's id and the pid
+/// as the container sees it, in JSON and in the tables.
 #[test]
 fn a_container_with_its_own_libc_and_pid_namespace() {
-    // A minimal root filesystem: the fixture, a copy of libc and of the dynamic loader (other inodes than the host's).
-    let root = tempfile::Builder::new().prefix("leakprobe-container-").tempdir().expect("temp dir");
-    let libc = fs::canonicalize("/lib/x86_64-linux-gnu/libc.so.6").expect("the host's libc");
-    let ld = fs::canonicalize("/lib64/ld-linux-x86-64.so.2").expect("the host's dynamic loader");
-    copy_into(root.path(), env!("ALLOC_LEAKER_LIBC"), "/alloc_leaker");
-    copy_into(root.path(), libc.to_str().expect("utf-8"), "/lib/x86_64-linux-gnu/libc.so.6");
-    copy_into(root.path(), ld.to_str().expect("utf-8"), "/lib64/ld-linux-x86-64.so.2");
+    let container = Container::new(env!("ALLOC_LEAKER_LIBC"), "alloc_leaker", 1 << 30);
     let daemon = Daemon::start();
-    let root_str = root.path().to_str().expect("utf-8 path");
-    let args = ["--mount", "--pid", "--fork", "--kill-child", "chroot", root_str, "/alloc_leaker"];
-    let mut fixture = Fixture::spawn("unshare", &args);
+    let mut fixture = container.spawn("alloc_leaker", &[]);
     fixture.wait_line("started");
     // The fixture is unshare's child, pid 1 in its namespace.
-    let children =
-        fs::read_to_string(format!("/proc/{0}/task/{0}/children", fixture.pid())).expect("unshare's children");
-    let pid: u32 = children.split_whitespace().next().and_then(|p| p.parse().ok()).expect("unshare forked the fixture");
+    let pid = program_pid(&fixture);
     // Found as its own file (device and inode of the copy), whatever path the daemon reaches it by.
-    let copy = fs::metadata(root.path().join("lib/x86_64-linux-gnu/libc.so.6")).expect("the copied libc");
-    let (dev, ino) = (copy.dev(), copy.ino());
-    let file = format!(
-        "{:02x}:{:02x}:{ino}",
-        ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff),
-        (dev & 0xff) | ((dev >> 12) & !0xff)
-    );
-    let provider = poll_until(DISCOVERY_TIMEOUT, "the container's libc", || {
-        let status = daemon.status();
-        status["discovery"]["providers"].as_array()?.iter().find(|p| p["file"].as_str() == Some(&file)).cloned()
-    });
+    let file = file_id(&container.root().join("lib/x86_64-linux-gnu/libc.so.6"));
+    let provider = wait_for_file(&daemon, "the container's libc", &file);
     assert_eq!(
         (provider["family"].as_str(), provider["supported"].as_bool()),
         (Some("glibc"), Some(true)),
@@ -176,12 +213,29 @@ fn a_container_with_its_own_libc_and_pid_namespace() {
     let leak = &by_fn0(&stacks, "leak_malloc")[0];
     assert_eq!(leak["ns_pid"].as_u64(), Some(1), "pid 1 in its own namespace: {leak:#}");
     assert_eq!(leak["pid"].as_u64(), Some(u64::from(pid)), "{leak:#}");
+    assert_eq!(leak["container_id"].as_str(), Some(container.id()), "{leak:#}");
+    assert_eq!(leak["cgroup"].as_str(), Some(container.cgroup().path().as_str()), "{leak:#}");
     // Symbolized from the container's file, which the host has at no path of its own.
     let module = leak.frames()[0]["module"].as_str().unwrap_or_default().to_owned();
     assert!(module.ends_with("/alloc_leaker"), "{leak:#}");
     assert_eq!(leak.function_at(1), Some("main"), "{leak:#}");
-    // `--pid` takes the host pid.
-    let out = daemon.run_cli(&["top", "--socket", daemon.socket_str(), "--pid", &pid.to_string()]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("leak_malloc"), "{out:?}");
+    // `--pid` takes the host pid; the tables show the short container id and the pid the container sees.
+    let short = &container.id()[..12];
+    let socket = daemon.socket_str().to_owned();
+    let pid_arg = pid.to_string();
+    for command in ["top", "stacks", "processes"] {
+        let out = daemon.run_cli(&[command, "--socket", &socket, "--pid", &pid_arg]);
+        assert!(out.status.success(), "{}", describe(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        println!("leakprobe {command} --pid {pid}:\n{text}");
+        let header = text.lines().next().unwrap_or_default();
+        assert!(header.contains("CONTAINER") && header.contains("NS PID"), "{command}: {text}");
+        let row = text.lines().find(|l| l.trim_start().starts_with(&pid_arg)).unwrap_or_default();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells.get(..3), Some(&[pid_arg.as_str(), short, "1"][..]), "{command}: {text}");
+        if command != "processes" {
+            assert!(text.contains("leak_malloc"), "{command}: {text}");
+        }
+    }
     fixture.close_stdin_and_wait();
 }

@@ -1,8 +1,10 @@
-//! OOM forensics: a real OOM kill in a memory cgroup, the report it leaves, and reports surviving restarts.
+//! OOM forensics: a real OOM kill in a memory cgroup, the report it leaves, and reports surviving restarts; an
+//! OOM kill in a container whose root filesystem is gone before the report is read.
 
 use std::time::Duration;
 
 use leakprobe_tests::cgroup::leaker_oom_killed;
+use leakprobe_tests::container::{Container, program_pid};
 use leakprobe_tests::{Daemon, describe, poll_until};
 use serde_json::Value;
 
@@ -100,6 +102,66 @@ fn a_real_oom_kill_is_reported_with_the_leaking_stack_and_survives_a_restart() {
     let reloaded = again.cli_json(&["oom", "show", &id, "--socket", again.socket_str(), "--json"]);
     assert_eq!(reloaded, show, "the reloaded report differs");
     assert!(again.counter("daemon_counters", "oom_reports_loaded") >= 1);
+}
+
+/// The C leaker in a container (own root filesystem, mount and pid namespaces, a docker-style memory cgroup) leaks
+/// until the kernel kills it. Once it is dead its root filesystem is deleted, as removing the container does: the
+/// report still names the leaking function in the container's binary, the container and the pid the container
+/// saw (1), in JSON and in the text of `oom show` and `oom`.
+#[test]
+fn an_oom_kill_in_a_container_is_reported_after_the_container_is_gone() {
+    let state = tempfile::Builder::new().prefix("leakprobe-oom-state-").tempdir().expect("state dir");
+    let daemon = Daemon::start_with_state_args(
+        tempfile::Builder::new().prefix("leakprobe-test-").tempdir().expect("daemon dir"),
+        state.path(),
+        &["--interval", "100ms", "--window", "10s"],
+    );
+    let mut container = Container::new(leakprobe_tests::LEAKER, "leaker", LIMIT);
+    let mut fixture = container.spawn("leaker", &["oom"]);
+    fixture.wait_line("started");
+    let pid = program_pid(&fixture);
+    fixture.send_line("go");
+    // `unshare` ends once its child is dead and reaped.
+    fixture.wait_exit(KILL_TIMEOUT);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "pid {pid} is gone");
+    container.remove_root();
+
+    let summary = poll_until(KILL_TIMEOUT, "the OOM report of the container's leaker", || report_of(&daemon, pid));
+    let id = summary["id"].as_str().expect("report id").to_owned();
+    assert_eq!(summary["container_id"].as_str(), Some(container.id()), "{summary:#}");
+    assert_eq!(summary["ns_pid"].as_u64(), Some(1), "{summary:#}");
+    assert_eq!(summary["top_function"].as_str(), Some("leak_until_killed"), "{summary:#}");
+
+    let show = daemon.cli_json(&["oom", "show", &id, "--socket", daemon.socket_str(), "--json"]);
+    assert_eq!((show["pid"].as_u64(), show["ns_pid"].as_u64()), (Some(u64::from(pid)), Some(1)), "{show:#}");
+    assert_eq!(show["container_id"].as_str(), Some(container.id()), "{show:#}");
+    assert_eq!(show["cgroup"].as_str(), Some(container.cgroup().path().as_str()), "{show:#}");
+    let top = &show["stacks_by_live_bytes"][0];
+    let frame = &top["frames"][0];
+    assert_eq!(frame["function"].as_str(), Some("leak_until_killed"), "top stack: {show:#}");
+    // The container's copy, at its path in the container: the host has no file there.
+    assert_eq!(frame["module"].as_str(), Some("/leaker"), "top stack: {show:#}");
+    assert_eq!(top["frames"][1]["function"].as_str(), Some("via_leak_until_killed"), "its caller: {show:#}");
+    let live = top["live_bytes"].as_u64().expect("live_bytes");
+    assert!((MIN_LEAKED..=MAX_LEAKED).contains(&live), "live bytes {live} not in [{MIN_LEAKED}, {MAX_LEAKED}]");
+    assert_eq!((top["container_id"].as_str(), top["ns_pid"].as_u64()), (Some(container.id()), Some(1)), "{show:#}");
+
+    let short = &container.id()[..12];
+    let human = daemon.run_cli(&["oom", "show", &id, "--socket", daemon.socket_str()]);
+    assert!(human.status.success(), "{}", describe(&human));
+    let text = String::from_utf8_lossy(&human.stdout);
+    println!("leakprobe oom show {id}:\n{text}");
+    assert!(text.contains("leak_until_killed (leaker.c:"), "{text}");
+    let field = |name: &str| text.lines().find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_owned()));
+    assert_eq!(field("container "), Some(short.to_owned()), "{text}");
+    assert_eq!(field("ns pid "), Some("1".to_owned()), "{text}");
+    let list = daemon.run_cli(&["oom", "--socket", daemon.socket_str()]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    println!("leakprobe oom:\n{text}");
+    let row = text.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("no row for {id}: {text}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells.get(2..5), Some(&[pid.to_string().as_str(), short, "1"][..]), "{text}");
+    drop(fixture);
 }
 
 /// A minimal valid report file, as the daemon writes them.

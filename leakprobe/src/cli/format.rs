@@ -81,6 +81,66 @@ pub fn kb(kb: Option<u64>) -> String {
     kb.map_or_else(|| "?".to_owned(), |kb| size(kb.saturating_mul(1024)))
 }
 
+/// A container id in its short form, as `docker ps` shows it: the first 12 hexadecimal digits.
+pub fn container(id: &str) -> String {
+    id.chars().take(12).collect()
+}
+
+/// Where a process lives, for the extra columns of a process table: the short container id and the pid in the
+/// process's own namespace, when they are known and say something (`ns_pid` equal to the host pid does not).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Place {
+    pub container: Option<String>,
+    pub ns_pid: Option<u32>,
+}
+
+impl Place {
+    pub fn of(pid: u32, ns_pid: Option<u32>, container_id: Option<&str>) -> Self {
+        Self { container: container_id.map(container), ns_pid: ns_pid.filter(|&ns| ns != pid) }
+    }
+}
+
+/// Which of the columns `CONTAINER` and `NS PID` a table of `places` needs: only those some row fills, so a
+/// host without containers keeps its tables as they were.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlaceColumns {
+    container: bool,
+    ns_pid: bool,
+}
+
+impl PlaceColumns {
+    pub fn for_rows<'a>(places: impl IntoIterator<Item = &'a Place>) -> Self {
+        places.into_iter().fold(Self::default(), |columns, place| Self {
+            container: columns.container || place.container.is_some(),
+            ns_pid: columns.ns_pid || place.ns_pid.is_some(),
+        })
+    }
+
+    /// The headers, to put right after `PID`.
+    pub fn headers(self) -> Vec<&'static str> {
+        let mut headers = Vec::new();
+        if self.container {
+            headers.push("CONTAINER");
+        }
+        if self.ns_pid {
+            headers.push("NS PID");
+        }
+        headers
+    }
+
+    /// The cells of one row (`-` where a row has no value).
+    pub fn cells(self, place: &Place) -> Vec<String> {
+        let mut cells = Vec::new();
+        if self.container {
+            cells.push(place.container.clone().unwrap_or_else(|| "-".to_owned()));
+        }
+        if self.ns_pid {
+            cells.push(place.ns_pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string()));
+        }
+        cells
+    }
+}
+
 /// A table in the style of `ps`: no borders, a header row.
 pub fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
@@ -123,6 +183,24 @@ mod tests {
         assert_eq!(time(1_779_264_942_123), "2026-05-20T08:15:42.123Z");
         assert_eq!(kb(Some(2048)), "2 MiB");
         assert_eq!(kb(None), "?");
+    }
+
+    #[test]
+    fn container_columns_only_when_some_row_has_one() {
+        let id = "0123456789abcdef".repeat(4);
+        let host = Place::of(10, None, None);
+        let same_ns = Place::of(11, Some(11), None);
+        let contained = Place::of(12, Some(1), Some(&id));
+        assert_eq!(contained, Place { container: Some("0123456789ab".into()), ns_pid: Some(1) });
+        assert_eq!(same_ns, host, "an ns_pid equal to the pid says nothing");
+        let none = PlaceColumns::for_rows([&host, &same_ns]);
+        assert!(none.headers().is_empty() && none.cells(&host).is_empty());
+        let both = PlaceColumns::for_rows([&host, &contained]);
+        assert_eq!(both.headers(), ["CONTAINER", "NS PID"]);
+        assert_eq!(both.cells(&host), ["-", "-"]);
+        assert_eq!(both.cells(&contained), ["0123456789ab", "1"]);
+        let only_ns = PlaceColumns::for_rows([&Place::of(13, Some(2), None)]);
+        assert_eq!(only_ns.headers(), ["NS PID"]);
     }
 
     #[test]

@@ -50,17 +50,23 @@ async fn run_list(args: OomArgs) -> Result<()> {
         println!("no OOM kills recorded");
         return Ok(());
     }
-    let mut table = format::table(&["ID", "TIME", "PID", "COMM", "ANON RSS", "CGROUP", "TOP STACK"]);
-    for r in &list.reports {
-        table.add_row(vec![
-            r.id.clone(),
-            format::time(r.time_unix_ms),
-            r.pid.to_string(),
+    let places: Vec<format::Place> =
+        list.reports.iter().map(|r| format::Place::of(r.pid, r.ns_pid, r.container_id.as_deref())).collect();
+    let columns = format::PlaceColumns::for_rows(&places);
+    let mut header = vec!["ID", "TIME", "PID"];
+    header.extend(columns.headers());
+    header.extend(["COMM", "ANON RSS", "CGROUP", "TOP STACK"]);
+    let mut table = format::table(&header);
+    for (r, place) in list.reports.iter().zip(&places) {
+        let mut row = vec![r.id.clone(), format::time(r.time_unix_ms), r.pid.to_string()];
+        row.extend(columns.cells(place));
+        row.extend([
             r.comm.clone(),
             format::kb(r.anon_rss_kb),
             r.cgroup.clone().unwrap_or_else(|| "?".into()),
             r.top_function.clone().unwrap_or_else(|| "-".into()),
         ]);
+        table.add_row(row);
     }
     println!("{table}");
     Ok(())
@@ -75,6 +81,13 @@ async fn run_show(args: ShowArgs) -> Result<()> {
     println!("OOM report {}", report.id);
     println!("  time           {}", format::time(report.time_unix_ms));
     println!("  pid            {}", report.pid);
+    let place = format::Place::of(report.pid, report.ns_pid, report.container_id.as_deref());
+    if let Some(ns_pid) = place.ns_pid {
+        println!("  ns pid         {ns_pid}");
+    }
+    if let Some(container) = &place.container {
+        println!("  container      {container}");
+    }
     println!("  comm           {}", report.comm);
     println!("  uid            {}", or_unknown(report.uid.map(|u| u.to_string())));
     println!("  cgroup         {}", or_unknown(report.cgroup.clone()));

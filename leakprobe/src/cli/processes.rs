@@ -28,8 +28,15 @@ pub async fn run(args: ProcessesArgs) -> Result<()> {
         println!("no process tracked");
         return Ok(());
     }
-    let mut table = format::table(&[
-        "PID",
+    let places: Vec<format::Place> = response
+        .processes
+        .iter()
+        .map(|p| format::Place::of(p.pid, p.identity.ns_pid, p.identity.container_id.as_deref()))
+        .collect();
+    let columns = format::PlaceColumns::for_rows(&places);
+    let mut header = vec!["PID"];
+    header.extend(columns.headers());
+    header.extend([
         "COMM",
         "HEAP",
         "HEAP GROWTH",
@@ -42,10 +49,12 @@ pub async fn run(args: ProcessesArgs) -> Result<()> {
         "SWAP GROWTH",
         "HEAP SHARE",
     ]);
+    let mut table = format::table(&header);
     let opt_size = |bytes: Option<u64>| bytes.map_or_else(|| "-".to_owned(), format::size);
-    for p in &response.processes {
-        table.add_row(vec![
-            p.pid.to_string(),
+    for (p, place) in response.processes.iter().zip(&places) {
+        let mut row = vec![p.pid.to_string()];
+        row.extend(columns.cells(place));
+        row.extend([
             p.comm.clone(),
             format::size(p.live_bytes),
             format::rate(p.heap_growth.rate_bytes_per_second),
@@ -58,6 +67,7 @@ pub async fn run(args: ProcessesArgs) -> Result<()> {
             format::rate(p.swap_growth.rate_bytes_per_second),
             p.heap_share_of_anon_growth.map_or_else(|| "-".to_owned(), |share| format!("{:.0}%", share * 100.0)),
         ]);
+        table.add_row(row);
     }
     println!("{table}");
     Ok(())

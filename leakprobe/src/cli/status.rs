@@ -50,6 +50,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         );
     }
     print_tiers(&status);
+    print_allocators(&status);
     println!();
     let mut points = format::table(&["KIND", "TARGET", "OFFSET", "PROGRAM", "PID", "PATH"]);
     for p in &status.attach_points {
@@ -72,6 +73,40 @@ pub async fn run(args: StatusArgs) -> Result<()> {
     }
     println!("{counters}");
     Ok(())
+}
+
+/// The allocator files discovery found, supported or not; why not, for those that are not.
+fn print_allocators(status: &StatusResponse) {
+    let providers = &status.discovery.providers;
+    if providers.is_empty() {
+        return;
+    }
+    let unsupported = providers.iter().filter(|p| !p.supported).count();
+    println!(
+        "\nallocators: {} files, {} supported, {unsupported} recognised but not supported",
+        providers.len(),
+        providers.len() - unsupported
+    );
+    let mut header = vec!["FAMILY", "SUPPORTED", "PROBES", "PROCESSES", "FILE", "PATH"];
+    if unsupported > 0 {
+        header.push("REASON");
+    }
+    let mut table = format::table(&header);
+    for p in providers {
+        let mut row = vec![
+            p.family.clone(),
+            if p.supported { "yes" } else { "no" }.to_owned(),
+            p.probes.to_string(),
+            p.processes.to_string(),
+            p.file.clone(),
+            p.path.clone(),
+        ];
+        if unsupported > 0 {
+            row.push(p.error.clone().unwrap_or_default());
+        }
+        table.add_row(row);
+    }
+    println!("{table}");
 }
 
 /// Tier 0, tier 1 and the budget, when the daemon reports them.

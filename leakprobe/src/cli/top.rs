@@ -62,8 +62,17 @@ fn print(response: &TopResponse, output: &Output, pid: Option<u32>) -> Result<()
         println!("no live allocations tracked{}", pid.map(|p| format!(" for pid {p}")).unwrap_or_default());
         return Ok(());
     }
-    let mut table = format::table(&["PID", "COMM", "LIVE", "COUNT", "GROWTH", "VERDICT", "OLDEST", "STACK"]);
-    for stack in &response.stacks {
+    let places: Vec<format::Place> = response
+        .stacks
+        .iter()
+        .map(|s| format::Place::of(s.pid, s.identity.ns_pid, s.identity.container_id.as_deref()))
+        .collect();
+    let columns = format::PlaceColumns::for_rows(&places);
+    let mut header = vec!["PID"];
+    header.extend(columns.headers());
+    header.extend(["COMM", "LIVE", "COUNT", "GROWTH", "VERDICT", "OLDEST", "STACK"]);
+    let mut table = format::table(&header);
+    for (stack, place) in response.stacks.iter().zip(&places) {
         let mut frames: Vec<String> = stack.frames.iter().take(output.depth).map(format::frame).collect();
         if stack.frames.len() > output.depth {
             frames.push(format!("... {} more", stack.frames.len() - output.depth));
@@ -71,8 +80,9 @@ fn print(response: &TopResponse, output: &Output, pid: Option<u32>) -> Result<()
         if frames.is_empty() {
             frames.push("(no stack)".into());
         }
-        table.add_row(vec![
-            stack.pid.to_string(),
+        let mut row = vec![stack.pid.to_string()];
+        row.extend(columns.cells(place));
+        row.extend([
             stack.comm.clone(),
             format::size(stack.live_bytes),
             stack.live_count.to_string(),
@@ -81,6 +91,7 @@ fn print(response: &TopResponse, output: &Output, pid: Option<u32>) -> Result<()
             format::age(stack.ages.oldest_seconds),
             frames.join("\n"),
         ]);
+        table.add_row(row);
     }
     println!("{table}");
     Ok(())

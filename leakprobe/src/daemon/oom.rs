@@ -17,7 +17,7 @@ use crate::{
     core::table::{StackRow, Table, comm_str},
     oom::{OomRequest, OomStats},
     procfs::{self, Clock},
-    protocol::{OomReport, oom::OOM_TOP_STACKS},
+    protocol::{OomReport, ProcessIdentity, oom::OOM_TOP_STACKS},
     symbolize::{StackRequest, SymbolizerHandle},
 };
 
@@ -81,12 +81,21 @@ impl OomTracker {
         counters
     }
 
-    /// Handles one OOM event: count, snapshot now, symbolize and save in a spawned task.
-    pub fn on_oom(&mut self, event: &OomEvent, table: &Table, clock: Clock, symbolizer: &SymbolizerHandle) {
+    /// Handles one OOM event: count, snapshot now, symbolize and save in a spawned task. `identity`: the
+    /// victim's, as read when the daemon first saw it (`None`: never seen, read now).
+    pub fn on_oom(
+        &mut self,
+        event: &OomEvent,
+        table: &Table,
+        clock: Clock,
+        symbolizer: &SymbolizerHandle,
+        identity: Option<&ProcessIdentity>,
+    ) {
         let pid = event.header.tgid;
         // Fresh if the victim is still there and not exiting, else as last seen (first sight or last tick).
         let cgroup = procfs::memory_cgroup(pid).or_else(|| self.cgroups.get(&pid).cloned());
-        let (report, addrs) = snapshot(event, table, clock, cgroup);
+        let identity = identity.cloned().unwrap_or_else(|| procfs::identity(pid));
+        let (report, addrs) = snapshot(event, table, clock, cgroup, &identity);
         self.kills += 1;
         let key = if self.kills_by_comm.len() < MAX_COMMS || self.kills_by_comm.contains_key(&report.comm) {
             report.comm.clone()
@@ -113,8 +122,15 @@ impl OomTracker {
 }
 
 /// The report of `event` from the table as it is now, frames not yet symbolized, and each stack's addresses
-/// (the stacks by live bytes, then those by growth).
-pub fn snapshot(event: &OomEvent, table: &Table, clock: Clock, cgroup: Option<String>) -> (OomReport, Vec<Vec<u64>>) {
+/// (the stacks by live bytes, then those by growth). The container id comes from `cgroup` (the latest known)
+/// when it carries one, else from `identity` (as first seen).
+pub fn snapshot(
+    event: &OomEvent,
+    table: &Table,
+    clock: Clock,
+    cgroup: Option<String>,
+    identity: &ProcessIdentity,
+) -> (OomReport, Vec<Vec<u64>>) {
     let pid = event.header.tgid;
     // Ages as of the kill.
     let at = event.header.ts_ns;
@@ -136,6 +152,12 @@ pub fn snapshot(event: &OomEvent, table: &Table, clock: Clock, cgroup: Option<St
     });
     by_growth.truncate(OOM_TOP_STACKS);
     let addrs = by_bytes.iter().chain(&by_growth).map(|row| row.frames.to_vec()).collect();
+    let container_id = cgroup.as_deref().and_then(procfs::container_id).or_else(|| identity.container_id.clone());
+    let stack_report = |row: &StackRow<'_>| {
+        let mut report = stack_report(row, &row.analysis, clock, at);
+        report.identity = identity.clone();
+        report
+    };
     let report = OomReport {
         // Set by the report thread, which knows the ids already taken.
         id: String::new(),
@@ -144,6 +166,8 @@ pub fn snapshot(event: &OomEvent, table: &Table, clock: Clock, cgroup: Option<St
         comm,
         uid: has(OOM_HAS_UID).then_some(event.uid),
         cgroup,
+        ns_pid: identity.ns_pid,
+        container_id,
         total_vm_kb: has(OOM_HAS_TOTAL_VM).then_some(event.total_vm_kb),
         anon_rss_kb: has(OOM_HAS_RSS).then_some(event.anon_rss_kb),
         file_rss_kb: has(OOM_HAS_RSS).then_some(event.file_rss_kb),
@@ -152,8 +176,8 @@ pub fn snapshot(event: &OomEvent, table: &Table, clock: Clock, cgroup: Option<St
         tracked: process.is_some(),
         heap_live_bytes: process.as_ref().map_or(0, |p| p.live_bytes),
         heap_live_allocations: process.as_ref().map_or(0, |p| p.live_count),
-        stacks_by_live_bytes: by_bytes.iter().map(|row| stack_report(row, &row.analysis, clock, at)).collect(),
-        stacks_by_growth: by_growth.iter().map(|row| stack_report(row, &row.analysis, clock, at)).collect(),
+        stacks_by_live_bytes: by_bytes.iter().map(stack_report).collect(),
+        stacks_by_growth: by_growth.iter().map(stack_report).collect(),
     };
     (report, addrs)
 }
@@ -204,12 +228,17 @@ mod tests {
                 frames,
             }));
         }
-        let (report, addrs) = snapshot(&oom(7, OOM_HAS_ALL), &table, Clock::new(), Some("/cg".into()));
+        let identity = ProcessIdentity { ns_pid: Some(1), cgroup: Some("/cg".into()), container_id: None };
+        let cgroup = format!("/system.slice/docker-{}.scope", "ab".repeat(32));
+        let (report, addrs) = snapshot(&oom(7, OOM_HAS_ALL), &table, Clock::new(), Some(cgroup.clone()), &identity);
         assert_eq!(addrs, vec![vec![0xb], vec![0xa], vec![0xc]]);
         assert_eq!(report.stacks_by_live_bytes[0].live_bytes, 2 << 20);
         assert_eq!(report.stacks_by_live_bytes[0].live_count, 2);
         assert_eq!((report.heap_live_bytes, report.heap_live_allocations), ((2 << 20) + 110, 4));
-        assert_eq!((report.pid, report.comm.as_str(), report.cgroup.as_deref()), (7, "victim", Some("/cg")));
+        assert_eq!((report.pid, report.comm.as_str(), report.cgroup.as_deref()), (7, "victim", Some(&*cgroup)));
+        // The container as the kill's cgroup says, the pid as the victim's namespace saw it.
+        assert_eq!((report.ns_pid, report.container_id), (Some(1), Some("ab".repeat(32))));
+        assert_eq!(report.stacks_by_live_bytes[0].identity, identity);
         assert_eq!((report.anon_rss_kb, report.uid, report.oom_score_adj), (Some(60_000), Some(1000), Some(-100)));
         assert!(report.tracked);
         assert!(report.stacks_by_growth.is_empty());
@@ -220,10 +249,11 @@ mod tests {
         let table =
             Table::new(Limits { max_allocations: 10, max_stacks: 10, max_series: 10 }, AnalysisConfig::default());
         // Only the pid in the record (an old kernel): nothing else is claimed.
-        let (report, addrs) = snapshot(&oom(u32::MAX, 0), &table, Clock::new(), None);
+        let (report, addrs) = snapshot(&oom(u32::MAX, 0), &table, Clock::new(), None, &ProcessIdentity::default());
         assert!(addrs.is_empty() && report.stacks_by_live_bytes.is_empty());
         assert!(!report.tracked);
         assert_eq!(report.comm, "?");
         assert_eq!((report.anon_rss_kb, report.total_vm_kb, report.uid), (None, None, None));
+        assert_eq!((report.ns_pid, report.container_id), (None, None));
     }
 }

@@ -169,7 +169,10 @@ impl State {
         for event in &batch.events {
             match event {
                 // Before the victim's exit event (later in the ring buffer) purges it.
-                Event::Oom(oom) => self.oom.on_oom(oom, &self.table, self.clock, &self.symbolizer),
+                Event::Oom(oom) => {
+                    let identity = self.identities.get(&oom.header.tgid);
+                    self.oom.on_oom(oom, &self.table, self.clock, &self.symbolizer, identity);
+                }
                 Event::Fault(fault) => {
                     if self.tiers.on_fault(fault) {
                         self.new_faulting(fault.header.tgid);

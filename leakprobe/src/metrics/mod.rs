@@ -406,6 +406,9 @@ fn counter_help(group: &str, name: &str) -> String {
         ("daemon", "oom_reports_written") => "OOM reports written",
         ("daemon", "oom_reports_write_errors") => "OOM reports that could not be written",
         ("daemon", "oom_reports_rotated") => "Old OOM reports removed to stay within the limits",
+        ("daemon", "discovery_unsupported_files") => {
+            "Files found providing an allocator that cannot be probed (e.g. a stripped static executable)"
+        }
         _ => return format!("The {group} counter {name} of `leakprobe status`"),
     };
     known.to_owned()

@@ -13,6 +13,8 @@ fn report(id: &str, pid: u32) -> OomReport {
         comm: "leaker".into(),
         uid: Some(0),
         cgroup: Some("/leakprobe-test".into()),
+        ns_pid: None,
+        container_id: None,
         total_vm_kb: Some(70_000),
         anon_rss_kb: Some(65_000),
         file_rss_kb: Some(1_000),

@@ -8,13 +8,21 @@
 //! `mi_reallocn(ptr, count, size)` is a `reallocarray`, and so on. Entry points whose semantics no program
 //! matches (in-place resizes, functions taking a heap or a pointer-to-pointer) are recognised and listed as
 //! not tracked.
+//!
+//! Some allocators are recognised but cannot be probed ([`Examined::Unsupported`]): a statically linked
+//! executable stripped of its symbol table (its allocator is linked in, but no entry point can be found), and a
+//! file of a known family that lacks an allocating or a freeing entry point (a static executable keeps only the
+//! functions it calls).
 
 use std::collections::HashMap;
 
 use aya::programs::uprobe::UProbeAttachLocation;
 use iced_x86::Register;
 use leakprobe_common::{AllocFn, FREE_PROGRAM};
-use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
+use object::{
+    Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind,
+    read::elf::{Dyn as _, ElfFile, FileHeader, ProgramHeader as _},
+};
 
 use super::site::{self, Site};
 
@@ -288,42 +296,141 @@ fn defined_functions<'data>(file: &object::File<'data>) -> HashMap<&'data str, D
     offsets
 }
 
-/// The family of a file defining `defined`, or `None` when it provides no allocator.
+/// The family of a file defining `defined`, or `None` when it provides no allocator. A family is recognised by
+/// its own names (which only its implementation defines), whether or not its C entry points are there too;
+/// a file of no known family must define both `malloc` and `free`.
 fn family(defined: &HashMap<&str, Defined>) -> Option<(Family, Option<String>)> {
     let has = |name: &str| defined.contains_key(name);
-    if has("mi_malloc") && has("mi_free") {
+    if has("mi_malloc") || has("mi_free") {
         return Some((Family::Mimalloc, None));
     }
-    if has("tc_malloc") && has("tc_free") {
+    if has("tc_malloc") || has("tc_free") {
         return Some((Family::Tcmalloc, None));
     }
-    // jemalloc under any prefix: the shortest name ending in `mallocx` whose `dallocx` exists too.
+    // jemalloc under any prefix: the shortest name ending in `mallocx` whose `dallocx` or `sdallocx` exists too
+    // (a static link may keep only one of them).
     let jemalloc_prefix = defined
         .keys()
         .filter_map(|name| name.strip_suffix("mallocx"))
-        .filter(|prefix| has(&format!("{prefix}dallocx")))
+        .filter(|prefix| has(&format!("{prefix}dallocx")) || has(&format!("{prefix}sdallocx")))
         .min_by_key(|prefix| prefix.len());
     if let Some(prefix) = jemalloc_prefix {
         return Some((Family::Jemalloc, Some(prefix.to_owned())));
     }
-    if !(has("malloc") && has("free")) {
-        return None;
-    }
     if has("__libc_malloc_impl") || has("__malloc_donate") || (has("__libc_malloc") && has("__libc_start_init")) {
         return Some((Family::Musl, None));
     }
-    if has("__libc_malloc") || has("gnu_get_libc_version") {
+    if has("__libc_malloc") {
+        return Some((Family::Glibc, None));
+    }
+    if !(has("malloc") && has("free")) {
+        return None;
+    }
+    if has("gnu_get_libc_version") {
         return Some((Family::Glibc, None));
     }
     Some((Family::Other, None))
 }
 
-/// The allocator `data` (an ELF file) provides, or `None` when it provides none. An unparsable file is an
+/// What a file is, as far as allocators go.
+#[derive(Clone, Debug)]
+pub enum Examined {
+    /// No allocator in it.
+    Nothing,
+    /// An allocator whose entry points were found.
+    Allocator(AllocatorSymbols),
+    /// An allocator recognised that cannot be probed.
+    Unsupported(Unsupported),
+}
+
+/// An allocator recognised in a file that cannot be probed, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsupported {
+    /// Its family, when it can be told.
+    pub family: Option<Family>,
+    /// Why it cannot be probed, e.g. `static executable without a symbol table: malloc not found`.
+    pub reason: String,
+}
+
+impl Examined {
+    /// The allocator's entry points, when it has them.
+    pub fn allocator(self) -> Option<AllocatorSymbols> {
+        match self {
+            Self::Allocator(symbols) => Some(symbols),
+            Self::Nothing | Self::Unsupported(_) => None,
+        }
+    }
+}
+
+impl Unsupported {
+    /// The family's name, `unknown` when it cannot be told.
+    pub fn family_name(&self) -> &'static str {
+        self.family.map_or("unknown", Family::name)
+    }
+}
+
+/// Sections only Go binaries have: the Go runtime allocates with its own allocator, not `malloc` (tier 0 sees
+/// its memory), so a stripped static Go executable is no unprobed allocator.
+const GO_SECTIONS: [&str; 3] = [".go.buildinfo", ".gopclntab", ".note.go.buildid"];
+
+/// Whether `file` is a statically linked executable stripped of its symbol table: an executable (or static
+/// PIE) without a program interpreter or needed libraries, with no static symbol table and no function in its
+/// dynamic one. Its C library, and so its allocator, is linked in, but nothing says where `malloc` is.
+fn stripped_static_executable(file: &object::File<'_>, defined: &HashMap<&str, Defined>) -> bool {
+    if file.symbol_table().is_some() || !defined.is_empty() {
+        return false;
+    }
+    if GO_SECTIONS.iter().any(|name| file.section_by_name(name).is_some()) {
+        return false;
+    }
+    match file {
+        object::File::Elf64(elf) => static_executable(elf),
+        object::File::Elf32(elf) => static_executable(elf),
+        // Not ELF: nothing to say.
+        _ => false,
+    }
+}
+
+/// Whether an ELF file is a statically linked executable: `ET_EXEC`, or `ET_DYN` marked as a position-independent
+/// executable (`DF_1_PIE`; a shared library is not), with neither a program interpreter nor a needed library.
+fn static_executable<Elf: FileHeader>(elf: &ElfFile<'_, Elf>) -> bool {
+    use object::elf::{DF_1_PIE, DT_FLAGS_1, DT_NEEDED, ET_DYN, ET_EXEC, PT_INTERP};
+    let endian = elf.endian();
+    let mut pie = false;
+    for header in elf.elf_program_headers() {
+        if header.p_type(endian) == PT_INTERP {
+            return false;
+        }
+        let Ok(Some(dynamic)) = header.dynamic(endian, elf.data()) else { continue };
+        for entry in dynamic {
+            match entry.tag(endian) {
+                DT_NEEDED => return false,
+                DT_FLAGS_1 => pie |= entry.val(endian) & u64::from(DF_1_PIE) != 0,
+                _ => {}
+            }
+        }
+    }
+    match elf.elf_header().e_type(endian) {
+        ET_EXEC => true,
+        ET_DYN => pie,
+        _ => false,
+    }
+}
+
+/// The allocator `data` (an ELF file) provides, if any, and whether it can be probed. An unparsable file is an
 /// error with the parser's reason.
-pub fn examine(data: &[u8]) -> Result<Option<AllocatorSymbols>, String> {
+pub fn examine(data: &[u8]) -> Result<Examined, String> {
     let file = object::File::parse(data).map_err(|e| e.to_string())?;
     let defined = defined_functions(&file);
-    let Some((family, prefix)) = family(&defined) else { return Ok(None) };
+    let Some((family, prefix)) = family(&defined) else {
+        if stripped_static_executable(&file, &defined) {
+            return Ok(Examined::Unsupported(Unsupported {
+                family: None,
+                reason: "static executable without a symbol table: malloc not found".to_owned(),
+            }));
+        }
+        return Ok(Examined::Nothing);
+    };
     let mut wanted: Vec<(String, EntryKind)> = C_ENTRIES.iter().map(|&(n, k)| (n.to_owned(), k)).collect();
     match family {
         Family::Jemalloc => {
@@ -372,7 +479,20 @@ pub fn examine(data: &[u8]) -> Result<Option<AllocatorSymbols>, String> {
     }
     let allocates = symbols.entries.iter().any(|e| matches!(e.kind, Alloc(_)));
     let frees = symbols.entries.iter().any(|e| e.kind == Free);
-    Ok((allocates && frees).then_some(symbols))
+    let lacking = match (allocates, frees) {
+        (true, true) => return Ok(Examined::Allocator(symbols)),
+        (false, true) => "no allocating entry point (malloc) found",
+        (true, false) => "free not found",
+        (false, false) => "neither malloc nor free found",
+    };
+    // Linked into an executable (its names only in the static symbol table): the link kept only the functions
+    // the program calls.
+    let linked_in = symbols.from_symtab || (symbols.entries.is_empty() && defined.values().all(|&(_, _, s)| s));
+    let hint = if linked_in { " (a static link keeps only the functions the program calls)" } else { "" };
+    Ok(Examined::Unsupported(Unsupported {
+        family: Some(family),
+        reason: format!("{} allocator recognised, but {lacking}{hint}", family.name()),
+    }))
 }
 
 #[cfg(test)]
@@ -388,14 +508,14 @@ mod tests {
             return None;
         }
         let data = fs::read(path).expect("readable");
-        examine(&data).expect("an ELF file")
+        examine(&data).expect("an ELF file").allocator()
     }
 
     #[test]
     fn the_host_libc_is_glibc() {
         let path = super::super::libc::host_libc().expect("a libc");
         let data = fs::read(&path).expect("readable");
-        let symbols = examine(&data).expect("ELF").expect("an allocator");
+        let symbols = examine(&data).expect("ELF").allocator().expect("an allocator");
         assert_eq!(symbols.family, Family::Glibc);
         assert!(symbols.entry("malloc").is_some() && symbols.entry("free").is_some());
         // glibc's aligned_alloc is memalign: one probe.
@@ -445,10 +565,43 @@ mod tests {
     }
 
     #[test]
+    fn a_stripped_static_executable_is_recognised_but_not_supported() {
+        // Debian's ldconfig: glibc linked into a static PIE, stripped (libc-bin, an essential package).
+        let data = fs::read("/sbin/ldconfig").expect("ldconfig");
+        let Examined::Unsupported(what) = examine(&data).expect("ELF") else { panic!("not unsupported") };
+        assert_eq!(what.family_name(), "unknown");
+        assert_eq!(what.reason, "static executable without a symbol table: malloc not found");
+    }
+
+    #[test]
+    fn a_static_link_without_free_is_recognised_but_not_supported() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (src, bin) = (dir.path().join("m.c"), dir.path().join("m"));
+        fs::write(&src, "#include <stdlib.h>\nint main(void) { return malloc(10) == 0; }\n").expect("source");
+        // musl-gcc comes with `cargo xtask setup` (the static fixtures need it).
+        let built = std::process::Command::new("musl-gcc")
+            .args(["-static", "-O2", "-fno-builtin", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .status();
+        if !built.is_ok_and(|status| status.success()) {
+            eprintln!("musl-gcc is missing: run `cargo xtask setup`");
+            return;
+        }
+        let data = fs::read(&bin).expect("the program");
+        let Examined::Unsupported(what) = examine(&data).expect("ELF") else { panic!("not unsupported") };
+        assert_eq!(what.family, Some(Family::Musl));
+        assert_eq!(
+            what.reason,
+            "musl allocator recognised, but free not found (a static link keeps only the functions the program calls)"
+        );
+    }
+
+    #[test]
     fn a_file_without_an_allocator_is_none() {
         let exe = std::env::current_exe().expect("current exe");
         let data = fs::read(exe).expect("readable");
-        assert!(examine(&data).expect("ELF").is_none());
+        assert!(matches!(examine(&data).expect("ELF"), Examined::Nothing));
         assert!(examine(b"not an ELF file").is_err());
     }
 }

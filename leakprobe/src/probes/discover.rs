@@ -126,12 +126,24 @@ struct Provider {
     pinned: bool,
 }
 
+/// A file providing an allocator leakprobe recognises but cannot probe (see [`allocators::Unsupported`]).
+#[derive(Debug)]
+struct UnsupportedFile {
+    /// The path shown in `status`.
+    shown: PathBuf,
+    what: allocators::Unsupported,
+    /// Processes mapping it at the last full scan.
+    processes: u64,
+}
+
 /// What is known of a file.
 #[derive(Debug)]
 enum Known {
     /// No allocator in it (or not an ELF file).
     Nothing,
     Provider(Box<Provider>),
+    /// An allocator that cannot be probed.
+    Unsupported(Box<UnsupportedFile>),
 }
 
 /// Cumulative counters, for `status` and metrics.
@@ -148,6 +160,7 @@ struct Totals {
     attach_errors: u64,
     open_errors: u64,
     not_elf: u64,
+    unsupported: u64,
 }
 
 /// The discovery state: what each mapped file is, and the probes of the providers.
@@ -269,8 +282,11 @@ impl Discovery {
             }
         }
         for (id, known) in &mut self.known {
-            if let Known::Provider(provider) = known {
-                provider.processes = seen.get(id).copied().unwrap_or(0);
+            let processes = seen.get(id).copied().unwrap_or(0);
+            match known {
+                Known::Provider(provider) => provider.processes = processes,
+                Known::Unsupported(file) => file.processes = processes,
+                Known::Nothing => {}
             }
         }
         self.totals.full_scans += 1;
@@ -346,8 +362,19 @@ impl Discovery {
             }
         };
         let symbols = match allocators::examine(&data) {
-            Ok(Some(symbols)) => symbols,
-            Ok(None) => return Some(Known::Nothing),
+            Ok(allocators::Examined::Allocator(symbols)) => symbols,
+            Ok(allocators::Examined::Nothing) => return Some(Known::Nothing),
+            Ok(allocators::Examined::Unsupported(what)) => {
+                log::info!(
+                    "discovery: {} ({}, {}) in pid {pid}: recognised but not supported: {}",
+                    shown.display(),
+                    what.family_name(),
+                    mapping.file,
+                    what.reason
+                );
+                self.totals.unsupported += 1;
+                return Some(Known::Unsupported(Box::new(UnsupportedFile { shown, what, processes: 1 })));
+            }
             Err(reason) => {
                 log::debug!("discovery: {} is not ELF: {reason}", shown.display());
                 self.totals.not_elf += 1;
@@ -406,6 +433,7 @@ impl Discovery {
         let text = fs::read_to_string(format!("/proc/{pid}/maps"))
             .map_err(|err| format!("reading /proc/{pid}/maps: {err}"))?;
         let mut files = Vec::new();
+        let mut unsupported = Vec::new();
         for mapping in exec_mappings(&text) {
             if !self.known.contains_key(&mapping.file) {
                 let examine = self.config.as_ref().is_some_and(|config| {
@@ -416,10 +444,14 @@ impl Discovery {
                     self.known.insert(mapping.file, known);
                 }
             }
-            let Some(Known::Provider(provider)) = self.known.get(&mapping.file) else { continue };
-            if provider.error.is_some() {
-                continue;
-            }
+            let provider = match self.known.get(&mapping.file) {
+                Some(Known::Provider(provider)) if provider.error.is_none() => provider,
+                Some(Known::Unsupported(file)) => {
+                    unsupported.push(format!("{}: {}", file.shown.display(), file.what.reason));
+                    continue;
+                }
+                _ => continue,
+            };
             let (target, shown) = open_path(pid, &mapping);
             match probes.attach_allocator(&target, &shown, &provider.symbols, Scope::Pid(nonzero)) {
                 Ok(attached) => files.push(attached),
@@ -432,6 +464,12 @@ impl Discovery {
             }
         }
         if files.is_empty() {
+            if !unsupported.is_empty() {
+                return Err(format!(
+                    "process {pid} maps no allocator leakprobe can probe ({})",
+                    unsupported.join("; ")
+                ));
+            }
             return Err(format!("process {pid} maps no allocator leakprobe probes"));
         }
         log::debug!("tier 1: pid {pid}: probes on {} allocator files", files.len());
@@ -465,7 +503,7 @@ impl Discovery {
     fn providers(&self) -> impl Iterator<Item = (&FileId, &Provider)> {
         self.known.iter().filter_map(|(id, known)| match known {
             Known::Provider(provider) => Some((id, &**provider)),
-            Known::Nothing => None,
+            Known::Nothing | Known::Unsupported(_) => None,
         })
     }
 
@@ -486,6 +524,21 @@ impl Discovery {
                 error: p.error.clone(),
             })
             .collect();
+        providers.extend(self.known.iter().filter_map(|(id, known)| {
+            let Known::Unsupported(file) = known else { return None };
+            Some(ProviderStatus {
+                path: file.shown.display().to_string(),
+                file: id.to_string(),
+                family: file.what.family_name().to_owned(),
+                supported: false,
+                probes: 0,
+                processes: file.processes,
+                pinned: false,
+                static_symbols: false,
+                not_tracked: Vec::new(),
+                error: Some(file.what.reason.clone()),
+            })
+        }));
         providers.sort_by(|a, b| (&a.path, &a.file).cmp(&(&b.path, &b.file)));
         DiscoveryStatus {
             enabled: self.enabled(),
@@ -512,6 +565,7 @@ impl Discovery {
             ("discovery_attach_errors", t.attach_errors),
             ("discovery_open_errors", t.open_errors),
             ("discovery_not_elf", t.not_elf),
+            ("discovery_unsupported_files", t.unsupported),
             ("discovery_known_files", self.known.len() as u64),
         ]
         .into_iter()

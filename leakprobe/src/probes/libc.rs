@@ -29,6 +29,7 @@ pub fn resolve(path: &Path) -> Result<AllocatorSymbols, ProbeError> {
     let data = fs::read(path).map_err(|source| ProbeError::Io { path: path.to_path_buf(), source })?;
     let symbols = allocators::examine(&data)
         .map_err(|reason| ProbeError::BadElf { path: path.to_path_buf(), reason })?
+        .allocator()
         .ok_or(ProbeError::MissingSymbol { path: path.to_path_buf(), symbol: "malloc" })?;
     for symbol in REQUIRED {
         let probed = symbols.entry(symbol).is_some() || symbols.aliases.iter().any(|(alias, _)| alias == symbol);

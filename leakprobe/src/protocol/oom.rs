@@ -28,6 +28,12 @@ pub struct OomReport {
     /// The victim's memory cgroup (cgroup v1 `memory` hierarchy, else the v2 path): read at the kill, or, if
     /// the victim was already gone, when the daemon first saw it allocate; `None` when never known.
     pub cgroup: Option<String>,
+    /// The victim's pid in its own pid namespace, when that is not the daemon's (a container's).
+    #[serde(default)]
+    pub ns_pid: Option<u32>,
+    /// The container id (64 hexadecimal digits) the victim's cgroup path carries, if any.
+    #[serde(default)]
+    pub container_id: Option<String>,
     /// Memory of the victim as the kernel reported it, in kB (`None`: not in this kernel's record).
     pub total_vm_kb: Option<u64>,
     pub anon_rss_kb: Option<u64>,
@@ -62,6 +68,8 @@ impl OomReport {
             pid: self.pid,
             comm: self.comm.clone(),
             cgroup: self.cgroup.clone(),
+            ns_pid: self.ns_pid,
+            container_id: self.container_id.clone(),
             anon_rss_kb: self.anon_rss_kb,
             heap_live_bytes: self.heap_live_bytes,
             top_function: self.top_function().map(str::to_owned),
@@ -77,6 +85,12 @@ pub struct OomSummary {
     pub pid: u32,
     pub comm: String,
     pub cgroup: Option<String>,
+    /// The victim's pid in its own pid namespace, when that is not the daemon's.
+    #[serde(default)]
+    pub ns_pid: Option<u32>,
+    /// The container id the victim's cgroup path carries, if any.
+    #[serde(default)]
+    pub container_id: Option<String>,
     pub anon_rss_kb: Option<u64>,
     pub heap_live_bytes: u64,
     /// Innermost named frame of the stack holding the most live bytes.

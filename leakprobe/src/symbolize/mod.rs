@@ -2,8 +2,10 @@
 //! files: it must not stall the async tasks).
 //!
 //! A process's memory maps are read when it is first seen and kept (bounded, least recently used first
-//! out), so its stacks still symbolize after it exited or exec'd. Frames are resolved by (binary, file
-//! offset), once, and cached (bounded): the same library mapped by many processes is symbolized once.
+//! out), so its stacks still symbolize after it exited or exec'd; files the daemon cannot reach by their path
+//! (a container's) are kept open from then on (bounded, see [`maps::OpenFiles`]). Frames are resolved by
+//! (binary, file offset), the binary told by device and inode, once, and cached (bounded): the same library
+//! mapped by many processes is symbolized once.
 
 pub mod maps;
 
@@ -17,12 +19,13 @@ use std::{
 
 use blazesym::symbolize::{
     Input, Symbolized, Symbolizer,
+    evict::{self, Evict},
     source::{Elf, Source},
 };
 use lru::LruCache;
 use tokio::sync::oneshot;
 
-use self::maps::Mapping;
+use self::maps::{KeptFile, Mapping};
 use crate::protocol::{Frame, hex_addr};
 
 /// One stack to symbolize: return addresses in process `pid`.
@@ -124,7 +127,8 @@ struct Resolved {
     line: Option<u32>,
 }
 
-type FrameKey = (Arc<Path>, u64);
+/// A binary, by (device, inode), and a file offset in it.
+type FrameKey = ((u64, u64), u64);
 
 struct Worker {
     symbolizer: Symbolizer,
@@ -132,6 +136,29 @@ struct Worker {
     frames: LruCache<FrameKey, Resolved>,
     /// Files of other mount namespaces kept open (see [`maps::read`]).
     open_files: maps::OpenFiles,
+}
+
+/// Where to read one binary now: its path, or a kept file's `/proc/self/fd/N` (held while it is read).
+struct Readable {
+    path: Arc<Path>,
+    _kept: Option<Arc<KeptFile>>,
+}
+
+impl Readable {
+    /// How `mapping`'s file reads now; `None` when it does not: a kept file let go, a file never opened, or a
+    /// path that leads to another file now (replaced since it was mapped: reading it would name wrong functions).
+    fn of(mapping: &Mapping) -> Option<Self> {
+        match &mapping.source {
+            maps::Source::Path => {
+                maps::leads_to(&mapping.path, mapping.file()).then(|| Self { path: mapping.path.clone(), _kept: None })
+            }
+            maps::Source::Kept(kept) => {
+                let kept = kept.upgrade()?;
+                Some(Self { path: kept.path.clone(), _kept: Some(kept) })
+            }
+            maps::Source::Unreadable => None,
+        }
+    }
 }
 
 /// Files of other mount namespaces kept open at most (each a file descriptor).
@@ -143,26 +170,44 @@ impl Worker {
             symbolizer: Symbolizer::builder().enable_demangling(true).enable_code_info(true).build(),
             maps: LruCache::new(limits.processes),
             frames: LruCache::new(limits.frames),
-            open_files: LruCache::new(NonZeroUsize::new(MAX_OPEN_FILES).unwrap_or(NonZeroUsize::MIN)),
+            open_files: maps::OpenFiles::new(NonZeroUsize::new(MAX_OPEN_FILES).unwrap_or(NonZeroUsize::MIN)),
         }
     }
 
     fn seen(&mut self, pid: u32) {
-        if let Some(maps) = maps::read(pid, &mut self.open_files) {
+        if let Some(maps) = self.read_maps(pid) {
             self.maps.put(pid, Arc::new(maps));
         }
     }
 
-    /// The maps of `pid` covering every address, re-read while the process lives if some address is not
-    /// covered (a library loaded after the process was first seen).
+    /// Reads the maps of a live process, and lets blazesym forget the files the kept set let go: it caches each
+    /// file by path, open, for as long as it lives, and a released `/proc/self/fd/N` will name another file.
+    fn read_maps(&mut self, pid: u32) -> Option<Vec<Mapping>> {
+        let maps = maps::read(pid, &mut self.open_files);
+        for path in self.open_files.take_released() {
+            let evict = Evict::Elf(evict::Elf::new(path.to_path_buf()));
+            if let Err(err) = self.symbolizer.evict(&evict) {
+                log::debug!("symbolizer: evicting {}: {err}", path.display());
+            }
+        }
+        maps
+    }
+
+    /// The maps of `pid` covering every address with a readable file, re-read while the process lives if
+    /// some address is not covered (a library loaded after the process was first seen) or its frame is not
+    /// cached and its file not readable (a kept file let go, a file replaced since it was mapped).
     fn maps_for(&mut self, pid: u32, lookups: &[u64]) -> Option<Arc<Vec<Mapping>>> {
         let cached = self.maps.get(&pid).cloned();
         if let Some(maps) = &cached
-            && lookups.iter().all(|&a| maps::lookup(maps, a).is_some())
+            && lookups.iter().all(|&a| {
+                maps::lookup(maps, a).is_some_and(|(mapping, offset)| {
+                    self.frames.contains(&(mapping.file(), offset)) || Readable::of(mapping).is_some()
+                })
+            })
         {
             return cached;
         }
-        match maps::read(pid, &mut self.open_files) {
+        match self.read_maps(pid) {
             Some(fresh) => {
                 let fresh = Arc::new(fresh);
                 self.maps.put(pid, fresh.clone());
@@ -179,20 +224,22 @@ impl Worker {
         let Some(maps) = self.maps_for(stack.pid, &lookups) else {
             return stack.addrs.iter().map(|&a| bare(a)).collect();
         };
-        let keys: Vec<Option<FrameKey>> = lookups
-            .iter()
-            .map(|&a| maps::lookup(&maps, a).map(|(mapping, offset)| (mapping.source.clone(), offset)))
-            .collect();
+        let found: Vec<Option<(&Mapping, u64)>> = lookups.iter().map(|&a| maps::lookup(&maps, a)).collect();
+        let keys: Vec<Option<FrameKey>> =
+            found.iter().map(|found| found.map(|(mapping, offset)| (mapping.file(), offset))).collect();
         let shown: Vec<Option<String>> =
-            lookups.iter().map(|&a| maps::lookup(&maps, a).map(|(m, _)| m.path.display().to_string())).collect();
-        let mut misses: HashMap<Arc<Path>, Vec<u64>> = HashMap::new();
-        for (path, offset) in keys.iter().flatten() {
-            if !self.frames.contains(&(path.clone(), *offset)) {
-                misses.entry(path.clone()).or_default().push(*offset);
+            found.iter().map(|found| found.map(|(m, _)| m.path.display().to_string())).collect();
+        let mut misses: HashMap<(u64, u64), (&Mapping, Vec<u64>)> = HashMap::new();
+        for (mapping, offset) in found.iter().flatten() {
+            if !self.frames.contains(&(mapping.file(), *offset)) {
+                misses.entry(mapping.file()).or_insert_with(|| (mapping, Vec::new())).1.push(*offset);
             }
         }
-        for (path, offsets) in misses {
-            self.resolve(&path, &offsets);
+        for (file, (mapping, offsets)) in misses {
+            // Unreadable now: the frames stay unresolved, and uncached, as long as that lasts.
+            if let Some(readable) = Readable::of(mapping) {
+                self.resolve(file, &readable.path, &offsets);
+            }
         }
         stack
             .addrs
@@ -214,8 +261,9 @@ impl Worker {
             .collect()
     }
 
-    /// Resolves offsets in one binary into the frame cache (unknown ones are cached as unknown too).
-    fn resolve(&mut self, path: &Arc<Path>, offsets: &[u64]) {
+    /// Resolves offsets in one binary, `file`, read at `path`, into the frame cache (unknown ones are cached as
+    /// unknown too).
+    fn resolve(&mut self, file: (u64, u64), path: &Path, offsets: &[u64]) {
         let source = Source::Elf(Elf::new(path.to_path_buf()));
         let results = match self.symbolizer.symbolize(&source, Input::FileOffset(offsets)) {
             Ok(results) => results,
@@ -239,7 +287,7 @@ impl Worker {
                 }
                 Some(Symbolized::Unknown(_)) | None => Resolved::default(),
             };
-            self.frames.put((path.clone(), offset), resolved);
+            self.frames.put((file, offset), resolved);
         }
     }
 }

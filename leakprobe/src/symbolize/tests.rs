@@ -13,7 +13,13 @@ use crate::probes::libc;
 /// The address of `malloc` in the libc that process `pid` maps, from its maps and libc's symbols.
 fn malloc_addr_in(maps: &[Mapping]) -> u64 {
     let libc_map = maps.iter().find(|m| m.path.to_string_lossy().contains("libc.so")).expect("a libc mapping");
-    let symbols = libc::resolve(&libc_map.path).expect("libc symbols");
+    malloc_addr_with(maps, &libc_map.path, &libc_map.path)
+}
+
+/// The address of `malloc` in the file mapped at `mapped`, whose symbols are those of the file at `symbols`.
+fn malloc_addr_with(maps: &[Mapping], mapped: &Path, symbols: &Path) -> u64 {
+    let libc_map = maps.iter().find(|m| &*m.path == mapped).expect("the mapping");
+    let symbols = libc::resolve(symbols).expect("libc symbols");
     let malloc = symbols.entry("malloc").expect("malloc").resolved.offset;
     let text = maps
         .iter()
@@ -47,7 +53,7 @@ fn stacks_of_an_exited_process_still_symbolize() {
     let addr = malloc_addr_in(&maps) + 1;
     child.kill().expect("kill sleep");
     child.wait().expect("reap sleep");
-    let mut open = LruCache::new(NonZeroUsize::MIN);
+    let mut open = maps::OpenFiles::new(NonZeroUsize::MIN);
     assert!(maps::read(pid, &mut open).is_none(), "the process is gone");
 
     let frames = worker.symbolize(&StackRequest { pid, addrs: vec![addr, 0x10] });
@@ -72,4 +78,36 @@ fn frames_are_shared_between_processes_of_the_same_binary() {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// A library that only the process could reach (deleted here, as a container's root filesystem is with the
+/// container) is read through the descriptor kept since the process was first seen, after the process is gone.
+#[test]
+fn a_deleted_file_of_an_exited_process_symbolizes_through_the_kept_descriptor() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let host_libc = libc::host_libc().expect("the host's libc");
+    let copy = dir.path().join(host_libc.file_name().expect("a file name"));
+    std::fs::copy(&host_libc, &copy).expect("copy the libc");
+    let mut child = Command::new("sleep").arg("30").env("LD_LIBRARY_PATH", dir.path()).spawn().expect("spawn sleep");
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !maps::read_parsed(pid).is_some_and(|maps| maps.iter().any(|m| *m.path == *copy)) {
+        assert!(Instant::now() < deadline, "pid {pid} never mapped {}", copy.display());
+        thread::sleep(Duration::from_millis(10));
+    }
+    std::fs::remove_file(&copy).expect("delete the copy");
+    let mut worker = Worker::new(CacheLimits::default());
+    worker.seen(pid);
+    let maps = worker.maps.peek(&pid).cloned().expect("maps kept");
+    let text = maps.iter().find(|m| *m.path == *copy && m.executable).expect("the copy's code");
+    assert!(text.deleted && matches!(text.source, maps::Source::Kept(_)), "{text:?}");
+    let addr = malloc_addr_with(&maps, &copy, &host_libc) + 1;
+    child.kill().expect("kill sleep");
+    child.wait().expect("reap sleep");
+    drop(dir);
+
+    let frames = worker.symbolize(&StackRequest { pid, addrs: vec![addr] });
+    assert!(frames[0].function.as_deref().unwrap_or_default().contains("malloc"), "{:?}", frames[0]);
+    assert_eq!(frames[0].module.as_deref(), copy.to_str(), "{:?}", frames[0]);
+    assert_eq!(worker.open_files.len(), 1, "one file kept");
 }
