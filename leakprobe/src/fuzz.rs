@@ -45,7 +45,7 @@ pub fn ring_records(data: &[u8]) {
         assert!(sizes.series <= limits.max_series, "{sizes:?} over {limits:?}");
     }
     let _ = table.top(None, 10);
-    let _ = table.processes(None, Some(4)).count();
+    let _ = table.processes(None, Some(20.0)).count();
 }
 
 /// A configuration file (`--config`).

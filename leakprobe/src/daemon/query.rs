@@ -37,8 +37,7 @@ fn reanalyze(
 ) -> Analysis {
     let (Some(window_s), Some(series)) = (window_s, series) else { return analysis };
     let config = table.config();
-    let points = series.len().min(config.points_for(window_s));
-    let growth = table.heap_growth(series, points);
+    let (growth, points) = table.heap_growth_within(series, window_s);
     #[expect(clippy::cast_precision_loss, reason = "a ratio")]
     let old_fraction = if live == 0 { 0.0 } else { analysis.ages.old_bytes as f64 / live as f64 };
     Analysis { growth, verdict: analysis::verdict(points, &growth, old_fraction, &config.verdict), points, ..analysis }
@@ -143,7 +142,7 @@ pub fn processes(table: &Table, query: &TopQuery, now_ns: u64) -> Vec<ProcessRep
     let by = query.by.unwrap_or_default();
     let window_s = query.window_seconds().ok().flatten();
     let mut rows: Vec<ProcessRow<'_>> = table
-        .processes(query.pid, window_s.map(|w| table.config().points_for(w)))
+        .processes(query.pid, window_s)
         .map(|row| {
             let analysis = reanalyze(table, row.analysis, row.heap_series, row.live_bytes, window_s);
             ProcessRow { analysis, ..row }

@@ -415,14 +415,15 @@ impl Table {
         rows
     }
 
-    /// Every process, optionally only one, unordered; RSS growth over the last `window` samples (the whole
+    /// Every process, optionally only one, unordered; RSS growth over the last `window_s` seconds (the whole
     /// window when `None`).
-    pub fn processes(&self, pid: Option<u32>, window: Option<usize>) -> impl Iterator<Item = ProcessRow<'_>> {
-        let window = window.unwrap_or_else(|| self.config.window_points());
+    pub fn processes(&self, pid: Option<u32>, window_s: Option<f64>) -> impl Iterator<Item = ProcessRow<'_>> {
         self.procs.iter().filter(move |(tgid, _)| pid.is_none_or(|pid| pid == **tgid)).map(move |(tgid, p)| {
             let rss_growth = p.series.as_ref().map_or([Growth::default(); 3], |s| {
-                [&s.rss, &s.anon, &s.swap]
-                    .map(|series| self.config.growth(&self.ticks, series, window, SampleClock::Rss))
+                [&s.rss, &s.anon, &s.swap].map(|series| match window_s {
+                    Some(window_s) => self.config.growth_within(&self.ticks, series, window_s, SampleClock::Rss).0,
+                    None => self.config.growth(&self.ticks, series, self.config.window_points(), SampleClock::Rss),
+                })
             });
             ProcessRow {
                 tgid: *tgid,
@@ -475,8 +476,9 @@ impl Table {
     }
 
     /// Growth over the last `points` samples of a heap series (a row's `series`).
-    pub fn heap_growth(&self, series: &Series, points: usize) -> Growth {
-        self.config.growth(&self.ticks, series, points, SampleClock::Heap)
+    /// Heap growth over the last `window_s` seconds of a series, and the samples it took.
+    pub fn heap_growth_within(&self, series: &Series, window_s: f64) -> (Growth, usize) {
+        self.config.growth_within(&self.ticks, series, window_s, SampleClock::Heap)
     }
 
     /// Counters.

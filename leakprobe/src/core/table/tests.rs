@@ -255,6 +255,23 @@ fn ticks_give_growth_ages_and_verdicts() {
 }
 
 #[test]
+fn a_query_window_is_time_not_a_count_of_late_ticks() {
+    // Interval 5 s, but the ticks come 7 s apart (a busy host): a 20 s window holds the samples of the last
+    // 20 s (+ half an interval), 4 of them, not the last 20 / 5 + 1 = 5, which would span 28 s.
+    let mut t = table();
+    for tick in 0..10u64 {
+        t.apply(&alloc(1, 0x100 * (tick + 1), 1000, &[0xa], tick * 7 * SEC));
+        t.tick(tick, at(tick * 7 * SEC + 1));
+    }
+    let process = t.processes(Some(1), None).next().expect("process 1");
+    let series = process.heap_series.expect("a heap series");
+    let (growth, points) = t.heap_growth_within(series, 20.0);
+    assert_eq!(points, 4, "{growth:?}");
+    assert!((growth.span_seconds - 21.0).abs() < 1e-6, "{growth:?}");
+    assert!((growth.rate - 1000.0 / 7.0).abs() < 1e-6, "{growth:?}");
+}
+
+#[test]
 fn rss_samples_make_process_series() {
     let mut t = table();
     t.apply(&alloc(1, 0x1, 10, &[0xa], 0));

@@ -111,6 +111,21 @@ impl AnalysisConfig {
         analysis::growth(&log.samples(series, points, clock), &self.verdict)
     }
 
+    /// Growth over the samples of the last `window_s` seconds of a series, and how many there were.
+    ///
+    /// By time, not by count: ticks come late when the host is busy (the RSS reads run on a blocking thread),
+    /// and the last `window_s / interval_s` samples then span more than the window asked for. Half an interval
+    /// of slack keeps the sample at the window's start that came a little late.
+    pub fn growth_within(&self, log: &TickLog, series: &Series, window_s: f64, clock: SampleClock) -> (Growth, usize) {
+        let mut samples = log.samples(series, self.points_for(window_s), clock);
+        if let Some(&(last, _)) = samples.last() {
+            let from = last - window_s - self.interval_s / 2.0;
+            let before = samples.iter().take_while(|(t, _)| *t < from).count();
+            samples.drain(..before);
+        }
+        (analysis::growth(&samples, &self.verdict), samples.len())
+    }
+
     /// The full analysis of a heap series whose live bytes are `live_bytes`, `old_bytes` of them old.
     fn analyze(&self, log: &TickLog, series: &Series, live_bytes: u64, ages: Ages) -> Analysis {
         let points = series.len().min(self.window_points());
