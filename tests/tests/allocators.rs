@@ -163,6 +163,7 @@ fn a_stripped_static_executable_is_listed_as_not_supported_with_the_reason() {
     assert!(!traced.status.success(), "nothing to probe: {}", describe(&traced));
     let stderr = String::from_utf8_lossy(&traced.stderr);
     assert!(stderr.contains(REASON) && stderr.contains(binary), "trace says why: {stderr}");
+    assert!(stderr.contains("422"), "nothing the daemon can do: 422, not a server error: {stderr}");
 
     fixture.send_line("go");
     fixture.wait_line("ready");

@@ -31,6 +31,7 @@ use crate::{
     },
     ingest::Batch,
     metrics::{MetricsLimits, MetricsSnapshot},
+    probes::discover::AttachPidError,
     procfs::{self, Clock},
     protocol::{
         AnalysisSettings, AttachPoint, DiscoveryStatus, FaultsQuery, FaultsResponse, ProcessIdentity,
@@ -76,7 +77,7 @@ pub enum Request {
     /// The discovery thread attached (or failed to attach) tier 1's probes to a process.
     Tier1Attached {
         pid: u32,
-        result: Result<(), String>,
+        result: Result<(), AttachPidError>,
     },
     /// Run-time statistics of the loaded programs, asked for by the CPU budget.
     ProgramStats(Vec<ProgramStats>),

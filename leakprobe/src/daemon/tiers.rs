@@ -23,7 +23,7 @@ use crate::{
         table::{RssSample, Table},
         tier1::{Action, CostSample, Escalation, Tier1, Trigger},
     },
-    probes::MallocProbes,
+    probes::{MallocProbes, discover::AttachPidError},
     procfs::{self, Clock},
     protocol::{
         BudgetActionReport, BudgetReport, DEFAULT_TOP_LIMIT, EndedEscalation, EscalationReport, FaultProcessReport,
@@ -165,7 +165,7 @@ impl Tiers {
 
     /// The discovery thread attached process `pid`'s probes, or could not: a failed escalation ends, and a
     /// waiting `trace` request gets its answer.
-    pub fn attached(&mut self, pid: u32, result: Result<(), String>, table: &mut Table, clock: Clock) {
+    pub fn attached(&mut self, pid: u32, result: Result<(), AttachPidError>, table: &mut Table, clock: Clock) {
         let reply = self.pending_traces.remove(&pid);
         match result {
             Ok(()) => {
@@ -183,7 +183,7 @@ impl Tiers {
                     self.detach(pid, table);
                 }
                 if let Some(reply) = reply {
-                    let _ = reply.send(Err((500, err)));
+                    let _ = reply.send(Err((err.status(), err.to_string())));
                 }
             }
         }

@@ -32,6 +32,31 @@ pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(10);
 /// New files examined at most per scan, unless configured.
 pub const DEFAULT_MAX_FILES_PER_SCAN: usize = 256;
 
+/// Why tier 1 could not attach to a process.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AttachPidError {
+    /// The process maps no allocator that can be probed: nothing the daemon can do (HTTP 422).
+    #[error("{0}")]
+    Unprobeable(String),
+    /// The process is gone (HTTP 404).
+    #[error("{0}")]
+    Gone(String),
+    /// The kernel refused a probe (HTTP 500).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl AttachPidError {
+    /// The HTTP status a `trace` request answered with this error gets.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Unprobeable(_) => 422,
+            Self::Gone(_) => 404,
+            Self::Failed(_) => 500,
+        }
+    }
+}
+
 /// How discovery runs.
 #[derive(Clone, Debug)]
 pub struct DiscoveryConfig {
@@ -425,13 +450,14 @@ impl Discovery {
     /// Tier 1: attaches probes scoped to process `pid` to every allocator file it maps (examining the files
     /// not seen before, unless discovery is off), and keeps them until [`Self::detach_pid`]. Attaching a
     /// process twice is a no-op. On a failure nothing stays attached; the error says why.
-    pub fn attach_pid(&mut self, probes: &mut Probes, pid: u32) -> Result<(), String> {
+    pub fn attach_pid(&mut self, probes: &mut Probes, pid: u32) -> Result<(), AttachPidError> {
         if self.scoped.contains_key(&pid) {
             return Ok(());
         }
-        let nonzero = NonZeroU32::new(pid).ok_or_else(|| format!("pid {pid} cannot be traced"))?;
+        let nonzero =
+            NonZeroU32::new(pid).ok_or_else(|| AttachPidError::Unprobeable(format!("pid {pid} cannot be traced")))?;
         let text = fs::read_to_string(format!("/proc/{pid}/maps"))
-            .map_err(|err| format!("reading /proc/{pid}/maps: {err}"))?;
+            .map_err(|err| AttachPidError::Gone(format!("reading /proc/{pid}/maps: {err}")))?;
         let mut files = Vec::new();
         let mut unsupported = Vec::new();
         for mapping in exec_mappings(&text) {
@@ -459,18 +485,18 @@ impl Discovery {
                     for attached in files {
                         probes.detach_allocator(attached);
                     }
-                    return Err(format!("{:#}", anyhow::Error::new(err)));
+                    return Err(AttachPidError::Failed(format!("{:#}", anyhow::Error::new(err))));
                 }
             }
         }
         if files.is_empty() {
             if !unsupported.is_empty() {
-                return Err(format!(
+                return Err(AttachPidError::Unprobeable(format!(
                     "process {pid} maps no allocator leakprobe can probe ({})",
                     unsupported.join("; ")
-                ));
+                )));
             }
-            return Err(format!("process {pid} maps no allocator leakprobe probes"));
+            return Err(AttachPidError::Unprobeable(format!("process {pid} maps no allocator leakprobe probes")));
         }
         log::debug!("tier 1: pid {pid}: probes on {} allocator files", files.len());
         self.scoped.insert(pid, files);
