@@ -1,6 +1,7 @@
 //! The ingest benchmark's event generator (`leakprobe bench-ingest`): a program of the eBPF object run with
 //! `BPF_PROG_TEST_RUN`, never attached, that writes allocation and free records into the ring buffer as the
-//! allocator probes do, for a fake process. Its records are shaped here so that the daemon side (the bench
+//! allocator probes do, for a process that allocates nothing of the kind (the benchmark's own: see
+//! `leakprobe bench-ingest`). Its records are shaped here so that the daemon side (the bench
 //! command and its tests) knows exactly what the table must hold afterwards.
 //!
 //! Sequence number `seq` (counted from 0 over a whole benchmark step) stands for the allocation
@@ -24,11 +25,7 @@ pub const CONTEXT_WORDS: usize = 4;
 /// Allocations per run at most (each run is one `bpf_loop`, with preemption off: keep it short).
 pub const MAX_RUN: u32 = 1 << 16;
 
-/// Tgid of the fake process the records belong to: above `PID_MAX_LIMIT` (2^22 on 64-bit kernels), so no
-/// real process ever has it.
-pub const TGID: u32 = 1 << 30;
-
-/// `comm` of the fake process's records.
+/// `comm` of the generated records.
 pub const COMM: [u8; 16] = *b"ingest-gen\0\0\0\0\0\0";
 
 /// Distinct stacks the allocations cycle through.

@@ -1,7 +1,8 @@
 //! The ingest benchmark's event generator (`leakprobe bench-ingest`), never attached to anything: the
 //! benchmark runs it with `BPF_PROG_TEST_RUN`, and each run writes a given number of allocation records (and,
-//! in the `pairs` shape, their frees) for a fake process (`leakprobe_common::generator`), far faster than
-//! allocations under uprobes could, so the daemon's consumer path can be measured end to end.
+//! in the `pairs` shape, their frees) in the name of a process the caller gives (the benchmark's own), shaped by
+//! `leakprobe_common::generator`, far faster than allocations under uprobes could, so the daemon's consumer path
+//! can be measured end to end.
 //!
 //! Why it lives in this object rather than in one of its own: it must fill the daemon's own ring buffer
 //! (`EVENTS`) and counters (`COUNTERS`), and through the very functions the allocator probes use
@@ -11,7 +12,7 @@
 //! name), and a raw tracepoint program that is not attached cannot run but by `BPF_PROG_TEST_RUN`, which needs
 //! `CAP_BPF` or root.
 //!
-//! What it leaves out of the probes' work, on purpose: the `LIVE` map (the records are of a fake process; a
+//! What it leaves out of the probes' work, on purpose: the `LIVE` map (no process made these allocations; a
 //! free is emitted without looking its address up) and the stack walk (the frames are written from the
 //! sequence number). Those are producer costs, paid in the traced process; the consumer sees the same records.
 

@@ -2,8 +2,11 @@
 //! without a workload in the way.
 //!
 //! The eBPF object's event generator (`leakprobe-ebpf/src/probes/generator.rs`, never attached) writes
-//! allocation records of a fake process into the real ring buffer, through the probes' own reserve and submit
-//! functions and drop counters, paced at a given rate, on one CPU. On another CPU, a current-thread runtime runs
+//! allocation records into the real ring buffer, through the probes' own reserve and submit functions and drop
+//! counters, paced at a given rate, on one CPU. The records name this process: it lives as long as the
+//! measurement (so the daemon's sweep of exited processes and its RSS samples treat it as the live leaking
+//! process it stands for) and makes no allocation the object sees (nothing is attached), so no other record mixes
+//! with the generator's. On another CPU, a current-thread runtime runs
 //! the daemon's own consumers ([`Consumers`]: the ingest task reading the ring buffer with `AsyncFd` and
 //! decoding it into batches, the state owner applying them to the table), built from `leakprobe run`'s
 //! configuration in full mode; every thread they start (purger, symbolizer, OOM reports, blocking pool)
@@ -12,8 +15,8 @@
 //! Each step loads the object afresh (a new ring buffer, counters and table), runs the generator at one rate
 //! for `--seconds`, waits until the table has applied every record, and prints one JSON line: the rate
 //! offered and reached, records applied, the kernel's drops (`ringbuf_full_alloc`, `ringbuf_full_free`), the
-//! consumer thread's CPU time, and what the table holds for the fake process (read back through the same
-//! request the API's `/v1/processes` makes). Without `--rate`, steps search for the highest rate with zero drops:
+//! consumer thread's CPU time, and what the table holds for the generator's process (read back through the
+//! same request the API's `/v1/processes` makes). Without `--rate`, steps search for the highest rate with zero drops:
 //! the rate doubles from `--start-rate` until a step drops records, then the interval is bisected.
 #![allow(clippy::cast_precision_loss, reason = "counts of records and times, shown as rates")]
 
@@ -112,6 +115,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_mins(1);
 #[derive(Debug, Serialize)]
 struct Step {
     shape: &'static str,
+    /// The process the records name: this one.
+    pid: u32,
     /// Records per second asked of the generator.
     rate: u64,
     /// Records the generator offered (submitted or dropped) and the rate it reached doing so.
@@ -141,7 +146,7 @@ struct Step {
     /// Of the wall time from the generator's start until drained, in percent of one core.
     consumer_cpu_percent: f64,
     cpu_us_per_event: f64,
-    /// What `/v1/processes` shows of the fake process afterwards.
+    /// What `/v1/processes` shows of the generator's process afterwards.
     table: TableView,
     /// Every offered record was submitted and applied: nothing dropped, refused or undecodable.
     zero_drops: bool,
@@ -149,7 +154,7 @@ struct Step {
     generator_limited: bool,
 }
 
-/// The fake process as the table reports it.
+/// The generator's process as the table reports it.
 #[derive(Debug, Default, Serialize)]
 struct TableView {
     pid: u32,
@@ -286,10 +291,10 @@ fn records_for(rate: u64, seconds: f64) -> u64 {
     (rate as f64 * seconds) as u64
 }
 
-/// `leakprobe run`'s configuration in full mode (the generator's records are those of a full-mode daemon), with
-/// room in the table for every record of a step, no discovery and no metrics. Samples are an hour apart: the
-/// fake process is not in `/proc`, and a daemon purges a process it finds gone at two samples in a row; what a
-/// sample costs grows with processes and series, not with events.
+/// `leakprobe run`'s configuration in full mode with every malloc probed (as the bench's full-mode daemon; the
+/// generator's records are those of a full-mode daemon), room in the table for every record of a step, no
+/// discovery and no metrics. Samples every second, five times as often as by default, so that every step
+/// includes samples (their cost grows with the live allocations, which the `leaks` shape piles up).
 fn config(records: u64, dir: &Path) -> Result<daemon::DaemonConfig> {
     #[derive(Parser)]
     struct Line {
@@ -305,10 +310,10 @@ fn config(records: u64, dir: &Path) -> Result<daemon::DaemonConfig> {
         "full".as_ref(),
         "--no-discovery".as_ref(),
         "--no-metrics".as_ref(),
+        "--malloc-probes".as_ref(),
+        "all".as_ref(),
         "--interval".as_ref(),
-        "1h".as_ref(),
-        "--window".as_ref(),
-        "2h".as_ref(),
+        "1s".as_ref(),
         "--max-allocations".as_ref(),
         allocations.to_string().as_ref(),
         "--state-dir".as_ref(),
@@ -391,7 +396,7 @@ fn measure(
     };
     let drained = Instant::now();
     let cpu = cpu_clock.seconds()? - cpu_before;
-    let table = table_view(requests)?;
+    let table = table_view(requests, std::process::id())?;
     let wall = (drained - start).as_secs_f64();
     let applied = after.events - before.events;
     let drops = after.drops - before.drops;
@@ -400,6 +405,7 @@ fn measure(
     let generator_rate = generated.offered as f64 / generated.seconds;
     Ok(Step {
         shape: args.shape.name(),
+        pid: std::process::id(),
         rate,
         offered: generated.offered,
         generator_rate,
@@ -441,6 +447,7 @@ fn generate(generator: &Generator, shape: ShapeArg, rate: u64, seconds: f64) -> 
     let per_allocation = shape.records();
     let allocations = (records_for(rate, seconds) / per_allocation).max(1);
     let per_run = (rate / per_allocation / 1_000).clamp(1, u64::from(generator::MAX_RUN));
+    let pid = std::process::id();
     let start = Instant::now();
     let (mut seq, mut submitted) = (0, 0);
     while seq < allocations {
@@ -451,9 +458,7 @@ fn generate(generator: &Generator, shape: ShapeArg, rate: u64, seconds: f64) -> 
         }
         let n32 = u32::try_from(n).unwrap_or(generator::MAX_RUN);
         submitted += u64::from(
-            generator
-                .run(shape.shape(), generator::TGID, seq, n32)
-                .context("running the generator (BPF_PROG_TEST_RUN)")?,
+            generator.run(shape.shape(), pid, seq, n32).context("running the generator (BPF_PROG_TEST_RUN)")?,
         );
         seq += u64::from(n32);
     }
@@ -492,14 +497,14 @@ impl Counters {
     }
 }
 
-/// The fake process in `/v1/processes` (all zeroes when the table does not hold it).
-fn table_view(requests: &mpsc::Sender<Request>) -> Result<TableView> {
-    let query = TopQuery { pid: Some(generator::TGID), ..TopQuery::default() };
+/// Process `pid` in `/v1/processes` (all zeroes when the table does not hold it).
+fn table_view(requests: &mpsc::Sender<Request>, pid: u32) -> Result<TableView> {
+    let query = TopQuery { pid: Some(pid), ..TopQuery::default() };
     let response = ask(requests, |reply| Request::Processes(query, reply))?;
     Ok(response
         .processes
         .into_iter()
-        .find(|p| p.pid == generator::TGID)
+        .find(|p| p.pid == pid)
         .map(|p| TableView {
             pid: p.pid,
             comm: p.comm,
