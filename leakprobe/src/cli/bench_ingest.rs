@@ -5,19 +5,18 @@
 //! allocation records into the real ring buffer, through the probes' own reserve and submit functions and drop
 //! counters, paced at a given rate, on one CPU. The records name this process: it lives as long as the
 //! measurement (so the daemon's sweep of exited processes and its RSS samples treat it as the live leaking
-//! process it stands for) and makes no allocation the object sees (nothing is attached), so no other record mixes
-//! with the generator's. On another CPU, a current-thread runtime runs
-//! the daemon's own consumers ([`Consumers`]: the ingest task reading the ring buffer with `AsyncFd` and
-//! decoding it into batches, the state owner applying them to the table), built from `leakprobe run`'s
-//! configuration in full mode; every thread they start (purger, symbolizer, OOM reports, blocking pool)
-//! inherits that CPU. Nothing is attached: the generator's records are the only ones in the ring buffer.
+//! process it stands for) and makes no allocation the object sees (nothing is attached), so the generator's
+//! records are the only ones in the ring buffer. On another CPU, a current-thread runtime runs the daemon's own
+//! consumers ([`Consumers`]: the ingest task reading the ring buffer with `AsyncFd` and decoding it into
+//! batches, the state owner applying them to the table), built from `leakprobe run`'s configuration in full
+//! mode; every thread they start (purger, symbolizer, OOM reports, blocking pool) inherits that CPU.
 //!
 //! Each step loads the object afresh (a new ring buffer, counters and table), runs the generator at one rate
 //! for `--seconds`, waits until the table has applied every record, and prints one JSON line: the rate
 //! offered and reached, records applied, the kernel's drops (`ringbuf_full_alloc`, `ringbuf_full_free`), the
 //! consumer thread's CPU time, and what the table holds for the generator's process (read back through the
-//! same request the API's `/v1/processes` makes). Without `--rate`, steps search for the highest rate with zero drops:
-//! the rate doubles from `--start-rate` until a step drops records, then the interval is bisected.
+//! same request the API's `/v1/processes` makes). Without `--rate`, steps search for the highest rate with
+//! zero drops: the rate doubles from `--start-rate` until a step drops records, then the interval is bisected.
 #![allow(clippy::cast_precision_loss, reason = "counts of records and times, shown as rates")]
 
 use std::{
