@@ -16,6 +16,8 @@ pub use fault::{
     FAULT_FLAG_STACK_ERROR, FAULT_FLAG_STACK_TRUNCATED, FAULT_PAGE_BYTES, FaultEvent, FaultFields, PF_INSTR, PF_WRITE,
 };
 
+pub mod generator;
+
 mod oom;
 pub use oom::{
     OOM_HAS_ALL, OOM_HAS_COMM, OOM_HAS_OOM_SCORE_ADJ, OOM_HAS_RSS, OOM_HAS_TOTAL_VM, OOM_HAS_UID, OomEvent, OomFields,
@@ -240,6 +242,9 @@ pub const EXEC_PROGRAM: &str = "sched_process_exec";
 pub const OOM_PROGRAM: &str = "oom_mark_victim";
 /// Name of the `exceptions/page_fault_user` program (tier 0).
 pub const FAULT_PROGRAM: &str = "page_fault_user";
+/// Name of the ingest benchmark's event generator (see [`generator`]): loaded only by `leakprobe bench-ingest`,
+/// never by `leakprobe run`.
+pub const GENERATOR_PROGRAM: &str = "ingest_generator";
 
 /// Leading part of every ring-buffer record.
 #[repr(C)]

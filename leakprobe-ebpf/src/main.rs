@@ -1,5 +1,5 @@
 //! leakprobe's eBPF object: allocator uprobes, `free`, process lifecycle tracepoints, the OOM killer's, and
-//! user page faults (tier 0).
+//! user page faults (tier 0); and the ingest benchmark's event generator, which `leakprobe run` never loads.
 // On the host (`cargo clippy --workspace`), feature unification links std into this crate's graph: the
 // binary is `no_std` only for the BPF target it is built for.
 #![cfg_attr(target_arch = "bpf", no_std)]

@@ -1,7 +1,8 @@
 //! The daemon's consumer path on one thread, without the kernel: ring-buffer records as the eBPF programs
 //! write them are decoded into batches (as `ingest` does) and applied to the table (as the state task does).
-//! Prints `shape=NAME events=N seconds=S cpu_seconds=C events_per_cpu_second=R` per shape; `cargo xtask bench`
-//! runs it (release build) and reports the rates.
+//! Prints `shape=NAME events=N seconds=S cpu_seconds=C events_per_cpu_second=R live=L tick_ms=T` per shape (`T`:
+//! one sample of the table of `L` live allocations afterwards, as the state task takes every interval);
+//! `cargo xtask bench` runs it (release build) and reports the rates.
 //!
 //! Shapes, after the bench's workloads: `pairs` (an allocation then its free, 64 distinct stacks of 8
 //! frames, sizes 16 B - 4 KiB) and `leaks` (allocations never freed: the table grows by one entry per event).
@@ -13,7 +14,7 @@
 use std::time::Instant;
 
 use leakprobe::{
-    core::table::{AnalysisConfig, Limits, Table},
+    core::table::{AnalysisConfig, Limits, Table, TickTimes},
     ingest::{Batch, MAX_BATCH},
 };
 use leakprobe_common::{AllocEvent, AllocFn, EventHeader, EventKind, FreeEvent, MAX_FRAMES, decode};
@@ -100,9 +101,15 @@ fn run(shape: &str, events: u64) {
     }
     let (seconds, cpu) = (start.elapsed().as_secs_f64(), thread_cpu_seconds() - cpu_start);
     assert_eq!(applied, records.len() as u64, "every record decodes");
+    // One sample of the table as it stands (the state task takes one every interval, between batches).
+    let tick_start = Instant::now();
+    table.tick(0, TickTimes { heap_ns: 1_000 + events, rss_ns: 1_000 + events });
+    let tick_ms = tick_start.elapsed().as_secs_f64() * 1e3;
     println!(
-        "shape={shape} events={applied} seconds={seconds:.3} cpu_seconds={cpu:.3} events_per_cpu_second={:.0}",
-        applied as f64 / cpu
+        "shape={shape} events={applied} seconds={seconds:.3} cpu_seconds={cpu:.3} events_per_cpu_second={:.0} \
+         live={} tick_ms={tick_ms:.1}",
+        applied as f64 / cpu,
+        table.sizes().live_allocations,
     );
 }
 

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: the cost per malloc+free pair of leakprobe (full and sampled) and of its peers
-//! (a bpftrace memleak equivalent, heaptrack) over nothing attached, the ingest rate of the daemon, and the
-//! daemon's CPU and memory; and tier 0 (`--malloc-probes auto`, page faults only) per malloc+free pair and
+//! (a bpftrace memleak equivalent, heaptrack) over nothing attached, the ingest rate of the daemon (end to end
+//! from the eBPF object's event generator, and under a leaking workload), and the daemon's CPU and memory; and tier 0 (`--malloc-probes auto`, page faults only) per malloc+free pair and
 //! per page fault.
 //!
 //! Every configuration runs the same C workload ([`workload`]) `--runs` times for 1 and 2 threads; the
@@ -11,6 +11,7 @@
 
 mod consumer;
 pub mod daemon;
+mod ingest;
 mod peers;
 mod report;
 mod workload;
@@ -41,6 +42,13 @@ pub struct BenchArgs {
     /// Allocations (never freed) per run of the ingest workload, over 2 threads.
     #[arg(long, default_value_t = 1_500_000)]
     leaks: u64,
+    /// Searches per event shape of the end-to-end ingest measurement (`leakprobe bench-ingest`); the median
+    /// is shown.
+    #[arg(long, default_value_t = 3)]
+    ingest_runs: usize,
+    /// Seconds the generator runs at each rate of an end-to-end ingest search.
+    #[arg(long, default_value_t = 2.0)]
+    ingest_seconds: f64,
     /// Measure even while another leakprobe, bpftrace or heaptrack runs (a shared machine): its probes then
     /// add to every configuration, nothing attached included, and the overheads over that baseline stay
     /// comparable while the absolute times do not. Reported in the output.
@@ -108,8 +116,11 @@ pub struct DaemonUse {
 }
 
 pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
-    if args.runs == 0 || args.pairs < 1000 || args.leaks < 1000 {
-        bail!("--runs must be positive, --pairs and --leaks at least 1000");
+    if args.runs == 0 || args.ingest_runs == 0 || args.pairs < 1000 || args.leaks < 1000 {
+        bail!("--runs and --ingest-runs must be positive, --pairs and --leaks at least 1000");
+    }
+    if !(0.1..=60.0).contains(&args.ingest_seconds) {
+        bail!("--ingest-seconds must be between 0.1 and 60");
     }
     crate::setup::ensure_bench_peers()?;
     tasks::build(root, env)?;
@@ -167,7 +178,10 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         timings.push(Timing { config, result: result.map_err(|e| format!("{e:#}")) });
     }
 
-    eprintln!("bench: ingest ({} runs of {} leaked allocations over 2 threads, leakprobe full)", args.runs, args.leaks);
+    eprintln!(
+        "bench: workload-driven ingest ({} runs of {} leaked allocations over 2 threads under leakprobe full)",
+        args.runs, args.leaks
+    );
     wait_quiet(args.no_wait);
     let daemon = Daemon::start(&leakprobe, &dir, "full", "full", &[])?;
     let before = daemon.usage()?;
@@ -181,6 +195,8 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
 
     eprintln!("bench: consumer path in-process ({} runs of leakprobe/examples/ingest_bench)", args.runs);
     let consumer = consumer::measure(root, env, args.runs).context("consumer path")?;
+    // A failure here (no second CPU, say) is reported with the results rather than losing them.
+    let end_to_end = end_to_end(&leakprobe, args).map_err(|e| format!("{e:#}"));
     eprintln!("bench: the daemon's unwinder on its own stack (leakprobe bench-unwind)");
     unwinding.micro =
         undisturbed(args.no_wait, || bench_unwind(&leakprobe)).map_err(|e| eprintln!("bench: {e:#}")).ok();
@@ -195,9 +211,27 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
 
     report::print(&timings, &ingest, &usages, sites.as_deref().unwrap_or_default(), args.runs);
     report::print_consumer(&consumer);
+    report::print_end_to_end(&end_to_end);
     report::print_pages(&pages, args.runs);
     report::print_unwinding(&timings, &unwinding);
     Ok(())
+}
+
+/// `--ingest-runs` searches per event shape of `leakprobe bench-ingest`.
+fn end_to_end(leakprobe: &Path, args: &BenchArgs) -> Result<Vec<ingest::Shape>> {
+    eprintln!(
+        "bench: ingest end to end ({} searches per shape of leakprobe bench-ingest, {} s per step)",
+        args.ingest_runs, args.ingest_seconds
+    );
+    ingest::SHAPES
+        .iter()
+        .map(|&shape| {
+            let runs = (0..args.ingest_runs)
+                .map(|_| undisturbed(args.no_wait, || ingest::search(leakprobe, shape, args.ingest_seconds)))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(ingest::Shape { shape, runs })
+        })
+        .collect()
 }
 
 /// `--runs` runs of the page-touching workload (`--pairs` pages), for each thread count: ns per page fault.

@@ -23,6 +23,7 @@ use aya_ebpf::{
         generated::{bpf_get_stack, bpf_probe_read_user as read_user_bytes},
     },
     macros::{uprobe, uretprobe},
+    maps::ring_buf::{RingBufBytes, RingBufEntry},
     programs::{ProbeContext, RetProbeContext},
 };
 use leakprobe_common::{
@@ -247,8 +248,7 @@ pub fn emit_alloc(
     // Reserve first: if the ring buffer is full, nothing changes in LIVE, so the kernel and the daemon
     // keep agreeing on what is live. The verifier knows `copy` (read-only data): both sizes are constants.
     let size = if copy == 0 { size_of::<AllocEvent>() } else { COPY_HEADER + copy as usize };
-    let Some(mut entry) = EVENTS.reserve_bytes(size, 0) else {
-        count(Counter::RingBufFullAlloc);
+    let Some(mut entry) = reserve_alloc(size) else {
         return Err(());
     };
     let now = now_ns();
@@ -259,16 +259,12 @@ pub fn emit_alloc(
     // Ring-buffer records are 8-byte aligned, as is `AllocEvent`.
     let event = entry.as_mut_ptr().cast::<AllocEvent>();
     let mut flags = if old_live { ALLOC_FLAG_REPLACES_OLD } else { 0 };
+    let header = EventHeader { kind: EventKind::Alloc as u32, pad: 0, ts_ns: now, tgid, tid };
+    let old_addr = if old_live { old_addr } else { 0 };
     // SAFETY: `event` points to reserved ring-buffer memory at least the size of an `AllocEvent`; every field
-    // the consumer reads is written below (frames beyond `nframes` are not read).
+    // the consumer reads is written here and below (frames beyond `nframes` are not read).
     unsafe {
-        (*event).header = EventHeader { kind: EventKind::Alloc as u32, pad: 0, ts_ns: now, tgid, tid };
-        (*event).addr = addr;
-        (*event).size = record.size;
-        (*event).old_addr = if old_live { old_addr } else { 0 };
-        (*event).func = record.func;
-        (*event).pad = 0;
-        (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        write_alloc(event, header, addr, record.size, old_addr, record.func, bpf_get_current_comm().unwrap_or([0; 16]));
         if copy == 0 {
             let (nframes, stack_flags) = walk_frame_pointers(ctx, (&raw mut (*event).frames).cast());
             (*event).nframes = nframes;
@@ -282,9 +278,53 @@ pub fn emit_alloc(
         }
         (*event).flags = flags;
     }
+    submit_alloc(entry);
+    Ok(())
+}
+
+/// Reserves `size` bytes of ring buffer for an allocation record; a full ring buffer is counted
+/// (`ringbuf_full_alloc`). Every allocation record is reserved here: the probes' and the ingest generator's.
+#[inline(always)]
+pub fn reserve_alloc(size: usize) -> Option<RingBufBytes<'static>> {
+    let entry = EVENTS.reserve_bytes(size, 0);
+    if entry.is_none() {
+        count(Counter::RingBufFullAlloc);
+    }
+    entry
+}
+
+/// Writes every field of an allocation record but its stack (`nframes`, `frames`, `flags`, and what follows
+/// the event).
+///
+/// # Safety
+/// `event` points to writable, 8-byte aligned memory of at least `size_of::<AllocEvent>()` bytes.
+#[inline(always)]
+pub unsafe fn write_alloc(
+    event: *mut AllocEvent,
+    header: EventHeader,
+    addr: u64,
+    size: u64,
+    old_addr: u64,
+    func: u32,
+    comm: [u8; 16],
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        (*event).header = header;
+        (*event).addr = addr;
+        (*event).size = size;
+        (*event).old_addr = old_addr;
+        (*event).func = func;
+        (*event).pad = 0;
+        (*event).comm = comm;
+    }
+}
+
+/// Submits an allocation record and counts it (`allocs`).
+#[inline(always)]
+pub fn submit_alloc(entry: RingBufBytes<'static>) {
     entry.submit(0);
     count(Counter::Allocs);
-    Ok(())
 }
 
 /// Bytes before the stack copy in a record with one: the event and the registers.
@@ -388,16 +428,30 @@ pub fn emit_free(tgid: u32, tid: u32, addr: u64) {
         count(Counter::FreesUnknown);
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<FreeEvent>(0) else {
-        // The block stays live in LIVE and in the daemon: both still agree.
-        count(Counter::RingBufFullFree);
-        return;
-    };
+    // With no room, the block stays live in LIVE and in the daemon: both still agree.
+    let Some(entry) = reserve_free() else { return };
     if LIVE.remove(key).is_err() {
         // Another thread freed it first (a double free in the traced program).
         entry.discard(0);
         return;
     }
+    submit_free(entry, tgid, tid, addr);
+}
+
+/// Reserves a free record; a full ring buffer is counted (`ringbuf_full_free`). Every free record is reserved
+/// here: the probes' and the ingest generator's.
+#[inline(always)]
+pub fn reserve_free() -> Option<RingBufEntry<FreeEvent>> {
+    let entry = EVENTS.reserve::<FreeEvent>(0);
+    if entry.is_none() {
+        count(Counter::RingBufFullFree);
+    }
+    entry
+}
+
+/// Writes and submits a free record of `addr`, and counts it (`frees`).
+#[inline(always)]
+pub fn submit_free(mut entry: RingBufEntry<FreeEvent>, tgid: u32, tid: u32, addr: u64) {
     let header = EventHeader { kind: EventKind::Free as u32, pad: 0, ts_ns: now_ns(), tgid, tid };
     entry.write(FreeEvent { header, addr });
     entry.submit(0);

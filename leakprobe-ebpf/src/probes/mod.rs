@@ -3,6 +3,7 @@
 mod alloc;
 mod fault;
 mod free;
+mod generator;
 mod oom;
 mod process;
 mod session;

@@ -1,5 +1,6 @@
 //! The command line: `leakprobe run` (the daemon) and the client commands that query it.
 
+mod bench_ingest;
 mod bench_unwind;
 mod client;
 mod export;
@@ -55,6 +56,11 @@ enum Command {
     /// Measure the daemon's stack unwinding on this process's own stack (for `cargo xtask bench`).
     #[command(hide = true)]
     BenchUnwind(bench_unwind::BenchUnwindArgs),
+    /// Measure the daemon's ingest end to end: the eBPF object's event generator fills the real ring buffer at a
+    /// given rate on one CPU, the daemon's ingest and state tasks consume it on another (for `cargo xtask bench`;
+    /// needs root).
+    #[command(hide = true)]
+    BenchIngest(bench_ingest::BenchIngestArgs),
 }
 
 /// Which rows a listing shows, and in what order (`top`, `processes`).
@@ -118,6 +124,10 @@ impl Cli {
 
     /// Runs the command.
     pub fn run(self) -> Result<()> {
+        if let Command::BenchIngest(args) = &self.command {
+            // Outside any runtime: it blocks on the state owner's replies, and runs its own runtime on one CPU.
+            return bench_ingest::run(args);
+        }
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         if self.is_daemon() {
             // Before the first thread: every thread inherits the restricted sets and drops the start-up ones.
@@ -137,6 +147,7 @@ impl Cli {
                 Command::Faults(args) => faults::run(args).await,
                 Command::Trace(args) => trace::run(args).await,
                 Command::BenchUnwind(args) => bench_unwind::run(&args),
+                Command::BenchIngest(_) => unreachable!("run before the runtime starts"),
             }
         })
     }

@@ -216,6 +216,11 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
+    daemon::run(config(args)?).await
+}
+
+/// The daemon's configuration from the command line (and the configuration file it names).
+pub fn config(args: RunArgs) -> Result<DaemonConfig> {
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -296,5 +301,5 @@ pub async fn run(args: RunArgs) -> Result<()> {
         fault_limits: FaultLimits::default(),
         escalate_only: args.escalate_only,
     };
-    daemon::run(config).await
+    Ok(config)
 }

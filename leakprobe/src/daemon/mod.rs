@@ -25,6 +25,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow};
+use aya::maps::{MapData, RingBuf};
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
@@ -50,11 +51,11 @@ use crate::{
         http::{self, SnapshotSource},
     },
     oom::{
-        OomStats,
+        OomRequest, OomStats,
         store::{ReportStore, StoreLimits},
     },
     privileges,
-    probes::{self, MallocProbes, ProbeConfig, Probes, discover::Discovery},
+    probes::{self, MallocProbes, Maps, ProbeConfig, Probes, discover::Discovery},
     procfs::Clock,
     protocol::DiscoveryStatus,
     server,
@@ -171,7 +172,10 @@ async fn attach(
 }
 
 /// Waits for every task, cancelling the others when the first one ends; returns the first failure.
-async fn join_all(tasks: &mut JoinSet<Result<&'static str>>, shutdown: &CancellationToken) -> Option<anyhow::Error> {
+pub async fn join_all(
+    tasks: &mut JoinSet<Result<&'static str>>,
+    shutdown: &CancellationToken,
+) -> Option<anyhow::Error> {
     let mut failure = None;
     while let Some(joined) = tasks.join_next().await {
         shutdown.cancel();
@@ -193,7 +197,7 @@ async fn join_all(tasks: &mut JoinSet<Result<&'static str>>, shutdown: &Cancella
 fn tiers(
     config: &DaemonConfig,
     discovery: discovery::DiscoveryHandle,
-    maps: (aya::maps::HashMap<aya::maps::MapData, u32, u64>, aya::maps::PerCpuHashMap<aya::maps::MapData, u32, u64>),
+    maps: (aya::maps::HashMap<MapData, u32, u64>, aya::maps::PerCpuHashMap<MapData, u32, u64>),
 ) -> Tiers {
     let mut tiers = Tiers::new(
         FaultTable::new(config.fault_limits, config.probes.fault_sample_interval),
@@ -230,6 +234,141 @@ fn spawn_signals(tasks: &mut JoinSet<Result<&'static str>>, token: CancellationT
     });
 }
 
+/// The ring buffer's consumers as the daemon runs them: the ingest task, which reads the ring buffer into
+/// batches, and the state owner, which applies them to the table and answers requests, with the threads the state
+/// owner hands work to (purger, OOM reports, symbolizer). `leakprobe run` and `leakprobe bench-ingest` both build
+/// them here, so the benchmark measures the daemon's own pipeline.
+pub struct Consumers {
+    state: State,
+    ring: RingBuf<MapData>,
+    decoder: ingest::Decoder,
+    caught_up: Arc<AtomicBool>,
+    batch_tx: mpsc::Sender<ingest::Batch>,
+    batch_rx: mpsc::Receiver<ingest::Batch>,
+    request_rx: mpsc::Receiver<Request>,
+    requests: mpsc::Sender<Request>,
+    oom_reports: mpsc::Sender<OomRequest>,
+    discovery_commands: discovery::CommandReceiver,
+    threads: Threads,
+}
+
+/// What the running consumers are reached through.
+pub struct Running {
+    /// Requests to the state owner.
+    pub requests: mpsc::Sender<Request>,
+    /// Requests to the OOM report thread (the server's `/v1/oom`).
+    pub oom_reports: mpsc::Sender<OomRequest>,
+    /// The discovery thread's end of the queue whose handle the state owner holds.
+    pub discovery_commands: discovery::CommandReceiver,
+    /// Joined once the state task is gone.
+    pub threads: Threads,
+}
+
+/// The threads the state owner feeds: they end once it is gone.
+pub struct Threads {
+    purger: std::thread::JoinHandle<()>,
+    oom: std::thread::JoinHandle<()>,
+}
+
+impl Threads {
+    /// Waits for the purger to finish its queue and the report thread its last report in flight. Call once the
+    /// state task (which holds their senders) has ended.
+    pub fn join(self) {
+        let _ = self.purger.join();
+        let _ = self.oom.join();
+    }
+}
+
+impl Consumers {
+    /// Builds the state owner and the ingest task over `maps` (nothing runs yet). `return_probes` is what
+    /// `status` shows; `discovery` whether a discovery thread will take commands.
+    pub fn new(
+        config: &DaemonConfig,
+        maps: Maps,
+        return_probes: &'static str,
+        discovery: bool,
+        started: Instant,
+    ) -> Result<Self> {
+        let (batch_tx, batch_rx) = mpsc::channel(64);
+        let (request_tx, request_rx) = mpsc::channel(64);
+        let purged_entries = Arc::new(AtomicU64::new(0));
+        let caught_up = Arc::new(AtomicBool::new(true));
+        let (purger, purger_thread) = purge::spawn(maps.live, purged_entries.clone()).context("starting the purger")?;
+        let oom_dir = config.state_dir.join("oom");
+        let store = load_reports(&oom_dir, config.oom_limits);
+        let oom_stats = Arc::new(OomStats::default());
+        let decoder = ingest::Decoder::new(Unwinder::new(UnwindLimits::default(), Arc::default()));
+        let (oom_tx, oom_thread) =
+            crate::oom::spawn(store, config.log_oom, oom_stats.clone()).context("starting the OOM report thread")?;
+        let (discovery_handle, discovery_commands) = discovery::channel(discovery);
+        let tiers = tiers(config, discovery_handle.clone(), (maps.pid_sample_interval, maps.pid_calls));
+        let state = State {
+            table: Table::new(config.limits, config.analysis.clone()),
+            counters: maps.counters,
+            purger,
+            purged_entries,
+            symbolizer: SymbolizerHandle::spawn(CacheLimits::default()).context("starting the symbolizer")?,
+            clock: Clock::new(),
+            started,
+            attach_points: Vec::new(),
+            allocator_points: Vec::new(),
+            return_probes,
+            discovery: DiscoveryStatus::default(),
+            discovery_counters: BTreeMap::new(),
+            discovery_handle,
+            identities: HashMap::new(),
+            exec_scans_dropped: 0,
+            gone_last_tick: std::collections::HashSet::new(),
+            decode_errors: 0,
+            batches: 0,
+            requests: request_tx.clone(),
+            next_tick: 0,
+            as_of_ns: 0,
+            ingest_caught_up: caught_up.clone(),
+            // Enabled by `Request::Attached`.
+            oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
+            tiers,
+            unwind_stats: decoder.stats().clone(),
+            stack_copy_bytes: config.probes.stack_copy_bytes,
+            traced_pid: config.probes.pid,
+        };
+        Ok(Self {
+            state,
+            ring: maps.events,
+            decoder,
+            caught_up,
+            batch_tx,
+            batch_rx,
+            request_rx,
+            requests: request_tx,
+            oom_reports: oom_tx,
+            discovery_commands,
+            threads: Threads { purger: purger_thread, oom: oom_thread },
+        })
+    }
+
+    /// Starts the ingest and state tasks in `tasks`; both end when `shutdown` is cancelled.
+    pub fn spawn(self, tasks: &mut JoinSet<Result<&'static str>>, shutdown: &CancellationToken) -> Running {
+        let Self { state, ring, decoder, caught_up, batch_tx, batch_rx, request_rx, .. } = self;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            ingest::run(ring, decoder, batch_tx, caught_up, token).await.context("reading the ring buffer")?;
+            Ok("ingest")
+        });
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            state.run(batch_rx, request_rx, token).await;
+            Ok("state")
+        });
+        Running {
+            requests: self.requests,
+            oom_reports: self.oom_reports,
+            discovery_commands: self.discovery_commands,
+            threads: self.threads,
+        }
+    }
+}
+
 /// Runs the daemon until SIGINT/SIGTERM.
 pub async fn run(config: DaemonConfig) -> Result<()> {
     let started = Instant::now();
@@ -252,60 +391,10 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let mut discovery =
         Discovery::new(config.probes.discovery.clone(), config.probes.malloc_probes == MallocProbes::All);
     let shutdown = CancellationToken::new();
-    let (batch_tx, batch_rx) = mpsc::channel(64);
-    let (request_tx, request_rx) = mpsc::channel(64);
-    let purged_entries = Arc::new(AtomicU64::new(0));
-    let caught_up = Arc::new(AtomicBool::new(true));
-    let (purger, purger_thread) = purge::spawn(maps.live, purged_entries.clone()).context("starting the purger")?;
-    let oom_dir = config.state_dir.join("oom");
-    let store = load_reports(&oom_dir, config.oom_limits);
-    let oom_stats = Arc::new(OomStats::default());
-    let decoder = ingest::Decoder::new(Unwinder::new(UnwindLimits::default(), Arc::default()));
-    let (oom_tx, oom_thread) =
-        crate::oom::spawn(store, config.log_oom, oom_stats.clone()).context("starting the OOM report thread")?;
-    let (discovery_handle, commands) = discovery::channel(discovery.enabled());
-    let tiers = tiers(&config, discovery_handle.clone(), (maps.pid_sample_interval, maps.pid_calls));
-    let state = State {
-        table: Table::new(config.limits, config.analysis.clone()),
-        counters: maps.counters,
-        purger,
-        purged_entries,
-        symbolizer: SymbolizerHandle::spawn(CacheLimits::default()).context("starting the symbolizer")?,
-        clock: Clock::new(),
-        started,
-        attach_points: Vec::new(),
-        allocator_points: Vec::new(),
-        return_probes: probes.return_probes(),
-        discovery: DiscoveryStatus::default(),
-        discovery_counters: BTreeMap::new(),
-        discovery_handle,
-        identities: HashMap::new(),
-        exec_scans_dropped: 0,
-        gone_last_tick: std::collections::HashSet::new(),
-        decode_errors: 0,
-        batches: 0,
-        requests: request_tx.clone(),
-        next_tick: 0,
-        as_of_ns: 0,
-        ingest_caught_up: caught_up.clone(),
-        // Enabled by `Request::Attached`.
-        oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
-        tiers,
-        unwind_stats: decoder.stats().clone(),
-        stack_copy_bytes: config.probes.stack_copy_bytes,
-        traced_pid: config.probes.pid,
-    };
+    let consumers = Consumers::new(&config, maps, probes.return_probes(), discovery.enabled(), started)?;
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        ingest::run(maps.events, decoder, batch_tx, caught_up, token).await.context("reading the ring buffer")?;
-        Ok("ingest")
-    });
-    let token = shutdown.clone();
-    tasks.spawn(async move {
-        state.run(batch_rx, request_rx, token).await;
-        Ok("state")
-    });
+    let Running { requests: request_tx, oom_reports: oom_tx, discovery_commands: commands, threads } =
+        consumers.spawn(&mut tasks, &shutdown);
 
     attach(&mut probes, &mut discovery, &config.probes, &request_tx).await?;
     let discovery_thread =
@@ -336,9 +425,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     }
     log::info!("probes detached in {:?}", stopping.elapsed());
     server::remove_socket(&config.socket);
-    // The state task is gone, so is the purger's sender: the thread finishes its queue and ends.
-    let _ = purger_thread.join();
-    // Likewise for the report thread once the last report in flight is written.
-    let _ = oom_thread.join();
+    // The state task is gone, so are the purger's and the report thread's senders: they finish their queues.
+    threads.join();
     failure.map_or(Ok(()), Err)
 }

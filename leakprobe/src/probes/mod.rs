@@ -7,6 +7,7 @@
 
 pub mod allocators;
 pub mod discover;
+pub mod generator;
 pub mod libc;
 pub mod oom;
 pub mod preflight;
@@ -22,13 +23,13 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
-        ProgramError, TracePoint, UProbe,
+        ProgramError, RawTracePoint, TracePoint, UProbe,
         uprobe::{UProbeLinkId, UProbeScope},
     },
 };
 use leakprobe_common::{
     ALLOC_EXIT_PROGRAM, ALLOC_SESSION_PROGRAM, AllocFn, EXEC_PROGRAM, EXIT_PROGRAM, FAULT_PROGRAM, FREE_PROGRAM,
-    FaultFields, LiveKey, NO_FIELD, OOM_PROGRAM, OomFields, globals, maps,
+    FaultFields, GENERATOR_PROGRAM, LiveKey, NO_FIELD, OOM_PROGRAM, OomFields, globals, maps,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +69,8 @@ pub enum ProbeError {
     Map { name: &'static str, source: aya::maps::MapError },
     #[error("program `{program}`")]
     Program { program: &'static str, source: ProgramError },
+    #[error("duplicating the fd of program `{program}`")]
+    ProgramFd { program: &'static str, source: std::io::Error },
     #[error("pid {0} cannot be traced")]
     BadPid(u32),
     #[error("attaching `{program}` to {target}")]
@@ -283,6 +286,18 @@ impl Probes {
                 .is_ok();
         let probes = Self { ebpf, tracepoints: Vec::new(), oom, session, fault, malloc_scope: config.malloc_probes };
         Ok((probes, maps))
+    }
+
+    /// Loads the ingest benchmark's event generator (see [`generator`]), for `leakprobe bench-ingest` only:
+    /// `leakprobe run` never calls this, so the program is never loaded, let alone run, by the daemon.
+    pub fn load_generator(&mut self) -> Result<generator::Generator, ProbeError> {
+        let program = GENERATOR_PROGRAM;
+        let prog = self.ebpf.program_mut(program).ok_or(ProbeError::NoProgram(program))?;
+        let raw: &mut RawTracePoint = prog.try_into().map_err(|source| ProbeError::Program { program, source })?;
+        raw.load().map_err(|source| ProbeError::Program { program, source })?;
+        let fd = raw.fd().map_err(|source| ProbeError::Program { program, source })?;
+        let fd = fd.try_clone().map_err(|source| ProbeError::ProgramFd { program, source })?;
+        Ok(generator::Generator::new(fd))
     }
 
     /// Run-time statistics of every loaded program (counted while BPF run-time statistics are enabled).

@@ -173,7 +173,7 @@ impl SessionProgram {
             multi.cnt = cnt;
             multi.pid = pid;
         }
-        bpf(bpf_cmd::BPF_LINK_CREATE, &attr).map_err(attach_err)
+        bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map_err(attach_err)
     }
 }
 
@@ -217,7 +217,7 @@ fn prog_load(insns: &[bpf_insn], license: &std::ffi::CStr) -> Result<OwnedFd, Se
                 load.log_size = u32::try_from(log.len()).unwrap_or(u32::MAX);
             }
         }
-        bpf(bpf_cmd::BPF_PROG_LOAD, &attr)
+        bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr)
     };
     attempt(None).or_else(|source| {
         if let Ok(fd) = attempt(Some(&mut log)) {
@@ -242,17 +242,23 @@ fn fd_u32(fd: RawFd) -> u32 {
 }
 
 /// The `bpf(2)` system call for a command that returns a new fd.
-fn bpf(cmd: bpf_cmd, attr: &bpf_attr) -> Result<OwnedFd, std::io::Error> {
-    // SAFETY: `attr` is a fully initialized `bpf_attr` whose pointers are valid for the call; the size passed
-    // is its own.
-    let ret =
-        unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_int, std::ptr::from_ref(attr), size_of::<bpf_attr>()) };
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> Result<OwnedFd, std::io::Error> {
+    let ret = sys_bpf(cmd, attr)?;
     let fd = RawFd::try_from(ret).map_err(std::io::Error::other)?;
     // SAFETY: the kernel just returned this fd to us and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The `bpf(2)` system call: its non-negative return, or the error. The kernel may write results into `attr`.
+pub(crate) fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> Result<libc::c_long, std::io::Error> {
+    // SAFETY: `attr` is a fully initialized `bpf_attr` whose pointers are valid for the call; the size passed
+    // is its own.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_int, std::ptr::from_mut(attr), size_of::<bpf_attr>()) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(ret)
 }
 
 #[cfg(test)]

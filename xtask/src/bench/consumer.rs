@@ -17,6 +17,9 @@ const EVENTS: u64 = 2_000_000;
 pub struct Consumer {
     pub shape: String,
     pub rates: Vec<f64>,
+    /// One sample of the table afterwards, in ms (the state task takes one every interval, applying nothing
+    /// meanwhile).
+    pub tick_ms: Vec<f64>,
 }
 
 impl Consumer {
@@ -44,9 +47,13 @@ pub fn measure(root: &Path, env: &ToolEnv, runs: usize) -> Result<Vec<Consumer>>
             let value = |key: &str| line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
             let (Some(shape), Some(rate)) = (value("shape"), value("events_per_cpu_second")) else { continue };
             let rate: f64 = rate.parse().with_context(|| format!("bad rate in {line:?}"))?;
+            let tick: f64 = value("tick_ms").unwrap_or("0").parse().with_context(|| format!("bad tick in {line:?}"))?;
             match shapes.iter_mut().find(|s| s.shape == shape) {
-                Some(s) => s.rates.push(rate),
-                None => shapes.push(Consumer { shape: shape.to_owned(), rates: vec![rate] }),
+                Some(s) => {
+                    s.rates.push(rate);
+                    s.tick_ms.push(tick);
+                }
+                None => shapes.push(Consumer { shape: shape.to_owned(), rates: vec![rate], tick_ms: vec![tick] }),
             }
         }
     }

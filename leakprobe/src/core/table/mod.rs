@@ -2,6 +2,7 @@
 //!
 //! Pure: fed decoded kernel events and ticks, with the events' own monotonic timestamps; no I/O, no clock.
 
+mod live;
 mod tick;
 
 use std::collections::hash_map::Entry;
@@ -12,6 +13,7 @@ use leakprobe_common::{ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_TRUNCATED, Allo
 /// event). foldhash (randomly seeded) instead of the default `SipHash`: the consumer path's cost per event.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+use self::live::LiveMap;
 pub use self::tick::{AGE_BUCKETS, AnalysisConfig, RssSample, SampleClock, TickLog, TickTimes};
 use super::{
     analysis::{Growth, Series, Verdict},
@@ -102,7 +104,7 @@ struct ProcessSeries {
 #[derive(Debug, Default)]
 struct Process {
     comm: String,
-    allocs: HashMap<u64, Alloc>,
+    allocs: LiveMap,
     stacks: HashMap<StackId, StackAgg>,
     live_bytes: u64,
     live_count: u64,
@@ -285,18 +287,22 @@ impl Table {
         let frames = &event.frames[..(event.nframes as usize).min(event.frames.len())];
         let truncated = event.flags & ALLOC_FLAG_STACK_TRUNCATED != 0;
         let Some(process) = self.procs.get_mut(&tgid) else { return new_process };
-        if let Some(old) = process.allocs.remove(&event.addr) {
-            self.counters.replaced_live += 1;
-            unaccount(process, old);
-            self.live_allocations -= 1;
-        }
-        if self.live_allocations >= self.limits.max_allocations {
-            self.counters.dropped_table_full += 1;
-            return new_process;
-        }
-        if event.size > MAX_PLAUSIBLE_SIZE {
-            self.counters.implausible_sizes += 1;
-            return new_process;
+        let full = self.live_allocations >= self.limits.max_allocations;
+        if full || event.size > MAX_PLAUSIBLE_SIZE {
+            // Not tracked; still, a new allocation at an address ends the block the table held there.
+            if let Some(old) = process.allocs.remove(event.addr) {
+                self.counters.replaced_live += 1;
+                unaccount(process, old);
+                self.live_allocations -= 1;
+            }
+            if self.live_allocations >= self.limits.max_allocations {
+                self.counters.dropped_table_full += 1;
+                return new_process;
+            }
+            if event.size > MAX_PLAUSIBLE_SIZE {
+                self.counters.implausible_sizes += 1;
+                return new_process;
+            }
         }
         let stack = self.stacks.intern(frames, truncated);
         let has_agg = process.stacks.contains_key(&stack);
@@ -329,8 +335,14 @@ impl Table {
         stats.last_ns = event.header.ts_ns;
         process.live_bytes = process.live_bytes.saturating_add(bytes);
         process.live_count = process.live_count.saturating_add(u64::from(count));
-        process.allocs.insert(event.addr, Alloc { size: bytes, stack, ts_ns: event.header.ts_ns, count });
-        self.live_allocations += 1;
+        // One lookup of the address on the common path: the insert returns the block the address held, if any.
+        let alloc = Alloc { size: bytes, stack, ts_ns: event.header.ts_ns, count };
+        if let Some(old) = process.allocs.insert(event.addr, alloc) {
+            self.counters.replaced_live += 1;
+            unaccount(process, old);
+        } else {
+            self.live_allocations += 1;
+        }
         new_process
     }
 
@@ -339,7 +351,7 @@ impl Table {
             self.counters.unknown_frees += 1;
             return;
         };
-        let Some(alloc) = process.allocs.remove(&addr) else {
+        let Some(alloc) = process.allocs.remove(addr) else {
             self.counters.unknown_frees += 1;
             return;
         };

@@ -1,6 +1,6 @@
 //! Ticks: a sample of every series, then growth, ages and verdicts.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::{Ages, Analysis, Table};
 use crate::core::{
@@ -156,6 +156,15 @@ pub struct RssSample {
     pub swap: u64,
 }
 
+/// Counts a live allocation of `size` bytes made at `ts_ns`, in age bucket `bucket`, in `ages`.
+fn add_age(ages: &mut Ages, size: u64, ts_ns: u64, bucket: usize, old: bool) {
+    ages.buckets[bucket] += size;
+    if old {
+        ages.old_bytes += size;
+    }
+    ages.oldest_ns = Some(ages.oldest_ns.map_or(ts_ns, |oldest| oldest.min(ts_ns)));
+}
+
 fn bucket(age_ns: u64) -> usize {
     AGE_BUCKETS.iter().position(|&limit| age_ns < limit * 1_000_000_000).unwrap_or(AGE_BUCKETS.len())
 }
@@ -182,35 +191,37 @@ impl Table {
         let Self { procs, config, ticks: log, .. } = self;
         let now_ns = times.heap_ns;
         for process in procs.values_mut() {
-            let mut thresholds: HashMap<StackId, u64> = HashMap::with_capacity(process.stacks.len());
+            // One slot per stack of the process: its "old" age and its ages. Every live allocation is looked up
+            // once, in this small map (foldhash): a tick visits every live allocation of the table, millions of
+            // them, while the state owner applies nothing.
+            let mut slot_of: super::HashMap<StackId, usize> =
+                super::HashMap::with_capacity_and_hasher(process.stacks.len(), foldhash::fast::RandomState::default());
+            let mut slots: Vec<(u64, Ages)> = Vec::with_capacity(process.stacks.len());
             for (stack, agg) in &mut process.stacks {
                 let points = agg.series.as_mut().map_or(0, |series| {
                     series.push(tick, Point { bytes: agg.stats.live_bytes, count: agg.stats.live_count }, cap);
                     series.len()
                 });
-                thresholds.insert(*stack, config.old_age_ns(points));
+                slot_of.insert(*stack, slots.len());
+                slots.push((config.old_age_ns(points), Ages::default()));
             }
             let process_points = process.series.as_mut().map_or(0, |series| {
                 series.heap.push(tick, Point { bytes: process.live_bytes, count: process.live_count }, cap);
                 series.heap.len()
             });
             let process_old = config.old_age_ns(process_points);
-            let mut ages: HashMap<StackId, Ages> = HashMap::with_capacity(process.stacks.len());
             let mut process_ages = Ages::default();
             for alloc in process.allocs.values() {
                 let age = now_ns.saturating_sub(alloc.ts_ns);
-                let threshold = thresholds.get(&alloc.stack).copied().unwrap_or(u64::MAX);
-                for (ages, old) in [(ages.entry(alloc.stack).or_default(), threshold), (&mut process_ages, process_old)]
-                {
-                    ages.buckets[bucket(age)] += alloc.size;
-                    if age >= old {
-                        ages.old_bytes += alloc.size;
-                    }
-                    ages.oldest_ns = Some(ages.oldest_ns.map_or(alloc.ts_ns, |oldest| oldest.min(alloc.ts_ns)));
+                let bucket = bucket(age);
+                if let Some(&slot) = slot_of.get(&alloc.stack) {
+                    let (old, ages) = &mut slots[slot];
+                    add_age(ages, alloc.size, alloc.ts_ns, bucket, age >= *old);
                 }
+                add_age(&mut process_ages, alloc.size, alloc.ts_ns, bucket, age >= process_old);
             }
             for (stack, agg) in &mut process.stacks {
-                let stack_ages = ages.get(stack).copied().unwrap_or_default();
+                let stack_ages = slot_of.get(stack).map(|&slot| slots[slot].1).unwrap_or_default();
                 agg.analysis = match &agg.series {
                     Some(series) => config.analyze(log, series, agg.stats.live_bytes, stack_ages),
                     None => Analysis { ages: stack_ages, ..Analysis::default() },
