@@ -42,6 +42,9 @@ pub struct CacheLimits {
     pub processes: NonZeroUsize,
     /// Resolved frames kept.
     pub frames: NonZeroUsize,
+    /// Binaries blazesym keeps open and parsed (its own cache would keep every binary ever read, for as long
+    /// as the daemon runs): the least recently used beyond this are closed, and parsed again when needed.
+    pub binaries: NonZeroUsize,
 }
 
 impl Default for CacheLimits {
@@ -49,6 +52,7 @@ impl Default for CacheLimits {
         Self {
             processes: NonZeroUsize::new(8_192).unwrap_or(NonZeroUsize::MIN),
             frames: NonZeroUsize::new(262_144).unwrap_or(NonZeroUsize::MIN),
+            binaries: NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN),
         }
     }
 }
@@ -134,6 +138,8 @@ struct Worker {
     symbolizer: Symbolizer,
     maps: LruCache<u32, Arc<Vec<Mapping>>>,
     frames: LruCache<FrameKey, Resolved>,
+    /// The paths blazesym has parsed, least recently used first out (see [`CacheLimits::binaries`]).
+    parsed: LruCache<PathBuf, ()>,
     /// Files of other mount namespaces kept open (see [`maps::read`]).
     open_files: maps::OpenFiles,
 }
@@ -170,6 +176,7 @@ impl Worker {
             symbolizer: Symbolizer::builder().enable_demangling(true).enable_code_info(true).build(),
             maps: LruCache::new(limits.processes),
             frames: LruCache::new(limits.frames),
+            parsed: LruCache::new(limits.binaries),
             open_files: maps::OpenFiles::new(NonZeroUsize::new(MAX_OPEN_FILES).unwrap_or(NonZeroUsize::MIN)),
         }
     }
@@ -185,12 +192,18 @@ impl Worker {
     fn read_maps(&mut self, pid: u32) -> Option<Vec<Mapping>> {
         let maps = maps::read(pid, &mut self.open_files);
         for path in self.open_files.take_released() {
-            let evict = Evict::Elf(evict::Elf::new(path.to_path_buf()));
-            if let Err(err) = self.symbolizer.evict(&evict) {
-                log::debug!("symbolizer: evicting {}: {err}", path.display());
-            }
+            self.parsed.pop(&*path);
+            self.evict(&path);
         }
         maps
+    }
+
+    /// Lets blazesym close and forget a binary it parsed.
+    fn evict(&mut self, path: &Path) {
+        let evict = Evict::Elf(evict::Elf::new(path.to_path_buf()));
+        if let Err(err) = self.symbolizer.evict(&evict) {
+            log::debug!("symbolizer: evicting {}: {err}", path.display());
+        }
     }
 
     /// The maps of `pid` covering every address with a readable file, re-read while the process lives if
@@ -264,6 +277,11 @@ impl Worker {
     /// Resolves offsets in one binary, `file`, read at `path`, into the frame cache (unknown ones are cached as
     /// unknown too).
     fn resolve(&mut self, file: (u64, u64), path: &Path, offsets: &[u64]) {
+        if let Some((oldest, ())) = self.parsed.push(path.to_path_buf(), ())
+            && oldest != path
+        {
+            self.evict(&oldest);
+        }
         let source = Source::Elf(Elf::new(path.to_path_buf()));
         let results = match self.symbolizer.symbolize(&source, Input::FileOffset(offsets)) {
             Ok(results) => results,

@@ -111,3 +111,49 @@ fn a_deleted_file_of_an_exited_process_symbolizes_through_the_kept_descriptor() 
     assert_eq!(frames[0].module.as_deref(), copy.to_str(), "{:?}", frames[0]);
     assert_eq!(worker.open_files.len(), 1, "one file kept");
 }
+
+/// Whether this process maps or holds open the file at `path` (blazesym parses a binary from a mapping of it).
+fn holds(path: &Path) -> bool {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mapped = maps.lines().any(|line| line.ends_with(&*path.to_string_lossy()));
+    let open = std::fs::read_dir("/proc/self/fd")
+        .is_ok_and(|dir| dir.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path)));
+    mapped || open
+}
+
+/// blazesym keeps what it parsed for as long as it lives: beyond `binaries`, the least recently used binary is
+/// closed (the frames resolved from it stay cached), so a host that runs ever new binaries does not make the
+/// daemon's memory and descriptors grow without bound.
+#[test]
+fn parsed_binaries_are_bounded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let host_libc = libc::host_libc().expect("the host's libc");
+    let copy = dir.path().join(host_libc.file_name().expect("a file name"));
+    std::fs::copy(&host_libc, &copy).expect("copy the libc");
+    let limits = CacheLimits { binaries: NonZeroUsize::MIN, ..CacheLimits::default() };
+    let mut worker = Worker::new(limits);
+    let mut with_copy = Command::new("sleep").arg("30").env("LD_LIBRARY_PATH", dir.path()).spawn().expect("spawn");
+    let mut plain = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !maps::read_parsed(with_copy.id()).is_some_and(|maps| maps.iter().any(|m| *m.path == *copy)) {
+        assert!(Instant::now() < deadline, "never mapped {}", copy.display());
+        thread::sleep(Duration::from_millis(10));
+    }
+    worker.seen(with_copy.id());
+    let maps = worker.maps.peek(&with_copy.id()).cloned().expect("maps kept");
+    let addr = malloc_addr_with(&maps, &copy, &host_libc) + 1;
+    let frames = worker.symbolize(&StackRequest { pid: with_copy.id(), addrs: vec![addr] });
+    assert!(frames[0].function.as_deref().unwrap_or_default().contains("malloc"), "{:?}", frames[0]);
+    assert!(holds(&copy), "blazesym parsed the copy");
+
+    // Another binary: with room for one, the copy is let go.
+    let maps = see_when_loaded(&mut worker, plain.id());
+    let frames = worker.symbolize(&StackRequest { pid: plain.id(), addrs: vec![malloc_addr_in(&maps) + 1] });
+    assert!(frames[0].function.as_deref().unwrap_or_default().contains("malloc"), "{:?}", frames[0]);
+    assert!(!holds(&copy), "the least recently used binary is closed");
+    assert_eq!(worker.parsed.len(), 1);
+    for child in [&mut with_copy, &mut plain] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
