@@ -246,6 +246,9 @@ where
     }
 }
 
+/// Entries of `daemon_counters` that are levels, not counts: they fall as well as rise, so they are gauges.
+const DAEMON_GAUGES: [&str; 1] = ["discovery_known_files"];
+
 fn register_status(registry: &mut Registry, status: &StatusResponse) {
     let versions = Family::<VersionLabels, FloatGauge>::default();
     versions.get_or_create(&VersionLabels { version: status.version.clone() }).set(1.0);
@@ -290,6 +293,10 @@ fn register_status(registry: &mut Registry, status: &StatusResponse) {
     }
     for (name, &value) in &status.daemon_counters {
         let help = counter_help("daemon", name);
+        if DAEMON_GAUGES.contains(&name.as_str()) {
+            gauge(registry, &format!("leakprobe_daemon_{name}"), &help, None, float(value));
+            continue;
+        }
         match name.strip_suffix("_microseconds") {
             // Prometheus wants base units: a time counter is exposed in seconds.
             Some(base) => seconds_counter(registry, &format!("leakprobe_daemon_{base}_seconds"), &help, value),
@@ -406,6 +413,9 @@ fn counter_help(group: &str, name: &str) -> String {
         ("daemon", "oom_reports_written") => "OOM reports written",
         ("daemon", "oom_reports_write_errors") => "OOM reports that could not be written",
         ("daemon", "oom_reports_rotated") => "Old OOM reports removed to stay within the limits",
+        ("daemon", "discovery_known_files") => {
+            "Files discovery holds an answer for (allocators and files without one); falls as files are forgotten"
+        }
         ("daemon", "discovery_unsupported_files") => {
             "Files found providing an allocator that cannot be probed (e.g. a stripped static executable)"
         }

@@ -16,7 +16,11 @@ fn status() -> StatusResponse {
         return_probes: "session".into(),
         attach_points: Vec::new(),
         kernel_counters: BTreeMap::from([("allocs".into(), 100), ("ringbuf_full_alloc".into(), 2)]),
-        daemon_counters: BTreeMap::from([("events".into(), 90), ("something_new".into(), 1)]),
+        daemon_counters: BTreeMap::from([
+            ("events".into(), 90),
+            ("something_new".into(), 1),
+            ("discovery_known_files".into(), 12),
+        ]),
         tables: TableSizes { live_bytes: 4096, max_stacks: 65_536, ..TableSizes::default() },
         features: BTreeMap::new(),
         oom_kills_by_comm: BTreeMap::from([("leaker".into(), 3)]),
@@ -95,6 +99,9 @@ fn names_have_units_and_labels() {
         "leakprobe_kernel_allocs_total 100",
         "leakprobe_kernel_ringbuf_full_alloc_total 2",
         "leakprobe_daemon_events_total 90",
+        // A level that falls as well as rises is a gauge, not a counter.
+        "# TYPE leakprobe_daemon_discovery_known_files gauge",
+        "leakprobe_daemon_discovery_known_files 12.0",
         r#"leakprobe_oom_kills_total{comm="leaker"} 3"#,
         "leakprobe_heap_live_bytes 4096.0",
         "leakprobe_stacks_limit 65536.0",
