@@ -13,6 +13,10 @@ pub const MAX_BUDGET_INTERVAL: u64 = 64 << 20;
 /// Over the host budget, the busiest escalated process is detached only if its probes cost at least this
 /// fraction of the host budget: shedding a process whose probes cost next to nothing would not help.
 pub const MIN_SHED_FRACTION: f64 = 0.1;
+/// Over the host budget, a process is shed only once the daemon has been over it at this many budget checks
+/// in a row: a burst (the start-up scan, symbolizing a new binary) is not a steady cost, and shedding for it
+/// would take the probes off a process the per-process budget had not even weighed over a whole check.
+pub const HOST_OVER_CHECKS: u32 = 3;
 /// The sampling interval the budget switches a fully traced process to first.
 pub const FIRST_BUDGET_INTERVAL: u64 = 64 << 10;
 
@@ -162,6 +166,8 @@ pub struct Tier1 {
     pub costs: Costs,
     /// Budget actions taken in total.
     pub budget_actions: u64,
+    /// Budget checks in a row that found the daemon over the host budget.
+    host_over: u32,
 }
 
 fn ns(seconds: f64) -> u64 {
@@ -187,6 +193,7 @@ impl Tier1 {
             actions: VecDeque::new(),
             costs: Costs::default(),
             budget_actions: 0,
+            host_over: 0,
         }
     }
 
@@ -275,8 +282,8 @@ impl Tier1 {
     /// Measures the costs and keeps tier 1 within the budget: a process over its own budget gets a larger
     /// sampling interval (fully traced ones are first sampled at [`FIRST_BUDGET_INTERVAL`]), or its probes
     /// detached once the interval is at [`MAX_BUDGET_INTERVAL`] (each step multiplies it by 16); over the host
-    /// budget, the busiest escalated process is detached if its probes are a real share of the cost
-    /// ([`MIN_SHED_FRACTION`]). Every decision is recorded.
+    /// budget at [`HOST_OVER_CHECKS`] checks in a row, the busiest escalated process is detached if its probes
+    /// are a real share of the cost ([`MIN_SHED_FRACTION`]). Every decision is recorded.
     pub fn budget(&mut self, sample: &CostSample) -> Vec<Action> {
         let elapsed = sample.elapsed_s.max(1e-3);
         let total_calls: u64 = sample.calls.values().sum();
@@ -331,7 +338,8 @@ impl Tier1 {
             actions.push(Action::SetInterval { pid, interval: raised });
         }
         let total = self.costs.total();
-        if total > self.config.host_budget
+        self.host_over = if total > self.config.host_budget { self.host_over.saturating_add(1) } else { 0 };
+        if self.host_over >= HOST_OVER_CHECKS
             && let Some((pid, cpu)) = busiest.filter(|(_, cpu)| *cpu >= MIN_SHED_FRACTION * self.config.host_budget)
             && self.active.contains_key(&pid)
             && !actions.contains(&Action::Detach { pid })
@@ -345,6 +353,8 @@ impl Tier1 {
             self.act(sample.now_ns, pid, "detached".into(), why.clone());
             self.end(pid, sample.now_ns, &format!("CPU budget: {why}"));
             actions.push(Action::Detach { pid });
+            // The next process is weighed against the cost without this one's probes.
+            self.host_over = 0;
         }
         actions
     }
@@ -429,12 +439,23 @@ mod tests {
             daemon_cpu_s: 0.001,
             ..CostSample::default()
         };
+        // A burst over the host budget sheds nothing: only HOST_OVER_CHECKS checks in a row do.
+        for _ in 1..HOST_OVER_CHECKS {
+            assert!(tier1.budget(&sample).is_empty());
+        }
+        let calm = CostSample { uprobe_run_ns: 1_000, ..sample.clone() };
+        assert!(tier1.budget(&calm).is_empty(), "under the budget: the count starts again");
+        for _ in 1..HOST_OVER_CHECKS {
+            assert!(tier1.budget(&sample).is_empty());
+        }
         assert_eq!(tier1.budget(&sample), vec![Action::Detach { pid: 8 }]);
         assert!((tier1.costs.total() - 0.031).abs() < 1e-9);
         assert!(tier1.get(7).is_some());
         // Over the host budget through the daemon's own CPU: a process whose probes cost next to nothing stays.
         let cheap = CostSample { calls: HashMap::from([(7, 1)]), uprobe_run_ns: 1_000, daemon_cpu_s: 0.5, ..sample };
-        assert!(tier1.budget(&cheap).is_empty());
+        for _ in 0..=HOST_OVER_CHECKS {
+            assert!(tier1.budget(&cheap).is_empty());
+        }
         assert!(tier1.costs.total() > 0.02 && tier1.get(7).is_some());
     }
 }
