@@ -4,7 +4,7 @@ use core::{fmt, mem::size_of};
 
 use crate::{
     ALLOC_FLAG_STACK_COPY, AllocEvent, EventHeader, EventKind, FaultEvent, FreeEvent, MAX_FRAMES, MAX_STACK_COPY_BYTES,
-    OomEvent, ProcessEvent, UserStack,
+    MapEvent, OomEvent, ProcessEvent, UserStack,
 };
 
 /// A decoded ring-buffer record.
@@ -17,6 +17,7 @@ pub enum Event {
     Exec(ProcessEvent),
     Oom(OomEvent),
     Fault(FaultEvent),
+    Map(MapEvent),
 }
 
 impl Event {
@@ -28,6 +29,7 @@ impl Event {
             Self::Exit(e) | Self::Exec(e) => &e.header,
             Self::Oom(e) => &e.header,
             Self::Fault(e) => &e.header,
+            Self::Map(e) => &e.header,
         }
     }
 }
@@ -94,6 +96,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 return Err(DecodeError::BadFrameCount(event.nframes));
             }
             Ok(Event::Fault(event))
+        }
+        Some(EventKind::Map) => {
+            let event: MapEvent = read(bytes, header.kind)?;
+            if event.nframes as usize > MAX_FRAMES {
+                return Err(DecodeError::BadFrameCount(event.nframes));
+            }
+            Ok(Event::Map(event))
         }
         None => Err(DecodeError::UnknownKind(header.kind)),
     }
@@ -202,6 +211,29 @@ mod tests {
         bad.nframes = 65;
         assert_eq!(decode(&bytes_of(&bad)), Err(DecodeError::BadFrameCount(65)));
         assert_eq!(decode(&bytes[..100]), Err(DecodeError::Short { kind: 6, len: 100, need: bytes.len() }));
+    }
+
+    #[test]
+    fn map_round_trip() {
+        let mut frames = [0u64; MAX_FRAMES];
+        frames[..2].copy_from_slice(&[0x7f00_0000_1000, 0x5555_0000_2000]);
+        let map = MapEvent {
+            header: header(EventKind::Map),
+            len: 8 << 20,
+            source: crate::MapSource::Mmap as u32,
+            nframes: 2,
+            flags: 0,
+            pad: 0,
+            comm: *b"golike\0\0\0\0\0\0\0\0\0\0",
+            frames,
+        };
+        let bytes = bytes_of(&map);
+        assert_eq!(decode(&bytes), Ok(Event::Map(map)));
+        assert_eq!(decode(&bytes).map(|e| e.header().tgid), Ok(4242));
+        let mut bad = map;
+        bad.nframes = 65;
+        assert_eq!(decode(&bytes_of(&bad)), Err(DecodeError::BadFrameCount(65)));
+        assert_eq!(decode(&bytes[..100]), Err(DecodeError::Short { kind: 7, len: 100, need: bytes.len() }));
     }
 
     #[test]

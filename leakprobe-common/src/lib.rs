@@ -13,7 +13,8 @@ pub use decode::{DecodeError, Event, decode, decode_user_stack};
 
 mod fault;
 pub use fault::{
-    FAULT_FLAG_STACK_ERROR, FAULT_FLAG_STACK_TRUNCATED, FAULT_PAGE_BYTES, FaultEvent, FaultFields, PF_INSTR, PF_WRITE,
+    FAULT_FLAG_STACK_ERROR, FAULT_FLAG_STACK_TRUNCATED, FAULT_PAGE_BYTES, FaultEvent, FaultFields, MAP_ANONYMOUS,
+    MAP_SHARED, MapEvent, MapFields, MapSource, PF_INSTR, PF_WRITE, PROT_WRITE,
 };
 
 pub mod generator;
@@ -41,6 +42,9 @@ pub mod maps {
     pub const PID_SAMPLE_INTERVAL: &str = "PID_SAMPLE_INTERVAL";
     /// Allocator calls that reached a probe, per process (LRU, per CPU), for the CPU budget.
     pub const PID_CALLS: &str = "PID_CALLS";
+    /// The program break of each process after its latest `brk`, keyed by tgid (LRU; removed on exit and exec):
+    /// how far a `brk` raised it (tier 0's mapping growth).
+    pub const BRK_END: &str = "BRK_END";
 }
 
 /// Index of a per-CPU countdown in [`maps::COUNTDOWN`].
@@ -51,10 +55,14 @@ pub enum Countdown {
     Alloc = 0,
     /// Bytes of faulting pages until the next sampled fault.
     Fault = 1,
+    /// Bytes of anonymous mappings (`mmap`, `brk`) until the next sampled mapping growth.
+    Map = 2,
 }
 
 /// Entries of [`maps::COUNTDOWN`].
-pub const COUNTDOWN_ENTRIES: u32 = 2;
+pub const COUNTDOWN_ENTRIES: u32 = 3;
+/// Processes whose program break is remembered at once ([`maps::BRK_END`]).
+pub const BRK_END_MAX_ENTRIES: u32 = 16_384;
 /// Processes with their own sampling interval at once ([`maps::PID_SAMPLE_INTERVAL`]).
 pub const PID_SAMPLE_MAX_ENTRIES: u32 = 1024;
 /// Processes whose allocator calls are counted at once ([`maps::PID_CALLS`], least recently used evicted).
@@ -74,6 +82,9 @@ pub mod globals {
     pub const EXIT_GROUP_DEAD_OFFSET: &str = "EXIT_GROUP_DEAD_OFFSET";
     /// Layout of the `oom/mark_victim` record, a [`crate::OomFields`] read from the tracepoint's format file.
     pub const OOM_FIELDS: &str = "OOM_FIELDS";
+    /// Layout of the `syscalls/sys_enter_mmap` and `syscalls/sys_exit_brk` records, a [`crate::MapFields`] read
+    /// from their format files.
+    pub const MAP_FIELDS: &str = "MAP_FIELDS";
     /// Layout of the `exceptions/page_fault_user` record, a [`crate::FaultFields`] read from its format file.
     pub const FAULT_FIELDS: &str = "FAULT_FIELDS";
     /// Mean bytes of faulting pages between two sampled faults (tier 0); never 0.
@@ -130,6 +141,7 @@ pub enum EventKind {
     Oom = 5,
     /// A [`FaultEvent`]: a sampled write fault of a user page (tier 0).
     Fault = 6,
+    Map = 7,
 }
 
 impl EventKind {
@@ -142,6 +154,7 @@ impl EventKind {
             4 => Some(Self::Exec),
             5 => Some(Self::Oom),
             6 => Some(Self::Fault),
+            7 => Some(Self::Map),
             _ => None,
         }
     }
@@ -242,6 +255,10 @@ pub const EXEC_PROGRAM: &str = "sched_process_exec";
 pub const OOM_PROGRAM: &str = "oom_mark_victim";
 /// Name of the `exceptions/page_fault_user` program (tier 0).
 pub const FAULT_PROGRAM: &str = "page_fault_user";
+/// Name of the `syscalls/sys_enter_mmap` program (tier 0's mapping growth).
+pub const MMAP_PROGRAM: &str = "sys_enter_mmap";
+/// Name of the `syscalls/sys_exit_brk` program (tier 0's mapping growth).
+pub const BRK_PROGRAM: &str = "sys_exit_brk";
 /// Name of the ingest benchmark's event generator (see [`generator`]): loaded only by `leakprobe bench-ingest`,
 /// never by `leakprobe run`.
 pub const GENERATOR_PROGRAM: &str = "ingest_generator";
@@ -418,11 +435,17 @@ pub enum Counter {
     FaultsSampled = 21,
     /// Sampled fault events lost: ring buffer full.
     RingBufFullFault = 22,
+    /// Anonymous mapping growths seen (private writable anonymous `mmap` calls, `brk` rises), sampled or not.
+    Maps = 23,
+    /// Mapping growths sampled and reported with their stack.
+    MapsSampled = 24,
+    /// Sampled mapping-growth events lost: ring buffer full.
+    RingBufFullMap = 25,
 }
 
 impl Counter {
     /// Number of counters (the size of [`maps::COUNTERS`]).
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 26;
 
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
@@ -449,6 +472,9 @@ impl Counter {
         Self::Faults,
         Self::FaultsSampled,
         Self::RingBufFullFault,
+        Self::Maps,
+        Self::MapsSampled,
+        Self::RingBufFullMap,
     ];
 
     /// Stable `snake_case` name, used in `status` output and metric names.
@@ -477,6 +503,9 @@ impl Counter {
             Self::Faults => "faults",
             Self::FaultsSampled => "faults_sampled",
             Self::RingBufFullFault => "ringbuf_full_fault",
+            Self::Maps => "maps",
+            Self::MapsSampled => "maps_sampled",
+            Self::RingBufFullMap => "ringbuf_full_map",
         }
     }
 }
@@ -503,4 +532,6 @@ mod pod {
     unsafe impl aya::Pod for super::OomFields {}
     // SAFETY: as above (two `u32`s).
     unsafe impl aya::Pod for super::FaultFields {}
+    // SAFETY: as above (four `u32`s).
+    unsafe impl aya::Pod for super::MapFields {}
 }

@@ -2,12 +2,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use leakprobe_common::{
-    COUNTDOWN_ENTRIES, Countdown, Counter, EXP_TABLE_LEN, EXP_TABLE_SHIFT, FaultFields, INFLIGHT_MAX_ENTRIES, InFlight,
-    LIVE_MAX_ENTRIES, LiveKey, MAX_SAMPLE_INTERVAL, NO_FIELD, OomFields, PID_CALLS_MAX_ENTRIES, PID_SAMPLE_MAX_ENTRIES,
-    RING_BUF_BYTES,
+    BRK_END_MAX_ENTRIES, COUNTDOWN_ENTRIES, Countdown, Counter, EXP_TABLE_LEN, EXP_TABLE_SHIFT, FaultFields,
+    INFLIGHT_MAX_ENTRIES, InFlight, LIVE_MAX_ENTRIES, LiveKey, MAX_SAMPLE_INTERVAL, MapFields, NO_FIELD, OomFields,
+    PID_CALLS_MAX_ENTRIES, PID_SAMPLE_MAX_ENTRIES, RING_BUF_BYTES,
 };
 
 /// `BPF_F_NO_PREALLOC`: the live-address map grows with use instead of reserving its maximum up front.
@@ -34,6 +34,9 @@ pub static PID_SAMPLE_INTERVAL: HashMap<u32, u64> = HashMap::with_max_entries(PI
 #[map]
 pub static PID_CALLS: LruPerCpuHashMap<u32, u64> = LruPerCpuHashMap::with_max_entries(PID_CALLS_MAX_ENTRIES, 0);
 
+#[map]
+pub static BRK_END: LruHashMap<u32, u64> = LruHashMap::with_max_entries(BRK_END_MAX_ENTRIES, 0);
+
 /// Set by the loader: mean bytes between samples, 0 for full mode.
 #[unsafe(no_mangle)]
 static SAMPLE_INTERVAL: u64 = 0;
@@ -45,6 +48,17 @@ static FAULT_SAMPLE_INTERVAL: u64 = 0;
 /// Set by the loader from the `exceptions/page_fault_user` format file.
 #[unsafe(no_mangle)]
 static FAULT_FIELDS: FaultFields = FaultFields::NONE;
+
+/// Set by the loader from the `syscalls/sys_enter_mmap` and `syscalls/sys_exit_brk` format files.
+#[unsafe(no_mangle)]
+static MAP_FIELDS: MapFields = MapFields::NONE;
+
+/// Offsets of the mapping-growth records' fields.
+#[inline(always)]
+pub fn map_fields() -> MapFields {
+    // SAFETY: a plain read of a loader-set global; volatile so the initializer is not folded in.
+    unsafe { core::ptr::read_volatile(&raw const MAP_FIELDS) }
+}
 
 /// Offsets of the `exceptions/page_fault_user` record's fields.
 #[inline(always)]

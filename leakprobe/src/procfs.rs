@@ -23,7 +23,12 @@ pub fn parse_status(text: &str) -> Option<RssSample> {
             rest.split_whitespace().next()?.parse::<u64>().ok().map(|kb| kb * 1024)
         })
     };
-    Some(RssSample { rss: kb("VmRSS")?, anon: kb("RssAnon").unwrap_or(0), swap: kb("VmSwap").unwrap_or(0) })
+    Some(RssSample {
+        rss: kb("VmRSS")?,
+        anon: kb("RssAnon").unwrap_or(0),
+        swap: kb("VmSwap").unwrap_or(0),
+        data: kb("VmData").unwrap_or(0),
+    })
 }
 
 /// Where process `pid` lives: its pid in its own pid namespace (when not the daemon's), cgroup and container.
@@ -283,8 +288,8 @@ mod tests {
 
     #[test]
     fn status_gives_rss_figures() {
-        let text = "Name:\tleaker\nVmRSS:\t    2048 kB\nRssAnon:\t     1024 kB\nRssFile:\t 1024 kB\nVmSwap:\t   4 kB\n";
-        assert_eq!(parse_status(text), Some(RssSample { rss: 2 << 20, anon: 1 << 20, swap: 4096 }));
+        let text = "Name:\tleaker\nVmData:\t  8192 kB\nVmRSS:\t    2048 kB\nRssAnon:\t     1024 kB\nRssFile:\t 1024 kB\nVmSwap:\t   4 kB\n";
+        assert_eq!(parse_status(text), Some(RssSample { rss: 2 << 20, anon: 1 << 20, swap: 4096, data: 8 << 20 }));
         assert_eq!(parse_status("Name:\tkthreadd\n"), None);
         assert!(rss(std::process::id()).is_some_and(|s| s.rss > 0 && s.anon > 0));
     }

@@ -25,8 +25,8 @@ pub use export::{EXPORT_PATH, ExportFormat, ExportQuery};
 pub use oom::{OOM_PATH, OomListResponse, OomReport, OomSummary};
 pub use tiers::{
     BudgetActionReport, BudgetReport, EndedEscalation, EscalationReport, FAULTS_PATH, FaultProcessReport,
-    FaultStackReport, FaultsQuery, FaultsResponse, ProgramStats, TRACE_PATH, Tier0Status, Tier1Status, TraceMode,
-    TraceRequest, TraceResponse,
+    FaultStackReport, FaultsQuery, FaultsResponse, MapStackReport, ProgramStats, TRACE_PATH, Tier0Status, Tier1Status,
+    TraceMode, TraceRequest, TraceResponse,
 };
 
 /// Path prefix of the current API version.

@@ -29,6 +29,17 @@ fn fault_stack<'a>(process: &'a Value, function: &str) -> Option<&'a Value> {
     process["stacks"].as_array()?.iter().find(|s| s.function_at(0) == Some(function))
 }
 
+/// The mapping stacks of `process` from system call `source` alone (`mmap`, `brk`) whose frames name `function`
+/// (any stack for "").
+fn map_stacks<'a>(process: &'a Value, source: &str, function: &str) -> Vec<&'a Value> {
+    let stacks = process["map_stacks"].as_array().map(Vec::as_slice).unwrap_or_default();
+    stacks
+        .iter()
+        .filter(|s| s["sources"] == serde_json::json!([source]))
+        .filter(|s| function.is_empty() || s.has_function_containing(function))
+        .collect()
+}
+
 fn pids_in(list: &Value) -> Vec<u64> {
     list.as_array()
         .map(|l| l.iter().filter_map(|e| e["pid"].as_u64().or(e["escalation"]["pid"].as_u64())).collect())
@@ -86,11 +97,61 @@ fn tier0_attributes_mmap_and_malloc_growth_to_the_touching_stacks_with_no_malloc
         );
         assert!(process["tier1"].is_null(), "no tier-1 probes on pid {pid}: {process:#}");
     }
+    // Mapping growth: the Go-like heap is one 4 GiB mmap; each 256 KiB block is an mmap of glibc's (256 KiB and
+    // its header, a page). Every call sampled: each weighs its length. (Which frames a walk through glibc's
+    // frameless malloc reaches varies: the exact stacks are the next test's.)
+    // VmData comes with the next tick.
+    let golike_process = poll_until(Duration::from_secs(30), "golike's VmData", || {
+        faults_of(&daemon, golike.pid()).filter(|p| p["vm_data_bytes"].as_u64().is_some())
+    });
+    let heap = map_stacks(&golike_process, "mmap", "");
+    assert!(heap.iter().any(|s| s.num("bytes") == 4 << 30), "the 4 GiB heap's mmap: {golike_process:#}");
+    assert!(golike_process.num("vm_data_bytes") >= 4 << 30, "VmData holds the heap: {golike_process:#}");
+    let blocks = 8 * (256 * 1024 + PAGE);
+    let cleak_process = poll_until(Duration::from_secs(10), "cleak's mmap calls", || {
+        faults_of(&daemon, cleak.pid())
+            .filter(|p| map_stacks(p, "mmap", "").iter().map(|s| s.num("bytes")).sum::<u64>() >= blocks)
+    });
+    assert!(cleak_process.num("mapped_bytes") >= blocks, "{cleak_process:#}");
     let status = daemon.status();
+    assert_eq!(status["tier0"]["mappings"], true, "{status:#}");
+    assert!(status["kernel_counters"]["maps"].as_u64() >= Some(9), "{status:#}");
     assert!(status["kernel_counters"]["faults"].as_u64() >= Some(golike_pages + cleak_pages), "{status:#}");
     assert_eq!(status["kernel_counters"]["allocs"], 0, "no malloc probe fired: {status:#}");
     golike.close_stdin_and_wait();
     cleak.close_stdin_and_wait();
+}
+
+#[test]
+fn mmap_and_brk_growth_is_attributed_to_the_calling_stack_exactly() {
+    let daemon = Daemon::start_with_args(&["--malloc-probes", "off", "--fault-sample-interval", "1"]);
+    let kib: u64 = 1024;
+    let mut fixture = spawn(&["mapgrow", &kib.to_string()]);
+    let rounds = 3;
+    for round in 1..=rounds {
+        fixture.send_line("grow");
+        fixture.wait_line(&format!("grown {round}"));
+    }
+    let pid = fixture.pid();
+    // Nothing was touched: no fault stack names mapgrow_round, while both system calls are attributed to it.
+    let process = poll_until(Duration::from_secs(30), "both calls of every round", || {
+        faults_of(&daemon, pid).filter(|p| {
+            ["mmap", "brk"].iter().all(|source| {
+                map_stacks(p, source, "mapgrow_round").iter().map(|s| s.num("sampled_calls")).sum::<u64>() == rounds
+            })
+        })
+    });
+    let bytes = |source| map_stacks(&process, source, "mapgrow_round").iter().map(|s| s.num("bytes")).sum::<u64>();
+    assert_eq!(bytes("mmap"), rounds * kib * 1024, "{process:#}");
+    assert_eq!(bytes("brk"), rounds * kib * 1024 / 16, "{process:#}");
+    let stacks = process["stacks"].as_array().map(Vec::as_slice).unwrap_or_default();
+    assert!(!stacks.iter().any(|s| s.has_function_containing("mapgrow")), "nothing touched: {process:#}");
+    assert!(process.num("mapped_bytes") >= rounds * kib * 1024 * 17 / 16, "{process:#}");
+    // The table shows it too.
+    let out = daemon.run_cli(&["faults", "--socket", daemon.socket_str(), "--pid", &pid.to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("anonymous memory mapped") && text.contains("brk"), "{text}");
+    fixture.close_stdin_and_wait();
 }
 
 #[test]

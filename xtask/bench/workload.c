@@ -16,6 +16,15 @@
  *       with them live). No warm-up. Prints
  *           leakprobe-bench: allocs_per_s=R wall_ns=W allocs=A threads=T
  *
+ *   workload pages PAGES THREADS SEED
+ *       Touches PAGES fresh anonymous pages (one write fault each) over THREADS threads. Prints
+ *           leakprobe-bench: ns_per_page=X wall_ns=W pages=P threads=T
+ *
+ *   workload maps MAPS THREADS SEED
+ *       MAPS mmap+munmap pairs of 64 KiB of private anonymous writable memory, never touched, over THREADS
+ *       threads (tier 0's mapping-growth program runs on each mmap). Prints
+ *           leakprobe-bench: ns_per_map=X wall_ns=W maps=M threads=T
+ *
  * Every line the bench reads starts with "leakprobe-bench: ", so it can be found among a profiler's output.
  */
 #include <pthread.h>
@@ -82,12 +91,26 @@ static void pages(uint64_t count) {
     }
 }
 
+/* `count` mmap+munmap pairs of 64 KiB, untouched. */
+static void maps(uint64_t count) {
+    const size_t bytes = 64 * 1024;
+    for (uint64_t i = 0; i < count; i++) {
+        char *map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (map == MAP_FAILED) abort();
+        munmap(map, bytes);
+    }
+}
+
 static void *run(void *arg) {
     struct worker *w = arg;
-    if (w->leak == 2) {
+    if (w->leak >= 2) {
         pthread_barrier_wait(&start);
         w->begin = now_ns();
-        pages(w->count);
+        if (w->leak == 2) {
+            pages(w->count);
+        } else {
+            maps(w->count);
+        }
         w->end = now_ns();
         return NULL;
     }
@@ -104,12 +127,14 @@ static void *run(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 5 || (strcmp(argv[1], "pairs") != 0 && strcmp(argv[1], "leak") != 0 && strcmp(argv[1], "pages") != 0)) {
-        fprintf(stderr, "usage: %s pairs|leak|pages COUNT THREADS SEED\n", argv[0]);
+    if (argc != 5 || (strcmp(argv[1], "pairs") != 0 && strcmp(argv[1], "leak") != 0 && strcmp(argv[1], "pages") != 0 &&
+                      strcmp(argv[1], "maps") != 0)) {
+        fprintf(stderr, "usage: %s pairs|leak|pages|maps COUNT THREADS SEED\n", argv[0]);
         return 2;
     }
     int leaking = strcmp(argv[1], "leak") == 0;
     int paging = strcmp(argv[1], "pages") == 0;
+    int mapping = strcmp(argv[1], "maps") == 0;
     /* One fault per base page: no transparent huge pages. */
     if (paging && prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0) return 1;
     uint64_t count = strtoull(argv[2], NULL, 10);
@@ -126,7 +151,7 @@ int main(int argc, char **argv) {
         struct worker *w = &workers[t];
         w->count = per_thread;
         w->warmup = leaking ? 0 : per_thread / 10;
-        w->leak = paging ? 2 : leaking;
+        w->leak = mapping ? 3 : paging ? 2 : leaking;
         uint64_t state = seed * (2 * (uint64_t)t + 1);
         for (int i = 0; i < SIZES; i++) {
             uint64_t r = xorshift(&state);
@@ -147,7 +172,10 @@ int main(int argc, char **argv) {
     }
     uint64_t wall = end - begin;
     uint64_t done = per_thread * (uint64_t)threads;
-    if (paging) {
+    if (mapping) {
+        printf("leakprobe-bench: ns_per_map=%.1f wall_ns=%llu maps=%llu threads=%d\n",
+               (double)wall * threads / (double)done, (unsigned long long)wall, (unsigned long long)done, threads);
+    } else if (paging) {
         printf("leakprobe-bench: ns_per_page=%.1f wall_ns=%llu pages=%llu threads=%d\n",
                (double)wall * threads / (double)done, (unsigned long long)wall, (unsigned long long)done, threads);
     } else if (leaking) {

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the cost per malloc+free pair of leakprobe (full and sampled) and of its peers
 //! (a bpftrace memleak equivalent, heaptrack) over nothing attached, the ingest rate of the daemon (end to end
-//! from the eBPF object's event generator, and under a leaking workload), and the daemon's CPU and memory; and tier 0 (`--malloc-probes auto`, page faults only) per malloc+free pair and
-//! per page fault.
+//! from the eBPF object's event generator, and under a leaking workload), and the daemon's CPU and memory; and
+//! tier 0 (`--malloc-probes auto`: page faults and mapping growth, no malloc probe) per malloc+free pair, per page
+//! fault and per mmap+munmap pair.
 //!
 //! Every configuration runs the same C workload ([`workload`]) `--runs` times for 1 and 2 threads; the
 //! table shows medians. leakprobe and bpftrace probe every process on the machine: while one of them is
@@ -201,20 +202,41 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     unwinding.micro =
         undisturbed(args.no_wait, || bench_unwind(&leakprobe)).map_err(|e| eprintln!("bench: {e:#}")).ok();
 
-    eprintln!("bench: page faults ({} runs x {THREADS:?} threads, {} pages each)", args.runs, args.pairs);
-    let pages_base = time_pages(&work, args);
-    wait_quiet(args.no_wait);
-    let daemon = Daemon::start_with(&leakprobe, &dir, "tier0", &["--malloc-probes", "auto"])?;
-    let pages_tier0 = time_pages(&work, args);
-    daemon.stop()?;
-    let pages = [("nothing attached", pages_base), ("leakprobe tier 0 (auto)", pages_tier0)];
+    let (pages, maps) = tier0_per_op(&leakprobe, &dir, &work, args)?;
 
     report::print(&timings, &ingest, &usages, sites.as_deref().unwrap_or_default(), args.runs);
     report::print_consumer(&consumer);
     report::print_end_to_end(&end_to_end);
-    report::print_pages(&pages, args.runs);
+    report::print_per_op("ns per page fault (a write to a fresh anonymous page)", &pages, args.runs);
+    report::print_per_op("ns per mmap+munmap pair (64 KiB anonymous, untouched)", &maps, args.runs);
+    println!("(tier 0 per malloc+free pair is the `leakprobe tier 0 (auto)` row of the first table: target within");
+    println!(" the spread of `nothing attached`)");
     report::print_unwinding(&timings, &unwinding);
     Ok(())
+}
+
+/// A configuration's label and its ns per operation.
+type OpRows = [(&'static str, report::OpTimes); 2];
+
+/// Tier 0's cost per page fault (`--pairs` pages) and per mmap+munmap pair (a tenth as many): nothing attached,
+/// then under `--malloc-probes auto`.
+fn tier0_per_op(leakprobe: &Path, dir: &Path, work: &Workload, args: &BenchArgs) -> Result<(OpRows, OpRows)> {
+    let maps_count = args.pairs / 10;
+    eprintln!(
+        "bench: page faults and mappings ({} runs x {THREADS:?} threads, {} pages, {maps_count} mmap+munmap each)",
+        args.runs, args.pairs
+    );
+    let pages_base = time_per_op(work, args, "pages", args.pairs, "ns_per_page");
+    let maps_base = time_per_op(work, args, "maps", maps_count, "ns_per_map");
+    wait_quiet(args.no_wait);
+    let daemon = Daemon::start_with(leakprobe, dir, "tier0", &["--malloc-probes", "auto"])?;
+    let pages_tier0 = time_per_op(work, args, "pages", args.pairs, "ns_per_page");
+    let maps_tier0 = time_per_op(work, args, "maps", maps_count, "ns_per_map");
+    daemon.stop()?;
+    Ok((
+        [("nothing attached", pages_base), ("leakprobe tier 0 (auto)", pages_tier0)],
+        [("nothing attached", maps_base), ("leakprobe tier 0 (auto)", maps_tier0)],
+    ))
 }
 
 /// `--ingest-runs` searches per event shape of `leakprobe bench-ingest`.
@@ -234,16 +256,17 @@ fn end_to_end(leakprobe: &Path, args: &BenchArgs) -> Result<Vec<ingest::Shape>> 
         .collect()
 }
 
-/// `--runs` runs of the page-touching workload (`--pairs` pages), for each thread count: ns per page fault.
-fn time_pages(work: &Workload, args: &BenchArgs) -> report::PageTimes {
+/// `--runs` runs of workload `mode` (`count` operations: pages touched, mappings made), for each thread count:
+/// `field`, the ns per operation.
+fn time_per_op(work: &Workload, args: &BenchArgs, mode: &str, count: u64, field: &str) -> report::OpTimes {
     let mut times = vec![Vec::new(); THREADS.len()];
     for run in 0..args.runs {
         for (slot, &threads) in THREADS.iter().enumerate() {
-            let workload = work.args("pages", args.pairs, threads, run as u64 + 1);
+            let workload = work.args(mode, count, threads, run as u64 + 1);
             let out =
                 undisturbed(args.no_wait, || workload::run(&mut workload::command(&workload), Duration::from_mins(5)))
                     .map_err(|e| format!("{e:#}"))?;
-            times[slot].push(workload::field(&out, "ns_per_page").map_err(|e| format!("{e:#}"))?);
+            times[slot].push(workload::field(&out, field).map_err(|e| format!("{e:#}"))?);
         }
     }
     Ok(times)

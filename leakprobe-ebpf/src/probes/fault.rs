@@ -58,24 +58,42 @@ fn try_page_fault_user(ctx: &TracePointContext) -> Result<(), ()> {
         (*event).addr = addr;
         (*event).error_code = error_code;
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        let frames = (&raw mut (*event).frames).cast::<core::ffi::c_void>();
-        let bytes = bpf_get_stack(ctx.as_ptr(), frames, (MAX_FRAMES * 8) as u32, u64::from(BPF_F_USER_STACK));
-        let mut flags = 0;
-        let nframes = if let Ok(bytes) = u32::try_from(bytes) {
-            bytes / 8
-        } else {
-            count(Counter::StackErrors);
-            flags |= FAULT_FLAG_STACK_ERROR;
-            0
-        };
-        if nframes as usize >= MAX_FRAMES {
-            count(Counter::StackTruncated);
-            flags |= FAULT_FLAG_STACK_TRUNCATED;
-        }
+        let (nframes, flags) = user_stack(ctx, &raw mut (*event).frames);
         (*event).nframes = nframes;
         (*event).flags = flags;
     }
     entry.submit(0);
     count(Counter::FaultsSampled);
     Ok(())
+}
+
+/// Writes the current thread's user stack (frame-pointer walk by the kernel) into `frames`; returns the number
+/// of frames and the `FAULT_FLAG_*` bits, counting errors and cut stacks.
+///
+/// # Safety
+/// `frames` must point to writable memory of `MAX_FRAMES` entries (ring-buffer memory reserved by the caller).
+#[inline(always)]
+pub(super) unsafe fn user_stack(ctx: &TracePointContext, frames: *mut [u64; MAX_FRAMES]) -> (u32, u32) {
+    // SAFETY: the caller guarantees `frames` holds MAX_FRAMES entries; the helper writes at most that many bytes.
+    let bytes = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            frames.cast::<core::ffi::c_void>(),
+            (MAX_FRAMES * 8) as u32,
+            u64::from(BPF_F_USER_STACK),
+        )
+    };
+    let mut flags = 0;
+    let nframes = if let Ok(bytes) = u32::try_from(bytes) {
+        bytes / 8
+    } else {
+        count(Counter::StackErrors);
+        flags |= FAULT_FLAG_STACK_ERROR;
+        0
+    };
+    if nframes as usize >= MAX_FRAMES {
+        count(Counter::StackTruncated);
+        flags |= FAULT_FLAG_STACK_TRUNCATED;
+    }
+    (nframes, flags)
 }

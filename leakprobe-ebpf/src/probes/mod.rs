@@ -4,6 +4,7 @@ mod alloc;
 mod fault;
 mod free;
 mod generator;
+mod map;
 mod oom;
 mod process;
 mod session;

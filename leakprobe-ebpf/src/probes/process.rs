@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use leakprobe_common::{Counter, EventHeader, EventKind, NO_FIELD, ProcessEvent};
 
-use crate::maps::{EVENTS, INFLIGHT, count, exit_group_dead_offset, now_ns};
+use crate::maps::{BRK_END, EVENTS, INFLIGHT, count, exit_group_dead_offset, now_ns};
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
@@ -23,6 +23,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         unsafe { ctx.read_at::<u8>(offset as usize) }.unwrap_or(0) != 0
     };
     if group_dead {
+        // The next process with this tgid starts with a break of its own.
+        let _ = BRK_END.remove((pid_tgid >> 32) as u32);
         emit(pid_tgid, EventKind::Exit);
     }
     0
@@ -30,7 +32,10 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
-    emit(bpf_get_current_pid_tgid(), EventKind::Exec);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // The new image has a new break.
+    let _ = BRK_END.remove((pid_tgid >> 32) as u32);
+    emit(pid_tgid, EventKind::Exec);
     0
 }
 

@@ -1,10 +1,13 @@
-//! `leakprobe faults`: tier 0's view, which code paths first touched each process's growing memory.
+//! `leakprobe faults`: tier 0's view, which code paths first touched each process's growing memory, and which
+//! mapped it.
 
 use anyhow::Result;
 use clap::Args;
 
 use super::{Connect, client, format};
-use crate::protocol::{DEFAULT_TOP_LIMIT, FAULTS_PATH, FaultsQuery, FaultsResponse, tiers::DEFAULT_FAULT_STACKS};
+use crate::protocol::{
+    DEFAULT_TOP_LIMIT, FAULTS_PATH, FaultsQuery, FaultsResponse, Frame, tiers::DEFAULT_FAULT_STACKS,
+};
 
 #[derive(Debug, Args)]
 pub struct FaultsArgs {
@@ -54,13 +57,6 @@ pub async fn run(args: FaultsArgs) -> Result<()> {
         let anon = process.rss_anon_bytes.map(|a| a + process.swap_bytes.unwrap_or(0));
         let tier1 = process.tier1.as_ref().map_or_else(|| "-".to_owned(), |t| format!("{} ({})", t.mode, t.trigger));
         for (i, stack) in process.stacks.iter().enumerate() {
-            let mut frames: Vec<String> = stack.frames.iter().take(args.depth).map(format::frame).collect();
-            if stack.frames.len() > args.depth {
-                frames.push(format!("... {} more", stack.frames.len() - args.depth));
-            }
-            if frames.is_empty() {
-                frames.push("(no stack)".into());
-            }
             let first = i == 0;
             table.add_row(vec![
                 if first { process.pid.to_string() } else { String::new() },
@@ -71,14 +67,46 @@ pub async fn run(args: FaultsArgs) -> Result<()> {
                 if first { tier1.clone() } else { String::new() },
                 format!("~{}", format::size(stack.bytes)),
                 format!("{:.0}%", stack.share * 100.0),
-                frames.join("\n"),
+                stack_cell(&stack.frames, args.depth),
             ]);
         }
     }
     println!("{table}");
+    if response.processes.iter().any(|p| !p.map_stacks.is_empty()) {
+        let mut maps = format::table(&["PID", "COMM", "VMDATA", "GROWTH", "MAPPED", "SHARE", "CALL", "STACK"]);
+        for process in response.processes.iter().filter(|p| !p.map_stacks.is_empty()) {
+            for (i, stack) in process.map_stacks.iter().enumerate() {
+                let first = i == 0;
+                maps.add_row(vec![
+                    if first { process.pid.to_string() } else { String::new() },
+                    if first { process.comm.clone() } else { String::new() },
+                    if first { process.vm_data_bytes.map_or_else(|| "-".into(), format::size) } else { String::new() },
+                    if first { format::rate(process.data_growth.rate_bytes_per_second) } else { String::new() },
+                    format!("~{}", format::size(stack.bytes)),
+                    format!("{:.0}%", stack.share * 100.0),
+                    stack.sources.join(", "),
+                    stack_cell(&stack.frames, args.depth),
+                ]);
+            }
+        }
+        println!("\nanonymous memory mapped (mmap, brk), by the stacks that asked for it:");
+        println!("{maps}");
+    }
     println!(
-        "(bytes are estimates from faults sampled every {} on average)",
+        "(bytes are estimates from faults and mappings sampled every {} on average)",
         format::size(response.sample_interval_bytes)
     );
     Ok(())
+}
+
+/// A stack's first `depth` frames, one per line.
+fn stack_cell(stack: &[Frame], depth: usize) -> String {
+    let mut frames: Vec<String> = stack.iter().take(depth).map(format::frame).collect();
+    if stack.len() > depth {
+        frames.push(format!("... {} more", stack.len() - depth));
+    }
+    if frames.is_empty() {
+        frames.push("(no stack)".into());
+    }
+    frames.join("\n")
 }

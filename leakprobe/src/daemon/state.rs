@@ -11,7 +11,7 @@ use std::{
 };
 
 use aya::maps::{MapData, PerCpuArray};
-use leakprobe_common::{Counter, Event, FAULT_PROGRAM, OOM_PROGRAM};
+use leakprobe_common::{Counter, Event, FAULT_PROGRAM, MMAP_PROGRAM, OOM_PROGRAM};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -180,6 +180,12 @@ impl State {
                     }
                     continue;
                 }
+                Event::Map(map) => {
+                    if self.tiers.faults.apply_map(map) {
+                        self.new_faulting(map.header.tgid);
+                    }
+                    continue;
+                }
                 Event::Exit(process) => self.tiers.gone(process.header.tgid, &mut self.table),
                 Event::Exec(process) => {
                     self.tiers.gone(process.header.tgid, &mut self.table);
@@ -297,6 +303,7 @@ impl State {
             Request::Attached(points) => {
                 self.oom.enabled = points.iter().any(|p| p.program == OOM_PROGRAM);
                 self.tiers.fault_enabled = points.iter().any(|p| p.program == FAULT_PROGRAM);
+                self.tiers.map_enabled = points.iter().any(|p| p.program == MMAP_PROGRAM);
                 self.attach_points = points;
             }
             Request::Discovery { points, status, counters } => {
@@ -336,6 +343,9 @@ impl State {
                         .into_iter()
                         .map(|mut process| {
                             for stack in &mut process.stacks {
+                                stack.frames = frames.next().unwrap_or_default();
+                            }
+                            for stack in &mut process.map_stacks {
                                 stack.frames = frames.next().unwrap_or_default();
                             }
                             process
@@ -408,6 +418,7 @@ impl State {
         let faults = self.tiers.faults.counters();
         vec![
             ("fault_events", faults.events),
+            ("map_events", faults.map_events),
             ("fault_processes_dropped", faults.dropped_processes),
             ("fault_stacks_dropped", faults.dropped_stacks),
             ("fault_processes_purged", faults.purged),

@@ -8,7 +8,7 @@
 use std::{collections::HashMap, os::fd::OwnedFd, time::Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
-use leakprobe_common::{FAULT_PROGRAM, FaultEvent};
+use leakprobe_common::{BRK_PROGRAM, FAULT_PROGRAM, FaultEvent, MMAP_PROGRAM, OOM_PROGRAM};
 
 use tokio::sync::oneshot;
 
@@ -27,8 +27,8 @@ use crate::{
     procfs::{self, Clock},
     protocol::{
         BudgetActionReport, BudgetReport, DEFAULT_TOP_LIMIT, EndedEscalation, EscalationReport, FaultProcessReport,
-        FaultStackReport, FaultsQuery, MAX_TOP_LIMIT, ProgramStats, Tier0Status, Tier1Status, TraceMode, TraceRequest,
-        TraceResponse, tiers::DEFAULT_FAULT_STACKS,
+        FaultStackReport, FaultsQuery, MAX_TOP_LIMIT, MapStackReport, ProgramStats, Tier0Status, Tier1Status,
+        TraceMode, TraceRequest, TraceResponse, tiers::DEFAULT_FAULT_STACKS,
     },
     symbolize::StackRequest,
 };
@@ -54,6 +54,8 @@ pub struct Tiers {
     malloc_probes: MallocProbes,
     /// Tier 0 runs (its tracepoint is attached; set by `Request::Attached`).
     pub fault_enabled: bool,
+    /// Tier 0 follows mapping growth (the `mmap` and `brk` tracepoints are attached).
+    pub map_enabled: bool,
     /// Trace requests waiting for their process's probes.
     pending_traces: HashMap<u32, oneshot::Sender<Result<TraceResponse, TraceError>>>,
     /// Program statistics asked for and not yet received.
@@ -99,6 +101,7 @@ impl Tiers {
             discovery,
             malloc_probes,
             fault_enabled: false,
+            map_enabled: false,
             pending_traces: HashMap::new(),
             stats_asked: false,
             last_stats: Vec::new(),
@@ -202,7 +205,13 @@ impl Tiers {
         #[expect(clippy::cast_precision_loss, reason = "ns since boot fit f64 closely enough")]
         let t_s = read_ns as f64 / 1e9;
         for (pid, sample, _) in samples {
-            self.faults.record_anon(*pid, t_s, AnonSample { anon: sample.anon, swap: sample.swap }, capacity, rule);
+            self.faults.record_anon(
+                *pid,
+                t_s,
+                AnonSample { anon: sample.anon, swap: sample.swap, data: sample.data },
+                capacity,
+                rule,
+            );
         }
         let now = procfs::monotonic_ns();
         for pid in self.tier1.expired(now) {
@@ -426,6 +435,7 @@ impl Tiers {
         let (processes, stacks) = self.faults.sizes();
         let tier0 = Tier0Status {
             enabled: self.fault_enabled,
+            mappings: self.map_enabled,
             sample_interval_bytes: self.faults.interval(),
             processes: processes as u64,
             stacks: stacks as u64,
@@ -508,6 +518,31 @@ impl Tiers {
                         }
                     })
                     .collect();
+                let map_stacks = self
+                    .faults
+                    .map_stacks_of(row.tgid, per_process)
+                    .into_iter()
+                    .map(|s| {
+                        requests.push(StackRequest { pid: row.tgid, addrs: s.frames.to_vec() });
+                        #[expect(clippy::cast_precision_loss, reason = "a share")]
+                        let share = if row.map_totals.bytes == 0 {
+                            0.0
+                        } else {
+                            s.stats.stats.bytes as f64 / row.map_totals.bytes as f64
+                        };
+                        MapStackReport {
+                            stack_id: format!("{:016x}", s.stack_hash),
+                            bytes: s.stats.stats.bytes,
+                            share,
+                            sampled_calls: s.stats.stats.samples,
+                            sources: s.stats.source_names().into_iter().map(str::to_owned).collect(),
+                            first_unix_ms: clock.unix_ms(s.stats.stats.first_ns),
+                            last_unix_ms: clock.unix_ms(s.stats.stats.last_ns),
+                            truncated: s.truncated,
+                            frames: Vec::new(),
+                        }
+                    })
+                    .collect();
                 FaultProcessReport {
                     pid: row.tgid,
                     comm: row.comm.to_owned(),
@@ -516,9 +551,14 @@ impl Tiers {
                     rss_anon_bytes: row.latest.map(|s| s.anon),
                     swap_bytes: row.latest.map(|s| s.swap),
                     anon_growth: row.growth.into(),
+                    mapped_bytes: row.map_totals.bytes,
+                    sampled_maps: row.map_totals.samples,
+                    vm_data_bytes: row.latest.map(|s| s.data),
+                    data_growth: row.data_growth.into(),
                     growing: row.growing,
                     tier1: self.tier1.get(row.tgid).map(|e| Self::escalation_report(e, row.comm.to_owned(), clock)),
                     stacks,
+                    map_stacks,
                 }
             })
             .collect();
@@ -528,5 +568,5 @@ impl Tiers {
 
 /// Whether a program is a uprobe (malloc family) rather than a tracepoint.
 fn is_uprobe(program: &str) -> bool {
-    program != FAULT_PROGRAM && !program.starts_with("sched_") && program != leakprobe_common::OOM_PROGRAM
+    ![FAULT_PROGRAM, MMAP_PROGRAM, BRK_PROGRAM, OOM_PROGRAM].contains(&program) && !program.starts_with("sched_")
 }

@@ -195,6 +195,18 @@ fn fault_gauges() -> Vec<RowGauge<FaultProcessReport>> {
             Some(bytes_per_second()),
             |p| Some(p.anon_growth.rate_bytes_per_second),
         ),
+        (
+            "leakprobe_process_mapped",
+            "Tier 0: estimated bytes of anonymous mappings the process asked for (sampled mmap and brk calls)",
+            Some(Unit::Bytes),
+            |p| Some(float(p.mapped_bytes)),
+        ),
+        (
+            "leakprobe_process_vm_data",
+            "Tier 0: VmData, the process's private writable mappings and heap, net of unmaps",
+            Some(Unit::Bytes),
+            |p| p.vm_data_bytes.map(float),
+        ),
         ("leakprobe_process_anon_growing", "Tier 0: 1 when anonymous memory grows steadily, else 0", None, |p| {
             Some(if p.growing { 1.0 } else { 0.0 })
         }),
@@ -376,8 +388,12 @@ fn counter_help(group: &str, name: &str) -> String {
         ("kernel", "faults") => "Write faults of user pages seen by tier 0",
         ("kernel", "faults_sampled") => "Write faults sampled with their stack by tier 0",
         ("kernel", "ringbuf_full_fault") => "Sampled fault events lost: ring buffer full",
+        ("kernel", "maps") => "Anonymous mapping growths (mmap, brk) seen by tier 0",
+        ("kernel", "maps_sampled") => "Mapping growths sampled with their stack by tier 0",
+        ("kernel", "ringbuf_full_map") => "Sampled mapping-growth events lost: ring buffer full",
         ("kernel", "unsampled") => "Allocator calls not sampled (sampled mode)",
         ("daemon", "fault_events") => "Sampled faults applied to tier 0's table",
+        ("daemon", "map_events") => "Sampled mapping growths applied to tier 0's table",
         ("daemon", "fault_processes_dropped") => "Sampled faults not attributed: tier 0's process limit reached",
         ("daemon", "fault_stacks_dropped") => "Sampled faults not attributed: the per-process stack limit reached",
         ("daemon", "fault_processes_purged") => "Processes tier 0 forgot on exit or exec",

@@ -146,8 +146,14 @@ fn tiers_and_the_budget_are_exported() {
         calls: 10,
     };
     let mut status = status();
-    status.tier0 =
-        Some(Tier0Status { enabled: true, sample_interval_bytes: 262_144, processes: 3, stacks: 9, growing: 1 });
+    status.tier0 = Some(Tier0Status {
+        enabled: true,
+        mappings: true,
+        sample_interval_bytes: 262_144,
+        processes: 3,
+        stacks: 9,
+        growing: 1,
+    });
     status.tier1 = Some(Tier1Status {
         malloc_probes: "auto".into(),
         max_processes: 8,
@@ -173,9 +179,14 @@ fn tiers_and_the_budget_are_exported() {
         rss_anon_bytes: Some(4096),
         swap_bytes: Some(0),
         anon_growth: GrowthReport { rate_bytes_per_second: 64.0, ..GrowthReport::default() },
+        mapped_bytes: 1 << 20,
+        sampled_maps: 1,
+        vm_data_bytes: Some(2 << 20),
+        data_growth: GrowthReport::default(),
         growing: true,
         tier1: Some(escalation),
         stacks: Vec::new(),
+        map_stacks: Vec::new(),
     };
     let text =
         encode_snapshot(&MetricsSnapshot { status, processes: Vec::new(), stacks: Vec::new(), faults: vec![fault] })
@@ -187,6 +198,8 @@ fn tiers_and_the_budget_are_exported() {
         "leakprobe_cpu_uprobes_ratio 0.005",
         "leakprobe_cpu_budget_host_ratio 0.02",
         r#"leakprobe_process_faulted_bytes{pid="7",comm="leaker"} 8192.0"#,
+        r#"leakprobe_process_mapped_bytes{pid="7",comm="leaker"} 1048576.0"#,
+        r#"leakprobe_process_vm_data_bytes{pid="7",comm="leaker"} 2097152.0"#,
         r#"leakprobe_process_anon_growth_bytes_per_second{pid="7",comm="leaker"} 64.0"#,
         r#"leakprobe_process_anon_growing{pid="7",comm="leaker"} 1.0"#,
         r#"leakprobe_process_tier1{pid="7",comm="leaker"} 1.0"#,

@@ -28,8 +28,9 @@ use aya::{
     },
 };
 use leakprobe_common::{
-    ALLOC_EXIT_PROGRAM, ALLOC_SESSION_PROGRAM, AllocFn, EXEC_PROGRAM, EXIT_PROGRAM, FAULT_PROGRAM, FREE_PROGRAM,
-    FaultFields, GENERATOR_PROGRAM, LiveKey, NO_FIELD, OOM_PROGRAM, OomFields, globals, maps,
+    ALLOC_EXIT_PROGRAM, ALLOC_SESSION_PROGRAM, AllocFn, BRK_PROGRAM, EXEC_PROGRAM, EXIT_PROGRAM, FAULT_PROGRAM,
+    FREE_PROGRAM, FaultFields, GENERATOR_PROGRAM, LiveKey, MMAP_PROGRAM, MapFields, NO_FIELD, OOM_PROGRAM, OomFields,
+    globals, maps,
 };
 use serde::{Deserialize, Serialize};
 
@@ -190,6 +191,8 @@ pub struct Probes {
     session: Option<SessionProgram>,
     /// The tier-0 fault program is loaded (and, after attach, attached).
     fault: bool,
+    /// The tier-0 mapping-growth programs (`mmap`, `brk`) are loaded (and, after attach, attached).
+    map: bool,
     /// Where the malloc-family probes go (discovery reads it).
     malloc_scope: MallocProbes,
 }
@@ -220,6 +223,7 @@ impl Probes {
                 None
             }
         };
+        let map_fields = map_fields(&config.sys.tracefs);
         let own_tgid = std::process::id();
         let exp_table = crate::core::sampling::exp_table();
         // aya must never see the session program's kfunc calls as they are built: patched in every case.
@@ -238,6 +242,7 @@ impl Probes {
             .override_global(globals::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
             .override_global(globals::OOM_FIELDS, &oom_fields.unwrap_or(OomFields::NONE), true)
             .override_global(globals::FAULT_FIELDS, &fault_fields.unwrap_or(FaultFields::NONE), true)
+            .override_global(globals::MAP_FIELDS, &map_fields.unwrap_or(MapFields::NONE), true)
             .override_global(globals::FAULT_SAMPLE_INTERVAL, &config.fault_sample_interval.max(1), true)
             .override_global(globals::STACK_COPY_BYTES, &config.stack_copy_bytes, true)
             .override_global(globals::TRACED_TGID, &config.pid.unwrap_or(0), true)
@@ -284,7 +289,15 @@ impl Probes {
                 .load()
                 .map_err(|err| log::warn!("no tier 0: loading `{FAULT_PROGRAM}` failed: {err}"))
                 .is_ok();
-        let probes = Self { ebpf, tracepoints: Vec::new(), oom, session, fault, malloc_scope: config.malloc_probes };
+        let map = map_fields.is_some()
+            && [MMAP_PROGRAM, BRK_PROGRAM].into_iter().all(|program| {
+                tracepoint(&mut ebpf, program)
+                    .and_then(|p| p.load().map_err(|source| ProbeError::Program { program, source }))
+                    .map_err(|err| log::warn!("no mapping growth in tier 0: {:#}", anyhow::Error::new(err)))
+                    .is_ok()
+            });
+        let probes =
+            Self { ebpf, tracepoints: Vec::new(), oom, session, fault, map, malloc_scope: config.malloc_probes };
         Ok((probes, maps))
     }
 
@@ -320,6 +333,9 @@ impl Probes {
     pub fn attach_tracepoints(&mut self) -> Result<(), ProbeError> {
         if self.fault {
             self.attach_fault()?;
+        }
+        if self.map {
+            self.attach_map()?;
         }
         for (program, name) in [(EXIT_PROGRAM, "sched_process_exit"), (EXEC_PROGRAM, "sched_process_exec")] {
             tracepoint(&mut self.ebpf, program)?.attach("sched", name).map_err(|source| ProbeError::Attach {
@@ -467,6 +483,28 @@ impl Probes {
         Ok(())
     }
 
+    /// Attaches tier 0's mapping-growth programs; a failure only turns mapping growth off.
+    fn attach_map(&mut self) -> Result<(), ProbeError> {
+        for (program, name) in [(MMAP_PROGRAM, "sys_enter_mmap"), (BRK_PROGRAM, "sys_exit_brk")] {
+            if let Err(err) = tracepoint(&mut self.ebpf, program)?.attach("syscalls", name) {
+                log::warn!("no mapping growth in tier 0: attaching `{program}` to syscalls/{name} failed: {err}");
+                self.map = false;
+                return Ok(());
+            }
+            self.tracepoints.push(AttachPoint {
+                kind: "tracepoint".into(),
+                target: format!("syscalls/{name}"),
+                path: None,
+                offset: None,
+                program: program.into(),
+                site: None,
+                emulated: None,
+                pid: None,
+            });
+        }
+        Ok(())
+    }
+
     /// Whether tier 0 runs (the fault tracepoint exists and its program is attached).
     pub fn fault_enabled(&self) -> bool {
         self.fault
@@ -511,6 +549,30 @@ fn fault_fields(format: &str) -> Option<FaultFields> {
         return Some(FaultFields { address, error_code });
     }
     log::warn!("no tier 0: exceptions/page_fault_user has no 8-byte `address` and `error_code` fields");
+    None
+}
+
+/// Offsets of the fields the mapping-growth programs read, `None` (logged) when a record is missing or lacks one.
+fn map_fields(tracefs: &Path) -> Option<MapFields> {
+    let offset = |format: &str, name: &str| preflight::field(format, name).filter(|f| f.size == 8).map(|f| f.offset);
+    let formats = preflight::read_format(tracefs, "syscalls", "sys_enter_mmap")
+        .and_then(|mmap| Ok((mmap, preflight::read_format(tracefs, "syscalls", "sys_exit_brk")?)));
+    let (mmap, brk) = match formats {
+        Ok(formats) => formats,
+        Err(err) => {
+            log::warn!(
+                "no mapping growth in tier 0: the kernel has no syscalls tracepoints for mmap and brk ({:#})",
+                anyhow::Error::new(err)
+            );
+            return None;
+        }
+    };
+    if let (Some(mmap_len), Some(mmap_prot), Some(mmap_flags), Some(brk_ret)) =
+        (offset(&mmap, "len"), offset(&mmap, "prot"), offset(&mmap, "flags"), offset(&brk, "ret"))
+    {
+        return Some(MapFields { mmap_len, mmap_prot, mmap_flags, brk_ret });
+    }
+    log::warn!("no mapping growth in tier 0: sys_enter_mmap or sys_exit_brk lacks an 8-byte len, prot, flags or ret");
     None
 }
 

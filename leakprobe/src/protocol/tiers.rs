@@ -56,12 +56,45 @@ pub struct FaultProcessReport {
     pub swap_bytes: Option<u64>,
     /// Growth of anonymous memory (resident + swap) over the window.
     pub anon_growth: GrowthReport,
+    /// Estimated bytes of anonymous mappings asked for (private writable `mmap`, `brk` rises) since the process
+    /// was first seen, touched or not; unmaps are not subtracted (see `vm_data_bytes`).
+    pub mapped_bytes: u64,
+    /// Sampled `mmap` and `brk` calls behind that estimate.
+    pub sampled_maps: u64,
+    /// `VmData` at the latest tick (private writable mappings and the heap, net of unmaps), in bytes.
+    pub vm_data_bytes: Option<u64>,
+    /// Growth of `VmData` over the window.
+    pub data_growth: GrowthReport,
     /// True when anonymous memory grows steadily (tier 1's trigger).
     pub growing: bool,
     /// Tier 1's probes on this process, if any.
     pub tier1: Option<EscalationReport>,
     /// The stacks that touched the memory first, most bytes first.
     pub stacks: Vec<FaultStackReport>,
+    /// The stacks that mapped anonymous memory (`mmap`, `brk`), most bytes first.
+    pub map_stacks: Vec<MapStackReport>,
+}
+
+/// Mapping growth attributed to one stack of one process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MapStackReport {
+    /// Stable id of the stack's frames.
+    pub stack_id: String,
+    /// Estimated bytes mapped from this stack.
+    pub bytes: u64,
+    /// Fraction of the process's estimated mapped bytes from this stack.
+    pub share: f64,
+    /// Sampled calls.
+    pub sampled_calls: u64,
+    /// The system calls seen: `mmap`, `brk`.
+    pub sources: Vec<String>,
+    /// Wall-clock time of the first and latest sampled call, ms since the Unix epoch.
+    pub first_unix_ms: u64,
+    pub last_unix_ms: u64,
+    /// True when the stack was cut at the frame limit.
+    pub truncated: bool,
+    /// Frames, innermost first: the first is in the system call's wrapper.
+    pub frames: Vec<Frame>,
 }
 
 /// Faults attributed to one stack of one process.
@@ -195,6 +228,8 @@ pub struct BudgetReport {
 pub struct Tier0Status {
     /// Whether the fault tracepoint is attached.
     pub enabled: bool,
+    /// Whether mapping growth is followed (the `syscalls` `mmap` and `brk` tracepoints are attached).
+    pub mappings: bool,
     /// Mean bytes of faulting pages between sampled faults.
     pub sample_interval_bytes: u64,
     /// Processes followed.

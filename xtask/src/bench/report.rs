@@ -143,12 +143,13 @@ pub fn print(timings: &[Timing], ingest: &[Ingest], usages: &[DaemonUse], sites:
     }
 }
 
-/// ns per page fault of one configuration: one vector of runs per thread count, or why it could not run.
-pub type PageTimes = Result<Vec<Vec<f64>>, String>;
+/// ns per operation (page fault, mapping) of one configuration: one vector of runs per thread count, or why it
+/// could not run.
+pub type OpTimes = Result<Vec<Vec<f64>>, String>;
 
-/// The page-fault table: ns per fault with nothing attached and with tier 0, and the difference.
-pub fn print_pages(pages: &[(&str, PageTimes)], runs: usize) {
-    println!("\nns per page fault (a write to a fresh anonymous page), median of {runs} runs\n");
+/// A table of ns per operation with nothing attached and with tier 0, and the difference.
+pub fn print_per_op(title: &str, pages: &[(&str, OpTimes)], runs: usize) {
+    println!("\n{title}, median of {runs} runs\n");
     let mut t = table(&["CONFIG", "1 THREAD", "2 THREADS", "OVERHEAD 1T", "OVERHEAD 2T", "SPREAD 1T/2T"]);
     let base: Option<Vec<f64>> =
         pages.first().and_then(|(_, r)| r.as_ref().ok()).map(|t| t.iter().map(|r| median(r)).collect());
@@ -168,8 +169,6 @@ pub fn print_pages(pages: &[(&str, PageTimes)], runs: usize) {
         t.add_row(row);
     }
     println!("{t}");
-    println!("(tier 0 per malloc+free pair is the `leakprobe tier 0 (auto)` row of the first table: target within");
-    println!(" the spread of `nothing attached`)");
 }
 
 /// One `ours / theirs <= limit` target line, with the overheads compared.

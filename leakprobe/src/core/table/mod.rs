@@ -256,9 +256,9 @@ impl Table {
                 Applied::Nothing
             }
             Event::Exit(exit) | Event::Exec(exit) => self.purge(exit.header.tgid, exit.header.ts_ns),
-            // The table is unchanged: the caller snapshots an OOM victim, whose exit comes later; faults are tier
-            // 0's, for the fault table.
-            Event::Oom(_) | Event::Fault(_) => Applied::Nothing,
+            // The table is unchanged: the caller snapshots an OOM victim, whose exit comes later; faults and
+            // mapping growth are tier 0's, for the fault table.
+            Event::Oom(_) | Event::Fault(_) | Event::Map(_) => Applied::Nothing,
         }
     }
 

@@ -154,6 +154,8 @@ pub struct RssSample {
     pub rss: u64,
     pub anon: u64,
     pub swap: u64,
+    /// `VmData`: private writable mappings and the heap, touched or not (tier 0's mapping growth).
+    pub data: u64,
 }
 
 /// Counts a live allocation of `size` bytes made at `ts_ns`, in age bucket `bucket`, in `ages`.
