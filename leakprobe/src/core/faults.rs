@@ -148,23 +148,20 @@ pub struct FaultProcessRow<'a> {
     pub points: usize,
 }
 
-/// One stack of one process as queries see it.
+/// One stack of one process as queries see it, with its faults ([`FaultStackRow`]) or mappings
+/// ([`MapStackRow`]).
 #[derive(Debug)]
-pub struct FaultStackRow<'a> {
+pub struct StackRow<'a, S> {
     pub frames: &'a [u64],
     pub truncated: bool,
     pub stack_hash: u64,
-    pub stats: FaultStats,
+    pub stats: S,
 }
 
-/// One mapping stack of one process as queries see it.
-#[derive(Debug)]
-pub struct MapStackRow<'a> {
-    pub frames: &'a [u64],
-    pub truncated: bool,
-    pub stack_hash: u64,
-    pub stats: MapStats,
-}
+/// A fault stack of one process.
+pub type FaultStackRow<'a> = StackRow<'a, FaultStats>;
+/// A mapping stack of one process.
+pub type MapStackRow<'a> = StackRow<'a, MapStats>;
 
 /// Sampled faults and mapping growth per process and stack, and each process's anonymous-memory growth.
 #[derive(Debug)]
@@ -332,38 +329,34 @@ impl FaultTable {
         })
     }
 
-    /// The stacks of one process, most bytes first, at most `limit`.
+    /// The fault stacks of one process, most bytes first, at most `limit`.
     pub fn stacks_of(&self, tgid: u32, limit: usize) -> Vec<FaultStackRow<'_>> {
-        let Some(process) = self.procs.get(&tgid) else { return Vec::new() };
-        let mut rows: Vec<FaultStackRow<'_>> = process
-            .stacks
-            .iter()
-            .map(|(stack, stats)| FaultStackRow {
-                frames: self.stacks.frames(*stack),
-                truncated: self.stacks.truncated(*stack),
-                stack_hash: self.stacks.hash(*stack),
-                stats: *stats,
-            })
-            .collect();
-        rows.sort_by(|a, b| b.stats.bytes.cmp(&a.stats.bytes).then(a.stack_hash.cmp(&b.stack_hash)));
-        rows.truncate(limit);
-        rows
+        self.rows(tgid, limit, |p| &p.stacks, |s| s.bytes)
     }
 
     /// The mapping stacks of one process, most bytes first, at most `limit`.
     pub fn map_stacks_of(&self, tgid: u32, limit: usize) -> Vec<MapStackRow<'_>> {
+        self.rows(tgid, limit, |p| &p.maps, |s| s.stats.bytes)
+    }
+
+    fn rows<S: Copy>(
+        &self,
+        tgid: u32,
+        limit: usize,
+        stacks_of: impl Fn(&FaultProcess) -> &HashMap<StackId, S>,
+        bytes: impl Fn(&S) -> u64,
+    ) -> Vec<StackRow<'_, S>> {
         let Some(process) = self.procs.get(&tgid) else { return Vec::new() };
-        let mut rows: Vec<MapStackRow<'_>> = process
-            .maps
+        let mut rows: Vec<StackRow<'_, S>> = stacks_of(process)
             .iter()
-            .map(|(stack, stats)| MapStackRow {
+            .map(|(stack, stats)| StackRow {
                 frames: self.stacks.frames(*stack),
                 truncated: self.stacks.truncated(*stack),
                 stack_hash: self.stacks.hash(*stack),
                 stats: *stats,
             })
             .collect();
-        rows.sort_by(|a, b| b.stats.stats.bytes.cmp(&a.stats.stats.bytes).then(a.stack_hash.cmp(&b.stack_hash)));
+        rows.sort_by(|a, b| bytes(&b.stats).cmp(&bytes(&a.stats)).then(a.stack_hash.cmp(&b.stack_hash)));
         rows.truncate(limit);
         rows
     }

@@ -343,16 +343,7 @@ impl Probes {
                 target: format!("sched/{name}"),
                 source,
             })?;
-            self.tracepoints.push(AttachPoint {
-                kind: "tracepoint".into(),
-                target: format!("sched/{name}"),
-                path: None,
-                offset: None,
-                program: program.into(),
-                site: None,
-                emulated: None,
-                pid: None,
-            });
+            self.tracepoints.push(tracepoint_point(&format!("sched/{name}"), program));
         }
         if self.oom {
             self.attach_oom()?;
@@ -445,16 +436,7 @@ impl Probes {
             self.oom = false;
             return Ok(());
         }
-        self.tracepoints.push(AttachPoint {
-            kind: "tracepoint".into(),
-            target: "oom/mark_victim".into(),
-            path: None,
-            offset: None,
-            program: OOM_PROGRAM.into(),
-            site: None,
-            emulated: None,
-            pid: None,
-        });
+        self.tracepoints.push(tracepoint_point("oom/mark_victim", OOM_PROGRAM));
         Ok(())
     }
 
@@ -470,16 +452,7 @@ impl Probes {
             self.fault = false;
             return Ok(());
         }
-        self.tracepoints.push(AttachPoint {
-            kind: "tracepoint".into(),
-            target: "exceptions/page_fault_user".into(),
-            path: None,
-            offset: None,
-            program: FAULT_PROGRAM.into(),
-            site: None,
-            emulated: None,
-            pid: None,
-        });
+        self.tracepoints.push(tracepoint_point("exceptions/page_fault_user", FAULT_PROGRAM));
         Ok(())
     }
 
@@ -491,16 +464,7 @@ impl Probes {
                 self.map = false;
                 return Ok(());
             }
-            self.tracepoints.push(AttachPoint {
-                kind: "tracepoint".into(),
-                target: format!("syscalls/{name}"),
-                path: None,
-                offset: None,
-                program: program.into(),
-                site: None,
-                emulated: None,
-                pid: None,
-            });
+            self.tracepoints.push(tracepoint_point(&format!("syscalls/{name}"), program));
         }
         Ok(())
     }
@@ -523,6 +487,20 @@ impl Probes {
     /// The attached tracepoints.
     pub fn tracepoints(&self) -> &[AttachPoint] {
         &self.tracepoints
+    }
+}
+
+/// The attach point of a tracepoint (`category/name`) and its program, for `status`.
+fn tracepoint_point(target: &str, program: &str) -> AttachPoint {
+    AttachPoint {
+        kind: "tracepoint".into(),
+        target: target.into(),
+        path: None,
+        offset: None,
+        program: program.into(),
+        site: None,
+        emulated: None,
+        pid: None,
     }
 }
 
