@@ -15,7 +15,7 @@ pub fn rss(pid: u32) -> Option<RssSample> {
     parse_status(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
 }
 
-/// `VmRSS`, `RssAnon` and `VmSwap` of a `/proc/PID/status` text, in bytes. Kernel threads have none.
+/// `VmRSS`, `RssAnon`, `RssFile`, `RssShmem`, `VmSwap` and `VmData` of a `/proc/PID/status` text, in bytes. Kernel threads have none.
 pub fn parse_status(text: &str) -> Option<RssSample> {
     let kb = |key: &str| {
         text.lines().find_map(|line| {
@@ -26,6 +26,8 @@ pub fn parse_status(text: &str) -> Option<RssSample> {
     Some(RssSample {
         rss: kb("VmRSS")?,
         anon: kb("RssAnon").unwrap_or(0),
+        file: kb("RssFile").unwrap_or(0),
+        shmem: kb("RssShmem").unwrap_or(0),
         swap: kb("VmSwap").unwrap_or(0),
         data: kb("VmData").unwrap_or(0),
     })
@@ -288,8 +290,10 @@ mod tests {
 
     #[test]
     fn status_gives_rss_figures() {
-        let text = "Name:\tleaker\nVmData:\t  8192 kB\nVmRSS:\t    2048 kB\nRssAnon:\t     1024 kB\nRssFile:\t 1024 kB\nVmSwap:\t   4 kB\n";
-        assert_eq!(parse_status(text), Some(RssSample { rss: 2 << 20, anon: 1 << 20, swap: 4096, data: 8 << 20 }));
+        let text = "Name:\tleaker\nVmData:\t  8192 kB\nVmRSS:\t    2048 kB\nRssAnon:\t     1024 kB\nRssFile:\t 1016 kB\nRssShmem:\t 8 kB\nVmSwap:\t   4 kB\n";
+        let sample =
+            RssSample { rss: 2 << 20, anon: 1 << 20, file: 1016 << 10, shmem: 8 << 10, swap: 4096, data: 8 << 20 };
+        assert_eq!(parse_status(text), Some(sample));
         assert_eq!(parse_status("Name:\tkthreadd\n"), None);
         assert!(rss(std::process::id()).is_some_and(|s| s.rss > 0 && s.anon > 0));
     }

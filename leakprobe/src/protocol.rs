@@ -258,6 +258,10 @@ pub struct ProcessReport {
     pub rss_bytes: Option<u64>,
     /// `RssAnon`, in bytes.
     pub rss_anon_bytes: Option<u64>,
+    /// `RssFile` (resident file-backed pages), in bytes.
+    pub rss_file_bytes: Option<u64>,
+    /// `RssShmem` (resident shared memory: shmem, tmpfs, shared anonymous mappings), in bytes.
+    pub rss_shmem_bytes: Option<u64>,
     /// `VmSwap`, in bytes.
     pub swap_bytes: Option<u64>,
     pub rss_growth: GrowthReport,

@@ -122,6 +122,10 @@ fn processes_put_the_heap_next_to_rss() {
     let heap_rate = f64_of(&process, &["heap_growth", "rate_bytes_per_second"]);
     assert!((heap_rate - STEADY_RATE).abs() <= RATE_TOLERANCE * STEADY_RATE, "{process:#}");
     assert!(process["rss_bytes"].as_u64() > Some(0), "{process:#}");
+    // VmRSS is the sum of its parts, read in one snapshot of /proc/PID/status; the binary's pages are resident.
+    let part = |name: &str| process[name].as_u64().unwrap_or_else(|| panic!("no {name}: {process:#}"));
+    assert_eq!(part("rss_anon_bytes") + part("rss_file_bytes") + part("rss_shmem_bytes"), part("rss_bytes"));
+    assert!(part("rss_file_bytes") > 0, "{process:#}");
     // The fixture touches what it leaks: anonymous memory grows with the heap, which explains it.
     let anon_rate = f64_of(&process, &["rss_anon_growth", "rate_bytes_per_second"]);
     assert!(anon_rate > 0.3 * STEADY_RATE, "anonymous RSS grows: {process:#}");

@@ -128,6 +128,8 @@ fn process_report(row: &ProcessRow<'_>, now_ns: u64) -> ProcessReport {
         ages: ages_report(&row.analysis.ages, now_ns),
         rss_bytes: row.rss.map(|r| r.rss),
         rss_anon_bytes: row.rss.map(|r| r.anon),
+        rss_file_bytes: row.rss.map(|r| r.file),
+        rss_shmem_bytes: row.rss.map(|r| r.shmem),
         swap_bytes: row.rss.map(|r| r.swap),
         rss_growth: GrowthReport::from(rss_growth),
         rss_anon_growth: GrowthReport::from(anon_growth),

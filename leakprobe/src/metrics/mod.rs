@@ -165,6 +165,15 @@ fn process_gauges() -> Vec<RowGauge<ProcessReport>> {
         ("leakprobe_process_rss_anon", "Anonymous resident memory (RssAnon) of the process", Some(Unit::Bytes), |p| {
             p.rss_anon_bytes.map(float)
         }),
+        (
+            "leakprobe_process_rss_file",
+            "File-backed resident memory (RssFile) of the process",
+            Some(Unit::Bytes),
+            |p| p.rss_file_bytes.map(float),
+        ),
+        ("leakprobe_process_rss_shmem", "Shared resident memory (RssShmem) of the process", Some(Unit::Bytes), |p| {
+            p.rss_shmem_bytes.map(float)
+        }),
         ("leakprobe_process_swap", "Swapped-out memory (VmSwap) of the process", Some(Unit::Bytes), |p| {
             p.swap_bytes.map(float)
         }),

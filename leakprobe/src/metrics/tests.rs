@@ -51,6 +51,8 @@ fn snapshot() -> MetricsSnapshot {
         ages: AgeReport::default(),
         rss_bytes: Some(1 << 20),
         rss_anon_bytes: Some(1 << 19),
+        rss_file_bytes: Some(1 << 18),
+        rss_shmem_bytes: Some(4096),
         swap_bytes: Some(0),
         rss_growth: growth(100.0),
         rss_anon_growth: growth(0.0),
@@ -91,6 +93,8 @@ fn names_have_units_and_labels() {
     for line in [
         r#"leakprobe_process_heap_live_bytes{pid="7",comm="leaker"} 10000.0"#,
         r#"leakprobe_process_rss_bytes{pid="7",comm="leaker"} 1048576.0"#,
+        r#"leakprobe_process_rss_file_bytes{pid="7",comm="leaker"} 262144.0"#,
+        r#"leakprobe_process_rss_shmem_bytes{pid="7",comm="leaker"} 4096.0"#,
         r#"leakprobe_process_heap_growth_bytes_per_second{pid="7",comm="leaker"} 20.5"#,
         r#"leakprobe_process_rss_growth_bytes_per_second{pid="7",comm="leaker"} 100.0"#,
         r#"leakprobe_stack_live_bytes{pid="7",comm="leaker",stack_id="00000000000000ab",function="leak_alpha"} 10000.0"#,

@@ -276,7 +276,7 @@ fn rss_samples_make_process_series() {
     let mut t = table();
     t.apply(&alloc(1, 0x1, 10, &[0xa], 0));
     for tick in 0..10u64 {
-        t.record_rss(tick, 1, RssSample { rss: 1 << 20, anon: (1 << 20) + tick * 5_000, swap: 0, data: 0 });
+        t.record_rss(tick, 1, RssSample { rss: 1 << 20, anon: (1 << 20) + tick * 5_000, ..RssSample::default() });
         t.tick(tick, at(tick * 5 * SEC));
     }
     let process = t.processes(Some(1), None).next().expect("process 1");

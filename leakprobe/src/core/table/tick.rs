@@ -153,6 +153,9 @@ impl AnalysisConfig {
 pub struct RssSample {
     pub rss: u64,
     pub anon: u64,
+    /// `RssFile` and `RssShmem`: resident file-backed and shared memory.
+    pub file: u64,
+    pub shmem: u64,
     pub swap: u64,
     /// `VmData`: private writable mappings and the heap, touched or not (tier 0's mapping growth).
     pub data: u64,
