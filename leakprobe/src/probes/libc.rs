@@ -13,11 +13,14 @@ use super::{
 /// Entry points without which leakprobe cannot account for memory: a libc given with `--libc` must define them.
 pub const REQUIRED: [&str; 4] = ["malloc", "calloc", "realloc", "free"];
 
-/// The libc this process itself maps: the host's libc.
+/// The libc this process itself runs (its executable mapping): the host's libc.
 pub fn host_libc() -> Result<PathBuf, ProbeError> {
     let maps_path = PathBuf::from("/proc/self/maps");
     let maps = fs::read_to_string(&maps_path).map_err(|source| ProbeError::Io { path: maps_path, source })?;
+    // The libc this process runs is mapped executable; a read-only mapping of another libc file (blazesym maps
+    // the binaries it parses, a container's libc among them) is not it.
     maps.lines()
+        .filter(|line| line.split_whitespace().nth(1).is_some_and(|perms| perms.contains('x')))
         .filter_map(|line| line.split_whitespace().nth(5))
         .find(|path| Path::new(path).file_name().is_some_and(|n| n.to_string_lossy().starts_with("libc.so")))
         .map(PathBuf::from)
