@@ -5,9 +5,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{Connect, client, format};
-use crate::protocol::{
-    DEFAULT_TOP_LIMIT, FAULTS_PATH, FaultsQuery, FaultsResponse, Frame, tiers::DEFAULT_FAULT_STACKS,
-};
+use crate::protocol::{DEFAULT_TOP_LIMIT, FAULTS_PATH, FaultsQuery, FaultsResponse, tiers::DEFAULT_FAULT_STACKS};
 
 #[derive(Debug, Args)]
 pub struct FaultsArgs {
@@ -67,7 +65,7 @@ pub async fn run(args: FaultsArgs) -> Result<()> {
                 if first { tier1.clone() } else { String::new() },
                 format!("~{}", format::size(stack.bytes)),
                 format!("{:.0}%", stack.share * 100.0),
-                stack_cell(&stack.frames, args.depth),
+                format::stack_cell(&stack.frames, args.depth),
             ]);
         }
     }
@@ -85,7 +83,7 @@ pub async fn run(args: FaultsArgs) -> Result<()> {
                     format!("~{}", format::size(stack.bytes)),
                     format!("{:.0}%", stack.share * 100.0),
                     stack.sources.join(", "),
-                    stack_cell(&stack.frames, args.depth),
+                    format::stack_cell(&stack.frames, args.depth),
                 ]);
             }
         }
@@ -97,16 +95,4 @@ pub async fn run(args: FaultsArgs) -> Result<()> {
         format::size(response.sample_interval_bytes)
     );
     Ok(())
-}
-
-/// A stack's first `depth` frames, one per line.
-fn stack_cell(stack: &[Frame], depth: usize) -> String {
-    let mut frames: Vec<String> = stack.iter().take(depth).map(format::frame).collect();
-    if stack.len() > depth {
-        frames.push(format!("... {} more", stack.len() - depth));
-    }
-    if frames.is_empty() {
-        frames.push("(no stack)".into());
-    }
-    frames.join("\n")
 }

@@ -36,6 +36,18 @@ pub fn age(seconds: Option<f64>) -> String {
     text.split(' ').take(2).collect::<Vec<_>>().join(" ")
 }
 
+/// A stack's first `depth` frames, one per line, for a table cell; what is left out is counted.
+pub fn stack_cell(stack: &[Frame], depth: usize) -> String {
+    let mut frames: Vec<String> = stack.iter().take(depth).map(frame).collect();
+    if stack.len() > depth {
+        frames.push(format!("... {} more", stack.len() - depth));
+    }
+    if frames.is_empty() {
+        frames.push("(no stack)".into());
+    }
+    frames.join("\n")
+}
+
 /// `leak_alpha (leaker.c:12)`, or the address when nothing is known.
 pub fn frame(frame: &Frame) -> String {
     let name = frame.function.as_deref().unwrap_or(&frame.addr);

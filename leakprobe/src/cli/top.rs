@@ -73,13 +73,6 @@ fn print(response: &TopResponse, output: &Output, pid: Option<u32>) -> Result<()
     header.extend(["COMM", "LIVE", "COUNT", "GROWTH", "VERDICT", "OLDEST", "STACK"]);
     let mut table = format::table(&header);
     for (stack, place) in response.stacks.iter().zip(&places) {
-        let mut frames: Vec<String> = stack.frames.iter().take(output.depth).map(format::frame).collect();
-        if stack.frames.len() > output.depth {
-            frames.push(format!("... {} more", stack.frames.len() - output.depth));
-        }
-        if frames.is_empty() {
-            frames.push("(no stack)".into());
-        }
         let mut row = vec![stack.pid.to_string()];
         row.extend(columns.cells(place));
         row.extend([
@@ -89,7 +82,7 @@ fn print(response: &TopResponse, output: &Output, pid: Option<u32>) -> Result<()
             format::rate(stack.growth.rate_bytes_per_second),
             stack.verdict.as_str().to_owned(),
             format::age(stack.ages.oldest_seconds),
-            frames.join("\n"),
+            format::stack_cell(&stack.frames, output.depth),
         ]);
         table.add_row(row);
     }

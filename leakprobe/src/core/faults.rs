@@ -307,11 +307,9 @@ impl FaultTable {
                 series.pop_front();
             }
         }
-        let samples: Vec<Sample> = process.anon.iter().copied().collect();
-        process.growth = analysis::growth(&samples, rule);
-        process.growing = steady(samples.len(), &process.growth, rule);
-        let data: Vec<Sample> = process.data.iter().copied().collect();
-        process.data_growth = analysis::growth(&data, rule);
+        process.growth = analysis::growth(process.anon.make_contiguous(), rule);
+        process.growing = steady(process.anon.len(), &process.growth, rule);
+        process.data_growth = analysis::growth(process.data.make_contiguous(), rule);
     }
 
     /// Processes, optionally only one, unordered.
