@@ -30,15 +30,21 @@ fn report_of(daemon: &Daemon, pid: u32) -> Option<Value> {
     reports(daemon).into_iter().find(|r| r["pid"].as_u64() == Some(u64::from(pid)))
 }
 
-#[test]
-fn a_real_oom_kill_is_reported_with_the_leaking_stack_and_survives_a_restart() {
+/// A daemon with its own state directory (returned: it outlives the daemon), sampling fast, so a leak has a
+/// growth rate and a verdict when the kernel kills it about 1.3 s in.
+fn oom_daemon() -> (tempfile::TempDir, Daemon) {
     let state = tempfile::Builder::new().prefix("leakprobe-oom-state-").tempdir().expect("state dir");
-    // Fast samples, so the leak has a growth rate and a verdict when the kernel kills it about 1.3 s in.
     let daemon = Daemon::start_with_state_args(
         tempfile::Builder::new().prefix("leakprobe-test-").tempdir().expect("daemon dir"),
         state.path(),
         &["--interval", "100ms", "--window", "10s"],
     );
+    (state, daemon)
+}
+
+#[test]
+fn a_real_oom_kill_is_reported_with_the_leaking_stack_and_survives_a_restart() {
+    let (state, daemon) = oom_daemon();
     let status = daemon.status();
     assert_eq!(status["features"]["oom"].as_bool(), Some(true), "the OOM feature is on: {status:#}");
 
@@ -110,12 +116,7 @@ fn a_real_oom_kill_is_reported_with_the_leaking_stack_and_survives_a_restart() {
 /// saw (1), in JSON and in the text of `oom show` and `oom`.
 #[test]
 fn an_oom_kill_in_a_container_is_reported_after_the_container_is_gone() {
-    let state = tempfile::Builder::new().prefix("leakprobe-oom-state-").tempdir().expect("state dir");
-    let daemon = Daemon::start_with_state_args(
-        tempfile::Builder::new().prefix("leakprobe-test-").tempdir().expect("daemon dir"),
-        state.path(),
-        &["--interval", "100ms", "--window", "10s"],
-    );
+    let (_state, daemon) = oom_daemon();
     let mut container = Container::new(leakprobe_tests::LEAKER, "leaker", LIMIT);
     let mut fixture = container.spawn("leaker", &["oom"]);
     fixture.wait_line("started");

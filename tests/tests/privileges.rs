@@ -233,6 +233,24 @@ fn an_unprivileged_user_with_the_needed_capabilities_runs_the_daemon() {
     drop(fixture);
 }
 
+/// `leakprobe run` as nobody with capabilities `caps`, on `socket` and `state` (metrics on a free loopback
+/// port), to its end: for start-ups that must fail.
+fn run_as_nobody(caps: &[&str], socket: &Path, state: &Path, extra: &[&str]) -> std::process::Output {
+    let wrapper = setpriv(NOBODY_UID, caps);
+    let mut cmd = Command::new(&wrapper[0]);
+    cmd.args(&wrapper[1..])
+        .arg(daemon_bin())
+        .arg("run")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--state-dir")
+        .arg(state)
+        .args(extra)
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env_remove("RUST_LOG");
+    run_with_timeout(&mut cmd, CLI_TIMEOUT)
+}
+
 #[test]
 fn without_a_needed_capability_the_start_fails_naming_it() {
     for (removed, name) in GRANTED {
@@ -241,18 +259,7 @@ fn without_a_needed_capability_the_start_fails_naming_it() {
         // In a directory that does not exist yet: the daemon must not even create it.
         let socket = dir.path().join("run").join("leakprobe.sock");
         let state = dir.path().join("state");
-        let wrapper = setpriv(NOBODY_UID, &caps);
-        let mut cmd = Command::new(&wrapper[0]);
-        cmd.args(&wrapper[1..])
-            .arg(daemon_bin())
-            .arg("run")
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--socket-group", GROUP, "--metrics-addr", "127.0.0.1:0"])
-            .env_remove("RUST_LOG");
-        let out = run_with_timeout(&mut cmd, CLI_TIMEOUT);
+        let out = run_as_nobody(&caps, &socket, &state, &["--socket-group", GROUP]);
         let what = format!("run without {name}");
         assert_eq!(out.status.code(), Some(1), "{what}\n{}", describe(&out));
         assert!(out.stdout.is_empty(), "{what}: stdout\n{}", describe(&out));
@@ -279,18 +286,7 @@ fn a_socket_directory_the_user_cannot_create_is_refused_before_loading() {
     let dir = open_dir();
     let socket = dir.path().join("run").join("leakprobe.sock");
     let state = dir_owned_by(NOBODY_UID, "leakprobe-state-");
-    let wrapper = setpriv(NOBODY_UID, &["sys_admin", "sys_ptrace", "dac_read_search"]);
-    let mut cmd = Command::new(&wrapper[0]);
-    cmd.args(&wrapper[1..])
-        .arg(daemon_bin())
-        .arg("run")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--state-dir")
-        .arg(state.path())
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .env_remove("RUST_LOG");
-    let out = run_with_timeout(&mut cmd, CLI_TIMEOUT);
+    let out = run_as_nobody(&["sys_admin", "sys_ptrace", "dac_read_search"], &socket, state.path(), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let want = format!(
