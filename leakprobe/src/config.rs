@@ -36,7 +36,7 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_mins(10);
 /// max_stacks = 65536
 /// max_series = 20000
 ///
-/// [verdict]                # thresholds of the verdict rule (see the README)
+/// [verdict]                # thresholds of the verdict rule (docs/concepts.md#the-verdict)
 /// min_points = 6
 /// min_growth_rate = 1.0    # bytes per second
 /// ```

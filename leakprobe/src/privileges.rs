@@ -11,8 +11,8 @@
 //! drops [`STARTUP`] first thing ([`drop_in_this_thread`]: the runtime's hook, and a call at the top of each
 //! named thread), and the main thread drops it once the socket is bound and owned by its group.
 //!
-//! Measured on Linux 6.18 as uid 65534 holding each set as ambient capabilities (see the README, "Least
-//! privilege"): `perf_event_open` of the uprobe PMU requires `CAP_SYS_ADMIN` (not `CAP_PERFMON`), and
+//! Measured on Linux 6.18 as uid 65534 holding each set as ambient capabilities (see docs/deployment.md,
+//! "Least privilege"): `perf_event_open` of the uprobe PMU requires `CAP_SYS_ADMIN` (not `CAP_PERFMON`), and
 //! `CAP_SYS_ADMIN` passes the kernel's checks for `CAP_BPF` (`bpf_capable()`) and `CAP_PERFMON`
 //! (`perfmon_capable()`): a daemon without those two attaches and reports the same, so they are not asked for.
 
@@ -101,8 +101,8 @@ fn missing_message(missing: &[Need], needed: &[Need]) -> String {
     let missing: Vec<String> = missing.iter().map(|need| format!("{} ({})", need.cap, need.why)).collect();
     let names: Vec<String> = needed.iter().map(|need| need.cap.to_string()).collect();
     format!(
-        "missing {}: run as root, or as a user granted {}, e.g. systemd AmbientCapabilities={} (see the README, \
-         Least privilege)",
+        "missing {}: run as root, or as a user granted {}, e.g. systemd AmbientCapabilities={} (see \
+         docs/deployment.md#least-privilege)",
         missing.join(", "),
         names.join(", "),
         names.join(" ")
@@ -204,8 +204,8 @@ mod tests {
             line,
             "missing CAP_SYS_ADMIN (uprobes, eBPF programs and perf events), CAP_DAC_READ_SEARCH (tracefs and other \
              users' files): run as root, or as a user granted CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH, \
-             e.g. systemd AmbientCapabilities=CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH (see the README, \
-             Least privilege)"
+             e.g. systemd AmbientCapabilities=CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH (see \
+             docs/deployment.md#least-privilege)"
         );
         assert!(!line.contains('\n'));
     }

@@ -2,7 +2,7 @@
 //! limits hold. The daemon stays up, answers while flooded, stays under a memory ceiling, and counts every loss
 //! in `status` and in the metrics. Also measures the daemon's memory per tracked allocation and per stack.
 //!
-//! The numbers are printed (run with `--no-capture` to see them); the README quotes them.
+//! The numbers are printed (run with `--no-capture` to see them); docs/limits.md quotes them.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -266,7 +266,7 @@ fn memory_per_tracked_allocation_and_per_stack() {
     );
     assert!(allocations >= 50_000, "too few allocations reached the table to measure: {allocations}");
     assert!(new_stacks >= 2_000, "too few stacks reached the store to measure: {new_stacks}");
-    // Generous bounds: the README gives the measured figures; these catch a regression by an order of magnitude.
+    // Generous bounds: docs/limits.md gives the measured figures; these catch a regression by an order of magnitude.
     assert!(per_allocation < 1_024.0, "{per_allocation:.0} B per tracked allocation");
     assert!(per_stack < 32_768.0, "{per_stack:.0} B per stack");
 }

@@ -20,7 +20,7 @@ const GROUP: &str = "adm";
 const GROUP_GID: u32 = 4;
 const NOBODY: &str = "65534";
 
-/// `CAP_DAC_READ_SEARCH` (2), `CAP_SYS_PTRACE` (19), `CAP_SYS_ADMIN` (21): the set the README documents.
+/// `CAP_DAC_READ_SEARCH` (2), `CAP_SYS_PTRACE` (19), `CAP_SYS_ADMIN` (21): the set docs/deployment.md documents.
 const KEPT_MASK: u64 = (1 << 2) | (1 << 19) | (1 << 21);
 /// What the daemon logs once it dropped the others.
 const KEPT_LOG: &str = "capabilities kept: CAP_DAC_READ_SEARCH CAP_SYS_ADMIN CAP_SYS_PTRACE";

@@ -30,7 +30,7 @@ use crate::{
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML configuration file (see the README); flags override it.
+    /// TOML configuration file (see docs/configuration.md); flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Unix socket to serve the query API on (HTTP + JSON); its directory is created.
