@@ -12,7 +12,7 @@ use axum::{
     extract::{Path as UrlPath, Query, State, rejection::QueryRejection},
     http::{Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{MethodRouter, delete, get, post},
 };
 use tokio::{
     net::UnixListener,
@@ -182,18 +182,36 @@ pub async fn serve(
     axum::serve(listener, router(requests, oom)).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
+/// Every route of the API: method, path (with the `{param}` templates of `OpenAPI`, which axum reads the same way) and
+/// handler. `docs/api.json` describes exactly these (the `openapi_matches_the_routes` test).
+fn routes() -> Vec<(Method, String, MethodRouter<Api>)> {
+    vec![
+        (Method::GET, STATUS_PATH.into(), get(status)),
+        (Method::GET, TOP_PATH.into(), get(top)),
+        (Method::GET, STACKS_PATH.into(), get(stacks)),
+        (Method::GET, PROCESSES_PATH.into(), get(processes)),
+        (Method::GET, EXPORT_PATH.into(), get(export)),
+        (Method::GET, FAULTS_PATH.into(), get(faults)),
+        (Method::POST, TRACE_PATH.into(), post(trace)),
+        (Method::DELETE, TRACE_PATH.into(), delete(untrace)),
+        (Method::GET, OOM_PATH.into(), get(oom_list)),
+        (Method::GET, format!("{OOM_PATH}/{{id}}"), get(oom_show)),
+    ]
+}
+
 /// The API's routes, answering through `requests` (the state owner) and `oom` (the report thread).
 pub fn router(requests: mpsc::Sender<Request>, oom: mpsc::Sender<OomRequest>) -> Router {
-    Router::new()
-        .route(STATUS_PATH, get(status))
-        .route(TOP_PATH, get(top))
-        .route(STACKS_PATH, get(stacks))
-        .route(PROCESSES_PATH, get(processes))
-        .route(EXPORT_PATH, get(export))
-        .route(FAULTS_PATH, get(faults))
-        .route(TRACE_PATH, post(trace).delete(untrace))
-        .route(OOM_PATH, get(oom_list))
-        .route(&format!("{OOM_PATH}/{{id}}"), get(oom_show))
+    let mut by_path: std::collections::BTreeMap<String, MethodRouter<Api>> = std::collections::BTreeMap::new();
+    for (_, path, handler) in routes() {
+        let merged = match by_path.remove(&path) {
+            Some(existing) => existing.merge(handler),
+            None => handler,
+        };
+        by_path.insert(path, merged);
+    }
+    by_path
+        .into_iter()
+        .fold(Router::new(), |router, (path, handler)| router.route(&path, handler))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(Api { requests, oom })
@@ -336,4 +354,33 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     let allowed = if uri.path() == TRACE_PATH { "POST or DELETE" } else { "GET" };
     ApiError(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}; use {allowed}", uri.path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::routes;
+
+    /// `docs/api.json` names exactly the server's routes: same paths, same methods.
+    #[test]
+    fn openapi_matches_the_routes() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.json");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let paths = doc["paths"].as_object().unwrap_or_else(|| panic!("{path} has no paths"));
+        let documented: BTreeSet<(String, String)> = paths
+            .iter()
+            .flat_map(|(path, item)| {
+                let methods = item.as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+                methods.into_iter().map(move |method| (method.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let served: BTreeSet<(String, String)> =
+            routes().into_iter().map(|(method, path, _)| (method.as_str().to_owned(), path)).collect();
+        assert_eq!(
+            documented, served,
+            "docs/api.json (left) and the server's routes (right) differ: describe every route in docs/api.json"
+        );
+    }
 }
