@@ -1,10 +1,15 @@
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use leakprobe::cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse_layered(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(err) => {
+            eprintln!("leakprobe: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     if !cli.is_daemon() {
         // A client writing into a closed pipe (`leakprobe top | head`) ends quietly, as Unix tools do. The
         // daemon keeps Rust's default (ignored): a client hanging up must not kill it.

@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup|build|run|test|lint|bench|soak`.
+//! Developer tasks: `cargo xtask setup|build|run|test|lint|bench|fuzz|soak|docs`.
 //!
 //! Every task that builds anything first runs `setup`, so each of them works on a fresh machine.
 
@@ -57,6 +57,13 @@ enum Command {
     /// short-lived processes; fail if its RSS or open descriptors trend upward or exited processes stay listed
     /// (needs root).
     Soak(soak::SoakArgs),
+    /// Write the references generated from the code: `docs/cli.md` from the clap definitions. With `--check`,
+    /// only fail when the checked-in file is stale.
+    Docs {
+        /// Check instead of writing.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -78,6 +85,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => bench::bench(&root, &env, &args),
         Command::Fuzz(args) => fuzz::fuzz(&root, &env, &args),
         Command::Soak(args) => soak::soak(&root, &env, &args),
+        Command::Docs { check } => tasks::docs(&root, &env, check),
     }
 }
 

@@ -46,3 +46,14 @@ pub fn lint(root: &Path, env: &ToolEnv) -> Result<()> {
             .args(["--", "-D", "warnings"]),
     )
 }
+
+/// Rewrites (or, with `check`, checks) `docs/cli.md`: the leakprobe crate's `cli_reference_is_current` test
+/// generates it from the clap definitions, and writes it when `LEAKPROBE_WRITE_DOCS` is set.
+pub fn docs(root: &Path, env: &ToolEnv, check_only: bool) -> Result<()> {
+    let mut cmd = cargo(root, env);
+    cmd.args(["test", "--package", "leakprobe", "--lib", "--", "--exact", "cli::reference::cli_reference_is_current"]);
+    if !check_only {
+        cmd.env("LEAKPROBE_WRITE_DOCS", "1");
+    }
+    check(&mut cmd)
+}

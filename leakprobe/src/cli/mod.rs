@@ -8,18 +8,21 @@ mod faults;
 mod format;
 mod oom;
 mod processes;
+#[cfg(test)]
+mod reference;
 mod run;
+pub mod settings;
 mod status;
 mod top;
 mod trace;
 
-use std::path::PathBuf;
+use std::{ffi::OsString, path::PathBuf};
 
 use anyhow::{Context as _, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::{
-    config::DEFAULT_SOCKET,
+    config::{DEFAULT_SOCKET, FileConfig},
     core::analysis::Verdict,
     protocol::{DEFAULT_TOP_LIMIT, SortBy, TopQuery},
 };
@@ -109,6 +112,42 @@ struct Connect {
 }
 
 impl Cli {
+    /// The command line's definition, with every setting of `run` given its environment variable.
+    pub fn definition() -> clap::Command {
+        Self::command().mut_subcommand("run", settings::with_env)
+    }
+
+    /// Parses the command line (clap's errors, `--help` and `--version` exit here), with `run`'s settings
+    /// layered: flag, then environment, then the `--config` file, then the built-in default. Fails on a file that
+    /// cannot be read or holds a bad key or value.
+    pub fn parse_layered(args: impl IntoIterator<Item = OsString>) -> Result<Self> {
+        let args: Vec<OsString> = args.into_iter().collect();
+        let mut definition = Self::definition();
+        let matches = definition.try_get_matches_from_mut(&args).unwrap_or_else(|err| err.exit());
+        let file = match matches.subcommand() {
+            Some(("run", run)) => match settings::config_path(run) {
+                Some(path) => {
+                    let file = FileConfig::load(&path)?;
+                    let run = definition.find_subcommand("run").cloned().context("no run subcommand")?;
+                    let run = settings::with_file(run, &file).with_context(|| format!("in {}", path.display()))?;
+                    definition = Self::definition().mut_subcommand("run", |_| run);
+                    Some(file)
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        let matches = match file {
+            Some(_) => definition.try_get_matches_from_mut(&args).unwrap_or_else(|err| err.exit()),
+            None => matches,
+        };
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.format(&mut definition).exit());
+        if let (Command::Run(run), Some(file)) = (&mut cli.command, file) {
+            run.set_verdict(file.verdict);
+        }
+        Ok(cli)
+    }
+
     /// Whether this runs the daemon (rather than a client of it).
     pub fn is_daemon(&self) -> bool {
         matches!(self.command, Command::Run(_))

@@ -8,17 +8,18 @@ use leakprobe_common::{MAX_STACK_COPY_BYTES, STACK_COPY_CHUNK};
 
 use crate::{
     config::{
-        DEFAULT_INTERVAL, DEFAULT_MAX_ALLOCATIONS, DEFAULT_MAX_SERIES, DEFAULT_MAX_STACKS, DEFAULT_SOCKET,
-        DEFAULT_SOCKET_MODE, DEFAULT_STATE_DIR, DEFAULT_WINDOW, FileConfig,
+        DEFAULT_MAX_ALLOCATIONS, DEFAULT_MAX_SERIES, DEFAULT_MAX_STACKS, DEFAULT_SOCKET, DEFAULT_SOCKET_MODE,
+        DEFAULT_STATE_DIR,
     },
     core::{
+        analysis::VerdictConfig,
         faults::FaultLimits,
         table::{AnalysisConfig, Limits},
         tier1::Tier1Config,
     },
     daemon::{self, DaemonConfig, MetricsConfig},
     metrics::{DEFAULT_METRICS_ADDR, DEFAULT_TOP_PROCESSES, DEFAULT_TOP_STACKS, MetricsLimits},
-    oom::store::{DEFAULT_MAX_BYTES, DEFAULT_MAX_REPORTS, StoreLimits},
+    oom::store::{DEFAULT_MAX_REPORTS, StoreLimits},
     probes::{
         MallocProbes, ProbeConfig,
         discover::{DEFAULT_MAX_FILES_PER_SCAN, DiscoveryConfig},
@@ -28,142 +29,234 @@ use crate::{
     protocol::MAX_TOP_LIMIT,
 };
 
+// Help headings: `run -h` lists one line per flag under these, and `--help` the whole text of each.
+const SOCKET: &str = "Socket";
+const DISCOVERY: &str = "Allocator discovery";
+const TABLES: &str = "Tables and history";
+const TRACKING: &str = "Tracking and stacks";
+const TIERS: &str = "Tiers and CPU budget";
+const OOM: &str = "OOM reports";
+const METRICS: &str = "Metrics";
+
+/// `leakprobe run`. Every setting also has a `LEAKPROBE_*` environment variable and a key of the `--config`
+/// file, named after its flag (see [`super::settings`]); the first paragraph of each doc comment is its line in
+/// `run -h`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML configuration file (see docs/configuration.md); flags override it.
-    #[arg(long, value_name = "FILE")]
+    /// TOML configuration file: every setting below, by its key (docs/configuration.md).
+    ///
+    /// TOML configuration file giving any setting below by its key (see docs/configuration.md). A setting given as
+    /// a flag wins over its environment variable, which wins over the file, which wins over the built-in default.
+    #[arg(long, value_name = "FILE", env = "LEAKPROBE_CONFIG")]
     config: Option<PathBuf>,
+    /// Unix socket serving the query API.
+    ///
     /// Unix socket to serve the query API on (HTTP + JSON); its directory is created.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET, env = "LEAKPROBE_SOCKET")]
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET, env = "LEAKPROBE_SOCKET", help_heading = SOCKET)]
     socket: PathBuf,
     /// Permissions of the socket file, in octal.
-    #[arg(long, value_name = "MODE", default_value = DEFAULT_SOCKET_MODE)]
+    #[arg(long, value_name = "MODE", default_value = DEFAULT_SOCKET_MODE, help_heading = SOCKET)]
     socket_mode: String,
+    /// Group of the socket file, whose members may query.
+    ///
     /// Group of the socket file (a name or a numeric gid): with the default mode 0660 its members may query
     /// the daemon without being root. Default: the daemon's group (root's when it runs as root, so only root
     /// may). A group the daemon's user is not in needs `CAP_CHOWN`.
-    #[arg(long, value_name = "GROUP")]
+    #[arg(long, value_name = "GROUP", help_heading = SOCKET)]
     socket_group: Option<String>,
+    /// A C library to probe in every process mapping it.
+    ///
     /// A C library to probe from start to end, whichever processes map it (default: none beyond what discovery
     /// finds; with `--no-discovery`, the host's libc, as this process maps it).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = DISCOVERY)]
     libc: Option<PathBuf>,
+    /// Do not look for allocators in the running processes.
+    ///
     /// Do not look for allocators in the running processes: probe only the libc (see `--libc`).
-    #[arg(long)]
+    #[arg(long, help_heading = DISCOVERY)]
     no_discovery: bool,
+    /// Time between two scans of every process's maps.
+    ///
     /// Time between two scans of every process's maps, which find libraries loaded with `dlopen` and detach
     /// from files no process maps any more, e.g. `10s` (processes are also scanned right after `execve`).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration, help_heading = DISCOVERY)]
     rescan_interval: Duration,
+    /// New files examined at most per scan.
+    ///
     /// New files examined at most per scan; further ones wait for the next scan.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FILES_PER_SCAN)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_FILES_PER_SCAN, help_heading = DISCOVERY)]
     max_files_per_scan: usize,
+    /// Never probe files under this path prefix (repeatable).
+    ///
     /// Never probe files whose path (as the process sees it) starts with PREFIX, e.g. a toolchain directory
-    /// whose compilers link their own allocator (repeatable). Anonymous executables (memfd) are never probed.
-    #[arg(long, value_name = "PREFIX")]
+    /// whose compilers link their own allocator (repeatable; the environment variable holds one prefix).
+    /// Anonymous executables (memfd) are never probed.
+    #[arg(long, value_name = "PREFIX", help_heading = DISCOVERY)]
     discovery_exclude: Vec<String>,
+    /// Live allocations tracked at most, over all processes.
+    ///
     /// Live allocations tracked at most, over all processes: the size of the kernel's live-address map and
-    /// of the daemon's table (further ones are counted in `live_map_full`) [default: 2097152].
-    #[arg(long, value_name = "N")]
-    max_allocations: Option<u32>,
-    /// Distinct call stacks stored at most (further ones are accounted under an overflow stack)
-    /// [default: 65536].
-    #[arg(long, value_name = "N")]
-    max_stacks: Option<u32>,
+    /// of the daemon's table (further ones are counted in `live_map_full`).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ALLOCATIONS, help_heading = TABLES)]
+    max_allocations: u32,
+    /// Distinct call stacks stored at most.
+    ///
+    /// Distinct call stacks stored at most (further ones are accounted under an overflow stack).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_STACKS, help_heading = TABLES)]
+    max_stacks: u32,
+    /// Time series kept at most.
+    ///
     /// Time series kept at most: one per (process, stack), four per process (further ones get no growth
-    /// rate and are counted in `series_dropped`) [default: 20000].
-    #[arg(long, value_name = "N")]
-    max_series: Option<u32>,
-    /// Time between samples of live bytes and RSS, e.g. `5s` [default: 5s].
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    interval: Option<Duration>,
+    /// rate and are counted in `series_dropped`).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_SERIES, help_heading = TABLES)]
+    max_series: u32,
+    /// Time between samples of live bytes and RSS.
+    ///
+    /// Time between samples of live bytes and RSS, e.g. `5s`; at least `100ms`.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration, help_heading = TABLES)]
+    interval: Duration,
+    /// History kept and used for growth rates and verdicts.
+    ///
+    /// History kept and used for growth rates and verdicts, e.g. `10m`; at least two intervals.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration, help_heading = TABLES)]
+    window: Duration,
+    /// Track a weighted sample of allocations, or every one.
+    ///
     /// `sampled` tracks a size-weighted sample of allocations, cheap enough to leave on (figures are unbiased
     /// estimates); `full` tracks every allocation, exactly, at a higher cost per call.
-    #[arg(long, value_enum, default_value_t = Mode::Sampled)]
+    #[arg(long, value_enum, default_value_t = Mode::Sampled, help_heading = TRACKING)]
     mode: Mode,
+    /// How the allocating functions' returns are probed.
+    ///
     /// How the allocating functions' returns are probed. `session`: session uprobes (Linux 6.13+), one program
     /// at entry and return whose entry skips the return trap of every call it does not track (most calls in
     /// sampled mode); `plain`: an entry uprobe and a uretprobe, every call pays both traps; `auto`: session when
     /// the kernel has it, plain otherwise (`leakprobe status` shows which).
-    #[arg(long, value_enum, value_name = "KIND", default_value_t = ReturnProbes::Auto)]
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = ReturnProbes::Auto, help_heading = TRACKING)]
     return_probes: ReturnProbes,
+    /// Mean bytes allocated between two sampled allocations.
+    ///
     /// Mean bytes allocated between two sampled allocations, in sampled mode (e.g. `512KiB`, `64KiB`).
-    #[arg(long, value_name = "SIZE", default_value = "512KiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "512KiB", value_parser = parse_sample_interval, help_heading = TRACKING)]
     sample_interval: u64,
-    /// Where the malloc-family probes go (tier 1): `auto` attaches them only to processes whose anonymous
-    /// memory grows steadily (seen by tier 0) or that `leakprobe trace` names, and detaches them when their time
-    /// is up or the CPU budget says so; `all` probes every process, always (every allocator call of the host
-    /// traps); `off` only on request.
-    #[arg(long, value_enum, default_value_t = MallocProbes::Auto)]
-    malloc_probes: MallocProbes,
-    /// Tier 0: mean bytes of newly touched (write-faulted) pages between two sampled faults, whose stack is
-    /// recorded; every fault is counted.
-    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_size)]
-    fault_sample_interval: u64,
-    /// Escalate automatically only processes with this name (`comm`, exact); repeat for more names
-    /// [default: any process].
-    #[arg(long, value_name = "NAME")]
-    escalate_only: Vec<String>,
-    /// Processes with tier-1 probes at once, at most (automatic and requested).
-    #[arg(long, value_name = "N", default_value_t = 8)]
-    max_escalated: usize,
-    /// How long an automatic escalation keeps its probes, e.g. `10m`.
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
-    escalation_duration: Duration,
-    /// After an escalation ends, how long before the same process may be escalated automatically again.
-    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
-    escalation_cooldown: Duration,
-    /// CPU budget of the probes of each traced process, in percent of one core: over it, the process's sampling
-    /// interval is raised, then its probes are detached.
-    #[arg(long, value_name = "PERCENT", default_value_t = 1.0)]
-    cpu_budget_process: f64,
-    /// CPU budget of the whole daemon (probes of every tier plus its own CPU), in percent of one core: over it,
-    /// the tier-1 probes of the busiest process are detached.
-    #[arg(long, value_name = "PERCENT", default_value_t = 2.0)]
-    cpu_budget_host: f64,
+    /// Only this process: its allocations, frees and page faults.
+    ///
     /// Trace only this process (its allocations, frees and page faults; the probes stay system-wide, other
     /// processes pay a filtered uprobe hit). For `--mode full --unwind dwarf` on one busy process.
-    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..), help_heading = TRACKING)]
     pid: Option<u32>,
+    /// How allocation stacks are unwound.
+    ///
     /// How allocation stacks are unwound. `fp`: the kernel walks frame pointers (cheapest; stacks stop at code
     /// built without them, glibc included). `dwarf`: the return probe copies the user stack and the daemon
     /// unwinds it with the binaries' unwind tables (`.eh_frame`), whole stacks on any binary. `auto`: `dwarf`
     /// in sampled mode (few allocations pay the copy), `fp` in full mode.
-    #[arg(long, value_enum, default_value_t = UnwindMode::Auto)]
+    #[arg(long, value_enum, default_value_t = UnwindMode::Auto, help_heading = TRACKING)]
     unwind: UnwindMode,
+    /// Bytes of user stack copied per allocation with `--unwind dwarf`.
+    ///
     /// Bytes of user stack copied per reported allocation with `--unwind dwarf`: 4KiB to 32KiB, a multiple of
     /// 4KiB. Deeper stacks are cut (counted in `stacks_dwarf_truncated`).
-    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_stack_copy)]
+    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_stack_copy, help_heading = TRACKING)]
     stack_copy: u32,
-    /// History kept and used for growth rates and verdicts, e.g. `10m` [default: 10m].
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    window: Option<Duration>,
+    /// Where the malloc-family probes go (tier 1).
+    ///
+    /// Where the malloc-family probes go (tier 1): `auto` attaches them only to processes whose anonymous
+    /// memory grows steadily (seen by tier 0) or that `leakprobe trace` names, and detaches them when their time
+    /// is up or the CPU budget says so; `all` probes every process, always (every allocator call of the host
+    /// traps); `off` only on request.
+    #[arg(long, value_enum, default_value_t = MallocProbes::Auto, help_heading = TIERS)]
+    malloc_probes: MallocProbes,
+    /// Tier 0: mean bytes of touched pages between two sampled faults.
+    ///
+    /// Tier 0: mean bytes of newly touched (write-faulted) pages between two sampled faults, whose stack is
+    /// recorded; every fault is counted.
+    #[arg(long, value_name = "SIZE", default_value = "256KiB", value_parser = parse_sample_interval, help_heading = TIERS)]
+    fault_sample_interval: u64,
+    /// Escalate automatically only processes with this name (repeatable).
+    ///
+    /// Escalate automatically only processes with this name (`comm`, exact); repeat for more names (the
+    /// environment variable holds one name). Default: any process.
+    #[arg(long, value_name = "NAME", help_heading = TIERS)]
+    escalate_only: Vec<String>,
+    /// Processes with tier-1 probes at once, at most.
+    ///
+    /// Processes with tier-1 probes at once, at most (automatic and requested).
+    #[arg(long, value_name = "N", default_value_t = 8, help_heading = TIERS)]
+    max_escalated: usize,
+    /// How long an automatic escalation keeps its probes.
+    ///
+    /// How long an automatic escalation keeps its probes, e.g. `10m`.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration, help_heading = TIERS)]
+    escalation_duration: Duration,
+    /// Time before a process may be escalated again.
+    ///
+    /// After an escalation ends, how long before the same process may be escalated automatically again.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration, help_heading = TIERS)]
+    escalation_cooldown: Duration,
+    /// CPU budget of each traced process's probes, % of a core.
+    ///
+    /// CPU budget of the probes of each traced process, in percent of one core: over it, the process's sampling
+    /// interval is raised, then its probes are detached.
+    #[arg(long, value_name = "PERCENT", default_value_t = 1.0, help_heading = TIERS)]
+    cpu_budget_process: f64,
+    /// CPU budget of the whole daemon, % of a core.
+    ///
+    /// CPU budget of the whole daemon (probes of every tier plus its own CPU), in percent of one core: over it,
+    /// the tier-1 probes of the busiest process are detached.
+    #[arg(long, value_name = "PERCENT", default_value_t = 2.0, help_heading = TIERS)]
+    cpu_budget_host: f64,
+    /// Directory for state that outlives the daemon (OOM reports).
+    ///
     /// Directory for state that outlives the daemon: OOM reports are kept in its `oom/` subdirectory
     /// (created if missing).
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR, env = "LEAKPROBE_STATE_DIR")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR, env = "LEAKPROBE_STATE_DIR", help_heading = OOM)]
     state_dir: PathBuf,
+    /// OOM reports kept at most.
+    ///
     /// OOM reports kept at most; the oldest are removed first.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_REPORTS)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_REPORTS, help_heading = OOM)]
     max_oom_reports: usize,
-    /// Bytes of OOM report files kept at most; the oldest are removed first (the newest report always stays).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BYTES)]
+    /// Size of the OOM report files kept at most.
+    ///
+    /// Size of the OOM report files kept at most, e.g. `64MiB` (a plain number is bytes); the oldest are removed
+    /// first (the newest report always stays).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_bytes, help_heading = OOM)]
     max_oom_report_bytes: u64,
+    /// Do not log a line for each OOM kill.
+    ///
     /// Do not log a line for each OOM kill (reports are still written).
-    #[arg(long)]
+    #[arg(long, help_heading = OOM)]
     no_log_oom: bool,
+    /// Address (IP:PORT) of the Prometheus `/metrics` endpoint.
+    ///
     /// Address (IP:PORT) to serve Prometheus metrics on, over HTTP at `/metrics`.
-    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR, help_heading = METRICS)]
     metrics_addr: SocketAddr,
     /// Do not serve metrics.
-    #[arg(long, conflicts_with = "metrics_addr")]
+    #[arg(long, conflicts_with = "metrics_addr", help_heading = METRICS)]
     no_metrics: bool,
+    /// Stacks exported as labelled metric series.
+    ///
     /// Stacks exported as labelled metric series: the fastest-growing ones (at most 10000).
-    #[arg(long, value_name = "K", default_value_t = DEFAULT_TOP_STACKS)]
+    #[arg(long, value_name = "K", default_value_t = DEFAULT_TOP_STACKS, help_heading = METRICS)]
     metrics_top_stacks: usize,
+    /// Processes exported as labelled metric series.
+    ///
     /// Processes exported as labelled metric series: the K with the most heap bytes and the K whose RSS grows
     /// fastest (at most 10000).
-    #[arg(long, value_name = "K", default_value_t = DEFAULT_TOP_PROCESSES)]
+    #[arg(long, value_name = "K", default_value_t = DEFAULT_TOP_PROCESSES, help_heading = METRICS)]
     metrics_top_processes: usize,
+    /// Thresholds of the verdict rule: the `[verdict]` table of the `--config` file (no flags).
+    #[arg(skip)]
+    verdict: VerdictConfig,
+}
+
+impl RunArgs {
+    /// Sets the verdict thresholds (from the configuration file).
+    pub fn set_verdict(&mut self, verdict: VerdictConfig) {
+        self.verdict = verdict;
+    }
 }
 
 /// How allocations are tracked.
@@ -206,13 +299,22 @@ fn parse_stack_copy(text: &str) -> Result<u32, String> {
     Ok(bytes)
 }
 
-/// `512KiB`, `1 MiB`, `4096`: a size in bytes.
-fn parse_size(text: &str) -> Result<u64, String> {
+/// `512KiB`, `1 MiB`, `4096`: a size in bytes, at least 1.
+fn parse_bytes(text: &str) -> Result<u64, String> {
     let size: bytesize::ByteSize = text.parse().map_err(|e| format!("{text:?} is not a size like 512KiB: {e}"))?;
-    if size.as_u64() == 0 || size.as_u64() > leakprobe_common::MAX_SAMPLE_INTERVAL {
-        return Err("the sample interval must be between 1 byte and 1 TiB".into());
+    if size.as_u64() == 0 {
+        return Err("the size must be at least 1 byte".into());
     }
     Ok(size.as_u64())
+}
+
+/// A sampling interval: a size between 1 byte and 1 TiB.
+fn parse_sample_interval(text: &str) -> Result<u64, String> {
+    let bytes = parse_bytes(text)?;
+    if bytes > leakprobe_common::MAX_SAMPLE_INTERVAL {
+        return Err("the sample interval must be between 1 byte and 1 TiB".into());
+    }
+    Ok(bytes)
 }
 
 pub async fn run(args: RunArgs) -> Result<()> {
@@ -221,15 +323,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
 /// The daemon's configuration from the command line (and the configuration file it names).
 pub fn config(args: RunArgs) -> Result<DaemonConfig> {
-    let file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
     let socket_mode = u32::from_str_radix(args.socket_mode.trim_start_matches("0o"), 8)
         .with_context(|| format!("--socket-mode {:?} is not an octal mode", args.socket_mode))?;
     let socket_group = args.socket_group.as_deref().map(crate::server::resolve_group).transpose()?;
-    let interval = args.interval.or(file.interval).unwrap_or(DEFAULT_INTERVAL);
-    let window = args.window.or(file.window).unwrap_or(DEFAULT_WINDOW);
+    let (interval, window) = (args.interval, args.window);
     ensure!(interval >= Duration::from_millis(100), "--interval must be at least 100ms");
     ensure!(args.rescan_interval >= Duration::from_millis(100), "--rescan-interval must be at least 100ms");
     ensure!(args.max_files_per_scan > 0, "--max-files-per-scan must be at least 1");
@@ -240,11 +337,11 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
         addr: args.metrics_addr,
         limits: MetricsLimits { top_stacks: args.metrics_top_stacks, top_processes: args.metrics_top_processes },
     });
-    let max_allocations = args.max_allocations.or(file.max_allocations).unwrap_or(DEFAULT_MAX_ALLOCATIONS);
+    let max_allocations = args.max_allocations;
     let limits = Limits {
         max_allocations: max_allocations as usize,
-        max_stacks: args.max_stacks.or(file.max_stacks).unwrap_or(DEFAULT_MAX_STACKS) as usize,
-        max_series: args.max_series.or(file.max_series).unwrap_or(DEFAULT_MAX_SERIES) as usize,
+        max_stacks: args.max_stacks as usize,
+        max_series: args.max_series as usize,
     };
     let sample_interval = if args.mode == Mode::Sampled { args.sample_interval } else { 0 };
     ensure!(
@@ -290,7 +387,7 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
         analysis: AnalysisConfig {
             interval_s: interval.as_secs_f64(),
             window_s: window.as_secs_f64(),
-            verdict: file.verdict,
+            verdict: args.verdict,
             sample_interval,
         },
         state_dir: args.state_dir,
