@@ -12,6 +12,7 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod export;
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub mod ingest;
 pub mod metrics;

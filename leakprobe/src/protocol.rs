@@ -29,8 +29,6 @@ pub use tiers::{
     TraceMode, TraceRequest, TraceResponse,
 };
 
-/// Path prefix of the current API version.
-pub const API_PREFIX: &str = "/v1";
 /// Path of the status endpoint.
 pub const STATUS_PATH: &str = "/v1/status";
 /// Path of the top endpoint.

@@ -124,7 +124,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         bail!("--ingest-seconds must be between 0.1 and 60");
     }
     crate::setup::ensure_bench_peers()?;
-    tasks::build(root, env)?;
+    tasks::build_bench(root, env)?;
     let dir = root.join("target").join("bench");
     std::fs::create_dir_all(&dir)?;
     let work = Workload::compile(root, &dir)?;

@@ -17,6 +17,11 @@ pub fn build(root: &Path, env: &ToolEnv) -> Result<()> {
     check(cargo(root, env).args(["build", "--release", "--package", "leakprobe"]))
 }
 
+/// The release daemon with the hidden benchmark subcommands (`bench-ingest`, `bench-unwind`).
+pub fn build_bench(root: &Path, env: &ToolEnv) -> Result<()> {
+    check(cargo(root, env).args(["build", "--release", "--package", "leakprobe", "--features", "bench"]))
+}
+
 pub fn run_daemon(root: &Path, args: &[String]) -> Result<()> {
     let binary = root.join("target").join("release").join("leakprobe");
     check(Command::new(binary).arg("run").args(args))
@@ -30,7 +35,8 @@ pub fn run(root: &Path, env: &ToolEnv, args: &[String]) -> Result<()> {
 pub fn test(root: &Path, env: &ToolEnv, args: &[String]) -> Result<()> {
     // The integration tests run the daemon binary next to them (target/debug/leakprobe); cargo only builds
     // a package's binaries for that package's own integration tests, so build it explicitly.
-    check(cargo(root, env).args(["build", "--package", "leakprobe", "--bins"]))?;
+    // With the benchmark subcommands: the ingest test runs `leakprobe bench-ingest`.
+    check(cargo(root, env).args(["build", "--package", "leakprobe", "--bins", "--features", "bench"]))?;
     // nextest runs every test in its own process, fails when no test ran, and prints one summary line.
     check(cargo(root, env).args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(args))
 }

@@ -1,6 +1,8 @@
 //! The command line: `leakprobe run` (the daemon) and the client commands that query it.
 
+#[cfg(feature = "bench")]
 mod bench_ingest;
+#[cfg(feature = "bench")]
 mod bench_unwind;
 mod client;
 mod export;
@@ -57,11 +59,13 @@ enum Command {
     /// Attach the malloc-family probes to one process (tier 1), or detach them with --stop.
     Trace(trace::TraceArgs),
     /// Measure the daemon's stack unwinding on this process's own stack (for `cargo xtask bench`).
+    #[cfg(feature = "bench")]
     #[command(hide = true)]
     BenchUnwind(bench_unwind::BenchUnwindArgs),
     /// Measure the daemon's ingest end to end: the eBPF object's event generator fills the real ring buffer at a
     /// given rate on one CPU, the daemon's ingest and state tasks consume it on another (for `cargo xtask bench`;
     /// needs root).
+    #[cfg(feature = "bench")]
     #[command(hide = true)]
     BenchIngest(bench_ingest::BenchIngestArgs),
 }
@@ -163,6 +167,7 @@ impl Cli {
 
     /// Runs the command.
     pub fn run(self) -> Result<()> {
+        #[cfg(feature = "bench")]
         if let Command::BenchIngest(args) = &self.command {
             // Outside any runtime: it blocks on the state owner's replies, and runs its own runtime on one CPU.
             return bench_ingest::run(args);
@@ -185,7 +190,9 @@ impl Cli {
                 Command::Export(args) => export::run(args).await,
                 Command::Faults(args) => faults::run(args).await,
                 Command::Trace(args) => trace::run(args).await,
+                #[cfg(feature = "bench")]
                 Command::BenchUnwind(args) => bench_unwind::run(&args),
+                #[cfg(feature = "bench")]
                 Command::BenchIngest(_) => unreachable!("run before the runtime starts"),
             }
         })

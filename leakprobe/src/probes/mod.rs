@@ -479,11 +479,6 @@ impl Probes {
         self.malloc_scope
     }
 
-    /// Whether OOM kills are reported (the tracepoint exists and its program is attached).
-    pub fn oom_enabled(&self) -> bool {
-        self.oom
-    }
-
     /// The attached tracepoints.
     pub fn tracepoints(&self) -> &[AttachPoint] {
         &self.tracepoints

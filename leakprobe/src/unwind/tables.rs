@@ -1,7 +1,7 @@
 //! The unwind tables of one binary (`.eh_frame` with `.eh_frame_hdr`, or `.debug_frame`), read once per binary
 //! and shared by every process that maps it.
 
-use std::{fs::File, ops::Range, os::unix::fs::MetadataExt as _, path::Path, sync::Arc};
+use std::{fs::File, ops::Range, os::unix::fs::MetadataExt as _, sync::Arc};
 
 use framehop::ExplicitModuleSectionInfo;
 use object::{Object as _, ObjectSection as _, ObjectSegment as _, ReadCache};
@@ -64,13 +64,6 @@ impl BinaryTables {
             return Err(TableError::Replaced { path });
         }
         Self::parse(&file, &path)
-    }
-
-    /// Reads the tables of the ELF file `path` (no mapping check).
-    pub fn read_path(path: &Path) -> Result<Self, TableError> {
-        let name = path.display().to_string();
-        let file = File::open(path).map_err(|source| TableError::Io { path: name.clone(), source })?;
-        Self::parse(&file, &name)
     }
 
     fn parse(file: &File, path: &str) -> Result<Self, TableError> {
