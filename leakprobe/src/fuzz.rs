@@ -15,9 +15,9 @@ use tokio::{
 use crate::{
     config::FileConfig,
     core::table::{AnalysisConfig, Limits, Table, TickTimes},
-    daemon::state::Request,
     oom::{OomRequest, store},
     protocol::{OomListResponse, ProcessesResponse, TopResponse},
+    queries::Query,
 };
 
 /// Ring-buffer records, as the kernel could write them: the input is split into records by a 2-byte length
@@ -106,12 +106,12 @@ fn serve_one_connection(data: &[u8]) -> Vec<u8> {
 
 /// Answers like a daemon that has seen nothing yet; status and metrics go unanswered (the client gets the
 /// daemon's 503), as when the state owner is gone.
-async fn empty_state_owner(mut requests: mpsc::Receiver<Request>, mut oom: mpsc::Receiver<OomRequest>) {
+async fn empty_state_owner(mut requests: mpsc::Receiver<Query>, mut oom: mpsc::Receiver<OomRequest>) {
     loop {
         tokio::select! {
             Some(request) = requests.recv() => match request {
-                Request::Top(_, reply) => { let _ = reply.send(TopResponse { stacks: Vec::new(), estimated: false }); }
-                Request::Processes(_, reply) => { let _ = reply.send(ProcessesResponse { processes: Vec::new(), estimated: false }); }
+                Query::Top(_, reply) => { let _ = reply.send(TopResponse { stacks: Vec::new(), estimated: false }); }
+                Query::Processes(_, reply) => { let _ = reply.send(ProcessesResponse { processes: Vec::new(), estimated: false }); }
                 _ => {}
             },
             Some(request) = oom.recv() => match request {

@@ -3,7 +3,7 @@
 //! Floors, each using only the ones below it:
 //! - ground: [`privileges`] (capabilities, used by every thread the daemon starts);
 //! - pure core: [`core`] (table, stack interning), [`protocol`], [`export`];
-//! - middle: [`probes`], [`ingest`], [`symbolize`], [`unwind`] (stacks from stack copies), [`procfs`], [`oom`]
+//! - middle: [`queries`] (what the server asks the daemon), [`probes`], [`ingest`], [`symbolize`], [`unwind`] (stacks from stack copies), [`procfs`], [`oom`]
 //!   (report store), [`metrics`] (exposition and its HTTP endpoint);
 //! - top: [`server`], [`daemon`], [`cli`], [`config`]; [`fuzz`] (entry points of the fuzz targets).
 
@@ -21,6 +21,10 @@ pub mod privileges;
 pub mod probes;
 pub mod procfs;
 pub mod protocol;
+pub mod queries;
 pub mod server;
 pub mod symbolize;
 pub mod unwind;
+
+#[cfg(test)]
+mod module_graph_tests;

@@ -21,13 +21,13 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    daemon::state::Request,
     export::{self, ExportContext, ExportError},
     oom::OomRequest,
     protocol::{
         EXPORT_PATH, ErrorResponse, ExportQuery, FAULTS_PATH, FaultsQuery, MAX_TOP_LIMIT, OOM_PATH, PROCESSES_PATH,
         STACKS_PATH, STATUS_PATH, TOP_PATH, TRACE_PATH, TopQuery, TraceRequest, oom::valid_id,
     },
+    queries::Query as StateQuery,
 };
 
 /// Why the socket could not be set up.
@@ -168,14 +168,14 @@ impl IntoResponse for ApiError {
 /// Where the handlers send their questions: the state owner, and the OOM report thread.
 #[derive(Clone)]
 struct Api {
-    requests: mpsc::Sender<Request>,
+    requests: mpsc::Sender<StateQuery>,
     oom: mpsc::Sender<OomRequest>,
 }
 
 /// Serves until `shutdown` is cancelled.
 pub async fn serve(
     listener: UnixListener,
-    requests: mpsc::Sender<Request>,
+    requests: mpsc::Sender<StateQuery>,
     oom: mpsc::Sender<OomRequest>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -200,7 +200,7 @@ fn routes() -> Vec<(Method, String, MethodRouter<Api>)> {
 }
 
 /// The API's routes, answering through `requests` (the state owner) and `oom` (the report thread).
-pub fn router(requests: mpsc::Sender<Request>, oom: mpsc::Sender<OomRequest>) -> Router {
+pub fn router(requests: mpsc::Sender<StateQuery>, oom: mpsc::Sender<OomRequest>) -> Router {
     let mut by_path: std::collections::BTreeMap<String, MethodRouter<Api>> = std::collections::BTreeMap::new();
     for (_, path, handler) in routes() {
         let merged = match by_path.remove(&path) {
@@ -225,7 +225,7 @@ async fn ask<R, T>(to: &mpsc::Sender<R>, make: impl FnOnce(oneshot::Sender<T>) -
 }
 
 async fn status(State(api): State<Api>) -> Result<Response, ApiError> {
-    Ok(Json(ask(&api.requests, Request::Status).await?).into_response())
+    Ok(Json(ask(&api.requests, StateQuery::Status).await?).into_response())
 }
 
 async fn oom_list(State(api): State<Api>) -> Result<Response, ApiError> {
@@ -252,7 +252,7 @@ fn checked(path: &str, query: Result<Query<TopQuery>, QueryRejection>) -> Result
 
 async fn top(State(api): State<Api>, query: Result<Query<TopQuery>, QueryRejection>) -> Result<Response, ApiError> {
     let query = checked(TOP_PATH, query)?;
-    Ok(Json(ask(&api.requests, |tx| Request::Top(query, tx)).await?).into_response())
+    Ok(Json(ask(&api.requests, |tx| StateQuery::Top(query, tx)).await?).into_response())
 }
 
 async fn stacks(State(api): State<Api>, query: Result<Query<TopQuery>, QueryRejection>) -> Result<Response, ApiError> {
@@ -261,7 +261,7 @@ async fn stacks(State(api): State<Api>, query: Result<Query<TopQuery>, QueryReje
         return Err(ApiError(StatusCode::BAD_REQUEST, format!("{STACKS_PATH} needs pid=PID")));
     }
     query.limit = Some(query.limit.unwrap_or(MAX_TOP_LIMIT));
-    Ok(Json(ask(&api.requests, |tx| Request::Top(query, tx)).await?).into_response())
+    Ok(Json(ask(&api.requests, |tx| StateQuery::Top(query, tx)).await?).into_response())
 }
 
 async fn processes(
@@ -269,7 +269,7 @@ async fn processes(
     query: Result<Query<TopQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let query = checked(PROCESSES_PATH, query)?;
-    Ok(Json(ask(&api.requests, |tx| Request::Processes(query, tx)).await?).into_response())
+    Ok(Json(ask(&api.requests, |tx| StateQuery::Processes(query, tx)).await?).into_response())
 }
 
 async fn faults(
@@ -279,7 +279,7 @@ async fn faults(
     let Query(query) = query.map_err(|rejection| {
         ApiError(StatusCode::BAD_REQUEST, format!("bad query for {FAULTS_PATH}: {}", rejection.body_text()))
     })?;
-    Ok(Json(ask(&api.requests, |tx| Request::Faults(query, tx)).await?).into_response())
+    Ok(Json(ask(&api.requests, |tx| StateQuery::Faults(query, tx)).await?).into_response())
 }
 
 /// The answer of a trace request, or its error with the status the state owner chose.
@@ -299,7 +299,7 @@ async fn trace(
     let Json(request) = body.map_err(|rejection| {
         ApiError(StatusCode::BAD_REQUEST, format!("bad body for POST {TRACE_PATH}: {}", rejection.body_text()))
     })?;
-    traced(ask(&api.requests, |tx| Request::Trace(request, tx)).await?)
+    traced(ask(&api.requests, |tx| StateQuery::Trace(request, tx)).await?)
 }
 
 /// Query of `DELETE /v1/trace`.
@@ -316,7 +316,7 @@ async fn untrace(
     let Query(query) = query.map_err(|rejection| {
         ApiError(StatusCode::BAD_REQUEST, format!("bad query for DELETE {TRACE_PATH}: {}", rejection.body_text()))
     })?;
-    traced(ask(&api.requests, |tx| Request::Untrace(query.pid, tx)).await?)
+    traced(ask(&api.requests, |tx| StateQuery::Untrace(query.pid, tx)).await?)
 }
 
 /// The live heap (the [`MAX_TOP_LIMIT`] stacks with the most live bytes) in the asked format.
@@ -328,7 +328,7 @@ async fn export(
         ApiError(StatusCode::BAD_REQUEST, format!("bad query for {EXPORT_PATH}: {}", rejection.body_text()))
     })?;
     let top = TopQuery { pid: query.pid, limit: Some(MAX_TOP_LIMIT), ..TopQuery::default() };
-    let response = ask(&api.requests, |tx| Request::Top(top, tx)).await?;
+    let response = ask(&api.requests, |tx| StateQuery::Top(top, tx)).await?;
     let time_unix_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));

@@ -43,6 +43,7 @@ use crate::{
     daemon::{self, Consumers, state::Request},
     probes::{Maps, Probes, generator::Generator},
     protocol::{StatusResponse, TopQuery},
+    queries::Query,
 };
 
 #[derive(Debug, Args)]
@@ -477,7 +478,7 @@ struct Counters {
 
 impl Counters {
     fn read(requests: &mpsc::Sender<Request>) -> Result<Self> {
-        let status = ask(requests, Request::Status)?;
+        let status = ask(requests, |reply| Query::Status(reply).into())?;
         Ok(Self::from_status(&status))
     }
 
@@ -499,7 +500,7 @@ impl Counters {
 /// Process `pid` in `/v1/processes` (all zeroes when the table does not hold it).
 fn table_view(requests: &mpsc::Sender<Request>, pid: u32) -> Result<TableView> {
     let query = TopQuery { pid: Some(pid), ..TopQuery::default() };
-    let response = ask(requests, |reply| Request::Processes(query, reply))?;
+    let response = ask(requests, |reply| Query::Processes(query, reply).into())?;
     Ok(response
         .processes
         .into_iter()

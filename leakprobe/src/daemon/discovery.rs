@@ -17,7 +17,7 @@ use std::{
 
 use tokio::sync::mpsc as tokio_mpsc;
 
-use super::state::Request;
+use super::messages::Request;
 use crate::probes::{Probes, discover::Discovery};
 
 /// How long after `execve` a process is scanned: the dynamic loader has mapped its libraries by then.

@@ -7,6 +7,7 @@
 
 pub mod discovery;
 mod folios;
+mod messages;
 pub mod oom;
 mod purge;
 mod query;
@@ -58,6 +59,7 @@ use crate::{
     probes::{self, MallocProbes, Maps, ProbeConfig, Probes, discover::Discovery},
     procfs::Clock,
     protocol::DiscoveryStatus,
+    queries::Query,
     server,
     symbolize::{CacheLimits, SymbolizerHandle},
     unwind::{UnwindLimits, Unwinder},
@@ -105,7 +107,7 @@ struct StateSnapshots {
 impl SnapshotSource for StateSnapshots {
     async fn snapshot(&self) -> Option<MetricsSnapshot> {
         let (tx, rx) = oneshot::channel();
-        self.requests.send(Request::Metrics(self.limits, tx)).await.ok()?;
+        self.requests.send(Request::Query(Query::Metrics(self.limits, tx))).await.ok()?;
         rx.await.ok()
     }
 }
@@ -256,6 +258,8 @@ pub struct Consumers {
 pub struct Running {
     /// Requests to the state owner.
     pub requests: mpsc::Sender<Request>,
+    /// Where the server sends its queries.
+    pub queries: mpsc::Sender<Query>,
     /// Requests to the OOM report thread (the server's `/v1/oom`).
     pub oom_reports: mpsc::Sender<OomRequest>,
     /// The discovery thread's end of the queue whose handle the state owner holds.
@@ -360,8 +364,19 @@ impl Consumers {
             state.run(batch_rx, request_rx, token).await;
             Ok("state")
         });
+        let (queries, mut query_rx) = mpsc::channel::<Query>(64);
+        let forward = self.requests.clone();
+        // The server's queries join the state owner's one queue; this ends with the server's senders or the state.
+        tokio::spawn(async move {
+            while let Some(query) = query_rx.recv().await {
+                if forward.send(Request::Query(query)).await.is_err() {
+                    break;
+                }
+            }
+        });
         Running {
             requests: self.requests,
+            queries,
             oom_reports: self.oom_reports,
             discovery_commands: self.discovery_commands,
             threads: self.threads,
@@ -393,7 +408,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let shutdown = CancellationToken::new();
     let consumers = Consumers::new(&config, maps, probes.return_probes(), discovery.enabled(), started)?;
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
-    let Running { requests: request_tx, oom_reports: oom_tx, discovery_commands: commands, threads } =
+    let Running { requests: request_tx, queries, oom_reports: oom_tx, discovery_commands: commands, threads } =
         consumers.spawn(&mut tasks, &shutdown);
 
     attach(&mut probes, &mut discovery, &config.probes, &request_tx).await?;
@@ -404,11 +419,10 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     // The last step that needed more than the kept capabilities: the other threads dropped them when they started.
     privileges::drop_in_this_thread();
     log::info!("capabilities kept: {}", privileges::describe_effective());
-    let server_requests = request_tx.clone();
     log::info!("serving on {}", config.socket.display());
     let token = shutdown.clone();
     tasks.spawn(async move {
-        server::serve(listener, server_requests, oom_tx, token).await.context("serving the socket API")?;
+        server::serve(listener, queries, oom_tx, token).await.context("serving the socket API")?;
         Ok("server")
     });
     if let (Some(listener), Some(metrics)) = (metrics_listener, config.metrics) {

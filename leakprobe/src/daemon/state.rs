@@ -15,14 +15,8 @@ use leakprobe_common::{Counter, Event, FAULT_PROGRAM, MMAP_PROGRAM, OOM_PROGRAM}
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    discovery::DiscoveryHandle,
-    folios,
-    oom::OomTracker,
-    purge::PurgeJob,
-    query,
-    tiers::{Tiers, TraceError},
-};
+pub use super::messages::Request;
+use super::{discovery::DiscoveryHandle, folios, oom::OomTracker, purge::PurgeJob, query, tiers::Tiers};
 use crate::{
     core::table::{Applied, Table},
     core::{
@@ -31,57 +25,15 @@ use crate::{
     },
     ingest::Batch,
     metrics::{MetricsLimits, MetricsSnapshot},
-    probes::discover::AttachPidError,
     procfs::{self, Clock},
     protocol::{
         AnalysisSettings, AttachPoint, DiscoveryStatus, FaultsQuery, FaultsResponse, ProcessIdentity,
-        ProcessesResponse, ProgramStats, SortBy, StackReport, StatusResponse, TableSizes, TopQuery, TopResponse,
-        TraceRequest, TraceResponse, UnwindSettings,
+        ProcessesResponse, SortBy, StackReport, StatusResponse, TableSizes, TopQuery, TopResponse, UnwindSettings,
     },
+    queries::Query,
     symbolize::{StackRequest, SymbolizerHandle},
     unwind::UnwindStats,
 };
-
-/// A message to the state owner.
-#[derive(Debug)]
-pub enum Request {
-    /// Stacks for `/v1/top` and `/v1/stacks`.
-    Top(TopQuery, oneshot::Sender<TopResponse>),
-    Processes(TopQuery, oneshot::Sender<ProcessesResponse>),
-    Status(oneshot::Sender<StatusResponse>),
-    /// RSS samples for tick `tick`, read off the state task at `read_ns`; the tick is recorded when they
-    /// arrive.
-    Tick {
-        tick: u64,
-        samples: Vec<(u32, RssSample, Option<String>)>,
-        read_ns: u64,
-        /// Tracked processes gone from `/proc` (or zombies) at `read_ns`.
-        gone: Vec<u32>,
-    },
-    /// The probes are attached (sent once, after attach).
-    Attached(Vec<AttachPoint>),
-    /// A snapshot for one scrape of `/metrics`.
-    Metrics(MetricsLimits, oneshot::Sender<MetricsSnapshot>),
-    /// What discovery attached to, found and spent (sent after each scan).
-    Discovery {
-        points: Vec<AttachPoint>,
-        status: Box<DiscoveryStatus>,
-        counters: BTreeMap<String, u64>,
-    },
-    /// Tier 0's fault stacks for `/v1/faults`.
-    Faults(FaultsQuery, oneshot::Sender<FaultsResponse>),
-    /// `POST /v1/trace`.
-    Trace(TraceRequest, oneshot::Sender<Result<TraceResponse, TraceError>>),
-    /// `DELETE /v1/trace?pid=PID`.
-    Untrace(u32, oneshot::Sender<Result<TraceResponse, TraceError>>),
-    /// The discovery thread attached (or failed to attach) tier 1's probes to a process.
-    Tier1Attached {
-        pid: u32,
-        result: Result<(), AttachPidError>,
-    },
-    /// Run-time statistics of the loaded programs, asked for by the CPU budget.
-    ProgramStats(Vec<ProgramStats>),
-}
 
 /// The state and what it needs to answer.
 pub struct State {
@@ -315,7 +267,7 @@ impl State {
                 self.sweep(gone, read_ns);
                 self.tick(tick, &samples, TickTimes { heap_ns: self.as_of_ns, rss_ns: read_ns });
             }
-            Request::Processes(query, reply) => {
+            Request::Query(Query::Processes(query, reply)) => {
                 let mut processes = query::processes(&self.table, &query, procfs::monotonic_ns());
                 for process in &mut processes {
                     process.identity = self.identities.get(&process.pid).cloned().unwrap_or_default();
@@ -323,17 +275,19 @@ impl State {
                 let estimated = self.table.config().sample_interval > 0;
                 let _ = reply.send(ProcessesResponse { processes, estimated });
             }
-            Request::Status(reply) => {
+            Request::Query(Query::Status(reply)) => {
                 let _ = reply.send(self.status());
             }
-            Request::Metrics(limits, reply) => self.metrics(limits, reply),
-            Request::Trace(request, reply) => self.tiers.trace(&request, &mut self.table, self.clock, reply),
+            Request::Query(Query::Metrics(limits, reply)) => self.metrics(limits, reply),
+            Request::Query(Query::Trace(request, reply)) => {
+                self.tiers.trace(&request, &mut self.table, self.clock, reply);
+            }
             Request::Tier1Attached { pid, result } => self.tiers.attached(pid, result, &mut self.table, self.clock),
             Request::ProgramStats(stats) => self.tiers.budget(stats, &mut self.table),
-            Request::Untrace(pid, reply) => {
+            Request::Query(Query::Untrace(pid, reply)) => {
                 let _ = reply.send(self.tiers.untrace(pid, &mut self.table, self.clock));
             }
-            Request::Faults(query, reply) => {
+            Request::Query(Query::Faults(query, reply)) => {
                 let (reports, stacks) = self.tiers.faults(&query, self.clock);
                 let symbolizer = self.symbolizer.clone();
                 let sample_interval_bytes = self.tiers.faults.interval();
@@ -354,7 +308,7 @@ impl State {
                     let _ = reply.send(FaultsResponse { processes, sample_interval_bytes });
                 });
             }
-            Request::Top(query, reply) => {
+            Request::Query(Query::Top(query, reply)) => {
                 let (mut reports, stacks) = query::stacks(&self.table, &query, self.clock, procfs::monotonic_ns());
                 for report in &mut reports {
                     report.identity = self.identities.get(&report.pid).cloned().unwrap_or_default();

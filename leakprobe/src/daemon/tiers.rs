@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// Why a trace request was refused: an HTTP status and a message.
-pub type TraceError = (u16, String);
+pub use crate::queries::TraceError;
 
 /// Program totals at the previous budget check.
 #[derive(Clone, Copy, Debug, Default)]
