@@ -28,6 +28,7 @@ use crate::{
     protocol::MAX_TOP_LIMIT,
 };
 
+#[expect(clippy::struct_excessive_bools, reason = "clap flags: each is a switch of its own")]
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// TOML configuration file (see the README); flags override it.
@@ -104,6 +105,11 @@ pub struct RunArgs {
     /// [default: any process].
     #[arg(long, value_name = "NAME")]
     escalate_only: Vec<String>,
+    /// When a Java process (`HotSpot`, JDK 17+) is escalated or traced, ask it for its perf map (`jcmd PID
+    /// Compiler.perfmap`, run as its user, in its namespaces, bounded in time; again every 30 s while
+    /// escalated), so that compiled Java frames are named. See docs/languages.md.
+    #[arg(long)]
+    java_perfmap: bool,
     /// Processes with tier-1 probes at once, at most (automatic and requested).
     #[arg(long, value_name = "N", default_value_t = 8)]
     max_escalated: usize,
@@ -300,6 +306,7 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
         tier1,
         fault_limits: FaultLimits::default(),
         escalate_only: args.escalate_only,
+        java_perfmap: args.java_perfmap,
     };
     Ok(config)
 }
