@@ -79,7 +79,10 @@ impl Drop for PerfMapFile {
 #[test]
 fn node_jit_frames_are_named_from_the_perf_map() {
     let daemon = daemon("node", &[]);
-    let mut fixture = Fixture::spawn("node", &["--perf-basic-prof", NODE_LEAK_JS]);
+    // V8 also writes a log of its own with `--perf-basic-prof`: into the daemon's temporary directory.
+    let logfile = format!("--logfile={}", daemon.dir().join("node-v8.log").display());
+    let mut fixture =
+        Fixture::spawn("node", &["--perf-basic-prof", &logfile, "--no-logfile-per-isolate", NODE_LEAK_JS]);
     let _map = PerfMapFile(fixture.pid());
     fixture.wait_line("ready");
     let pid = fixture.pid();
