@@ -188,19 +188,17 @@ fn a_fault_that_maps_a_transparent_huge_page_counts_the_whole_page() {
     assert!(status["daemon_counters"]["fault_large_folios"].as_u64() >= Some(huge_pages), "{status:#}");
 }
 
+/// A daemon escalating automatically, fast (ticks of 200 ms, a 6 s window), only processes named `comm`: the
+/// test must not attach probes to other processes growing on the host.
+fn auto_daemon(comm: &str, extra: &[&str]) -> Daemon {
+    let mut args = vec!["--malloc-probes", "auto", "--interval", "200ms", "--window", "6s", "--escalate-only", comm];
+    args.extend_from_slice(extra);
+    Daemon::start_with_args(&args)
+}
+
 #[test]
 fn a_steady_leaker_is_escalated_automatically_and_reported_exactly_while_a_busy_process_is_not() {
-    let daemon = Daemon::start_with_args(&[
-        "--malloc-probes",
-        "auto",
-        "--interval",
-        "200ms",
-        "--window",
-        "6s",
-        // Only the fixtures: the test must not attach probes to other processes growing on the host.
-        "--escalate-only",
-        "tier0",
-    ]);
+    let daemon = auto_daemon("tier0", &[]);
     let started = Instant::now();
     // 64 KiB every 20 ms: 3.2 MB/s of anonymous memory, steadily.
     let leaker = spawn(&["leakloop", "20"]);
@@ -307,19 +305,7 @@ fn trace_attaches_on_request_and_the_budget_detaches_a_malloc_heavy_process() {
 
 #[test]
 fn a_process_shed_by_the_budget_shows_frozen_stacks_while_its_memory_keeps_growing() {
-    let daemon = Daemon::start_with_args(&[
-        "--malloc-probes",
-        "auto",
-        "--interval",
-        "200ms",
-        "--window",
-        "6s",
-        "--cpu-budget-process",
-        "1",
-        // Only the fixtures: the test must not attach probes to other processes growing on the host.
-        "--escalate-only",
-        "tier0",
-    ]);
+    let daemon = auto_daemon("busyleak", &["--cpu-budget-process", "1"]);
     // 64 KiB every 20 ms (3.2 MB/s) leaked from loop_leak, next to malloc/free pairs flat out: escalated for its
     // growth, its probes then cost far over 1% of a core, and the budget sheds it while the leak goes on.
     let fixture = spawn(&["busyleak", "20"]);
