@@ -142,10 +142,13 @@ mod tests {
         let process = t.processes(Some(1), None).next().expect("process 1");
         assert_eq!(process.analysis.verdict, Verdict::Plateau, "its anonymous memory stopped growing: {process:?}");
         assert_eq!(stack_verdict(&t, &[0xa]), Verdict::Frozen);
-        // A free seen after the detach (an event still in the ring buffer) changes the figures, not the verdict.
+        // Events seen after the detach (still in the ring buffer) change the figures, not the verdict, even of a
+        // stack they show for the first time.
         t.apply(&free(1, 0x1000));
+        t.apply(&alloc(1, 0x10_0000, 64, &[0xd], 250 * SEC));
         t.tick(50, at(251 * SEC));
         assert_eq!(stack_verdict(&t, &[0xa]), Verdict::Frozen);
+        assert_eq!(stack_verdict(&t, &[0xd]), Verdict::Frozen);
         assert!(!t.freeze(2, 0, "unknown"), "nothing to freeze");
     }
 }

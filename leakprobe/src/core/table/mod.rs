@@ -441,7 +441,11 @@ impl Table {
                     truncated: self.stacks.truncated(*stack),
                     stack_hash: self.stacks.hash(*stack),
                     stats: agg.stats,
-                    analysis: agg.analysis,
+                    // A stack first seen after the detach (an event still in the ring buffer) is frozen too.
+                    analysis: match process.frozen {
+                        Some(_) => Analysis { verdict: Verdict::Frozen, ..agg.analysis },
+                        None => agg.analysis,
+                    },
                     series: agg.series.as_ref(),
                     frozen: process.frozen.as_ref(),
                 })
