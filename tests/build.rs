@@ -117,6 +117,26 @@ fn build_frameless(manifest: &Path, out: &Path) {
     println!("cargo:rustc-env=FRAMELESS_CXX={}", cxx.display());
 }
 
+/// The Go fixture, with Debian's Go toolchain (`golang-go`, installed by `cargo xtask setup`): one file, no
+/// module, its build cache in `OUT_DIR`.
+fn build_go(manifest: &Path, out: &Path) {
+    let src = manifest.join("fixtures/golang/main.go");
+    println!("cargo:rerun-if-changed={}", src.display());
+    let bin = out.join("golang_leak");
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .env("GOCACHE", out.join("gocache"))
+        .env("GO111MODULE", "off")
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run go to build {} (cargo xtask setup installs golang-go): {e}", src.display())
+        });
+    assert!(status.success(), "go build failed for {} ({status})", src.display());
+    println!("cargo:rustc-env=GOLANG_LEAK={}", bin.display());
+}
+
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR is set by cargo"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
@@ -162,6 +182,7 @@ fn main() {
 
     build_alloc_leakers(&manifest, &out);
     build_frameless(&manifest, &out);
+    build_go(&manifest, &out);
 
     println!("cargo:rustc-env=LEAKER_C={}", leaker.display());
     println!("cargo:rustc-env=LEAKER_C_SRC={}", leaker_src.display());

@@ -175,15 +175,27 @@ pub struct StackReport {
     pub truncated: bool,
     /// Growth of this stack's live bytes.
     pub growth: GrowthReport,
-    /// `leaking`, `plateau`, `churn` or `new`.
+    /// `leaking`, `plateau`, `churn` or `new`; `frozen` while the process's probes are detached.
     pub verdict: Verdict,
     /// Ages of this stack's live allocations.
     pub ages: AgeReport,
+    /// Set while the process's tier-1 probes are detached: every figure of this stack is as of then.
+    #[serde(default)]
+    pub frozen: Option<FrozenReport>,
     /// Frames, innermost first: the first is the allocator's caller.
     pub frames: Vec<Frame>,
     /// The process's pid in its own pid namespace, its cgroup and container.
     #[serde(default, flatten)]
     pub identity: ProcessIdentity,
+}
+
+/// Since when and why a process's heap figures stand still: its tier-1 probes were detached.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrozenReport {
+    /// Wall-clock time of the detach, in milliseconds since the Unix epoch.
+    pub since_unix_ms: u64,
+    /// Why: the CPU budget, the end of the escalation, `trace --stop`.
+    pub why: String,
 }
 
 /// Where a process lives: its pid namespace, cgroup and container (read when the daemon first saw it).
@@ -220,6 +232,7 @@ impl StackReport {
             growth: GrowthReport::default(),
             verdict: Verdict::Leaking,
             ages: AgeReport::default(),
+            frozen: None,
             frames,
             identity: ProcessIdentity::default(),
         }
@@ -248,8 +261,16 @@ pub struct ProcessReport {
     pub stacks: u64,
     /// Growth of the tracked heap.
     pub heap_growth: GrowthReport,
-    /// Verdict on the tracked heap.
+    /// The process's verdict: its tracked heap's, or while the heap is frozen (`frozen` set) its anonymous
+    /// memory's (resident + swapped, read from `/proc` at every tick), judged by the same rule.
     pub verdict: Verdict,
+    /// What `verdict` was judged on: `heap`, or `anon` while the heap figures are frozen.
+    #[serde(default)]
+    pub verdict_source: String,
+    /// Set while the process's tier-1 probes are detached: the heap figures (`live_bytes`, `live_count`,
+    /// `stacks`, `heap_growth`, `ages`) are as of then; the RSS figures stay fresh.
+    #[serde(default)]
+    pub frozen: Option<FrozenReport>,
     /// Ages of the live allocations.
     pub ages: AgeReport,
     /// `VmRSS` from `/proc/PID/status`, in bytes (`null` before the first sample).

@@ -41,6 +41,12 @@ pub const FLOOD: &str = env!("FLOOD_C");
 pub const SAMPLING: &str = env!("SAMPLING_C");
 /// The tier-0/tier-1 workloads (`tests/fixtures/tier0.c`).
 pub const TIER0: &str = env!("TIER0_C");
+/// The Go fixture (tests/fixtures/golang/main.go), built with Debian's golang-go.
+pub const GOLANG_LEAK: &str = env!("GOLANG_LEAK");
+/// The Node.js fixture (run with `node --perf-basic-prof`).
+pub const NODE_LEAK_JS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/leak_sessions.js");
+/// The Java fixture (run by `java` as a single source file).
+pub const JAVA_LEAK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/Leak.java");
 /// The fixture built without frame pointers (`tests/fixtures/frameless.c`, with `libframeless.so`).
 pub const FRAMELESS: &str = env!("FRAMELESS_C");
 /// `frameless.c` built with frame pointers.

@@ -188,19 +188,17 @@ fn a_fault_that_maps_a_transparent_huge_page_counts_the_whole_page() {
     assert!(status["daemon_counters"]["fault_large_folios"].as_u64() >= Some(huge_pages), "{status:#}");
 }
 
+/// A daemon escalating automatically, fast (ticks of 200 ms, a 6 s window), only processes named `comm`: the
+/// test must not attach probes to other processes growing on the host.
+fn auto_daemon(comm: &str, extra: &[&str]) -> Daemon {
+    let mut args = vec!["--malloc-probes", "auto", "--interval", "200ms", "--window", "6s", "--escalate-only", comm];
+    args.extend_from_slice(extra);
+    Daemon::start_with_args(&args)
+}
+
 #[test]
 fn a_steady_leaker_is_escalated_automatically_and_reported_exactly_while_a_busy_process_is_not() {
-    let daemon = Daemon::start_with_args(&[
-        "--malloc-probes",
-        "auto",
-        "--interval",
-        "200ms",
-        "--window",
-        "6s",
-        // Only the fixtures: the test must not attach probes to other processes growing on the host.
-        "--escalate-only",
-        "tier0",
-    ]);
+    let daemon = auto_daemon("tier0", &[]);
     let started = Instant::now();
     // 64 KiB every 20 ms: 3.2 MB/s of anonymous memory, steadily.
     let leaker = spawn(&["leakloop", "20"]);
@@ -303,4 +301,59 @@ fn trace_attaches_on_request_and_the_budget_detaches_a_malloc_heavy_process() {
     });
     let out = daemon.run_cli(&["trace", "--socket", &socket, "--pid", &pid, "--stop"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is not traced"), "{out:?}");
+}
+
+#[test]
+fn a_process_shed_by_the_budget_shows_frozen_stacks_while_its_memory_keeps_growing() {
+    let daemon = auto_daemon("busyleak", &["--cpu-budget-process", "1"]);
+    // 64 KiB every 20 ms (3.2 MB/s) leaked from loop_leak, next to malloc/free pairs flat out: escalated for its
+    // growth, its probes then cost far over 1% of a core, and the budget sheds it while the leak goes on.
+    let fixture = spawn(&["busyleak", "20"]);
+    let pid = fixture.pid();
+    let ended = poll_until(Duration::from_secs(90), "the budget shedding the busy leaker", || {
+        let status = daemon.status();
+        status["tier1"]["ended"]
+            .as_array()?
+            .iter()
+            .find(|e| e["escalation"]["pid"].as_u64() == Some(u64::from(pid)))
+            .cloned()
+    });
+    assert!(ended["why"].as_str().is_some_and(|w| w.contains("CPU budget")), "{ended:#}");
+    let ended_ms = ended["ended_unix_ms"].as_u64().expect("ended_unix_ms");
+
+    // Every stack of the process is frozen, saying since when and why; none is judged `plateau`.
+    let stacks = poll_until(Duration::from_secs(10), "pid's stacks frozen", || {
+        let stacks = daemon.top(pid);
+        stacks.iter().any(|s| s.has_function_containing("loop_leak")).then_some(stacks)
+    });
+    assert!(stacks.iter().all(|s| s["verdict"] == "frozen"), "{}", dump(&stacks));
+    let leak = stacks.iter().find(|s| s.has_function_containing("loop_leak")).expect("found above");
+    let frozen = &leak["frozen"];
+    assert!(frozen["why"].as_str().is_some_and(|w| w.contains("CPU budget")), "{leak:#}");
+    let since = frozen["since_unix_ms"].as_u64().expect("since_unix_ms");
+    assert!(since.abs_diff(ended_ms) < 1_000, "frozen when detached ({ended_ms}): {leak:#}");
+
+    // Fifteen ticks later the figures stand as they were, still frozen, while the process's anonymous memory,
+    // read from /proc at every tick, goes on growing: its own verdict comes from there.
+    std::thread::sleep(Duration::from_secs(3));
+    let later = daemon.top(pid);
+    let same = later.iter().find(|s| s["stack_id"] == leak["stack_id"]).expect("the stack is still there");
+    assert_eq!(same["verdict"], "frozen", "{same:#}");
+    assert_eq!((same.live_bytes(), &same["growth"]), (leak.live_bytes(), &leak["growth"]), "{same:#}");
+    let pid_text = pid.to_string();
+    let socket = daemon.socket_str().to_owned();
+    let processes = daemon.cli_json(&["processes", "--socket", &socket, "--pid", &pid_text, "--json"]);
+    let process = &processes["processes"][0];
+    assert_eq!(process["pid"].as_u64(), Some(u64::from(pid)), "{processes:#}");
+    assert_eq!(process["frozen"]["since_unix_ms"].as_u64(), Some(since), "{process:#}");
+    assert_eq!(process["verdict_source"], "anon", "{process:#}");
+    assert_eq!(process["verdict"], "leaking", "{process:#}");
+    assert!(process["rss_anon_growth"]["rate_bytes_per_second"].as_f64() > Some(1e6), "{process:#}");
+
+    // The tables say it too.
+    let top = daemon.run_cli(&["top", "--socket", &socket, "--pid", &pid_text]);
+    assert!(String::from_utf8_lossy(&top.stdout).contains("frozen since"), "{top:?}");
+    let table = daemon.run_cli(&["processes", "--socket", &socket, "--pid", &pid_text]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("leaking (anon)") && text.contains("heap figures frozen since"), "{text}");
 }

@@ -35,6 +35,7 @@ pub fn setup(root: &Path) -> Result<ToolEnv> {
     ensure_c_compiler()?;
     ensure_allocator_packages()?;
     ensure_packages(&FAULT_PACKAGES, "the fault tests")?;
+    ensure_packages(&RUNTIME_PACKAGES, "the language runtime tests")?;
     ensure_nextest()?;
     ensure_promtool()?;
     let mut paths = vec![bin];
@@ -183,6 +184,10 @@ const ALLOCATOR_PACKAGES: [(&str, &str); 5] = [
 /// What the fault tests (tests/tests/faults.rs) use: `bpftool` lists the kernel's eBPF links, programs and perf
 /// attachments after the daemon stopped.
 const FAULT_PACKAGES: [(&str, &str); 1] = [("bpftool", "/usr/sbin/bpftool")];
+
+/// What the language runtime tests (tests/tests/languages.rs) build their Go fixture with: Debian's Go toolchain.
+/// Python, Node.js and Java come with the machine's image (see docs/languages.md).
+const RUNTIME_PACKAGES: [(&str, &str); 1] = [("golang-go", "/usr/bin/go")];
 
 fn ensure_allocator_packages() -> Result<()> {
     ensure_packages(&ALLOCATOR_PACKAGES, "the allocator test fixtures")

@@ -3,7 +3,10 @@
 use comfy_table::{Table, presets};
 use humansize::{BINARY, format_size};
 
-use crate::protocol::Frame;
+use crate::{
+    core::analysis::Verdict,
+    protocol::{Frame, FrozenReport},
+};
 
 /// `10240` -> `10 KiB`.
 pub fn size(bytes: u64) -> String {
@@ -86,6 +89,19 @@ pub fn time(unix_ms: u64) -> String {
         rem % 60,
         unix_ms % 1000
     )
+}
+
+/// Time of day of `time`: `08:15:42` (UTC).
+pub fn clock(unix_ms: u64) -> String {
+    time(unix_ms).get(11..19).unwrap_or_default().to_owned()
+}
+
+/// A stack's verdict cell: `frozen since 08:15:42` (UTC) for the figures of detached probes.
+pub fn verdict(verdict: Verdict, frozen: Option<&FrozenReport>) -> String {
+    match frozen {
+        Some(frozen) => format!("frozen since {}", clock(frozen.since_unix_ms)),
+        None => verdict.as_str().to_owned(),
+    }
 }
 
 /// A size in kB (as the kernel reports memory) in human units; `?` when unknown.
@@ -195,6 +211,10 @@ mod tests {
         assert_eq!(time(1_779_264_942_123), "2026-05-20T08:15:42.123Z");
         assert_eq!(kb(Some(2048)), "2 MiB");
         assert_eq!(kb(None), "?");
+        assert_eq!(clock(1_779_264_942_123), "08:15:42");
+        let frozen = FrozenReport { since_unix_ms: 1_779_264_942_123, why: "CPU budget".into() };
+        assert_eq!(verdict(Verdict::Frozen, Some(&frozen)), "frozen since 08:15:42");
+        assert_eq!(verdict(Verdict::Leaking, None), "leaking");
     }
 
     #[test]

@@ -51,14 +51,28 @@ pub async fn run(args: ProcessesArgs) -> Result<()> {
     ]);
     let mut table = format::table(&header);
     let opt_size = |bytes: Option<u64>| bytes.map_or_else(|| "-".to_owned(), format::size);
+    let mut frozen_notes = Vec::new();
     for (p, place) in response.processes.iter().zip(&places) {
         let mut row = vec![p.pid.to_string()];
         row.extend(columns.cells(place));
+        // Frozen heap figures are marked, and said why and since when below the table; RSS figures are fresh.
+        let (mark, verdict) = match &p.frozen {
+            Some(frozen) => {
+                frozen_notes.push(format!(
+                    "* pid {}: heap figures frozen since {}: tier-1 probes detached ({}); RSS figures are fresh, and                      the verdict is its anonymous memory's",
+                    p.pid,
+                    format::time(frozen.since_unix_ms),
+                    frozen.why
+                ));
+                (" *", format!("{} (anon)", p.verdict.as_str()))
+            }
+            None => ("", p.verdict.as_str().to_owned()),
+        };
         row.extend([
             p.comm.clone(),
-            format::size(p.live_bytes),
-            format::rate(p.heap_growth.rate_bytes_per_second),
-            p.verdict.as_str().to_owned(),
+            format!("{}{mark}", format::size(p.live_bytes)),
+            format!("{}{mark}", format::rate(p.heap_growth.rate_bytes_per_second)),
+            verdict,
             opt_size(p.rss_bytes),
             format::rate(p.rss_growth.rate_bytes_per_second),
             opt_size(p.rss_anon_bytes),
@@ -70,5 +84,8 @@ pub async fn run(args: ProcessesArgs) -> Result<()> {
         table.add_row(row);
     }
     println!("{table}");
+    for note in frozen_notes {
+        println!("{note}");
+    }
     Ok(())
 }

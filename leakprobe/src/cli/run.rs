@@ -41,6 +41,7 @@ const METRICS: &str = "Metrics";
 /// `leakprobe run`. Every setting also has a `LEAKPROBE_*` environment variable and a key of the `--config`
 /// file, named after its flag (see [`super::settings`]); the first paragraph of each doc comment is its line in
 /// `run -h`.
+#[expect(clippy::struct_excessive_bools, reason = "clap flags: each is a switch of its own")]
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// TOML configuration file: every setting below, by its key (docs/configuration.md).
@@ -179,6 +180,13 @@ pub struct RunArgs {
     /// environment variable holds one name). Default: any process.
     #[arg(long, value_name = "NAME", help_heading = TIERS)]
     escalate_only: Vec<String>,
+    /// Ask escalated or traced Java processes for their perf map.
+    ///
+    /// When a Java process (`HotSpot`, JDK 17+) is escalated or traced, ask it for its perf map (`jcmd PID
+    /// Compiler.perfmap`, run as its user, in its namespaces, bounded in time; again every 30 s while
+    /// escalated), so that compiled Java frames are named. See docs/languages.md.
+    #[arg(long, help_heading = TIERS)]
+    java_perfmap: bool,
     /// Processes with tier-1 probes at once, at most.
     ///
     /// Processes with tier-1 probes at once, at most (automatic and requested).
@@ -397,6 +405,7 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
         tier1,
         fault_limits: FaultLimits::default(),
         escalate_only: args.escalate_only,
+        java_perfmap: args.java_perfmap,
     };
     Ok(config)
 }

@@ -80,7 +80,7 @@ fn print(response: &TopResponse, output: &Output, pid: Option<u32>) -> Result<()
             format::size(stack.live_bytes),
             stack.live_count.to_string(),
             format::rate(stack.growth.rate_bytes_per_second),
-            stack.verdict.as_str().to_owned(),
+            format::verdict(stack.verdict, stack.frozen.as_ref()),
             format::age(stack.ages.oldest_seconds),
             format::stack_cell(&stack.frames, output.depth),
         ]);

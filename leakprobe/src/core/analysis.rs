@@ -13,6 +13,10 @@
 //! - `churn`: live bytes fall back by at least `churn_drawdown` of their peak: rises and falls, the
 //!   "tidal" pattern.
 //! - `plateau`: anything else: it grew (or not) and then stayed flat, the shape of a bounded cache.
+//!
+//! `frozen` is not a judgement: it marks a series that stopped because the probes that fed it were detached
+//! (the CPU budget, the end of an escalation); its figures are the last ones seen, and nothing is judged on
+//! a series that merely stopped.
 
 use std::collections::VecDeque;
 
@@ -70,6 +74,33 @@ impl Series {
     /// The latest point.
     pub fn latest(&self) -> Option<Point> {
         self.points.back().copied()
+    }
+
+    /// Adds `other`'s points into this series, tick by tick: before its first tick `other` had nothing (its
+    /// stack was not seen yet), so the sum of two series is the series of the sum.
+    pub fn add(&mut self, other: &Self) {
+        for (tick, point) in other.last(other.len()) {
+            self.add_at(tick, *point);
+        }
+    }
+
+    /// Adds `point` to the sample of `tick`: a tick before the series' first counts from nothing (zeros are
+    /// put in front), a tick not sampled yet is left out.
+    pub fn add_at(&mut self, tick: u64, point: Point) {
+        if self.points.is_empty() {
+            self.first_tick = tick;
+        }
+        while tick < self.first_tick {
+            self.points.push_front(Point::default());
+            self.first_tick -= 1;
+        }
+        let index = usize::try_from(tick - self.first_tick).unwrap_or(usize::MAX);
+        if let Some(mine) = self.points.get_mut(index) {
+            mine.bytes = mine.bytes.saturating_add(point.bytes);
+            mine.count = mine.count.saturating_add(point.count);
+        } else if index == self.points.len() {
+            self.points.push_back(point);
+        }
     }
 }
 
@@ -138,6 +169,9 @@ pub enum Verdict {
     Plateau,
     /// Rises and falls.
     Churn,
+    /// The probes were detached (the CPU budget shed the process, or its escalation ended): the figures are
+    /// the last ones seen, and not judged.
+    Frozen,
 }
 
 impl Verdict {
@@ -148,6 +182,7 @@ impl Verdict {
             Self::Leaking => "leaking",
             Self::Plateau => "plateau",
             Self::Churn => "churn",
+            Self::Frozen => "frozen",
         }
     }
 }

@@ -208,7 +208,7 @@ impl Tier1 {
     }
 
     /// Recently ended escalations, oldest first.
-    pub fn ended(&self) -> impl Iterator<Item = &Ended> {
+    pub fn ended(&self) -> impl DoubleEndedIterator<Item = &Ended> {
         self.ended.iter()
     }
 

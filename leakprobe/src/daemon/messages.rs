@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    core::table::RssSample,
+    core::{stacks::StackId, table::RssSample},
     probes::discover::AttachPidError,
     protocol::{AttachPoint, DiscoveryStatus, ProgramStats},
     queries::Query,
@@ -33,6 +33,8 @@ pub enum Request {
     Tier1Attached { pid: u32, result: Result<(), AttachPidError> },
     /// Run-time statistics of the loaded programs, asked for by the CPU budget.
     ProgramStats(Vec<ProgramStats>),
+    /// New stacks' identities by their resolved frames (see [`crate::core::table::Table::identify`]).
+    Identities(Vec<(u32, StackId, u64)>),
 }
 
 impl From<Query> for Request {

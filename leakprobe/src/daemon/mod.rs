@@ -7,6 +7,7 @@
 
 pub mod discovery;
 mod folios;
+mod jvm;
 mod messages;
 pub mod oom;
 mod purge;
@@ -88,6 +89,8 @@ pub struct DaemonConfig {
     pub fault_limits: FaultLimits,
     /// When not empty, only processes with these names are escalated automatically.
     pub escalate_only: Vec<String>,
+    /// Ask escalated or traced JVMs for their perf map (`jcmd PID Compiler.perfmap`).
+    pub java_perfmap: bool,
 }
 
 /// The metrics endpoint.
@@ -210,6 +213,7 @@ fn tiers(
         config.analysis.sample_interval,
     );
     tiers.escalate_only.clone_from(&config.escalate_only);
+    tiers.java_asked = config.java_perfmap.then(HashMap::new);
     tiers
 }
 

@@ -5,10 +5,12 @@ use std::cmp::Ordering;
 use crate::{
     core::{
         analysis::{self, Growth},
-        table::{AGE_BUCKETS, Ages, Analysis, ProcessRow, StackRow, Table},
+        table::{AGE_BUCKETS, Ages, Analysis, Frozen, ProcessRow, StackRow, Table},
     },
     procfs::Clock,
-    protocol::{AgeBucket, AgeReport, GrowthReport, ProcessIdentity, ProcessReport, SortBy, StackReport, TopQuery},
+    protocol::{
+        AgeBucket, AgeReport, FrozenReport, GrowthReport, ProcessIdentity, ProcessReport, SortBy, StackReport, TopQuery,
+    },
     symbolize::StackRequest,
 };
 
@@ -27,15 +29,21 @@ fn ages_report(ages: &Ages, now_ns: u64) -> AgeReport {
     AgeReport { oldest_seconds, old_bytes: ages.old_bytes, buckets }
 }
 
-/// The analysis of a row over `window_s` seconds, or the one computed at the last tick.
+fn frozen_report(frozen: Option<&Frozen>, clock: Clock) -> Option<FrozenReport> {
+    frozen.map(|f| FrozenReport { since_unix_ms: clock.unix_ms(f.since_ns), why: f.why.clone() })
+}
+
+/// The analysis of a row over `window_s` seconds, or the one computed at the last tick. A frozen row is not
+/// judged again: its series stopped.
 fn reanalyze(
     table: &Table,
     analysis: Analysis,
     series: Option<&analysis::Series>,
     live: u64,
     window_s: Option<f64>,
+    frozen: Option<&Frozen>,
 ) -> Analysis {
-    let (Some(window_s), Some(series)) = (window_s, series) else { return analysis };
+    let (Some(window_s), Some(series), None) = (window_s, series, frozen) else { return analysis };
     let config = table.config();
     let (growth, points) = table.heap_growth_within(series, window_s);
     #[expect(clippy::cast_precision_loss, reason = "a ratio")]
@@ -71,7 +79,7 @@ pub fn stacks(table: &Table, query: &TopQuery, clock: Clock, now_ns: u64) -> (Ve
     let mut rows: Vec<(StackRow<'_>, Analysis)> = table
         .stacks(query.pid)
         .map(|row| {
-            let analysis = reanalyze(table, row.analysis, row.series, row.stats.live_bytes, window_s);
+            let analysis = reanalyze(table, row.analysis, row.series, row.stats.live_bytes, window_s, row.frozen);
             (row, analysis)
         })
         .filter(|(row, analysis)| {
@@ -108,12 +116,13 @@ pub fn stack_report(row: &StackRow<'_>, analysis: &Analysis, clock: Clock, now_n
         growth: analysis.growth.into(),
         verdict: analysis.verdict,
         ages: ages_report(&analysis.ages, now_ns),
+        frozen: frozen_report(row.frozen, clock),
         frames: Vec::new(),
         identity: ProcessIdentity::default(),
     }
 }
 
-fn process_report(row: &ProcessRow<'_>, now_ns: u64) -> ProcessReport {
+fn process_report(row: &ProcessRow<'_>, clock: Clock, now_ns: u64) -> ProcessReport {
     let [rss_growth, anon_growth, swap_growth]: [Growth; 3] = row.rss_growth;
     // Anonymous memory is resident or swapped: both count.
     let anon_rate = anon_growth.rate + swap_growth.rate;
@@ -125,6 +134,8 @@ fn process_report(row: &ProcessRow<'_>, now_ns: u64) -> ProcessReport {
         stacks: row.stacks as u64,
         heap_growth: row.analysis.growth.into(),
         verdict: row.analysis.verdict,
+        verdict_source: if row.frozen.is_some() { "anon" } else { "heap" }.to_owned(),
+        frozen: frozen_report(row.frozen, clock),
         ages: ages_report(&row.analysis.ages, now_ns),
         rss_bytes: row.rss.map(|r| r.rss),
         rss_anon_bytes: row.rss.map(|r| r.anon),
@@ -140,13 +151,13 @@ fn process_report(row: &ProcessRow<'_>, now_ns: u64) -> ProcessReport {
 }
 
 /// Process reports for `/v1/processes`.
-pub fn processes(table: &Table, query: &TopQuery, now_ns: u64) -> Vec<ProcessReport> {
+pub fn processes(table: &Table, query: &TopQuery, clock: Clock, now_ns: u64) -> Vec<ProcessReport> {
     let by = query.by.unwrap_or_default();
     let window_s = query.window_seconds().ok().flatten();
     let mut rows: Vec<ProcessRow<'_>> = table
         .processes(query.pid, window_s)
         .map(|row| {
-            let analysis = reanalyze(table, row.analysis, row.heap_series, row.live_bytes, window_s);
+            let analysis = reanalyze(table, row.analysis, row.heap_series, row.live_bytes, window_s, row.frozen);
             ProcessRow { analysis, ..row }
         })
         .filter(|row| {
@@ -161,12 +172,12 @@ pub fn processes(table: &Table, query: &TopQuery, now_ns: u64) -> Vec<ProcessRep
         .then(a.tgid.cmp(&b.tgid))
     });
     rows.truncate(query.limit());
-    rows.iter().map(|row| process_report(row, now_ns)).collect()
+    rows.iter().map(|row| process_report(row, clock, now_ns)).collect()
 }
 
 /// Processes for the metrics: the `k` with the most live heap bytes and the `k` whose RSS grows fastest
 /// (at most `2k`), ordered by pid.
-pub fn metrics_processes(table: &Table, k: usize, now_ns: u64) -> Vec<ProcessReport> {
+pub fn metrics_processes(table: &Table, k: usize, clock: Clock, now_ns: u64) -> Vec<ProcessReport> {
     let mut rows: Vec<ProcessRow<'_>> = table.processes(None, None).collect();
     rows.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(a.tgid.cmp(&b.tgid)));
     let mut chosen: Vec<u32> = rows.iter().take(k).map(|r| r.tgid).collect();
@@ -176,5 +187,5 @@ pub fn metrics_processes(table: &Table, k: usize, now_ns: u64) -> Vec<ProcessRep
     chosen.dedup();
     rows.retain(|r| chosen.binary_search(&r.tgid).is_ok());
     rows.sort_by_key(|r| r.tgid);
-    rows.iter().map(|row| process_report(row, now_ns)).collect()
+    rows.iter().map(|row| process_report(row, clock, now_ns)).collect()
 }

@@ -21,6 +21,7 @@ use crate::{
     core::table::{Applied, Table},
     core::{
         analysis::POINT_BYTES,
+        stacks::StackId,
         table::{RssSample, TickTimes},
     },
     ingest::Batch,
@@ -245,13 +246,44 @@ impl State {
             }
         }
         self.table.tick(tick, times);
+        self.identify_new_stacks();
         let capacity = self.table.config().window_points();
         let rule = self.table.config().verdict;
         self.tiers.tick(samples, times.rss_ns, capacity, &rule, &mut self.table);
     }
 
+    /// Has the stacks made since the last tick resolved, off this task; their identities come back as
+    /// [`Request::Identities`].
+    fn identify_new_stacks(&mut self) {
+        let pending = self.table.take_unidentified();
+        if pending.is_empty() {
+            return;
+        }
+        let (keys, stacks): (Vec<(u32, StackId)>, Vec<StackRequest>) =
+            pending.into_iter().map(|(pid, stack, addrs)| ((pid, stack), StackRequest { pid, addrs })).unzip();
+        let symbolizer = self.symbolizer.clone();
+        let requests = self.requests.clone();
+        tokio::spawn(async move {
+            let identities = symbolizer.identify(stacks).await;
+            let found: Vec<(u32, StackId, u64)> = keys
+                .into_iter()
+                .zip(identities)
+                .filter_map(|((pid, stack), identity)| identity.map(|identity| (pid, stack, identity)))
+                .collect();
+            if !found.is_empty() {
+                // Fails only at shutdown.
+                let _ = requests.send(Request::Identities(found)).await;
+            }
+        });
+    }
+
     fn answer(&mut self, request: Request) {
         match request {
+            Request::Identities(found) => {
+                for (pid, stack, identity) in found {
+                    self.table.identify(pid, stack, identity);
+                }
+            }
             Request::Attached(points) => {
                 self.oom.enabled = points.iter().any(|p| p.program == OOM_PROGRAM);
                 self.tiers.fault_enabled = points.iter().any(|p| p.program == FAULT_PROGRAM);
@@ -268,7 +300,7 @@ impl State {
                 self.tick(tick, &samples, TickTimes { heap_ns: self.as_of_ns, rss_ns: read_ns });
             }
             Request::Query(Query::Processes(query, reply)) => {
-                let mut processes = query::processes(&self.table, &query, procfs::monotonic_ns());
+                let mut processes = query::processes(&self.table, &query, self.clock, procfs::monotonic_ns());
                 for process in &mut processes {
                     process.identity = self.identities.get(&process.pid).cloned().unwrap_or_default();
                 }
@@ -334,7 +366,7 @@ impl State {
     fn metrics(&self, limits: MetricsLimits, reply: oneshot::Sender<MetricsSnapshot>) {
         let now = procfs::monotonic_ns();
         let status = self.status();
-        let processes = query::metrics_processes(&self.table, limits.top_processes, now);
+        let processes = query::metrics_processes(&self.table, limits.top_processes, self.clock, now);
         let by_growth = TopQuery { limit: Some(limits.top_stacks), by: Some(SortBy::Growth), ..TopQuery::default() };
         let (stacks, requests) = query::stacks(&self.table, &by_growth, self.clock, now);
         let leaves = requests
@@ -402,6 +434,8 @@ impl State {
             ("processes_purged", table.processes_purged),
             ("processes_gone", table.processes_gone),
             ("series_dropped", table.series_dropped),
+            ("stacks_merged", table.stacks_merged),
+            ("identity_skipped", table.identity_skipped),
             ("ticks", table.ticks),
             ("kernel_entries_purged", self.purged_entries.load(Ordering::Relaxed)),
         ]

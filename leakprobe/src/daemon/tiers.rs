@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use super::{
     discovery::{Command, DiscoveryHandle},
     folios::Folios,
+    jvm,
 };
 use crate::{
     core::{
@@ -76,6 +77,8 @@ pub struct Tiers {
     pub escalate_only: Vec<String>,
     /// Weighs a fault that mapped a transparent huge page by its size, once the fault is done.
     pub folios: Folios,
+    /// With `--java-perfmap` (else `None`): the escalated JVMs asked for their perf map, and when last.
+    pub java_asked: Option<HashMap<u32, Instant>>,
 }
 
 impl Tiers {
@@ -113,6 +116,7 @@ impl Tiers {
             last_totals: None,
             attach_errors: 0,
             escalate_only: Vec::new(),
+            java_asked: None,
         }
     }
 
@@ -126,7 +130,7 @@ impl Tiers {
         self.faults.purge(pid);
         self.last_calls.remove(&pid);
         if self.tier1.gone(pid, procfs::monotonic_ns()) {
-            self.detach(pid, table);
+            self.detach(pid, table, "the process exited or exec'd");
         }
     }
 
@@ -144,11 +148,26 @@ impl Tiers {
         ready.iter().filter(|(event, mapped)| self.faults.apply(event, *mapped)).map(|(e, _)| e.header.tgid).collect()
     }
 
-    fn detach(&mut self, pid: u32, table: &mut Table) {
+    /// Detaches the probes of `pid`; its heap figures freeze (see [`Table::freeze`]), saying `why`.
+    fn detach(&mut self, pid: u32, table: &mut Table, why: &str) {
         // Sent after the attach command of the same process, if any: the thread takes them in order.
         self.discovery.send(Command::DetachPid(pid));
         let _ = self.pid_sample_interval.remove(&pid);
         table.set_interval(pid, None);
+        table.freeze(pid, procfs::monotonic_ns(), why);
+        if let Some(asked) = &mut self.java_asked {
+            asked.remove(&pid);
+        }
+    }
+
+    /// With `--java-perfmap`, asks JVM `pid` for its perf map now, and again every [`jvm::REASK`] while escalated.
+    fn ask_jvm(&mut self, pid: u32) {
+        let Some(asked) = &mut self.java_asked else { return };
+        if !jvm::is_jvm(pid) {
+            return;
+        }
+        jvm::request_perf_map(pid);
+        asked.insert(pid, Instant::now());
     }
 
     /// Sets the process's interval and asks the discovery thread to attach its probes; the outcome comes back
@@ -157,6 +176,9 @@ impl Tiers {
         // The interval first: the first calls through the new probes must be sampled as asked.
         self.pid_sample_interval.insert(pid, interval, 0).map_err(|e| format!("setting the interval: {e}"))?;
         table.set_interval(pid, Some(interval));
+        // Probes again: its figures are fresh from the next tick.
+        table.thaw(pid);
+        self.ask_jvm(pid);
         if !self.discovery.send(Command::AttachPid(pid)) {
             self.attach_errors += 1;
             let _ = self.pid_sample_interval.remove(&pid);
@@ -182,8 +204,9 @@ impl Tiers {
                 self.attach_errors += 1;
                 log::warn!("tier 1: pid {pid}: attaching failed: {err}");
                 if self.tier1.get(pid).is_some() {
-                    self.tier1.end(pid, procfs::monotonic_ns(), &format!("attaching failed: {err}"));
-                    self.detach(pid, table);
+                    let why = format!("attaching failed: {err}");
+                    self.tier1.end(pid, procfs::monotonic_ns(), &why);
+                    self.detach(pid, table, &why);
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(Err((err.status(), err.to_string())));
@@ -216,7 +239,7 @@ impl Tiers {
         let now = procfs::monotonic_ns();
         for pid in self.tier1.expired(now) {
             self.tier1.end(pid, now, "its time is up");
-            self.detach(pid, table);
+            self.detach(pid, table, "the escalation's time is up");
             log::info!("tier 1: pid {pid}: probes detached, its time is up");
         }
         if self.malloc_probes() == MallocProbes::Auto {
@@ -238,6 +261,16 @@ impl Tiers {
                     Err(err) => log::warn!("tier 1: pid {pid}: attaching failed: {err}"),
                 }
             }
+        }
+        let again: Vec<u32> = self
+            .java_asked
+            .iter()
+            .flatten()
+            .filter(|(_, at)| at.elapsed() >= jvm::REASK)
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in again {
+            self.ask_jvm(pid);
         }
         // The budget runs when the statistics arrive ([`Self::budget`]).
         if !self.stats_asked {
@@ -284,7 +317,8 @@ impl Tiers {
         for action in self.tier1.budget(&sample) {
             match action {
                 Action::Detach { pid } => {
-                    self.detach(pid, table);
+                    let why = self.tier1.ended().rev().find(|e| e.escalation.pid == pid).map(|e| e.why.clone());
+                    self.detach(pid, table, why.as_deref().unwrap_or("CPU budget"));
                     log::warn!("CPU budget: pid {pid}: tier-1 probes detached");
                 }
                 Action::SetInterval { pid, interval } => {
@@ -397,8 +431,9 @@ impl Tiers {
     /// `DELETE /v1/trace?pid=PID`.
     pub fn untrace(&mut self, pid: u32, table: &mut Table, clock: Clock) -> Result<TraceResponse, TraceError> {
         let report = self.report(pid, clock).ok_or((404, format!("pid {pid} is not traced")))?;
-        self.tier1.end(pid, procfs::monotonic_ns(), "asked by leakprobe trace --stop");
-        self.detach(pid, table);
+        let why = "asked by leakprobe trace --stop";
+        self.tier1.end(pid, procfs::monotonic_ns(), why);
+        self.detach(pid, table, why);
         Ok(TraceResponse { escalation: report, result: "detached".into() })
     }
 

@@ -159,6 +159,12 @@ fn process_gauges() -> Vec<RowGauge<ProcessReport>> {
             Some(bytes_per_second()),
             |p| Some(p.heap_growth.rate_bytes_per_second),
         ),
+        (
+            "leakprobe_process_heap_frozen",
+            "1 when the process's tier-1 probes were detached and its heap figures are the last seen, else 0",
+            None,
+            |p| Some(if p.frozen.is_some() { 1.0 } else { 0.0 }),
+        ),
         ("leakprobe_process_rss", "Resident set size (VmRSS) of the process", Some(Unit::Bytes), |p| {
             p.rss_bytes.map(float)
         }),
@@ -245,6 +251,12 @@ fn stack_gauges() -> Vec<RowGauge<StackReport>> {
         ("leakprobe_stack_leaking", "1 when the stack's verdict is leaking, else 0", None, |s| {
             Some(if s.verdict == Verdict::Leaking { 1.0 } else { 0.0 })
         }),
+        (
+            "leakprobe_stack_frozen",
+            "1 when the process's tier-1 probes were detached and the stack's figures are the last seen, else 0",
+            None,
+            |s| Some(if s.frozen.is_some() { 1.0 } else { 0.0 }),
+        ),
     ]
 }
 

@@ -3,7 +3,9 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::{
     core::analysis::{Verdict, VerdictConfig},
-    protocol::{AgeReport, AnalysisSettings, DiscoveryStatus, Frame, GrowthReport, ProcessIdentity, TableSizes},
+    protocol::{
+        AgeReport, AnalysisSettings, DiscoveryStatus, Frame, FrozenReport, GrowthReport, ProcessIdentity, TableSizes,
+    },
 };
 
 fn status() -> StatusResponse {
@@ -48,6 +50,8 @@ fn snapshot() -> MetricsSnapshot {
         stacks: 2,
         heap_growth: growth(20.5),
         verdict: Verdict::Leaking,
+        verdict_source: "heap".into(),
+        frozen: None,
         ages: AgeReport::default(),
         rss_bytes: Some(1 << 20),
         rss_anon_bytes: Some(1 << 19),
@@ -60,7 +64,13 @@ fn snapshot() -> MetricsSnapshot {
         heap_share_of_anon_growth: None,
         identity: ProcessIdentity::default(),
     };
-    let without_rss = ProcessReport { pid: 9, comm: "new".into(), rss_bytes: None, ..process.clone() };
+    let without_rss = ProcessReport {
+        pid: 9,
+        comm: "new".into(),
+        rss_bytes: None,
+        frozen: Some(FrozenReport { since_unix_ms: 5, why: "CPU budget".into() }),
+        ..process.clone()
+    };
     let stack = StackReport {
         pid: 7,
         comm: "leaker".into(),
@@ -75,10 +85,16 @@ fn snapshot() -> MetricsSnapshot {
         growth: growth(20.5),
         verdict: Verdict::Leaking,
         ages: AgeReport::default(),
+        frozen: None,
         frames: vec![Frame { addr: "0x1136".into(), function: Some("leak_alpha".into()), ..Frame::default() }],
         identity: ProcessIdentity::default(),
     };
-    let anonymous = StackReport { stack_id: "00000000000000cd".into(), frames: Vec::new(), ..stack.clone() };
+    let anonymous = StackReport {
+        stack_id: "00000000000000cd".into(),
+        frames: Vec::new(),
+        frozen: Some(FrozenReport { since_unix_ms: 5, why: "CPU budget".into() }),
+        ..stack.clone()
+    };
     MetricsSnapshot {
         status: status(),
         processes: vec![process, without_rss],
@@ -100,6 +116,10 @@ fn names_have_units_and_labels() {
         r#"leakprobe_stack_live_bytes{pid="7",comm="leaker",stack_id="00000000000000ab",function="leak_alpha"} 10000.0"#,
         r#"leakprobe_stack_growth_bytes_per_second{pid="7",comm="leaker",stack_id="00000000000000ab",function="leak_alpha"} 20.5"#,
         r#"leakprobe_stack_leaking{pid="7",comm="leaker",stack_id="00000000000000cd",function="(no stack)"} 1.0"#,
+        r#"leakprobe_stack_frozen{pid="7",comm="leaker",stack_id="00000000000000cd",function="(no stack)"} 1.0"#,
+        r#"leakprobe_stack_frozen{pid="7",comm="leaker",stack_id="00000000000000ab",function="leak_alpha"} 0.0"#,
+        r#"leakprobe_process_heap_frozen{pid="9",comm="new"} 1.0"#,
+        r#"leakprobe_process_heap_frozen{pid="7",comm="leaker"} 0.0"#,
         "leakprobe_kernel_allocs_total 100",
         "leakprobe_kernel_ringbuf_full_alloc_total 2",
         "leakprobe_daemon_events_total 90",

@@ -7,7 +7,9 @@
 //! (binary, file offset), the binary told by device and inode, once, and cached (bounded): the same library
 //! mapped by many processes is symbolized once.
 
+mod jit;
 pub mod maps;
+pub mod perfmap;
 
 use std::{
     collections::HashMap,
@@ -15,6 +17,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{Arc, mpsc},
     thread,
+    time::Instant,
 };
 
 use blazesym::symbolize::{
@@ -64,6 +67,10 @@ enum Job {
         stacks: Vec<StackRequest>,
         reply: oneshot::Sender<Vec<Vec<Frame>>>,
     },
+    Identify {
+        stacks: Vec<StackRequest>,
+        reply: oneshot::Sender<Vec<Option<u64>>>,
+    },
 }
 
 /// Handle to the symbolizer thread. Cloning is cheap; the thread ends when every handle is dropped.
@@ -77,6 +84,7 @@ impl std::fmt::Debug for Job {
         match self {
             Self::Seen(pid) => write!(f, "Seen({pid})"),
             Self::Symbolize { stacks, .. } => write!(f, "Symbolize({} stacks)", stacks.len()),
+            Self::Identify { stacks, .. } => write!(f, "Identify({} stacks)", stacks.len()),
         }
     }
 }
@@ -96,6 +104,9 @@ impl SymbolizerHandle {
                         // The asker may have gone away (client disconnected): nothing to do then.
                         let _ = reply.send(frames);
                     }
+                    Job::Identify { stacks, reply } => {
+                        let _ = reply.send(stacks.iter().map(|stack| worker.identity(stack)).collect());
+                    }
                 }
             }
         })?;
@@ -113,6 +124,21 @@ impl SymbolizerHandle {
         let fallback: Vec<Vec<Frame>> = stacks.iter().map(|s| s.addrs.iter().map(|&a| bare(a)).collect()).collect();
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Job::Symbolize { stacks, reply }).is_err() {
+            return fallback;
+        }
+        rx.await.unwrap_or(fallback)
+    }
+}
+
+impl SymbolizerHandle {
+    /// The identity of each stack by its resolved frames, for stacks with JIT frames a perf map names (`None`
+    /// for the others: their raw frames are their identity). Frames in files count by (file, offset); JIT
+    /// frames by the function's name without its compilation tier (see [`perfmap::identity_name`]); so one
+    /// function recompiled or moved keeps its identity.
+    pub async fn identify(&self, stacks: Vec<StackRequest>) -> Vec<Option<u64>> {
+        let fallback = vec![None; stacks.len()];
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Job::Identify { stacks, reply }).is_err() {
             return fallback;
         }
         rx.await.unwrap_or(fallback)
@@ -142,6 +168,8 @@ struct Worker {
     parsed: LruCache<PathBuf, ()>,
     /// Files of other mount namespaces kept open (see [`maps::read`]).
     open_files: maps::OpenFiles,
+    /// Perf maps of processes with JIT code.
+    jit: jit::JitMaps,
 }
 
 /// Where to read one binary now: its path, or a kept file's `/proc/self/fd/N` (held while it is read).
@@ -167,6 +195,9 @@ impl Readable {
     }
 }
 
+/// Seed of the stack identities' hash.
+const IDENTITY_SEED: u64 = 0x6a69_745f_6964;
+
 /// Files of other mount namespaces kept open at most (each a file descriptor).
 const MAX_OPEN_FILES: usize = 512;
 
@@ -178,6 +209,7 @@ impl Worker {
             frames: LruCache::new(limits.frames),
             parsed: LruCache::new(limits.binaries),
             open_files: maps::OpenFiles::new(NonZeroUsize::new(MAX_OPEN_FILES).unwrap_or(NonZeroUsize::MIN)),
+            jit: jit::JitMaps::default(),
         }
     }
 
@@ -207,15 +239,17 @@ impl Worker {
     }
 
     /// The maps of `pid` covering every address with a readable file, re-read while the process lives if
-    /// some address is not covered (a library loaded after the process was first seen) or its frame is not
-    /// cached and its file not readable (a kept file let go, a file replaced since it was mapped).
+    /// some address is not covered (a library loaded after the process was first seen; JIT code its perf map
+    /// does not name) or its frame is not cached and its file not readable (a kept file let go, a file
+    /// replaced since it was mapped).
     fn maps_for(&mut self, pid: u32, lookups: &[u64]) -> Option<Arc<Vec<Mapping>>> {
         let cached = self.maps.get(&pid).cloned();
         if let Some(maps) = &cached
-            && lookups.iter().all(|&a| {
-                maps::lookup(maps, a).is_some_and(|(mapping, offset)| {
+            && lookups.iter().all(|&a| match maps::lookup(maps, a) {
+                Some((mapping, offset)) => {
                     self.frames.contains(&(mapping.file(), offset)) || Readable::of(mapping).is_some()
-                })
+                }
+                None => self.jit.knows(pid, a),
             })
         {
             return cached;
@@ -228,6 +262,29 @@ impl Worker {
             }
             None => cached,
         }
+    }
+
+    /// See [`SymbolizerHandle::identify`].
+    fn identity(&mut self, stack: &StackRequest) -> Option<u64> {
+        use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+        let lookups: Vec<u64> = stack.addrs.iter().map(|a| a.saturating_sub(1)).collect();
+        let maps = self.maps_for(stack.pid, &lookups)?;
+        let now = Instant::now();
+        let mut jit = false;
+        let mut hasher = foldhash::fast::FixedState::with_seed(IDENTITY_SEED).build_hasher();
+        for &addr in &lookups {
+            match maps::lookup(&maps, addr) {
+                Some((mapping, offset)) => (0u8, mapping.file(), offset).hash(&mut hasher),
+                None => match self.jit.lookup(stack.pid, addr, now) {
+                    Some(frame) => {
+                        jit = true;
+                        (1u8, perfmap::identity_name(&frame.name)).hash(&mut hasher);
+                    }
+                    None => (2u8, addr).hash(&mut hasher),
+                },
+            }
+        }
+        jit.then(|| hasher.finish())
     }
 
     fn symbolize(&mut self, stack: &StackRequest) -> Vec<Frame> {
@@ -254,11 +311,13 @@ impl Worker {
                 self.resolve(file, &readable.path, &offsets);
             }
         }
+        let now = Instant::now();
         stack
             .addrs
             .iter()
+            .zip(&lookups)
             .zip(keys.into_iter().zip(shown))
-            .map(|(&addr, (key, module))| match key {
+            .map(|((&addr, &lookup), (key, module))| match key {
                 Some(key) => {
                     let resolved = self.frames.get(&key).cloned().unwrap_or_default();
                     Frame {
@@ -269,7 +328,20 @@ impl Worker {
                         module,
                     }
                 }
-                None => bare(addr),
+                // Outside every file: JIT code, named by the process's perf map if it has one.
+                None => self.jit.lookup(stack.pid, lookup, now).map_or_else(
+                    || bare(addr),
+                    |jit| {
+                        let name = perfmap::split_name(&jit.name);
+                        Frame {
+                            addr: hex_addr(addr),
+                            function: Some(name.function),
+                            file: name.file,
+                            line: name.line,
+                            module: Some(jit.map.to_string()),
+                        }
+                    },
+                ),
             })
             .collect()
     }

@@ -2,6 +2,8 @@
 //!
 //! Pure: fed decoded kernel events and ticks, with the events' own monotonic timestamps; no I/O, no clock.
 
+mod frozen;
+mod identity;
 mod live;
 mod tick;
 
@@ -13,6 +15,7 @@ use leakprobe_common::{ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_TRUNCATED, Allo
 /// event). foldhash (randomly seeded) instead of the default `SipHash`: the consumer path's cost per event.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+pub use self::frozen::Frozen;
 use self::live::LiveMap;
 pub use self::tick::{AGE_BUCKETS, AnalysisConfig, RssSample, SampleClock, TickLog, TickTimes};
 use super::{
@@ -111,6 +114,23 @@ struct Process {
     series: Option<ProcessSeries>,
     analysis: Analysis,
     rss: Option<RssSample>,
+    /// Its tier-1 probes were detached: its heap figures stand still (see [`frozen`]).
+    frozen: Option<Frozen>,
+    /// Stacks merged into another with the same resolved frames: raw stack -> the aggregate's stack (see
+    /// [`identity`]). Each holds a reference to its raw stack.
+    alias: HashMap<StackId, StackId>,
+    /// Resolved identity -> the aggregate's stack.
+    by_identity: HashMap<u64, StackId>,
+}
+
+impl Process {
+    /// The aggregate allocations of `stack` count in.
+    fn agg_key(&self, stack: StackId) -> StackId {
+        if self.alias.is_empty() {
+            return stack;
+        }
+        self.alias.get(&stack).copied().unwrap_or(stack)
+    }
 }
 
 /// No allocation can be larger than a user address space (2^56 bytes with 5-level paging): a record that says
@@ -140,6 +160,10 @@ pub struct TableCounters {
     pub series_dropped: u64,
     /// Ticks recorded.
     pub ticks: u64,
+    /// Raw stacks merged into another of their process with the same resolved frames (JIT code that moved).
+    pub stacks_merged: u64,
+    /// New stacks not offered for identification because too many waited ([`identity::MAX_UNIDENTIFIED`]).
+    pub identity_skipped: u64,
 }
 
 /// What applying an event changed, for the caller to act on.
@@ -166,6 +190,8 @@ pub struct StackRow<'a> {
     pub analysis: Analysis,
     /// The series, to recompute growth over another window.
     pub series: Option<&'a Series>,
+    /// Set when the process's probes were detached: the figures are the last ones seen.
+    pub frozen: Option<&'a Frozen>,
 }
 
 /// One process as queries see it.
@@ -182,6 +208,9 @@ pub struct ProcessRow<'a> {
     pub rss: Option<RssSample>,
     /// Growth of RSS, anonymous RSS and swap.
     pub rss_growth: [Growth; 3],
+    /// Set when the process's probes were detached: the heap figures are the last ones seen, and the
+    /// verdict in `analysis` is its anonymous memory's.
+    pub frozen: Option<&'a Frozen>,
 }
 
 /// Sizes of the table.
@@ -209,6 +238,8 @@ pub struct Table {
     counters: TableCounters,
     /// Sampling intervals of processes traced with their own (tier 1), overriding `config.sample_interval`.
     intervals: HashMap<u32, u64>,
+    /// New (process, stack) aggregates not yet identified by their resolved frames (see [`identity`]).
+    unidentified: Vec<(u32, StackId)>,
 }
 
 /// A `comm` field as text, up to its first NUL.
@@ -229,6 +260,7 @@ impl Table {
             ticks: TickLog::default(),
             counters: TableCounters::default(),
             intervals: HashMap::default(),
+            unidentified: Vec::new(),
         }
     }
 
@@ -304,13 +336,17 @@ impl Table {
                 return new_process;
             }
         }
-        let stack = self.stacks.intern(frames, truncated);
+        let raw = self.stacks.intern(frames, truncated);
+        let stack = process.agg_key(raw);
         let has_agg = process.stacks.contains_key(&stack);
-        if has_agg {
-            // The aggregate already holds a reference to this stack.
-            self.stacks.release(stack);
+        if has_agg || stack != raw {
+            // The aggregate (or the alias) already holds a reference to this stack.
+            self.stacks.release(raw);
         }
         let series = !has_agg && self.take_series(1);
+        if !has_agg {
+            self.unidentified(tgid, stack);
+        }
         let Some(process) = self.procs.get_mut(&tgid) else { return new_process };
         let agg = match process.stacks.entry(stack) {
             Entry::Occupied(slot) => slot.into_mut(),
@@ -380,7 +416,7 @@ impl Table {
         if process.series.is_some() {
             self.series -= 4;
         }
-        for stack in process.stacks.keys() {
+        for stack in process.stacks.keys().chain(process.alias.keys()) {
             self.stacks.release(*stack);
         }
         let addrs = process.allocs.into_keys().collect();
@@ -405,8 +441,13 @@ impl Table {
                     truncated: self.stacks.truncated(*stack),
                     stack_hash: self.stacks.hash(*stack),
                     stats: agg.stats,
-                    analysis: agg.analysis,
+                    // A stack first seen after the detach (an event still in the ring buffer) is frozen too.
+                    analysis: match process.frozen {
+                        Some(_) => Analysis { verdict: Verdict::Frozen, ..agg.analysis },
+                        None => agg.analysis,
+                    },
                     series: agg.series.as_ref(),
+                    frozen: process.frozen.as_ref(),
                 })
             },
         )
@@ -437,16 +478,21 @@ impl Table {
                     None => self.config.growth(&self.ticks, series, self.config.window_points(), SampleClock::Rss),
                 })
             });
+            let analysis = match p.frozen {
+                Some(_) => Analysis { verdict: frozen::anon_verdict(self, p), ..p.analysis },
+                None => p.analysis,
+            };
             ProcessRow {
                 tgid: *tgid,
                 comm: &p.comm,
                 live_bytes: p.live_bytes,
                 live_count: p.live_count,
                 stacks: p.stacks.len(),
-                analysis: p.analysis,
+                analysis,
                 heap_series: p.series.as_ref().map(|s| &s.heap),
                 rss: p.rss,
                 rss_growth,
+                frozen: p.frozen.as_ref(),
             }
         })
     }
@@ -501,7 +547,8 @@ impl Table {
 
 /// Removes an allocation's bytes from its stack and process.
 fn unaccount(process: &mut Process, alloc: Alloc) {
-    if let Some(agg) = process.stacks.get_mut(&alloc.stack) {
+    let key = process.agg_key(alloc.stack);
+    if let Some(agg) = process.stacks.get_mut(&key) {
         agg.stats.live_bytes = agg.stats.live_bytes.saturating_sub(alloc.size);
         agg.stats.live_count = agg.stats.live_count.saturating_sub(u64::from(alloc.count));
     }

@@ -196,6 +196,11 @@ impl Table {
         let Self { procs, config, ticks: log, .. } = self;
         let now_ns = times.heap_ns;
         for process in procs.values_mut() {
+            if process.frozen.is_some() {
+                // Nothing is sampled: the probes that fed these series are gone, and a series that merely
+                // stopped must not be judged (see `frozen`). The figures stay as the last tick left them.
+                continue;
+            }
             // One slot per stack of the process: its "old" age and its ages. Every live allocation is looked up
             // once, in this small map (foldhash): a tick visits every live allocation of the table, millions of
             // them, while the state owner applies nothing.
@@ -219,7 +224,7 @@ impl Table {
             for alloc in process.allocs.values() {
                 let age = now_ns.saturating_sub(alloc.ts_ns);
                 let bucket = bucket(age);
-                if let Some(&slot) = slot_of.get(&alloc.stack) {
+                if let Some(&slot) = slot_of.get(&process.agg_key(alloc.stack)) {
                     let (old, ages) = &mut slots[slot];
                     add_age(ages, alloc.size, alloc.ts_ns, bucket, age >= *old);
                 }
