@@ -71,7 +71,8 @@ fn build_alloc_leakers(manifest: &Path, out: &Path) {
 
 /// The fixtures without frame pointers: `frameless` (-O2, the compiler's default of no frame pointers) linked
 /// with `libframeless.so` (-fomit-frame-pointer explicitly), and `frameless_cxx` (C++, -fomit-frame-pointer).
-/// Also `framed`: `frameless.c` with frame pointers. Exports `FRAMELESS_C`, `FRAMED_C` and `FRAMELESS_CXX`.
+/// Also `framed` and `framed_cxx`: the same programs with frame pointers. Exports `FRAMELESS_C`, `FRAMED_C`,
+/// `FRAMELESS_CXX` and `FRAMED_CXX`.
 fn build_frameless(manifest: &Path, out: &Path) {
     let fixtures = manifest.join("fixtures");
     for name in ["frameless.c", "frameless_lib.c", "frameless_cxx.cc"] {
@@ -104,17 +105,26 @@ fn build_frameless(manifest: &Path, out: &Path) {
     gcc(&args, &framed);
     println!("cargo:rustc-env=FRAMED_C={}", framed.display());
 
-    let cxx = out.join("frameless_cxx");
-    let (src, cxx_out) = (path(&fixtures.join("frameless_cxx.cc")), path(&cxx));
-    let status = Command::new("g++")
-        .args(["-O2", "-g", "-fomit-frame-pointer"])
-        .args(warnings)
-        .args(["-o", &cxx_out, &src])
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run g++ to build {} (cargo xtask setup installs it): {e}", cxx.display()));
-    assert!(status.success(), "g++ failed to build {} ({status})", cxx.display());
+    // The C++ program without frame pointers, and with them (libstdc++'s `operator new` keeps none either way).
+    let src = path(&fixtures.join("frameless_cxx.cc"));
+    for (name, frame_pointers, var) in [
+        ("frameless_cxx", "-fomit-frame-pointer", "FRAMELESS_CXX"),
+        ("framed_cxx", "-fno-omit-frame-pointer", "FRAMED_CXX"),
+    ] {
+        let cxx = out.join(name);
+        let cxx_out = path(&cxx);
+        let status = Command::new("g++")
+            .args(["-O2", "-g", frame_pointers])
+            .args(warnings)
+            .args(["-o", &cxx_out, &src])
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("cannot run g++ to build {} (cargo xtask setup installs it): {e}", cxx.display())
+            });
+        assert!(status.success(), "g++ failed to build {} ({status})", cxx.display());
+        println!("cargo:rustc-env={var}={}", cxx.display());
+    }
     println!("cargo:rustc-env=FRAMELESS_C={}", bin.display());
-    println!("cargo:rustc-env=FRAMELESS_CXX={}", cxx.display());
 }
 
 /// The Go fixture, with Debian's Go toolchain (`golang-go`, installed by `cargo xtask setup`): one file, no

@@ -19,6 +19,20 @@ pub use fault::{
 
 pub mod generator;
 
+mod unwind;
+pub use unwind::{
+    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, RBP_AT_CFA, RBP_SAME, UNWIND_BINARIES_MAX_ENTRIES,
+    UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_BINARY_ROWS, UNWIND_MAX_MAPPINGS, UNWIND_PROCS_MAX_ENTRIES,
+    UNWIND_ROW_SEARCH_STEPS, UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindMapping, UnwindProc, UnwindRow,
+};
+
+mod python;
+pub use python::{
+    FAULT_FLAG_PY_FRAMES, MAX_PY_FRAMES, MAX_PY_THREADS, PY_FRAME_OWNED_BY_CSTACK, PY_FRAMES_NO_THREAD,
+    PY_FRAMES_READ_ERROR, PY_FRAMES_TRUNCATED, PY_PROCS_MAX_ENTRIES, PY_TSTATE_CURRENT, PY_TSTATE_THREAD_LIST, PyFrame,
+    PyFrames, PyProc, decode_py_frames,
+};
+
 mod oom;
 pub use oom::{
     OOM_HAS_ALL, OOM_HAS_COMM, OOM_HAS_OOM_SCORE_ADJ, OOM_HAS_RSS, OOM_HAS_TOTAL_VM, OOM_HAS_UID, OomEvent, OomFields,
@@ -45,6 +59,15 @@ pub mod maps {
     /// The program break of each process after its latest `brk`, keyed by tgid (LRU; removed on exit and exec):
     /// how far a `brk` raised it (tier 0's mapping growth).
     pub const BRK_END: &str = "BRK_END";
+    /// The unwind-row arena, an array of [`crate::UnwindRow`] the daemon writes through a memory mapping.
+    pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
+    /// Binary id -> [`crate::UnwindBinary`], its extent of the arena.
+    pub const UNWIND_BINARIES: &str = "UNWIND_BINARIES";
+    /// Tgid -> [`crate::UnwindProc`], the process's executable mappings.
+    pub const UNWIND_PROCS: &str = "UNWIND_PROCS";
+    /// Python processes whose frames the probes record, keyed by tgid, value [`crate::PyProc`]: written by the
+    /// daemon when it first sees the interpreter, removed on exit and exec.
+    pub const PY_PROCS: &str = "PY_PROCS";
 }
 
 /// Index of a per-CPU countdown in [`maps::COUNTDOWN`].
@@ -93,6 +116,9 @@ pub mod globals {
     /// a multiple of [`crate::STACK_COPY_CHUNK`] up to [`crate::MAX_STACK_COPY_BYTES`]; 0 walks frame pointers
     /// in the kernel instead (`--unwind fp`).
     pub const STACK_COPY_BYTES: &str = "STACK_COPY_BYTES";
+    /// 1: stacks are walked in the kernel with the binaries' unwind tables (`--unwind auto`, `tables`);
+    /// 0: by the kernel's frame-pointer walk, or copied (`STACK_COPY_BYTES`).
+    pub const UNWIND_TABLES: &str = "UNWIND_TABLES";
     /// Thread-group id of the only process traced (`run --pid`); 0 traces every process.
     pub const TRACED_TGID: &str = "TRACED_TGID";
 }
@@ -291,6 +317,10 @@ pub const ALLOC_FLAG_REPLACES_OLD: u32 = 1 << 2;
 /// right after the event, to be unwound in userspace.
 pub const ALLOC_FLAG_STACK_COPY: u32 = 1 << 3;
 
+/// `flags` bit of [`AllocEvent`]: the record ends with a [`PyFrames`] (after the stack copy, if any): the
+/// process is a registered Python interpreter.
+pub const ALLOC_FLAG_PY_FRAMES: u32 = 1 << 4;
+
 /// A successful allocation, emitted from the return probe. With [`ALLOC_FLAG_STACK_COPY`], the record is
 /// followed by a [`UserStack`] and then `UserStack::len` bytes of the user stack from `UserStack::sp` up.
 #[repr(C)]
@@ -441,11 +471,32 @@ pub enum Counter {
     MapsSampled = 24,
     /// Sampled mapping-growth events lost: ring buffer full.
     RingBufFullMap = 25,
+    /// Frames unwound with a binary's unwind-table row (in the kernel).
+    UnwindTableFrames = 26,
+    /// Frames walked by frame pointers instead: the process's mappings are not loaded (yet).
+    UnwindFpNoProcess = 27,
+    /// Frames walked by frame pointers instead: the pc is in no known executable file mapping (JIT code, a
+    /// library loaded since the last scan, the vDSO).
+    UnwindFpNoMapping = 28,
+    /// Frames walked by frame pointers instead: the binary's rows are not loaded (not yet, evicted, or none).
+    UnwindFpNoBinary = 29,
+    /// Frames walked by frame pointers instead: no usable row (an expression the kernel does not evaluate, code
+    /// between functions).
+    UnwindFpNoRule = 30,
+    /// Table walks ended by an unreadable return address or saved rbp.
+    UnwindReadErrors = 31,
+    /// Records carrying Python frames (registered Python processes).
+    PyStacks = 32,
+    /// Records of a registered Python process with no Python frame: no thread state for the thread, or a
+    /// read of the interpreter's memory failed (see `PY_FRAMES_*` flags).
+    PyStackMisses = 33,
+    /// Python frame chains longer than [`MAX_PY_FRAMES`], cut.
+    PyStackTruncated = 34,
 }
 
 impl Counter {
     /// Number of counters (the size of [`maps::COUNTERS`]).
-    pub const COUNT: u32 = 26;
+    pub const COUNT: u32 = 35;
 
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
@@ -475,6 +526,15 @@ impl Counter {
         Self::Maps,
         Self::MapsSampled,
         Self::RingBufFullMap,
+        Self::UnwindTableFrames,
+        Self::UnwindFpNoProcess,
+        Self::UnwindFpNoMapping,
+        Self::UnwindFpNoBinary,
+        Self::UnwindFpNoRule,
+        Self::UnwindReadErrors,
+        Self::PyStacks,
+        Self::PyStackMisses,
+        Self::PyStackTruncated,
     ];
 
     /// Stable `snake_case` name, used in `status` output and metric names.
@@ -506,6 +566,15 @@ impl Counter {
             Self::Maps => "maps",
             Self::MapsSampled => "maps_sampled",
             Self::RingBufFullMap => "ringbuf_full_map",
+            Self::UnwindTableFrames => "unwind_table_frames",
+            Self::UnwindFpNoProcess => "unwind_fp_no_process",
+            Self::UnwindFpNoMapping => "unwind_fp_no_mapping",
+            Self::UnwindFpNoBinary => "unwind_fp_no_binary",
+            Self::UnwindFpNoRule => "unwind_fp_no_rule",
+            Self::UnwindReadErrors => "unwind_read_errors",
+            Self::PyStacks => "py_stacks",
+            Self::PyStackMisses => "py_stack_misses",
+            Self::PyStackTruncated => "py_stack_truncated",
         }
     }
 }
@@ -534,4 +603,12 @@ mod pod {
     unsafe impl aya::Pod for super::FaultFields {}
     // SAFETY: as above (four `u32`s).
     unsafe impl aya::Pod for super::MapFields {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindRow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindBinary {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindProc {}
+    // SAFETY: as above (a `u64` and fourteen `u32`s).
+    unsafe impl aya::Pod for super::PyProc {}
 }

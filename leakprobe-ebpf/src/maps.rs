@@ -2,16 +2,68 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use leakprobe_common::{
     BRK_END_MAX_ENTRIES, COUNTDOWN_ENTRIES, Countdown, Counter, EXP_TABLE_LEN, EXP_TABLE_SHIFT, FaultFields,
-    INFLIGHT_MAX_ENTRIES, InFlight, LIVE_MAX_ENTRIES, LiveKey, MAX_SAMPLE_INTERVAL, MapFields, NO_FIELD, OomFields,
-    PID_CALLS_MAX_ENTRIES, PID_SAMPLE_MAX_ENTRIES, RING_BUF_BYTES,
+    INFLIGHT_MAX_ENTRIES, InFlight, LIVE_MAX_ENTRIES, LiveKey, MAX_FRAMES, MAX_SAMPLE_INTERVAL, MapFields, NO_FIELD,
+    OomFields, PID_CALLS_MAX_ENTRIES, PID_SAMPLE_MAX_ENTRIES, PY_PROCS_MAX_ENTRIES, PyProc, RING_BUF_BYTES,
+    UNWIND_BINARIES_MAX_ENTRIES, UNWIND_MAX_MAPPINGS, UNWIND_PROCS_MAX_ENTRIES, UNWIND_ROWS_DEFAULT_ENTRIES,
+    UnwindBinary, UnwindMapping, UnwindProc, UnwindRow,
 };
 
 /// `BPF_F_NO_PREALLOC`: the live-address map grows with use instead of reserving its maximum up front.
 const BPF_F_NO_PREALLOC: u32 = 1;
+/// `BPF_F_MMAPABLE`: the daemon writes the row arena through a memory mapping, not a syscall per row.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// The unwind-row arena: every loaded binary's rows, each binary a contiguous extent. Sized by the loader.
+#[map]
+pub static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(UNWIND_ROWS_DEFAULT_ENTRIES, BPF_F_MMAPABLE);
+
+/// Binary id -> its extent of [`UNWIND_ROWS`].
+#[map]
+pub static UNWIND_BINARIES: HashMap<u64, UnwindBinary> = HashMap::with_max_entries(UNWIND_BINARIES_MAX_ENTRIES, 0);
+
+/// Tgid -> the process's executable mappings.
+#[map]
+pub static UNWIND_PROCS: HashMap<u32, UnwindProc> =
+    HashMap::with_max_entries(UNWIND_PROCS_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// The table walk's state (per CPU: a program runs to its end on one CPU).
+#[repr(C)]
+pub struct UnwindState {
+    pub pc: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub tgid: u32,
+    pub n: u32,
+    pub flags: u32,
+    /// Binary search: the extent's first row, the bounds and the key.
+    pub first: u32,
+    pub lo: u32,
+    pub hi: u32,
+    pub key: u64,
+    pub frames: [u64; MAX_FRAMES],
+    /// The mappings of the process's `UnwindProc` in use, copied.
+    pub nmappings: u32,
+    pub pad: u32,
+    pub mappings: [UnwindMapping; UNWIND_MAX_MAPPINGS],
+}
+
+#[map]
+pub static UNWIND_SCRATCH: PerCpuArray<UnwindState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Set by the loader: 1 walks stacks with the unwind tables, 0 leaves the walk to the kernel's frame pointers.
+#[unsafe(no_mangle)]
+static UNWIND_TABLES: u32 = 0;
+
+/// Whether stacks are walked with the unwind tables (known to the verifier: the other branch is pruned).
+#[inline(always)]
+pub fn unwind_tables() -> bool {
+    // SAFETY: a plain read of a loader-set global; volatile so the initializer is not folded in.
+    unsafe { core::ptr::read_volatile(&raw const UNWIND_TABLES) != 0 }
+}
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BUF_BYTES, 0);
@@ -33,6 +85,9 @@ pub static PID_SAMPLE_INTERVAL: HashMap<u32, u64> = HashMap::with_max_entries(PI
 
 #[map]
 pub static PID_CALLS: LruPerCpuHashMap<u32, u64> = LruPerCpuHashMap::with_max_entries(PID_CALLS_MAX_ENTRIES, 0);
+
+#[map]
+pub static PY_PROCS: HashMap<u32, PyProc> = HashMap::with_max_entries(PY_PROCS_MAX_ENTRIES, 0);
 
 #[map]
 pub static BRK_END: LruHashMap<u32, u64> = LruHashMap::with_max_entries(BRK_END_MAX_ENTRIES, 0);

@@ -10,11 +10,12 @@ use std::sync::{
 
 use aya::maps::{MapData, RingBuf};
 use leakprobe_common::{
-    ALLOC_FLAG_STACK_COPY, ALLOC_FLAG_STACK_TRUNCATED, DecodeError, Event, decode, decode_user_stack,
+    ALLOC_FLAG_PY_FRAMES, ALLOC_FLAG_STACK_COPY, ALLOC_FLAG_STACK_TRUNCATED, DecodeError, Event, decode,
+    decode_py_frames, decode_user_stack,
 };
 
 use crate::{
-    procfs,
+    procfs, python,
     unwind::{Outcome, UnwindStats, Unwinder},
 };
 use tokio::{
@@ -41,11 +42,13 @@ pub struct Batch {
 /// (`--unwind dwarf`) into frames, so that every allocation event downstream carries frames the same way.
 pub struct Decoder {
     unwinder: Unwinder,
+    /// Python frames recorded by the probes, spliced into the native stacks.
+    python: python::Splicer,
 }
 
 impl Decoder {
     pub fn new(unwinder: Unwinder) -> Self {
-        Self { unwinder }
+        Self { unwinder, python: python::Splicer::default() }
     }
 
     /// One record as an event.
@@ -69,10 +72,24 @@ impl Decoder {
                 }
             }
             // The process's modules are gone; a new process may reuse the pid.
-            Event::Exit(e) | Event::Exec(e) => self.unwinder.forget(e.header.tgid),
+            Event::Exit(e) | Event::Exec(e) => {
+                self.unwinder.forget(e.header.tgid);
+                self.python.forget(e.header.tgid);
+            }
             _ => {}
         }
+        if let Event::Alloc(alloc) = &mut event
+            && let Some(py) = decode_py_frames(bytes, alloc.flags & ALLOC_FLAG_PY_FRAMES != 0)
+            && self.python.splice(alloc.header.tgid, &mut alloc.frames, &mut alloc.nframes, &py)
+        {
+            alloc.flags |= ALLOC_FLAG_STACK_TRUNCATED;
+        }
         Ok(event)
+    }
+
+    /// The Python splicer's counters.
+    pub fn python_stats(&self) -> python::SpliceStats {
+        self.python.stats()
     }
 
     /// The unwinder's counters.

@@ -384,6 +384,22 @@ pub struct DiscoveryStatus {
     pub last_full_scan: Option<ScanCost>,
     /// The most recent scan of one process after it called `execve`.
     pub last_exec_scan: Option<ScanCost>,
+    /// Binaries whose unwind tables are loaded in the kernel (`--unwind auto`), most recently used first.
+    #[serde(default)]
+    pub unwind_tables: Vec<UnwindTableStatus>,
+}
+
+/// One binary's unwind tables in the kernel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnwindTableStatus {
+    /// The path it was read through.
+    pub path: String,
+    /// `MAJOR:MINOR:INODE` of the file.
+    pub file: String,
+    /// Rows loaded.
+    pub rows: u64,
+    /// Bytes they take in the kernel's arena.
+    pub bytes: u64,
 }
 
 /// One file providing an allocator.
@@ -432,8 +448,8 @@ pub struct ScanCost {
 /// The daemon's stack unwinding.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnwindSettings {
-    /// `fp` (frame pointers, walked in the kernel) or `dwarf` (stack copies unwound in the daemon with the
-    /// binaries' unwind tables).
+    /// `tables` (walked in the kernel with the binaries' unwind tables), `fp` (frame pointers, walked in the
+    /// kernel) or `dwarf` (stack copies unwound in the daemon with the binaries' unwind tables).
     pub mode: String,
     /// With `dwarf`: bytes of user stack copied per reported allocation.
     #[serde(default)]

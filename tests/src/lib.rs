@@ -53,6 +53,8 @@ pub const FRAMELESS: &str = env!("FRAMELESS_C");
 pub const FRAMED: &str = env!("FRAMED_C");
 /// The C++ fixture without frame pointers (`tests/fixtures/frameless_cxx.cc`).
 pub const FRAMELESS_CXX: &str = env!("FRAMELESS_CXX");
+/// `frameless_cxx.cc` built with frame pointers.
+pub const FRAMED_CXX: &str = env!("FRAMED_CXX");
 /// Source of the C leaker, to check the line numbers the daemon reports.
 pub const LEAKER_SRC: &str = env!("LEAKER_C_SRC");
 /// A shared object that defines no `malloc`.

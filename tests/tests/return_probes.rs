@@ -14,6 +14,7 @@ use serde_json::Value;
 const SLACK: u64 = 1000;
 
 /// Runs the sampling fixture under a sampled daemon with `--return-probes kind` and returns its status after.
+/// The default unwinder (`--unwind auto`, the kernel's table walk with its `bpf_loop` callbacks) with both kinds.
 fn run_fixture(kind: &str) -> Value {
     let daemon = Daemon::start_with_args(&["--mode", "sampled", "--return-probes", kind]);
     let status = daemon.status();

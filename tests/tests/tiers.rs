@@ -54,6 +54,13 @@ fn scoped_points(status: &Value, pid: u64) -> Vec<Value> {
 
 #[test]
 fn tier0_attributes_mmap_and_malloc_growth_to_the_touching_stacks_with_no_malloc_probes() {
+    // The fixtures first: the daemon's start-up scan loads their unwind tables before they grow (a process
+    // started later is walked by frame pointers until the scan after its exec, which would split the stacks).
+    // 2048 pages of an anonymous mapping, touched by golike_touch: no malloc involved.
+    let mut golike = spawn(&["golike", "2048"]);
+    // 8 blocks of 256 KiB from malloc: glibc writes each block's header (page 0, inside malloc), cleak_touch the
+    // other 63 pages.
+    let mut cleak = spawn(&["cleak", "8"]);
     // Every fault sampled: each sampled fault weighs exactly one page, so bytes are exact.
     let daemon = Daemon::start_with_args(&["--malloc-probes", "off", "--fault-sample-interval", "1"]);
     let status = daemon.status();
@@ -67,11 +74,6 @@ fn tier0_attributes_mmap_and_malloc_growth_to_the_touching_stacks_with_no_malloc
     assert_eq!(status["tier1"]["malloc_probes"], "off", "{status:#}");
     assert_eq!(status["tier0"]["enabled"], true, "{status:#}");
 
-    // 2048 pages of an anonymous mapping, touched by golike_touch: no malloc involved.
-    let mut golike = spawn(&["golike", "2048"]);
-    // 8 blocks of 256 KiB from malloc: glibc writes each block's header (page 0, inside malloc), cleak_touch the
-    // other 63 pages.
-    let mut cleak = spawn(&["cleak", "8"]);
     golike.send_line("grow");
     cleak.send_line("grow");
     golike.wait_line("grown 1");
@@ -79,8 +81,8 @@ fn tier0_attributes_mmap_and_malloc_growth_to_the_touching_stacks_with_no_malloc
 
     let golike_pages = 2048;
     let cleak_pages = 8 * (256 * 1024 / PAGE - 1);
-    // The touching functions are leaves without a frame of their own: a frame-pointer walk from them skips
-    // their direct caller and goes on with its caller, `main` (for golike_grow) or cleak_grow (called by main).
+    // The touching functions are leaves without a frame of their own: the table walk goes on to their caller
+    // and to `main` (a frame-pointer walk, `--unwind fp`, skips the direct caller).
     for (fixture, function, pages) in [(&golike, "golike_touch", golike_pages), (&cleak, "cleak_touch", cleak_pages)] {
         let pid = fixture.pid();
         let process = poll_until(Duration::from_secs(30), &format!("{function}'s faults of pid {pid}"), || {
@@ -356,4 +358,52 @@ fn a_process_shed_by_the_budget_shows_frozen_stacks_while_its_memory_keeps_growi
     let table = daemon.run_cli(&["processes", "--socket", &socket, "--pid", &pid_text]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("leaking (anon)") && text.contains("heap figures frozen since"), "{text}");
+}
+
+/// The first frame of `stack` outside the C library: the program's own code.
+fn first_own_frame(stack: &Value) -> Option<&str> {
+    let own = stack.frames().iter().find(|f| !f["module"].as_str().is_some_and(|m| m.contains("/libc.so")))?;
+    own["function"].as_str()
+}
+
+/// Tier 0 with the default unwinder (the kernel's table walk): a small-object heap grown through glibc's
+/// `malloc`, nothing attached to `malloc`, is attributed through glibc's frameless code to the program's own
+/// function, for its faults and for the `brk` calls that grew it. A frame-pointer walk stopped in glibc.
+#[test]
+fn tier0_names_the_function_that_grows_a_glibc_heap() {
+    // 4096 blocks of 4000 bytes: about 4000 pages, each first written inside malloc. Started first, so the
+    // daemon's start-up scan has its tables loaded before it grows.
+    let mut fixture = spawn(&["smallheap", "4096"]);
+    let daemon = Daemon::start_with_args(&["--malloc-probes", "off", "--fault-sample-interval", "1"]);
+    assert_eq!(daemon.status()["unwind"]["mode"], "tables");
+    fixture.send_line("grow");
+    fixture.wait_line("grown 1");
+    let pid = fixture.pid();
+    let pages = 4096 * 4000 / PAGE;
+    let own_pages = |process: &Value| -> u64 {
+        let stacks = process["stacks"].as_array().map(Vec::as_slice).unwrap_or_default();
+        stacks.iter().filter(|s| first_own_frame(s) == Some("smallheap_grow")).map(|s| s.num("sampled_faults")).sum()
+    };
+    let all_pages = |process: &Value| -> u64 {
+        let stacks = process["stacks"].as_array().map(Vec::as_slice).unwrap_or_default();
+        stacks.iter().map(|s| s.num("sampled_faults")).sum()
+    };
+    // Faults lost to a full ring buffer on a loaded host are counted (`ringbuf_full_fault`), not attributed:
+    // wait for most of them, then judge the share.
+    let process = poll_until(Duration::from_secs(30), &format!("the faults of pid {pid}"), || {
+        faults_of(&daemon, pid).filter(|p| all_pages(p) >= pages * 3 / 4)
+    });
+    assert!(own_pages(&process) * 100 >= all_pages(&process) * 95, "smallheap_grow holds the growth: {process:#}");
+    let top = &process["stacks"].as_array().expect("stacks")[0];
+    let in_libc = top.frames()[0]["module"].as_str().is_some_and(|m| m.contains("/libc.so"));
+    assert!(in_libc, "the faults are taken inside malloc: {top:#}");
+    assert_eq!(first_own_frame(top), Some("smallheap_grow"), "malloc's caller after glibc's frames: {top:#}");
+    assert!(top.has_function_containing("main"), "and on to main: {top:#}");
+    let grown = poll_until(Duration::from_secs(10), "the brk calls of pid {pid}", || {
+        faults_of(&daemon, pid).filter(|p| !map_stacks(p, "brk", "").is_empty())
+    });
+    for stack in map_stacks(&grown, "brk", "") {
+        assert_eq!(first_own_frame(stack), Some("smallheap_grow"), "brk from malloc from smallheap_grow: {stack:#}");
+    }
+    fixture.close_stdin_and_wait();
 }

@@ -1,18 +1,23 @@
-//! `--unwind dwarf`: whole stacks from code without frame pointers (a main binary at -O2, a shared library with
+//! Whole stacks from code without frame pointers (a main binary at -O2, a shared library with
 //! -fomit-frame-pointer, C++), allocator wrappers that name their caller, and the same stacks as frame pointers
-//! give where those are present.
+//! give where those are present: by the kernel's table walk (the default, `--unwind auto`) and by the daemon's
+//! unwinding of stack copies (`--unwind dwarf`).
 
 use leakprobe_tests::expect::{
     ASPRINTF_BYTES, ASPRINTF_COUNT, DUP_COUNT, DUP_LEN, FENCE_SIZE, LIB_COUNT, LIB_SIZE, MAIN_COUNT, MAIN_SIZE,
     NDUP_COUNT, NDUP_LEN, NEW_ARRAY_COUNT, NEW_ARRAY_LEN, NEW_COUNT, NEW_SIZE,
 };
 use leakprobe_tests::stacks::{assert_live, only_by_fn0};
-use leakprobe_tests::{Daemon, FRAMED, FRAMELESS, FRAMELESS_CXX, Fixture, StackExt, dump, wait_for_fence};
+use leakprobe_tests::{
+    Daemon, FRAMED, FRAMED_CXX, FRAMELESS, FRAMELESS_CXX, Fixture, StackExt, TIER0, dump, wait_for_fence,
+};
 use serde_json::Value;
 
 /// Full mode with dwarf unwinding copies 16 KiB per allocation: on a busy host that fills the ring buffer, so
 /// each daemon traces only its fixture (`--pid`).
 const DWARF: [&str; 4] = ["--mode", "full", "--unwind", "dwarf"];
+/// Full mode with every other flag at its default: stacks walked in the kernel with the unwind tables.
+const TABLES: [&str; 2] = ["--mode", "full"];
 
 /// Starts `fixture args` (it waits for "go"), then a daemon per argument list tracing only it, lets it run to
 /// its fence and returns the daemons, the fixture and each daemon's stacks of it.
@@ -34,9 +39,9 @@ fn observe_with(path: &str, args: &[&str], daemons: &[&[&str]]) -> (Vec<Daemon>,
     (daemons, fixture, stacks)
 }
 
-/// One daemon with `--unwind dwarf` on `fixture args`.
-fn observe(path: &str, args: &[&str]) -> (Daemon, Fixture, Vec<Value>) {
-    let (mut daemons, fixture, mut stacks) = observe_with(path, args, &[&DWARF]);
+/// One daemon with `flags` on `fixture args`.
+fn observe(path: &str, args: &[&str], flags: &[&str]) -> (Daemon, Fixture, Vec<Value>) {
+    let (mut daemons, fixture, mut stacks) = observe_with(path, args, &[flags]);
     (daemons.remove(0), fixture, stacks.remove(0))
 }
 
@@ -82,22 +87,42 @@ fn live(stacks: &[&Value]) -> (u64, u64) {
     stacks.iter().fold((0, 0), |(b, c), s| (b + s.live_bytes(), c + s.live_count()))
 }
 
-#[test]
-fn frameless_main_binary_names_all_three_callers() {
-    let (daemon, mut fixture, stacks) = observe(FRAMELESS, &["main"]);
+/// The three-deep frameless chain in the main binary, unwound with `flags`; returns the daemon.
+fn frameless_main(flags: &[&str]) -> Daemon {
+    let (daemon, mut fixture, stacks) = observe(FRAMELESS, &["main"], flags);
     let stack = assert_live(&stacks, "leak_three", MAIN_COUNT * MAIN_SIZE, MAIN_COUNT);
     assert_starts_with(stack, &["leak_three", "level_two", "level_one", "mode_main", "main"], &stacks);
+    fixture.close_stdin_and_wait();
+    daemon
+}
+
+#[test]
+fn frameless_main_binary_names_all_three_callers() {
+    let daemon = frameless_main(&DWARF);
     let status = daemon.status();
     assert_eq!(status["unwind"]["mode"], "dwarf", "{status:#}");
     assert_eq!(status["unwind"]["stack_copy_bytes"].as_u64(), Some(16 << 10), "{status:#}");
     assert!(status["daemon_counters"]["stacks_dwarf"].as_u64().is_some_and(|n| n > MAIN_COUNT), "{status:#}");
     assert_eq!(status["daemon_counters"]["stacks_fp"].as_u64(), Some(0), "{status:#}");
-    fixture.close_stdin_and_wait();
 }
 
 #[test]
-fn frameless_shared_library_names_all_three_callers() {
-    let (_daemon, mut fixture, stacks) = observe(FRAMELESS, &["lib"]);
+fn kernel_tables_name_all_three_frameless_callers() {
+    let daemon = frameless_main(&TABLES);
+    let status = daemon.status();
+    assert_eq!(status["unwind"]["mode"], "tables", "{status:#}");
+    let kernel = &status["kernel_counters"];
+    assert!(kernel["unwind_table_frames"].as_u64().is_some_and(|n| n > MAIN_COUNT * 5), "{status:#}");
+    let daemon_counters = &status["daemon_counters"];
+    assert!(daemon_counters["unwind_tables_binaries_loaded"].as_u64().is_some_and(|n| n >= 3), "{status:#}");
+    assert!(daemon_counters["unwind_tables_bytes_used"].as_u64().is_some_and(|n| n > 0), "{status:#}");
+    let tables = status["discovery"]["unwind_tables"].as_array().cloned().unwrap_or_default();
+    assert!(tables.iter().any(|t| t["path"].as_str().is_some_and(|p| p.ends_with("/frameless"))), "{status:#}");
+}
+
+/// The three-deep frameless chain in a shared library, unwound with `flags`.
+fn frameless_lib(flags: &[&str]) {
+    let (_daemon, mut fixture, stacks) = observe(FRAMELESS, &["lib"], flags);
     let stack = assert_live(&stacks, "lib_leak", LIB_COUNT * LIB_SIZE, LIB_COUNT);
     assert_starts_with(stack, &["lib_leak", "lib_middle", "lib_outer", "mode_lib", "main"], &stacks);
     let module = stack.frames()[0]["module"].as_str().unwrap_or("");
@@ -106,8 +131,18 @@ fn frameless_shared_library_names_all_three_callers() {
 }
 
 #[test]
-fn c_wrappers_name_their_frameless_caller() {
-    let (_daemon, mut fixture, stacks) = observe(FRAMELESS, &["wrappers"]);
+fn frameless_shared_library_names_all_three_callers() {
+    frameless_lib(&DWARF);
+}
+
+#[test]
+fn kernel_tables_name_the_frameless_shared_library_chain() {
+    frameless_lib(&TABLES);
+}
+
+/// `strdup`, `strndup`, `asprintf` from frameless callers, unwound with `flags`.
+fn c_wrappers(flags: &[&str]) {
+    let (_daemon, mut fixture, stacks) = observe(FRAMELESS, &["wrappers"], flags);
 
     let dup = through_wrapper(&stacks, "dup_caller");
     assert_eq!(live(&dup), (DUP_COUNT * (DUP_LEN + 1), DUP_COUNT), "{}", dump(&stacks));
@@ -139,11 +174,20 @@ fn c_wrappers_name_their_frameless_caller() {
     fixture.close_stdin_and_wait();
 }
 
+#[test]
+fn c_wrappers_name_their_frameless_caller() {
+    c_wrappers(&DWARF);
+}
+
+#[test]
+fn kernel_tables_name_the_frameless_callers_of_c_wrappers() {
+    c_wrappers(&TABLES);
+}
+
 /// `operator new[]` tail-calls `operator new` in libstdc++ (a jump: its frame is gone from any stack), so both
 /// leaks show `operator new` and then the caller.
-#[test]
-fn cxx_new_names_its_frameless_caller() {
-    let (_daemon, mut fixture, stacks) = observe(FRAMELESS_CXX, &[]);
+fn cxx_new(path: &str, flags: &[&str]) {
+    let (_daemon, mut fixture, stacks) = observe(path, &[], flags);
     for (caller, bytes, count) in
         [("new_caller", NEW_SIZE, NEW_COUNT), ("new_array_caller", NEW_ARRAY_LEN * 4, NEW_ARRAY_COUNT)]
     {
@@ -158,15 +202,32 @@ fn cxx_new_names_its_frameless_caller() {
     fixture.close_stdin_and_wait();
 }
 
-/// A binary with frame pointers, watched by a daemon walking them and by one unwinding with tables at once:
-/// both report the same frames, addresses included, up to `main` (the walk stops in glibc's frameless start
+#[test]
+fn cxx_new_names_its_frameless_caller() {
+    cxx_new(FRAMELESS_CXX, &DWARF);
+}
+
+#[test]
+fn kernel_tables_name_the_cxx_new_caller_without_frame_pointers() {
+    cxx_new(FRAMELESS_CXX, &TABLES);
+}
+
+/// libstdc++'s `operator new` keeps no frame pointer: a frame-pointer walk skips its caller even in a
+/// program built with them. The table walk does not.
+#[test]
+fn kernel_tables_name_the_cxx_new_caller_with_frame_pointers() {
+    cxx_new(FRAMED_CXX, &TABLES);
+}
+
+/// A binary with frame pointers, watched at once by a daemon walking them, by one unwinding stack copies with
+/// tables and by one walking the tables in the kernel: all report the same frames, addresses included, up to `main` (the walk stops in glibc's frameless start
 /// code after it), so stacks are keyed alike whichever unwinder made them.
 #[test]
 fn frame_pointer_binary_gives_the_same_stacks_both_ways() {
     let fp: &[&str] = &["--mode", "full", "--unwind", "fp"];
-    let (daemons, mut fixture, stacks) = observe_with(FRAMED, &["main"], &[fp, &DWARF]);
-    let (by_fp, by_dwarf) = (&stacks[0], &stacks[1]);
-    for stacks in [by_fp, by_dwarf] {
+    let (daemons, mut fixture, stacks) = observe_with(FRAMED, &["main"], &[fp, &DWARF, &TABLES]);
+    let (by_fp, by_dwarf, by_tables) = (&stacks[0], &stacks[1], &stacks[2]);
+    for stacks in [by_fp, by_dwarf, by_tables] {
         let stack = assert_live(stacks, "leak_three", MAIN_COUNT * MAIN_SIZE, MAIN_COUNT);
         assert_starts_with(stack, &["leak_three", "level_two", "level_one", "mode_main", "main"], stacks);
         assert_live(stacks, "fence", FENCE_SIZE, 1);
@@ -179,8 +240,39 @@ fn frame_pointer_binary_gives_the_same_stacks_both_ways() {
     for function in ["leak_three", "fence"] {
         let (a, b) = (only_by_fn0(by_fp, function), only_by_fn0(by_dwarf, function));
         assert_eq!(upto_main(a), upto_main(b), "{function}: fp\n{}\ndwarf\n{}", dump(by_fp), dump(by_dwarf));
+        let c = only_by_fn0(by_tables, function);
+        assert_eq!(upto_main(a), upto_main(c), "{function}: fp\n{}\ntables\n{}", dump(by_fp), dump(by_tables));
     }
     assert_eq!(daemons[0].status()["unwind"]["mode"], "fp");
     assert_eq!(daemons[1].status()["unwind"]["mode"], "dwarf");
+    assert_eq!(daemons[2].status()["unwind"]["mode"], "tables");
     fixture.close_stdin_and_wait();
+}
+
+/// Full mode with default flags and no `--pid`, while a malloc/free loop runs on every CPU beside the fixture:
+/// records carry frames, not stack copies, so the ring buffer keeps up and the fixture's leak is exact, its
+/// chain whole.
+#[test]
+fn kernel_tables_lose_nothing_beside_a_malloc_loop_on_every_cpu() {
+    let mut fixture = Fixture::spawn(FRAMELESS, &["main"]);
+    fixture.wait_line("waiting");
+    let daemon = Daemon::start_with_args(&TABLES);
+    // The loops start once the daemon is up (its start-up scan is not what is measured).
+    let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+    let mut busy: Vec<Fixture> = (0..cpus).map(|_| Fixture::spawn(TIER0, &["busy"])).collect();
+    for fixture in &mut busy {
+        fixture.wait_line("ready");
+    }
+    fixture.send_line("go");
+    fixture.wait_line("ready");
+    let stacks = wait_for_fence(&daemon, fixture.pid());
+    let stack = assert_live(&stacks, "leak_three", MAIN_COUNT * MAIN_SIZE, MAIN_COUNT);
+    assert_starts_with(stack, &["leak_three", "level_two", "level_one", "mode_main", "main"], &stacks);
+    let status = daemon.status();
+    let allocs = status["kernel_counters"]["allocs"].as_u64().unwrap_or(0);
+    let lost = status["kernel_counters"]["ringbuf_full_alloc"].as_u64().unwrap_or(0);
+    println!("{cpus} busy loops: {allocs} allocations reported, {lost} lost to a full ring buffer");
+    assert!(allocs > 100_000, "the busy loops were traced: {status:#}");
+    fixture.close_stdin_and_wait();
+    drop(busy);
 }

@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// comparable while the absolute times do not. Reported in the output.
     #[arg(long)]
     no_wait: bool,
+    /// Only what compares the unwinders: nothing attached, full mode with the kernel's table walk, with frame
+    /// pointers and with stack copies, and tier 0 per page fault with the table walk and with frame pointers.
+    #[arg(long)]
+    only_unwinding: bool,
 }
 
 /// Thread counts every configuration runs with.
@@ -65,6 +69,7 @@ pub const THREADS: [u32; 2] = [1, 2];
 pub enum Config {
     Baseline,
     Full,
+    FullFp,
     FullDwarf,
     Sampled,
     SampledFp,
@@ -77,9 +82,10 @@ pub enum Config {
 }
 
 impl Config {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Baseline,
         Self::Full,
+        Self::FullFp,
         Self::FullDwarf,
         Self::Sampled,
         Self::SampledFp,
@@ -92,9 +98,10 @@ impl Config {
     pub fn label(self) -> &'static str {
         match self {
             Self::Baseline => "nothing attached",
-            Self::Full => "leakprobe full (fp, session)",
+            Self::Full => "leakprobe full (kernel tables)",
+            Self::FullFp => "leakprobe full --unwind fp",
             Self::FullDwarf => "leakprobe full --unwind dwarf",
-            Self::Sampled => "leakprobe sampled (512KiB, dwarf, session)",
+            Self::Sampled => "leakprobe sampled (512KiB, kernel tables)",
             Self::SampledFp => "leakprobe sampled --unwind fp",
             Self::SampledPlain => "leakprobe sampled --return-probes plain",
             Self::Tier0 => "leakprobe tier 0 (auto)",
@@ -135,12 +142,15 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     let mut usages = Vec::new();
     let mut sites = None;
     let mut unwinding = report::Unwinding::default();
-    for config in Config::ALL {
+    let unwinding_configs = [Config::Baseline, Config::Full, Config::FullFp, Config::FullDwarf];
+    let configs: &[Config] = if args.only_unwinding { &unwinding_configs } else { &Config::ALL };
+    for &config in configs {
         eprintln!("bench: {} ({} runs x {THREADS:?} threads, {} pairs each)", config.label(), args.runs, args.pairs);
         let result = match config {
             Config::Baseline | Config::Heaptrack => time_runs(&work, config, args, &dir, &libc),
             Config::Bpftrace => peers::check_bpftrace(&libc).and_then(|()| time_runs(&work, config, args, &dir, &libc)),
             Config::Full
+            | Config::FullFp
             | Config::FullDwarf
             | Config::Sampled
             | Config::SampledFp
@@ -149,6 +159,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
                 wait_quiet(args.no_wait);
                 let (name, mode, flags): (&str, &str, &[&str]) = match config {
                     Config::Full => ("full", "full", &[]),
+                    Config::FullFp => ("full-fp", "full", &["--unwind", "fp"]),
                     Config::FullDwarf => ("full-dwarf", "full", &["--unwind", "dwarf"]),
                     Config::SampledFp => ("sampled-fp", "sampled", &["--unwind", "fp"]),
                     Config::SampledPlain => ("sampled-plain", "sampled", &["--return-probes", "plain"]),
@@ -168,6 +179,9 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
                 if config == Config::FullDwarf {
                     unwinding.daemon = daemon.status().ok().map(|s| report::DaemonUnwind::from_status(&s));
                 }
+                if config == Config::Full {
+                    unwinding.tables = daemon.status().ok().map(|s| report::KernelTables::from_status(&s));
+                }
                 daemon.stop()?;
                 usages.push(DaemonUse { label: config.label(), usage });
                 result
@@ -179,20 +193,15 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         timings.push(Timing { config, result: result.map_err(|e| format!("{e:#}")) });
     }
 
-    eprintln!(
-        "bench: workload-driven ingest ({} runs of {} leaked allocations over 2 threads under leakprobe full)",
-        args.runs, args.leaks
-    );
-    wait_quiet(args.no_wait);
-    let daemon = Daemon::start(&leakprobe, &dir, "full", "full", &[])?;
-    let before = daemon.usage()?;
-    let ingest = (0..args.runs)
-        .map(|run| undisturbed(args.no_wait, || workload::ingest(&work, &daemon, args.leaks, run as u64 + 1)))
-        .collect::<Result<Vec<_>>>()
-        .context("ingest")?;
-    let usage = daemon.usage()?.since(&before);
-    daemon.stop()?;
-    usages.push(DaemonUse { label: report::INGEST_PHASE, usage });
+    if args.only_unwinding {
+        let (pages, _) = tier0_per_op(&leakprobe, &dir, &work, args)?;
+        report::print(&timings, &[], &usages, sites.as_deref().unwrap_or_default(), args.runs);
+        report::print_per_op("ns per page fault (a write to a fresh anonymous page)", &pages, args.runs);
+        report::print_unwinding(&timings, &unwinding);
+        report::print_tier0_unwinding(&pages);
+        return Ok(());
+    }
+    let ingest = ingest_phase(&leakprobe, &dir, &work, args, &mut usages)?;
 
     eprintln!("bench: consumer path in-process ({} runs of leakprobe/examples/ingest_bench)", args.runs);
     let consumer = consumer::measure(root, env, args.runs).context("consumer path")?;
@@ -212,14 +221,40 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     println!("(tier 0 per malloc+free pair is the `leakprobe tier 0 (auto)` row of the first table: target within");
     println!(" the spread of `nothing attached`)");
     report::print_unwinding(&timings, &unwinding);
+    report::print_tier0_unwinding(&pages);
     Ok(())
 }
 
+/// The workload-driven ingest: `--runs` runs of leaked allocations under `leakprobe full`.
+fn ingest_phase(
+    leakprobe: &Path,
+    dir: &Path,
+    work: &Workload,
+    args: &BenchArgs,
+    usages: &mut Vec<DaemonUse>,
+) -> Result<Vec<workload::Ingest>> {
+    eprintln!(
+        "bench: workload-driven ingest ({} runs of {} leaked allocations over 2 threads under leakprobe full)",
+        args.runs, args.leaks
+    );
+    wait_quiet(args.no_wait);
+    let daemon = Daemon::start(leakprobe, dir, "full", "full", &[])?;
+    let before = daemon.usage()?;
+    let ingest = (0..args.runs)
+        .map(|run| undisturbed(args.no_wait, || workload::ingest(work, &daemon, args.leaks, run as u64 + 1)))
+        .collect::<Result<Vec<_>>>()
+        .context("ingest")?;
+    let usage = daemon.usage()?.since(&before);
+    daemon.stop()?;
+    usages.push(DaemonUse { label: report::INGEST_PHASE, usage });
+    Ok(ingest)
+}
+
 /// A configuration's label and its ns per operation.
-type OpRows = [(&'static str, report::OpTimes); 2];
+type OpRows = [(&'static str, report::OpTimes); 3];
 
 /// Tier 0's cost per page fault (`--pairs` pages) and per mmap+munmap pair (a tenth as many): nothing attached,
-/// then under `--malloc-probes auto`.
+/// then under `--malloc-probes auto` with the kernel's table walk (the default) and with frame pointers.
 fn tier0_per_op(leakprobe: &Path, dir: &Path, work: &Workload, args: &BenchArgs) -> Result<(OpRows, OpRows)> {
     let maps_count = args.pairs / 10;
     eprintln!(
@@ -233,9 +268,14 @@ fn tier0_per_op(leakprobe: &Path, dir: &Path, work: &Workload, args: &BenchArgs)
     let pages_tier0 = time_per_op(work, args, "pages", args.pairs, "ns_per_page");
     let maps_tier0 = time_per_op(work, args, "maps", maps_count, "ns_per_map");
     daemon.stop()?;
+    wait_quiet(args.no_wait);
+    let daemon = Daemon::start_with(leakprobe, dir, "tier0-fp", &["--malloc-probes", "auto", "--unwind", "fp"])?;
+    let pages_fp = time_per_op(work, args, "pages", args.pairs, "ns_per_page");
+    let maps_fp = time_per_op(work, args, "maps", maps_count, "ns_per_map");
+    daemon.stop()?;
     Ok((
-        [("nothing attached", pages_base), ("leakprobe tier 0 (auto)", pages_tier0)],
-        [("nothing attached", maps_base), ("leakprobe tier 0 (auto)", maps_tier0)],
+        [("nothing attached", pages_base), (report::TIER0_TABLES, pages_tier0), (report::TIER0_FP, pages_fp)],
+        [("nothing attached", maps_base), (report::TIER0_TABLES, maps_tier0), (report::TIER0_FP, maps_fp)],
     ))
 }
 

@@ -27,12 +27,15 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use leakprobe_common::{
-    ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_COPY, ALLOC_FLAG_STACK_ERROR, ALLOC_FLAG_STACK_TRUNCATED, AllocEvent,
-    AllocFn, Countdown, Counter, EventHeader, EventKind, FreeEvent, InFlight, LiveKey, MAX_FRAMES,
-    MAX_STACK_COPY_CHUNKS, STACK_COPY_CHUNK, UserStack,
+    ALLOC_FLAG_PY_FRAMES, ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_COPY, ALLOC_FLAG_STACK_ERROR,
+    ALLOC_FLAG_STACK_TRUNCATED, AllocEvent, AllocFn, Countdown, Counter, EventHeader, EventKind, FreeEvent, InFlight,
+    LiveKey, MAX_FRAMES, MAX_STACK_COPY_CHUNKS, PyFrames, STACK_COPY_CHUNK, UserStack,
 };
 
-use crate::maps::{EVENTS, INFLIGHT, LIVE, alloc_interval, count, now_ns, sample, sampling, stack_copy_bytes, traced};
+use super::unwind;
+use crate::maps::{
+    EVENTS, INFLIGHT, LIVE, alloc_interval, count, now_ns, sample, sampling, stack_copy_bytes, traced, unwind_tables,
+};
 
 /// The user stack pointer in the saved registers.
 #[inline(always)]
@@ -226,8 +229,9 @@ pub(super) fn finish(ctx: &RetProbeContext, pid_tgid: u64, record: &InFlight) ->
     emit_alloc(ctx.as_ptr(), tgid, pid_tgid as u32, addr, record, old_addr)
 }
 
-/// Records `addr` as live and emits its `AllocEvent` with the user stack: walked by frame pointers here, or
-/// (when the loader set a stack-copy size) as the registers and a copy of the stack, unwound by the daemon.
+/// Records `addr` as live and emits its `AllocEvent` with the user stack: walked here with the unwind tables
+/// (`unwind.rs`) or by the kernel's frame-pointer walk, or (when the loader set a stack-copy size) as the
+/// registers and a copy of the stack, unwound by the daemon.
 ///
 /// `ctx` is the return's `pt_regs` (the context of the return probe). Every return path of an allocation
 /// calls this one function, so every path reports the same record.
@@ -248,6 +252,9 @@ pub fn emit_alloc(
     // Reserve first: if the ring buffer is full, nothing changes in LIVE, so the kernel and the daemon
     // keep agreeing on what is live. The verifier knows `copy` (read-only data): both sizes are constants.
     let size = if copy == 0 { size_of::<AllocEvent>() } else { COPY_HEADER + copy as usize };
+    // CPython processes: a `PyFrames` tail at the end of the record (see `python.rs`).
+    let py = super::python::registered(tgid);
+    let size = if py.is_some() { size + size_of::<PyFrames>() } else { size };
     let Some(mut entry) = reserve_alloc(size) else {
         return Err(());
     };
@@ -266,7 +273,12 @@ pub fn emit_alloc(
     unsafe {
         write_alloc(event, header, addr, record.size, old_addr, record.func, bpf_get_current_comm().unwrap_or([0; 16]));
         if copy == 0 {
-            let (nframes, stack_flags) = walk_frame_pointers(ctx, (&raw mut (*event).frames).cast());
+            let frames = (&raw mut (*event).frames).cast::<u64>();
+            let (nframes, stack_flags) = if unwind_tables() {
+                unwind::walk(tgid, unwind::context_regs(ctx.cast()), frames)
+            } else {
+                walk_frame_pointers(ctx, frames.cast())
+            };
             (*event).nframes = nframes;
             flags |= stack_flags;
         } else {
@@ -275,6 +287,10 @@ pub fn emit_alloc(
             let regs = entry.as_mut_ptr().add(size_of::<AllocEvent>()).cast::<UserStack>();
             let stack = entry.as_mut_ptr().add(COPY_HEADER);
             copy_user_stack(ctx.cast(), regs, stack, copy);
+        }
+        if let Some(py) = &py {
+            flags |= ALLOC_FLAG_PY_FRAMES;
+            super::python::walk(py, tid, entry.as_mut_ptr().add(size - size_of::<PyFrames>()).cast());
         }
         (*event).flags = flags;
     }

@@ -16,7 +16,8 @@ use leakprobe_common::{
     FaultEvent, MAX_FRAMES, NO_FIELD, PF_INSTR, PF_WRITE,
 };
 
-use crate::maps::{EVENTS, count, fault_fields, fault_interval, now_ns, sample, traced};
+use super::unwind;
+use crate::maps::{EVENTS, count, fault_fields, fault_interval, now_ns, sample, traced, unwind_tables};
 
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
@@ -58,7 +59,7 @@ fn try_page_fault_user(ctx: &TracePointContext) -> Result<(), ()> {
         (*event).addr = addr;
         (*event).error_code = error_code;
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        let (nframes, flags) = user_stack(ctx, &raw mut (*event).frames);
+        let (nframes, flags) = user_stack(ctx, tgid, &raw mut (*event).frames);
         (*event).nframes = nframes;
         (*event).flags = flags;
     }
@@ -67,13 +68,22 @@ fn try_page_fault_user(ctx: &TracePointContext) -> Result<(), ()> {
     Ok(())
 }
 
-/// Writes the current thread's user stack (frame-pointer walk by the kernel) into `frames`; returns the number
+/// Writes the current thread's user stack (of process `tgid`) into `frames`: walked with the unwind tables from
+/// the registers the thread entered the kernel with, or by the kernel's frame-pointer walk. Returns the number
 /// of frames and the `FAULT_FLAG_*` bits, counting errors and cut stacks.
 ///
 /// # Safety
 /// `frames` must point to writable memory of `MAX_FRAMES` entries (ring-buffer memory reserved by the caller).
 #[inline(always)]
-pub(super) unsafe fn user_stack(ctx: &TracePointContext, frames: *mut [u64; MAX_FRAMES]) -> (u32, u32) {
+pub(super) unsafe fn user_stack(ctx: &TracePointContext, tgid: u32, frames: *mut [u64; MAX_FRAMES]) -> (u32, u32) {
+    if unwind_tables() {
+        let Some(regs) = unwind::task_regs() else {
+            count(Counter::StackErrors);
+            return (0, FAULT_FLAG_STACK_ERROR);
+        };
+        // SAFETY: the caller's contract.
+        return unsafe { unwind::walk(tgid, regs, frames.cast()) };
+    }
     // SAFETY: the caller guarantees `frames` holds MAX_FRAMES entries; the helper writes at most that many bytes.
     let bytes = unsafe {
         bpf_get_stack(

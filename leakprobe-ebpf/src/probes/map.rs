@@ -105,7 +105,7 @@ fn grown(ctx: &TracePointContext, len: u64, source: MapSource) -> Result<(), ()>
         (*event).source = source as u32;
         (*event).pad = 0;
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        let (nframes, flags) = user_stack(ctx, &raw mut (*event).frames);
+        let (nframes, flags) = user_stack(ctx, tgid, &raw mut (*event).frames);
         (*event).nframes = nframes;
         (*event).flags = flags;
     }

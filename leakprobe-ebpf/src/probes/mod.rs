@@ -7,4 +7,6 @@ mod generator;
 mod map;
 mod oom;
 mod process;
+mod python;
 mod session;
+mod unwind;

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use leakprobe_common::{Counter, EventHeader, EventKind, NO_FIELD, ProcessEvent};
 
-use crate::maps::{BRK_END, EVENTS, INFLIGHT, count, exit_group_dead_offset, now_ns};
+use crate::maps::{BRK_END, EVENTS, INFLIGHT, PY_PROCS, UNWIND_PROCS, count, exit_group_dead_offset, now_ns};
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
@@ -25,6 +25,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     if group_dead {
         // The next process with this tgid starts with a break of its own.
         let _ = BRK_END.remove((pid_tgid >> 32) as u32);
+        let _ = UNWIND_PROCS.remove((pid_tgid >> 32) as u32);
+        let _ = PY_PROCS.remove((pid_tgid >> 32) as u32);
         emit(pid_tgid, EventKind::Exit);
     }
     0
@@ -35,6 +37,9 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // The new image has a new break.
     let _ = BRK_END.remove((pid_tgid >> 32) as u32);
+    // Its mappings are gone; the daemon's scan after exec writes the new image's.
+    let _ = UNWIND_PROCS.remove((pid_tgid >> 32) as u32);
+    let _ = PY_PROCS.remove((pid_tgid >> 32) as u32);
     emit(pid_tgid, EventKind::Exec);
     0
 }

@@ -146,14 +146,21 @@ pub struct RunArgs {
     /// processes pay a filtered uprobe hit). For `--mode full --unwind dwarf` on one busy process.
     #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..), help_heading = TRACKING)]
     pid: Option<u32>,
-    /// How allocation stacks are unwound.
+    /// How stacks are unwound: `auto` (in the kernel, from unwind tables), `fp` or `dwarf`.
     ///
-    /// How allocation stacks are unwound. `fp`: the kernel walks frame pointers (cheapest; stacks stop at code
-    /// built without them, glibc included). `dwarf`: the return probe copies the user stack and the daemon
-    /// unwinds it with the binaries' unwind tables (`.eh_frame`), whole stacks on any binary. `auto`: `dwarf`
-    /// in sampled mode (few allocations pay the copy), `fp` in full mode.
+    /// How stacks (allocations, tier-0 faults and mappings) are unwound. `auto`: in the kernel, with each
+    /// binary's unwind tables (`.eh_frame`, `.debug_frame`) loaded by the daemon, frame pointers for a frame
+    /// whose binary is not loaded (counted): whole stacks at frame-pointer cost (docs/unwinding.md). `fp`: the
+    /// kernel's frame-pointer walk (stacks stop at code built without them, glibc included). `dwarf`: the
+    /// return probe copies the user stack and the daemon unwinds it (allocations only).
     #[arg(long, value_enum, default_value_t = UnwindMode::Auto, help_heading = TRACKING)]
     unwind: UnwindMode,
+    /// Memory for the kernel unwinder's tables, e.g. `16MiB`.
+    ///
+    /// Memory for the kernel unwinder's tables (`--unwind auto`), e.g. `16MiB`: least recently used binaries
+    /// are evicted when it is full (counted in `unwind_tables_evictions`).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_table_memory, help_heading = TRACKING)]
+    unwind_table_memory: u64,
     /// Bytes of user stack copied per allocation with `--unwind dwarf`.
     ///
     /// Bytes of user stack copied per reported allocation with `--unwind dwarf`: 4KiB to 32KiB, a multiple of
@@ -283,7 +290,7 @@ pub enum UnwindMode {
     Fp,
     /// A copy of the user stack, unwound in the daemon with the binaries' unwind tables.
     Dwarf,
-    /// `dwarf` in sampled mode, `fp` in full mode.
+    /// In the kernel, with the binaries' unwind tables (frame pointers where they are not loaded).
     Auto,
 }
 
@@ -291,10 +298,19 @@ impl UnwindMode {
     /// Bytes of stack to copy per allocation in `mode`; 0 for frame pointers.
     pub fn stack_copy_bytes(self, mode: Mode, copy: u32) -> u32 {
         match (self, mode) {
-            (Self::Dwarf, _) | (Self::Auto, Mode::Sampled) => copy,
-            (Self::Fp, _) | (Self::Auto, Mode::Full) => 0,
+            (Self::Dwarf, _) => copy,
+            (Self::Fp | Self::Auto, _) => 0,
         }
     }
+}
+
+/// `16MiB`: the kernel unwinder's table memory, 1 MiB to 1 GiB.
+fn parse_table_memory(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text.parse().map_err(|e| format!("{text:?} is not a size like 16MiB: {e}"))?;
+    if !(1 << 20..=1 << 30).contains(&size.as_u64()) {
+        return Err(format!("the unwind table memory must be between 1MiB and 1GiB, not {size}"));
+    }
+    Ok(size.as_u64())
 }
 
 /// `16KiB`: a stack-copy size, a multiple of 4 KiB between 4 KiB and 32 KiB.
@@ -389,6 +405,8 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
             malloc_probes: args.malloc_probes,
             fault_sample_interval: args.fault_sample_interval,
             stack_copy_bytes,
+            unwind_table_rows: (args.unwind == UnwindMode::Auto && cfg!(target_arch = "x86_64"))
+                .then(|| crate::probes::unwind_tables::arena_rows(args.unwind_table_memory)),
             pid: args.pid,
         },
         limits,

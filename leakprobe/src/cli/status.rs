@@ -34,7 +34,23 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         t.max_live_allocations,
         t.max_stacks
     );
-    if let Some(unwind) = &status.unwind {
+    if let Some(unwind) = status.unwind.as_ref().filter(|u| u.mode == "tables") {
+        let counter = |name: &str| status.daemon_counters.get(name).copied().unwrap_or(0);
+        let kernel = |name: &str| status.kernel_counters.get(name).copied().unwrap_or(0);
+        let fallback: u64 = ["no_process", "no_mapping", "no_binary", "no_rule"]
+            .iter()
+            .map(|reason| kernel(&format!("unwind_fp_{reason}")))
+            .sum();
+        println!(
+            "unwinding {} (in the kernel): {} frames from unwind tables, {fallback} by frame pointers where none was \
+             loaded; tables of {} binaries, {} of {}",
+            unwind.mode,
+            kernel("unwind_table_frames"),
+            counter("unwind_tables_binaries_loaded"),
+            format::size(counter("unwind_tables_bytes_used")),
+            format::size(counter("unwind_tables_bytes_limit")),
+        );
+    } else if let Some(unwind) = &status.unwind {
         let counter = |name: &str| status.daemon_counters.get(name).copied().unwrap_or(0);
         let copy = unwind.stack_copy_bytes.map(|b| format!(" ({} stack copies)", format::size(b))).unwrap_or_default();
         println!(

@@ -338,6 +338,7 @@ impl Consumers {
             tiers,
             unwind_stats: decoder.stats().clone(),
             stack_copy_bytes: config.probes.stack_copy_bytes,
+            unwind_tables: config.probes.unwind_table_rows.is_some(),
             traced_pid: config.probes.pid,
         };
         Ok(Self {
@@ -409,6 +410,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let (mut probes, maps) = Probes::load(&config.probes)?;
     let mut discovery =
         Discovery::new(config.probes.discovery.clone(), config.probes.malloc_probes == MallocProbes::All);
+    discovery.set_unwind_tables(probes.take_unwind_tables());
     let shutdown = CancellationToken::new();
     let consumers = Consumers::new(&config, maps, probes.return_probes(), discovery.enabled(), started)?;
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();

@@ -74,8 +74,10 @@ pub struct State {
     pub tiers: Tiers,
     /// Counters of the stacks produced (by the kernel's walk or the daemon's unwinder), kept by ingest.
     pub unwind_stats: Arc<UnwindStats>,
-    /// Bytes of stack copied per allocation; 0: frame pointers.
+    /// Bytes of stack copied per allocation; 0: walked in the kernel.
     pub stack_copy_bytes: u32,
+    /// Stacks are walked in the kernel with the unwind tables (else by frame pointers, or copied).
+    pub unwind_tables: bool,
     /// The only process traced, if one was chosen.
     pub traced_pid: Option<u32>,
 }
@@ -482,7 +484,12 @@ impl State {
             tier1: Some(tier1),
             budget: Some(budget),
             unwind: Some(UnwindSettings {
-                mode: if self.stack_copy_bytes == 0 { "fp" } else { "dwarf" }.to_owned(),
+                mode: match (self.unwind_tables, self.stack_copy_bytes) {
+                    (true, _) => "tables",
+                    (false, 0) => "fp",
+                    (false, _) => "dwarf",
+                }
+                .to_owned(),
                 stack_copy_bytes: Some(u64::from(self.stack_copy_bytes)).filter(|&b| b > 0),
                 unwind_seconds: self.unwind_stats.unwind_seconds(),
             }),

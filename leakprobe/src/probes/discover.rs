@@ -16,15 +16,17 @@
 //! new files (the rest wait for the next scan) and reports its cost.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     fs,
     num::NonZeroU32,
-    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use super::{AttachedFile, ProbeError, Probes, Scope, allocators, libc};
+pub use super::mapped::{ExecMapping, FileId, exec_mappings};
+use super::{
+    AttachedFile, ProbeError, Probes, Scope, allocators, libc, mapped::open_path, unwind_tables::KernelTables,
+};
 use crate::protocol::{AttachPoint, DiscoveryStatus, ProviderStatus, ScanCost};
 
 /// Seconds between two rescans of every process, unless configured.
@@ -79,62 +81,6 @@ impl Default for DiscoveryConfig {
 /// Anonymous executables (`memfd_create`, e.g. a container runtime's sealed copy of itself) are no file an
 /// allocator is installed as: never probed.
 const MEMFD_PREFIX: &str = "/memfd:";
-
-/// A file as the kernel tells files apart.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileId {
-    pub major: u32,
-    pub minor: u32,
-    pub inode: u64,
-}
-
-impl std::fmt::Display for FileId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:02x}:{:02x}:{}", self.major, self.minor, self.inode)
-    }
-}
-
-impl FileId {
-    /// The id of a file from its metadata.
-    fn of(meta: &fs::Metadata) -> Self {
-        let (major, minor) = crate::procfs::dev_numbers(meta.dev());
-        Self { major, minor, inode: meta.ino() }
-    }
-}
-
-/// An executable, file-backed mapping of `/proc/PID/maps`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExecMapping {
-    pub start: u64,
-    pub end: u64,
-    pub file: FileId,
-    /// The path as the process sees it (in its own mount namespace).
-    pub path: String,
-    /// The file was deleted or replaced since it was mapped.
-    pub deleted: bool,
-}
-
-/// The executable file mappings of a `/proc/PID/maps` text, one per file.
-pub fn exec_mappings(text: &str) -> Vec<ExecMapping> {
-    let mut seen = HashSet::new();
-    crate::procfs::maps_lines(text)
-        .filter(|line| line.perms.contains('x') && line.inode != 0 && line.path.starts_with('/'))
-        .map(|line| {
-            let (path, deleted) = match line.path.strip_suffix(" (deleted)") {
-                Some(path) => (path, true),
-                None => (line.path, false),
-            };
-            ExecMapping {
-                start: line.start,
-                end: line.end,
-                file: FileId { major: line.major, minor: line.minor, inode: line.inode },
-                path: path.to_owned(),
-                deleted,
-            }
-        })
-        .filter(|m| seen.insert(m.file))
-        .collect()
-}
 
 /// A file providing an allocator.
 #[derive(Debug)]
@@ -199,6 +145,10 @@ pub struct Discovery {
     system_wide: bool,
     /// Tier 1's pid-scoped probes, by process.
     scoped: HashMap<u32, Vec<AttachedFile>>,
+    /// The kernel unwinder's tables, loaded for every process scanned (`--unwind auto`).
+    tables: Option<KernelTables>,
+    /// Which mapped files are Python interpreters (their processes get Python frames).
+    python_files: crate::python::FileCache,
 }
 
 /// Where a scan stands.
@@ -244,7 +194,14 @@ impl Discovery {
             last_exec: None,
             system_wide,
             scoped: HashMap::new(),
+            tables: None,
+            python_files: crate::python::FileCache::default(),
         }
+    }
+
+    /// Loads the kernel unwinder's tables of every process scanned from now on.
+    pub fn set_unwind_tables(&mut self, tables: Option<KernelTables>) {
+        self.tables = tables;
     }
 
     /// Whether processes are scanned.
@@ -278,6 +235,9 @@ impl Discovery {
     pub fn full_scan(&mut self, probes: &mut Probes) -> ScanCost {
         let Some(config) = &self.config else { return ScanCost::default() };
         let mut scan = ScanState::new(config, true);
+        if let Some(tables) = &mut self.tables {
+            tables.scan_budget(true);
+        }
         let pids: Vec<u32> = match fs::read_dir("/proc") {
             Ok(dir) => dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect(),
             Err(err) => {
@@ -290,6 +250,9 @@ impl Discovery {
         }
         let (cost, seen) = scan.finish();
         let seen = seen.unwrap_or_default();
+        if let Some(tables) = &mut self.tables {
+            tables.scan_budget(false);
+        }
         // Forget what no process maps any more: the cache stays as large as the set of mapped files.
         let gone: Vec<FileId> = self
             .known
@@ -344,6 +307,12 @@ impl Discovery {
         // Exited already, or a kernel thread: nothing to do.
         let Ok(text) = fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
         scan.cost.pids += 1;
+        if let Some(tables) = &mut self.tables {
+            tables.update_process(pid, &text);
+        }
+        if let Some(interpreter) = crate::python::find(pid, &text, &mut self.python_files) {
+            probes.register_python(pid, &interpreter.proc());
+        }
         for mapping in exec_mappings(&text) {
             if let Some(seen) = &mut scan.seen {
                 *seen.entry(mapping.file).or_default() += 1;
@@ -573,6 +542,7 @@ impl Discovery {
             providers,
             last_full_scan: self.last_full,
             last_exec_scan: self.last_exec,
+            unwind_tables: self.tables.as_ref().map(KernelTables::binaries).unwrap_or_default(),
         }
     }
 
@@ -595,22 +565,10 @@ impl Discovery {
             ("discovery_known_files", self.known.len() as u64),
         ]
         .into_iter()
+        .chain(self.tables.iter().flat_map(KernelTables::counter_pairs))
         .map(|(name, value)| (name.to_owned(), value))
         .collect()
     }
-}
-
-/// The path to open a mapped file through, and the path to show for it. The process's own path when it leads to
-/// the same inode from here; otherwise (another mount namespace, a deleted or replaced file) the kernel's link to
-/// the mapped file itself, shown as the path under the process's root.
-fn open_path(pid: u32, mapping: &ExecMapping) -> (PathBuf, PathBuf) {
-    let own = Path::new(&mapping.path);
-    if !mapping.deleted && fs::metadata(own).is_ok_and(|meta| FileId::of(&meta) == mapping.file) {
-        return (own.to_path_buf(), own.to_path_buf());
-    }
-    let link = PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", mapping.start, mapping.end));
-    let shown = PathBuf::from(format!("/proc/{pid}/root{}", mapping.path));
-    (link, shown)
 }
 
 #[cfg(test)]

@@ -9,10 +9,12 @@ pub mod allocators;
 pub mod discover;
 pub mod generator;
 pub mod libc;
+pub mod mapped;
 pub mod oom;
 pub mod preflight;
 pub mod session;
 pub mod site;
+pub mod unwind_tables;
 
 use std::{
     num::NonZeroU32,
@@ -30,13 +32,14 @@ use aya::{
 use leakprobe_common::{
     ALLOC_EXIT_PROGRAM, ALLOC_SESSION_PROGRAM, AllocFn, BRK_PROGRAM, EXEC_PROGRAM, EXIT_PROGRAM, FAULT_PROGRAM,
     FREE_PROGRAM, FaultFields, GENERATOR_PROGRAM, LiveKey, MMAP_PROGRAM, MapFields, NO_FIELD, OOM_PROGRAM, OomFields,
-    globals, maps,
+    PyProc, globals, maps,
 };
 use serde::{Deserialize, Serialize};
 
 use self::{
     allocators::{AllocatorSymbols, EntryKind},
     session::{ReturnProbes, SessionError, SessionProgram},
+    unwind_tables::KernelTables,
 };
 use crate::protocol::{AttachPoint, ProgramStats};
 
@@ -103,6 +106,9 @@ pub struct ProbeConfig {
     /// Bytes of user stack copied per reported allocation for unwinding in the daemon; 0: the kernel walks
     /// frame pointers instead.
     pub stack_copy_bytes: u32,
+    /// Rows of the kernel unwinder's arena when stacks are walked with the unwind tables (`--unwind auto`);
+    /// `None`: the kernel's frame-pointer walk (or the stack copy).
+    pub unwind_table_rows: Option<u32>,
     /// The only process traced; every process when `None`.
     pub pid: Option<u32>,
 }
@@ -195,6 +201,8 @@ pub struct Probes {
     map: bool,
     /// Where the malloc-family probes go (discovery reads it).
     malloc_scope: MallocProbes,
+    /// The kernel unwinder's tables, until discovery takes them.
+    tables: Option<KernelTables>,
 }
 
 impl Probes {
@@ -203,26 +211,9 @@ impl Probes {
         preflight::check(&config.sys)?;
         let exit_format = preflight::read_format(&config.sys.tracefs, "sched", "sched_process_exit")?;
         let group_dead = preflight::field_offset(&exit_format, "group_dead").unwrap_or(NO_FIELD);
-        let oom_fields = match preflight::read_format(&config.sys.tracefs, "oom", "mark_victim") {
-            Ok(format) => oom::fields(&format),
-            Err(err) => {
-                log::warn!(
-                    "no OOM reports: the kernel has no oom/mark_victim tracepoint ({:#})",
-                    anyhow::Error::new(err)
-                );
-                None
-            }
-        };
-        let fault_fields = match preflight::read_format(&config.sys.tracefs, "exceptions", "page_fault_user") {
-            Ok(format) => fault_fields(&format),
-            Err(err) => {
-                log::warn!(
-                    "no tier 0: the kernel has no exceptions/page_fault_user tracepoint ({:#})",
-                    anyhow::Error::new(err)
-                );
-                None
-            }
-        };
+        let tracefs = &config.sys.tracefs;
+        let oom_fields = optional_fields(tracefs, ("oom", "mark_victim"), "no OOM reports", oom::fields);
+        let fault_fields = optional_fields(tracefs, ("exceptions", "page_fault_user"), "no tier 0", fault_fields);
         let map_fields = map_fields(&config.sys.tracefs);
         let own_tgid = std::process::id();
         let exp_table = crate::core::sampling::exp_table();
@@ -246,7 +237,10 @@ impl Probes {
             .override_global(globals::FAULT_SAMPLE_INTERVAL, &config.fault_sample_interval.max(1), true)
             .override_global(globals::STACK_COPY_BYTES, &config.stack_copy_bytes, true)
             .override_global(globals::TRACED_TGID, &config.pid.unwrap_or(0), true)
+            .override_global(globals::UNWIND_TABLES, &u32::from(config.unwind_table_rows.is_some()), true)
             .map_max_entries(maps::LIVE, config.max_live_allocations)
+            // Unused without the table walk: one page of rows.
+            .map_max_entries(maps::UNWIND_ROWS, config.unwind_table_rows.unwrap_or(256))
             .load(&object)?;
         let session = match kfuncs {
             None => None,
@@ -266,6 +260,7 @@ impl Probes {
             pid_sample_interval: take_map(&mut ebpf, maps::PID_SAMPLE_INTERVAL)?,
             pid_calls: take_map(&mut ebpf, maps::PID_CALLS)?,
         };
+        let tables = config.unwind_table_rows.map(|rows| take_tables(&mut ebpf, rows)).transpose()?;
         let mut programs: Vec<&'static str> = Vec::new();
         if session.is_none() {
             programs.extend(AllocFn::ALL.iter().map(|f| f.entry_program()));
@@ -296,9 +291,27 @@ impl Probes {
                     .map_err(|err| log::warn!("no mapping growth in tier 0: {:#}", anyhow::Error::new(err)))
                     .is_ok()
             });
-        let probes =
-            Self { ebpf, tracepoints: Vec::new(), oom, session, fault, map, malloc_scope: config.malloc_probes };
+        let probes = Self {
+            ebpf,
+            tracepoints: Vec::new(),
+            oom,
+            session,
+            fault,
+            map,
+            malloc_scope: config.malloc_probes,
+            tables,
+        };
         Ok((probes, maps))
+    }
+
+    /// Registers process `pid` as a Python interpreter: its events carry its Python frames from now on (the
+    /// kernel forgets it at exit and exec). A failure is logged: the process's stacks stay native only.
+    pub fn register_python(&mut self, pid: u32, proc: &PyProc) {
+        let Some(map) = self.ebpf.map_mut(maps::PY_PROCS) else { return };
+        let result = HashMap::<_, u32, PyProc>::try_from(map).and_then(|mut map| map.insert(pid, proc, 0));
+        if let Err(err) = result {
+            log::debug!("python: registering pid {pid}: {err}");
+        }
     }
 
     /// Loads the ingest benchmark's event generator (see [`generator`]), for `leakprobe bench-ingest` only:
@@ -469,6 +482,11 @@ impl Probes {
         Ok(())
     }
 
+    /// The kernel unwinder's tables (`--unwind auto`), taken once, by discovery, which loads them.
+    pub fn take_unwind_tables(&mut self) -> Option<KernelTables> {
+        self.tables.take()
+    }
+
     /// Whether tier 0 runs (the fault tracepoint exists and its program is attached).
     pub fn fault_enabled(&self) -> bool {
         self.fault
@@ -516,6 +534,24 @@ fn attach_point(kind: &str, program: &str, path: &Path, resolved: &allocators::R
 }
 
 /// Offsets of the fields the fault program reads, `None` when the record lacks one or its size is not 8.
+/// The fields of an optional tracepoint (`category/name`), parsed from its format file; `None` (logged with
+/// `without`, what the daemon then lacks) when this kernel has no such tracepoint.
+fn optional_fields<T>(
+    tracefs: &Path,
+    (category, name): (&str, &str),
+    without: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Option<T> {
+    match preflight::read_format(tracefs, category, name) {
+        Ok(format) => parse(&format),
+        Err(err) => {
+            let err = anyhow::Error::new(err);
+            log::warn!("{without}: the kernel has no {category}/{name} tracepoint ({err:#})");
+            None
+        }
+    }
+}
+
 fn fault_fields(format: &str) -> Option<FaultFields> {
     let offset = |name: &str| preflight::field(format, name).filter(|f| f.size == 8).map(|f| f.offset);
     if let (Some(address), Some(error_code)) = (offset("address"), offset("error_code")) {
@@ -547,6 +583,16 @@ fn map_fields(tracefs: &Path) -> Option<MapFields> {
     }
     log::warn!("no mapping growth in tier 0: sys_enter_mmap or sys_exit_brk lacks an 8-byte len, prot, flags or ret");
     None
+}
+
+/// The kernel unwinder's maps, its arena of `rows` rows.
+fn take_tables(ebpf: &mut Ebpf, rows: u32) -> Result<KernelTables, ProbeError> {
+    KernelTables::new(
+        ebpf.take_map(maps::UNWIND_ROWS).ok_or(ProbeError::NoMap(maps::UNWIND_ROWS))?,
+        rows,
+        take_map(ebpf, maps::UNWIND_BINARIES)?,
+        take_map(ebpf, maps::UNWIND_PROCS)?,
+    )
 }
 
 fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(

@@ -10,8 +10,10 @@
 //!    support.
 //! 2. [`SessionProgram::load`]: the object is parsed again with `aya_obj`, its map references relocated
 //!    against the maps aya created, and the program loaded with `BPF_PROG_LOAD` as a kprobe-type program whose
-//!    expected attach type is `BPF_TRACE_UPROBE_SESSION`. A kernel without session uprobes refuses this load:
-//!    that failure is what `--return-probes auto` falls back on.
+//!    expected attach type is `BPF_TRACE_UPROBE_SESSION`, with the object's BTF (fixed up and sanitized as aya
+//!    does, loaded with `BPF_BTF_LOAD`) and the program's `func_info`/`line_info`: the kernel unwinder's
+//!    `bpf_loop` callbacks are refused without them. A kernel without session uprobes refuses this load: that
+//!    failure is what `--return-probes auto` falls back on.
 //! 3. [`SessionProgram::attach`]: one `BPF_LINK_CREATE` `uprobe_multi` link with every allocating function's
 //!    file offset and, as attach cookie, its [`AllocFn`]. Closing the link's fd detaches.
 
@@ -74,6 +76,10 @@ pub enum SessionError {
         "the kernel refused the session program (BPF_PROG_LOAD, expected attach type BPF_TRACE_UPROBE_SESSION): {source}{log}"
     )]
     Load { source: std::io::Error, log: String },
+    #[error("the eBPF object's BTF: {0}")]
+    ObjectBtf(String),
+    #[error("the kernel refused the eBPF object's BTF (BPF_BTF_LOAD)")]
+    BtfLoad(#[source] std::io::Error),
     #[error("attaching the session program to {path} (BPF_LINK_CREATE uprobe_multi)")]
     Attach { path: String, source: std::io::Error },
 }
@@ -133,6 +139,7 @@ impl SessionProgram {
     /// Loads the session program of `elf` (as patched by [`patch_kfunc_calls`]) against the maps `ebpf` created.
     pub fn load(elf: &[u8], ebpf: &Ebpf) -> Result<Self, SessionError> {
         let mut obj = aya_obj::Object::parse(elf).map_err(|e| SessionError::Object(e.to_string()))?;
+        let btf = load_btf(&mut obj)?;
         let mut fds = Vec::new();
         for name in obj.maps.keys() {
             let map = ebpf.map(name).and_then(map_data).ok_or_else(|| SessionError::NoMap(name.clone()))?;
@@ -145,7 +152,7 @@ impl SessionProgram {
         obj.relocate_calls(&text_sections).map_err(|e| SessionError::Object(e.to_string()))?;
         let program = obj.programs.get(ALLOC_SESSION_PROGRAM).ok_or(SessionError::NoProgram)?;
         let function = obj.functions.get(&program.function_key()).ok_or(SessionError::NoProgram)?;
-        let prog = prog_load(&function.instructions, &program.license)?;
+        let prog = prog_load(function, &program.license, btf.as_ref())?;
         Ok(Self { prog })
     }
 
@@ -193,14 +200,42 @@ fn map_data(map: &aya::maps::Map) -> Option<&aya::maps::MapData> {
     }
 }
 
-/// `BPF_PROG_LOAD` of `insns` as a session program. On refusal, loads again with the verifier log for the error.
-fn prog_load(insns: &[bpf_insn], license: &std::ffi::CStr) -> Result<OwnedFd, SessionError> {
+/// The object's BTF, fixed up and sanitized for the running kernel as aya does it, loaded with `BPF_BTF_LOAD`;
+/// `None` when the kernel or the object has no BTF (a program with `bpf_loop` callbacks then fails to load).
+fn load_btf(obj: &mut aya_obj::Object) -> Result<Option<OwnedFd>, SessionError> {
+    let Some(features) = aya::features().btf() else { return Ok(None) };
+    let Some(btf) = obj.fixup_and_sanitize_btf(features).map_err(|e| SessionError::ObjectBtf(e.to_string()))? else {
+        return Ok(None);
+    };
+    let bytes = btf.to_bytes();
+    // SAFETY: as in `attach`: a zeroed union of integers.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: field writes into the zeroed union; the pointer borrows `bytes`, which outlives the syscall.
+    unsafe {
+        let load = &mut attr.__bindgen_anon_7;
+        load.btf = bytes.as_ptr() as u64;
+        load.btf_size = u32::try_from(bytes.len()).map_err(|e| SessionError::ObjectBtf(e.to_string()))?;
+    }
+    bpf(bpf_cmd::BPF_BTF_LOAD, &mut attr).map(Some).map_err(SessionError::BtfLoad)
+}
+
+/// `BPF_PROG_LOAD` of `function` (relocated, with its callees) as a session program, with the object's BTF
+/// `btf` and the function's `func_info`/`line_info` when there is BTF. On refusal, loads again with the verifier
+/// log for the error.
+fn prog_load(
+    function: &aya_obj::Function,
+    license: &std::ffi::CStr,
+    btf: Option<&OwnedFd>,
+) -> Result<OwnedFd, SessionError> {
+    let insns: &[bpf_insn] = &function.instructions;
+    let func_info = function.func_info.func_info_bytes();
+    let line_info = function.line_info.line_info_bytes();
     let mut log = vec![0_u8; 1 << 20];
     let attempt = |log: Option<&mut [u8]>| {
         // SAFETY: as in `attach`: a zeroed union of integers.
         let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-        // SAFETY: field writes into the zeroed union; the pointers borrow `insns`, `license` and `log`, which
-        // outlive the syscall.
+        // SAFETY: field writes into the zeroed union; the pointers borrow `insns`, `license`, `func_info`,
+        // `line_info` and `log`, which outlive the syscall.
         unsafe {
             let load = &mut attr.__bindgen_anon_3;
             load.prog_type = bpf_prog_type::BPF_PROG_TYPE_KPROBE as u32;
@@ -210,6 +245,19 @@ fn prog_load(insns: &[bpf_insn], license: &std::ffi::CStr) -> Result<OwnedFd, Se
             load.license = license.as_ptr() as u64;
             for (dst, &src) in load.prog_name.iter_mut().zip(ALLOC_SESSION_PROGRAM.as_bytes().iter().take(15)) {
                 *dst = src.cast_signed();
+            }
+            if let Some(btf) = btf {
+                load.prog_btf_fd = fd_u32(btf.as_raw_fd());
+                if function.func_info_rec_size > 0 {
+                    load.func_info = func_info.as_ptr() as u64;
+                    load.func_info_cnt = u32::try_from(function.func_info.len()).unwrap_or(u32::MAX);
+                    load.func_info_rec_size = u32::try_from(function.func_info_rec_size).unwrap_or(u32::MAX);
+                }
+                if function.line_info_rec_size > 0 {
+                    load.line_info = line_info.as_ptr() as u64;
+                    load.line_info_cnt = u32::try_from(function.line_info.len()).unwrap_or(u32::MAX);
+                    load.line_info_rec_size = u32::try_from(function.line_info_rec_size).unwrap_or(u32::MAX);
+                }
             }
             if let Some(log) = log {
                 load.log_level = 1;

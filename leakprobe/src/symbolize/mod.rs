@@ -288,6 +288,12 @@ impl Worker {
     }
 
     fn symbolize(&mut self, stack: &StackRequest) -> Vec<Frame> {
+        // CPython frames spliced into the stack (see `python::names`).
+        if stack.addrs.iter().any(|&a| crate::python::names::is_python(a)) {
+            return crate::python::names::symbolize_mixed(&stack.addrs, |addrs| {
+                self.symbolize(&StackRequest { pid: stack.pid, addrs })
+            });
+        }
         // Every frame is a return address: the call is the instruction before it, so look up `addr - 1`
         // (the return address itself may already belong to the next line or function).
         let lookups: Vec<u64> = stack.addrs.iter().map(|a| a.saturating_sub(1)).collect();

@@ -12,6 +12,7 @@
 //! Code with no unwind table entry (or no module) falls back to frame pointers, framehop's fallback rule.
 
 pub mod own;
+pub mod rows;
 pub mod tables;
 
 use std::{

@@ -314,6 +314,67 @@ pub struct Unwinding {
     pub daemon: Option<DaemonUnwind>,
     /// The JSON line of `leakprobe bench-unwind`.
     pub micro: Option<Value>,
+    /// The kernel unwinder's tables, from the status of the `leakprobe full` daemon after its runs.
+    pub tables: Option<KernelTables>,
+}
+
+/// The kernel unwinder's tables and its frames, from a daemon's status.
+#[derive(Debug)]
+pub struct KernelTables {
+    pub binaries: u64,
+    pub bytes_used: u64,
+    pub bytes_limit: u64,
+    pub table_frames: u64,
+    pub fallback_frames: u64,
+    /// The largest binaries: (path, bytes).
+    pub largest: Vec<(String, u64)>,
+}
+
+impl KernelTables {
+    pub fn from_status(status: &Value) -> Self {
+        let daemon = |name: &str| status["daemon_counters"][name].as_u64().unwrap_or(0);
+        let kernel = |name: &str| status["kernel_counters"][name].as_u64().unwrap_or(0);
+        let tables = status["discovery"]["unwind_tables"].as_array().cloned().unwrap_or_default();
+        let mut largest: Vec<(String, u64)> = tables
+            .iter()
+            .map(|t| (t["path"].as_str().unwrap_or("").to_owned(), t["bytes"].as_u64().unwrap_or(0)))
+            .collect();
+        largest.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+        largest.truncate(3);
+        Self {
+            binaries: daemon("unwind_tables_binaries_loaded"),
+            bytes_used: daemon("unwind_tables_bytes_used"),
+            bytes_limit: daemon("unwind_tables_bytes_limit"),
+            table_frames: kernel("unwind_table_frames"),
+            fallback_frames: ["no_process", "no_mapping", "no_binary", "no_rule"]
+                .iter()
+                .map(|r| kernel(&format!("unwind_fp_{r}")))
+                .sum(),
+            largest,
+        }
+    }
+}
+
+/// Row labels of tier 0 per operation.
+pub const TIER0_TABLES: &str = "leakprobe tier 0 (auto, kernel tables)";
+pub const TIER0_FP: &str = "leakprobe tier 0 (auto) --unwind fp";
+
+/// Tier 0's cost per page fault with the table walk over frame pointers (target: at most +150 ns).
+pub fn print_tier0_unwinding(pages: &[(&str, OpTimes)]) {
+    let median_of = |label: &str| -> Option<Vec<f64>> {
+        let (_, times) = pages.iter().find(|(l, _)| *l == label)?;
+        times.as_ref().ok().map(|runs| runs.iter().map(|r| median(r)).collect())
+    };
+    let line =
+        median_of(TIER0_TABLES).zip(median_of(TIER0_FP)).map_or("a configuration did not run".into(), |(t, f)| {
+            t.iter()
+                .zip(&f)
+                .zip(THREADS)
+                .map(|((t, f), n)| format!("{:+.0} ns ({n}T)", t - f))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+    println!("  tier 0 per page fault, kernel tables - frame pointers (target at most +150 ns): {line}");
 }
 
 /// The unwinding a daemon did, from its status.
@@ -341,7 +402,28 @@ impl DaemonUnwind {
 
 /// The cost of stack copies in the kernel and of unwinding in the daemon.
 pub fn print_unwinding(timings: &[Timing], unwinding: &Unwinding) {
-    println!("\nunwinding without frame pointers (--unwind dwarf, 16KiB stack copies)");
+    println!("\nunwinding without frame pointers (kernel tables, the default; --unwind dwarf, 16KiB stack copies)");
+    let ratio = medians(timings, Config::Full).zip(medians(timings, Config::FullFp)).map_or_else(
+        || "a configuration did not run".to_owned(),
+        |(t, f)| {
+            t.iter()
+                .zip(&f)
+                .zip(THREADS)
+                .map(|((t, f), n)| format!("{:.2}x ({n}T)", t / f))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    );
+    println!("  full mode per pair, kernel tables / frame pointers (target at most 1.2x): {ratio}");
+    if let Some(t) = &unwinding.tables {
+        println!(
+            "  kernel tables: {} binaries, {} of {} bytes; frames by table {}, by frame-pointer fallback {}",
+            t.binaries, t.bytes_used, t.bytes_limit, t.table_frames, t.fallback_frames
+        );
+        for (path, bytes) in &t.largest {
+            println!("    {bytes:>10} bytes  {path}");
+        }
+    }
     let delta = |with: Config, without: Config| -> Option<Vec<f64>> {
         let (a, b) = (medians(timings, with)?, medians(timings, without)?);
         Some(a.iter().zip(&b).map(|(a, b)| a - b).collect())
@@ -353,7 +435,7 @@ pub fn print_unwinding(timings: &[Timing], unwinding: &Unwinding) {
     };
     println!(
         "  stack copy per reported allocation (full dwarf - full fp, per pair):   {}",
-        show(delta(Config::FullDwarf, Config::Full))
+        show(delta(Config::FullDwarf, Config::FullFp))
     );
     println!(
         "  default sampled mode, dwarf - fp at 512KiB (per pair):                 {}",

@@ -1,0 +1,264 @@
+//! The user-stack walk from the binaries' unwind tables (x86-64), shared by every stack capture.
+//!
+//! Per frame: the process's mappings ([`UNWIND_PROCS`], binary search) give the binary and the row pc, the
+//! binary's extent of the row arena ([`UNWIND_BINARIES`], [`UNWIND_ROWS`], binary search) gives the rule, and
+//! the rule gives the caller's CFA, return address (CFA - 8) and rbp. A frame with no process entry, no
+//! mapping, no loaded binary or no usable row is walked by frame pointers instead, counted by reason.
+//!
+//! The frame step and each binary-search step are `bpf_loop` callbacks (each verified once, whatever the depth
+//! and the table sizes; Linux 5.17+): as plain bounded loops, the row search alone took the verifier past its
+//! million instructions. Their state is a per-CPU scratch entry ([`UNWIND_SCRATCH`]), which also holds the
+//! process's mappings (copied once per walk) and the frames: the 512-byte BPF stack holds none of it.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{
+        bpf_probe_read_user,
+        generated::{bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel, bpf_task_pt_regs},
+    },
+};
+use leakprobe_common::{
+    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, Counter, MAX_FRAMES, RBP_AT_CFA, UNWIND_MAPPING_SEARCH_STEPS,
+    UNWIND_MAX_MAPPINGS, UNWIND_ROW_SEARCH_STEPS, UnwindMapping, UnwindRow,
+};
+
+use crate::maps::{UNWIND_BINARIES, UNWIND_PROCS, UNWIND_ROWS, UNWIND_SCRATCH, UnwindState, count};
+
+/// `UnwindState::nmappings` when the process has no mapping entry.
+const NO_PROCESS: u32 = u32::MAX;
+
+/// The walk's outcome bits (the events' `*_FLAG_STACK_TRUNCATED` share the value).
+pub const WALK_TRUNCATED: u32 = 1 << 1;
+
+/// Registers a walk starts from.
+#[derive(Clone, Copy)]
+pub struct Regs {
+    pub pc: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
+
+/// The registers of a uprobe's or uretprobe's context.
+#[inline(always)]
+pub fn context_regs(ctx: *const pt_regs) -> Regs {
+    // SAFETY: `ctx` is the program's context; direct context reads are checked by the verifier.
+    unsafe { Regs { pc: (*ctx).rip, sp: (*ctx).rsp, bp: (*ctx).rbp } }
+}
+
+/// The current task's user registers (as saved at kernel entry), for tracepoint programs.
+#[inline(always)]
+pub fn task_regs() -> Option<Regs> {
+    // SAFETY: helpers without preconditions in tracing programs; the registers are read through the
+    // fault-tolerant kernel read.
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+        let mut saved = core::mem::MaybeUninit::<pt_regs>::uninit();
+        if bpf_probe_read_kernel(saved.as_mut_ptr().cast(), size_of::<pt_regs>() as u32, regs.cast()) != 0 {
+            return None;
+        }
+        let saved = saved.assume_init();
+        Some(Regs { pc: saved.rip, sp: saved.rsp, bp: saved.rbp })
+    }
+}
+
+/// Walks the user stack of process `tgid` from `regs` into `frames` (room for `MAX_FRAMES`), innermost first.
+/// Returns the frame count and `WALK_TRUNCATED` when the stack was deeper than `MAX_FRAMES`.
+///
+/// # Safety
+/// `frames` points to writable memory of `MAX_FRAMES` `u64`s.
+#[inline(always)]
+pub unsafe fn walk(tgid: u32, regs: Regs, frames: *mut u64) -> (u32, u32) {
+    let Some(state) = scratch() else { return (0, 0) };
+    state.pc = regs.pc;
+    state.sp = regs.sp;
+    state.bp = regs.bp;
+    state.tgid = tgid;
+    state.n = 0;
+    state.flags = 0;
+    // The process's mappings, copied once per walk: the searches then read per-CPU memory only.
+    state.nmappings = NO_PROCESS;
+    if let Some(proc) = UNWIND_PROCS.get_ptr(tgid) {
+        // SAFETY: a valid map value pointer; only its mappings in use are copied, into room for all of them.
+        unsafe {
+            let count = (*proc).count.min(UNWIND_MAX_MAPPINGS as u32);
+            let bytes = count * size_of::<UnwindMapping>() as u32;
+            let from = (&raw const (*proc).mappings).cast();
+            if bpf_probe_read_kernel((&raw mut state.mappings).cast(), bytes, from) == 0 {
+                state.nmappings = count;
+            }
+        }
+    }
+    // SAFETY: the callback matches bpf_loop's contract; it takes its state from the scratch map, not the context.
+    unsafe { bpf_loop(MAX_FRAMES as u32 + 1, step as *mut c_void, core::ptr::null_mut(), 0) };
+    // Taken afresh: the callbacks wrote the entry through pointers of their own.
+    let Some(state) = scratch() else { return (0, 0) };
+    let n = state.n.min(MAX_FRAMES as u32);
+    // SAFETY: copies MAX_FRAMES frames from the scratch entry into the caller's buffer (its contract).
+    unsafe {
+        bpf_probe_read_kernel(frames.cast(), (MAX_FRAMES * 8) as u32, (&raw const state.frames).cast());
+    }
+    (n, state.flags)
+}
+
+/// The walk's per-CPU state, looked up afresh each time: a reference must never be held across a `bpf_loop`
+/// call, whose callbacks write the entry through references of their own (the compiler would keep the values
+/// it had).
+#[inline(always)]
+fn scratch() -> Option<&'static mut UnwindState> {
+    // SAFETY: per-CPU storage; tracing programs do not nest on one CPU, and no two references to it are used
+    // at once (see above).
+    UNWIND_SCRATCH.get_ptr_mut(0).map(|state| unsafe { &mut *state })
+}
+
+/// One frame of the walk: records the pc, finds the caller's registers. Returns 1 to stop.
+#[inline(never)]
+extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(state) = scratch() else { return 1 };
+    let n = state.n as usize;
+    if state.pc == 0 {
+        return 1;
+    }
+    if n >= MAX_FRAMES {
+        state.flags |= WALK_TRUNCATED;
+        count(Counter::StackTruncated);
+        return 1;
+    }
+    state.frames[n & (MAX_FRAMES - 1)] = state.pc;
+    state.n += 1;
+    // A return address points after its call: the call's own rule is the one before it.
+    let lookup = if n == 0 { state.pc } else { state.pc - 1 };
+    let found = row(lookup);
+    // Taken afresh after the searches' callbacks.
+    let Some(state) = scratch() else { return 1 };
+    let (cfa, rbp_at) = match found {
+        Ok(row) => {
+            count(Counter::UnwindTableFrames);
+            let cfa = match row.cfa_kind {
+                CFA_RSP => state.sp.wrapping_add_signed(i64::from(row.cfa_offset)),
+                CFA_RBP => state.bp.wrapping_add_signed(i64::from(row.cfa_offset)),
+                CFA_PLT => state.sp + 8 + if (lookup & 15) as i32 >= row.cfa_offset { 8 } else { 0 },
+                CFA_END => return 1,
+                _ => return fp_step(state),
+            };
+            let rbp_at = (row.rbp_kind == RBP_AT_CFA).then(|| cfa.wrapping_add_signed(i64::from(row.rbp_offset)));
+            (cfa, rbp_at)
+        }
+        Err(reason) => {
+            count(reason);
+            return fp_step(state);
+        }
+    };
+    // The stack grows down: a caller's frame is above its callee's.
+    if cfa <= state.sp {
+        return 1;
+    }
+    // SAFETY: reads user memory through the helper, which fails cleanly on a bad address.
+    let Ok(ra) = (unsafe { bpf_probe_read_user((cfa - 8) as *const u64) }) else {
+        count(Counter::UnwindReadErrors);
+        return 1;
+    };
+    if let Some(at) = rbp_at {
+        // SAFETY: as above.
+        let Ok(bp) = (unsafe { bpf_probe_read_user(at as *const u64) }) else {
+            count(Counter::UnwindReadErrors);
+            return 1;
+        };
+        state.bp = bp;
+    }
+    state.pc = ra;
+    state.sp = cfa;
+    0
+}
+
+/// Walks one frame by frame pointers: the caller's rbp at rbp, its return address above.
+#[inline(always)]
+fn fp_step(state: &mut UnwindState) -> i64 {
+    let bp = state.bp;
+    if bp < state.sp || bp == 0 {
+        return 1;
+    }
+    // SAFETY: reads user memory through the helper, which fails cleanly on a bad address.
+    let (Ok(caller_bp), Ok(ra)) =
+        (unsafe { (bpf_probe_read_user(bp as *const u64), bpf_probe_read_user((bp + 8) as *const u64)) })
+    else {
+        return 1;
+    };
+    state.bp = caller_bp;
+    state.sp = bp + 16;
+    state.pc = ra;
+    0
+}
+
+/// The row covering `pc`, from the process's mappings copied into `state`, or the reason (a counter) there
+/// is none.
+#[inline(always)]
+fn row(pc: u64) -> Result<UnwindRow, Counter> {
+    let Some(state) = scratch() else { return Err(Counter::UnwindFpNoProcess) };
+    if state.nmappings == NO_PROCESS {
+        return Err(Counter::UnwindFpNoProcess);
+    }
+    // The last mapping starting at or below pc.
+    state.key = pc;
+    state.lo = 0;
+    state.hi = state.nmappings.min(UNWIND_MAX_MAPPINGS as u32);
+    // SAFETY: the callback matches bpf_loop's contract; its state is the scratch entry.
+    unsafe { bpf_loop(UNWIND_MAPPING_SEARCH_STEPS, mapping_step as *mut c_void, core::ptr::null_mut(), 0) };
+    let Some(state) = scratch() else { return Err(Counter::UnwindFpNoProcess) };
+    if state.lo == 0 {
+        return Err(Counter::UnwindFpNoMapping);
+    }
+    let mapping = state.mappings[(state.lo - 1) as usize & (UNWIND_MAX_MAPPINGS - 1)];
+    if pc >= mapping.end {
+        return Err(Counter::UnwindFpNoMapping);
+    }
+    let Some(binary) = UNWIND_BINARIES.get_ptr(mapping.binary) else { return Err(Counter::UnwindFpNoBinary) };
+    // SAFETY: a valid map value pointer; the daemon replaces values whole.
+    let binary = unsafe { *binary };
+    let Ok(rel) = u32::try_from(pc.wrapping_sub(mapping.bias)) else { return Err(Counter::UnwindFpNoRule) };
+    state.key = u64::from(rel);
+    state.first = binary.first_row;
+    state.lo = 0;
+    state.hi = binary.nrows;
+    // SAFETY: as above.
+    unsafe { bpf_loop(UNWIND_ROW_SEARCH_STEPS, row_step as *mut c_void, core::ptr::null_mut(), 0) };
+    let Some(state) = scratch() else { return Err(Counter::UnwindFpNoRule) };
+    if state.lo == 0 {
+        return Err(Counter::UnwindFpNoRule);
+    }
+    match UNWIND_ROWS.get(binary.first_row.wrapping_add(state.lo - 1)) {
+        Some(row) if row.cfa_kind != CFA_NONE => Ok(*row),
+        _ => Err(Counter::UnwindFpNoRule),
+    }
+}
+
+/// One step of a binary search over the scratch entry's `lo`, `hi`: `at_or_below(state, mid)` says whether
+/// element `mid` is at or below the key (`None` ends the search). `lo` ends one past the last such element.
+#[inline(always)]
+fn search_step(at_or_below: impl FnOnce(&UnwindState, u32) -> Option<bool>) -> i64 {
+    let Some(state) = scratch() else { return 1 };
+    if state.lo >= state.hi {
+        return 1;
+    }
+    let mid = state.lo + (state.hi - state.lo) / 2;
+    let Some(below) = at_or_below(state, mid) else { return 1 };
+    if below {
+        state.lo = mid + 1;
+    } else {
+        state.hi = mid;
+    }
+    0
+}
+
+/// A step of the search over the process's mappings (by start address).
+#[inline(never)]
+extern "C" fn mapping_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    search_step(|state, mid| Some(state.mappings[mid as usize & (UNWIND_MAX_MAPPINGS - 1)].start <= state.key))
+}
+
+/// A step of the search over a binary's rows (by row pc), from the extent's `first` row.
+#[inline(never)]
+extern "C" fn row_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    search_step(|state, mid| UNWIND_ROWS.get(state.first.wrapping_add(mid)).map(|row| u64::from(row.pc) <= state.key))
+}
