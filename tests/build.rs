@@ -147,6 +147,23 @@ fn build_go(manifest: &Path, out: &Path) {
     println!("cargo:rustc-env=GOLANG_LEAK={}", bin.display());
 }
 
+/// The Rust fixture (`src/bin/rust-leaker.rs`) built again without frame pointers, as `rustc` builds by
+/// default (linked by its own lld, whose segments share pages), exported as `RUST_LEAKER_FRAMELESS`.
+fn build_rust_frameless(manifest: &Path, out: &Path) {
+    let src = manifest.join("src/bin/rust-leaker.rs");
+    println!("cargo:rerun-if-changed={}", src.display());
+    let bin = out.join("rustleak_nofp");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let status = Command::new(&rustc)
+        .args(["--edition", "2024", "-C", "opt-level=2", "-g", "-C", "force-frame-pointers=no", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {rustc} to build {}: {e}", bin.display()));
+    assert!(status.success(), "{rustc} failed to build {} ({status})", bin.display());
+    println!("cargo:rustc-env=RUST_LEAKER_FRAMELESS={}", bin.display());
+}
+
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR is set by cargo"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
@@ -155,6 +172,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", leaker_src.display());
     println!("cargo:rerun-if-changed={}", nomalloc_src.display());
     println!("cargo:rerun-if-changed=build.rs");
+    build_rust_frameless(&manifest, &out);
 
     let leaker = out.join("leaker");
     let (src, bin) = (leaker_src.to_str().expect("utf-8 path"), leaker.to_str().expect("utf-8 path"));

@@ -16,6 +16,10 @@ pub const CFA_RBP: u8 = 2;
 pub const CFA_PLT: u8 = 3;
 /// [`UnwindRow::cfa_kind`]: the return address is undefined (`_start`, a thread's start): the outermost frame.
 pub const CFA_END: u8 = 4;
+/// [`UnwindRow::cfa_kind`]: the C library's start routine (glibc's `__libc_start_main`), below the function that
+/// calls `main`: the walk ends before this frame. A frame-pointer walk ends there too (the routine keeps no
+/// frame pointer), so both walks give a program's stacks the same outermost frame.
+pub const CFA_STOP: u8 = 5;
 
 /// [`UnwindRow::rbp_kind`]: the caller's rbp is this frame's rbp.
 pub const RBP_SAME: u8 = 0;

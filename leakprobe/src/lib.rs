@@ -23,6 +23,7 @@ pub mod procfs;
 pub mod protocol;
 pub mod python;
 pub mod queries;
+pub mod segments;
 pub mod server;
 pub mod symbolize;
 pub mod unwind;

@@ -20,8 +20,8 @@ use aya_ebpf::{
     },
 };
 use leakprobe_common::{
-    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, Counter, MAX_FRAMES, RBP_AT_CFA, UNWIND_MAPPING_SEARCH_STEPS,
-    UNWIND_MAX_MAPPINGS, UNWIND_ROW_SEARCH_STEPS, UnwindMapping, UnwindRow,
+    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, Counter, MAX_FRAMES, RBP_AT_CFA,
+    UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_MAPPINGS, UNWIND_ROW_SEARCH_STEPS, UnwindMapping, UnwindRow,
 };
 
 use crate::maps::{UNWIND_BINARIES, UNWIND_PROCS, UNWIND_ROWS, UNWIND_SCRATCH, UnwindState, count};
@@ -140,6 +140,10 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
                 CFA_RBP => state.bp.wrapping_add_signed(i64::from(row.cfa_offset)),
                 CFA_PLT => state.sp + 8 + if (lookup & 15) as i32 >= row.cfa_offset { 8 } else { 0 },
                 CFA_END => return 1,
+                CFA_STOP => {
+                    state.n -= 1;
+                    return 1;
+                }
                 _ => return fp_step(state),
             };
             let rbp_at = (row.rbp_kind == RBP_AT_CFA).then(|| cfa.wrapping_add_signed(i64::from(row.rbp_offset)));

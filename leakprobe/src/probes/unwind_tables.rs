@@ -38,7 +38,7 @@ struct Loaded {
     first: u32,
     len: u32,
     base: u64,
-    segments: Vec<(u64, u64, u64)>,
+    segments: Vec<crate::segments::Segment>,
     /// The path it was read through.
     path: String,
 }

@@ -4,9 +4,10 @@
 
 use std::ops::Range;
 
-use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
 use super::layout::{self, DEBUG_OFFSETS_BYTES, Layout, LayoutError, Version};
+use crate::segments::{Segment, load_bias};
 
 /// An interpreter in a file, by file virtual addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,8 +19,8 @@ pub struct PythonFile {
     pub code_type: u64,
     /// `_PyEval_EvalFrameDefault`, the evaluation loop (its native frames are where Python frames run).
     pub eval: Range<u64>,
-    /// Executable `PT_LOAD` segments: (file offset, virtual address, file size), to place the file in a process.
-    pub segments: Vec<(u64, u64, u64)>,
+    /// Loadable segments, to place the file in a process.
+    pub segments: Vec<Segment>,
 }
 
 /// Why a file is no interpreter the walk supports.
@@ -87,22 +88,14 @@ pub fn examine(data: &[u8], path: &str) -> Result<Option<PythonFile>, ElfError> 
         }
         None => return Err(LayoutError::Unsupported(version).into()),
     };
-    let segments = file
-        .segments()
-        .filter_map(|segment| {
-            let (offset, size) = segment.file_range();
-            Some((offset, segment.address(), size)).filter(|_| size > 0)
-        })
-        .collect();
+    let segments = Segment::of(&file);
     Ok(Some(PythonFile { layout, runtime, code_type, eval: eval..eval + eval_size, segments }))
 }
 
 impl PythonFile {
     /// The load bias of this file in a process that maps its file offset `offset` at `start`.
     pub fn bias(&self, start: u64, offset: u64) -> Option<u64> {
-        let &(seg_offset, vaddr, _) =
-            self.segments.iter().find(|&&(seg_offset, _, size)| (seg_offset..seg_offset + size).contains(&offset))?;
-        Some(start.wrapping_sub(vaddr.wrapping_add(offset - seg_offset)))
+        load_bias(&self.segments, start, offset)
     }
 }
 
@@ -126,7 +119,10 @@ mod tests {
             runtime: 0x54_e540,
             code_type: 0x44_9b00,
             eval: 0xf_ab70..0x10_0000,
-            segments: vec![(0, 0, 0x6_0000), (0x6_0000, 0x6_0000, 0x20_0000)],
+            segments: vec![
+                Segment { offset: 0, size: 0x6_0000, vaddr: 0 },
+                Segment { offset: 0x6_0000, size: 0x20_0000, vaddr: 0x6_0000 },
+            ],
         };
         assert_eq!(file.bias(0x7f00_0006_0000, 0x6_0000), Some(0x7f00_0000_0000));
         assert_eq!(file.bias(0x7f00_0000_0000, 0x90_0000), None);

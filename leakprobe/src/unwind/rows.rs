@@ -12,9 +12,11 @@ use gimli::{
     UnwindContext, UnwindSection, X86_64,
 };
 use leakprobe_common::{
-    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, RBP_AT_CFA, RBP_SAME, UNWIND_MAX_BINARY_ROWS, UnwindRow,
+    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, RBP_AT_CFA, RBP_SAME, UNWIND_MAX_BINARY_ROWS, UnwindRow,
 };
-use object::{Object as _, ObjectSection as _, ObjectSegment as _};
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+use crate::segments::Segment;
 
 /// Why a binary's tables could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +39,8 @@ pub struct BinaryRows {
     /// Sorted by pc, no two consecutive rows equal but for their pc; the last one is a [`CFA_NONE`] row at the
     /// end of the last function.
     pub rows: Vec<UnwindRow>,
-    /// Loadable segments: (file offset, ELF address, file size).
-    pub segments: Vec<(u64, u64, u64)>,
+    /// Loadable segments.
+    pub segments: Vec<Segment>,
 }
 
 impl BinaryRows {
@@ -62,10 +64,9 @@ impl BinaryRows {
 }
 
 /// [`BinaryRows::bias`] from a binary's row base and segments.
-pub fn bias(base: u64, segments: &[(u64, u64, u64)], start: u64, offset: u64) -> Option<u64> {
-    let &(seg_offset, seg_addr, _) = segments.iter().find(|&&(o, _, size)| offset >= o && offset - o < size.max(1))?;
-    // The ELF address of pc is pc - start + offset - seg_offset + seg_addr; row pcs are relative to `base`.
-    Some(start.wrapping_sub(offset).wrapping_add(seg_offset).wrapping_sub(seg_addr).wrapping_add(base))
+pub fn bias(base: u64, segments: &[Segment], start: u64, offset: u64) -> Option<u64> {
+    // The ELF address of pc is pc - load bias; row pcs are relative to `base`.
+    Some(crate::segments::load_bias(segments, start, offset)?.wrapping_add(base))
 }
 
 /// One function's rows, as the tables give them.
@@ -112,13 +113,14 @@ pub fn compile(data: &[u8]) -> Result<BinaryRows, RowsError> {
     if !found {
         return Err(RowsError::NoTable);
     }
-    let segments = elf
-        .segments()
-        .map(|s| {
-            let (offset, size) = s.file_range();
-            (offset, s.address(), size)
-        })
-        .collect();
+    let segments = Segment::of(&elf);
+    // glibc's start routine: the walk ends before it (see `CFA_STOP`).
+    let stop = UnwindRow { cfa_kind: CFA_STOP, ..UnwindRow::default() };
+    for symbol in elf.dynamic_symbols().filter(|s| s.name() == Ok("__libc_start_main") && s.size() > 0) {
+        for function in functions.iter_mut().filter(|f| f.start <= symbol.address() && symbol.address() < f.end) {
+            function.rows = vec![(function.start, stop)];
+        }
+    }
     let (base, rows) = flatten(functions)?;
     Ok(BinaryRows { base, rows, segments })
 }

@@ -74,8 +74,8 @@ fn gaps_between_functions_have_no_rule() {
 fn bias_maps_a_mapping_to_row_pcs() {
     let (data, rows) = host_libc();
     let malloc = symbol(&data, "malloc");
-    let &(offset, addr, _) =
-        rows.segments.iter().find(|&&(o, a, s)| malloc >= a && malloc - a < s && o > 0).expect("text");
+    let &Segment { offset, vaddr: addr, .. } =
+        rows.segments.iter().find(|s| malloc >= s.vaddr && malloc - s.vaddr < s.size && s.offset > 0).expect("text");
     // A mapping of the text segment at 0x7f00_0000_0000 + its offset.
     let start = 0x7f00_0000_0000 + offset;
     let bias = rows.bias(start, offset).expect("segment found");
@@ -88,4 +88,15 @@ fn plt_expression_shapes() {
     assert_eq!(plt_threshold(&[0x77, 0x08, 0x80, 0x00, 0x3f, 0x1a, 0x3b, 0x2a, 0x33, 0x24, 0x22]), Some(11));
     assert_eq!(plt_threshold(&[0x77, 0x08, 0x80, 0x00, 0x3f, 0x1a, 0x3a, 0x2a, 0x33, 0x24, 0x22]), Some(10));
     assert_eq!(plt_threshold(&[0x77, 0x08]), None);
+}
+
+#[test]
+fn the_walk_stops_before_glibcs_start_routine() {
+    let (data, rows) = host_libc();
+    let start_main = symbol(&data, "__libc_start_main");
+    assert_eq!(rows.row_at(start_main).map(|r| r.cfa_kind), Some(CFA_STOP));
+    assert_eq!(rows.row_at(start_main + 0x40).map(|r| r.cfa_kind), Some(CFA_STOP));
+    // The function that calls main keeps its rule.
+    let malloc = symbol(&data, "malloc");
+    assert_ne!(rows.row_at(malloc + 1).map(|r| r.cfa_kind), Some(CFA_STOP));
 }

@@ -4,8 +4,9 @@
 use std::{fs::File, ops::Range, os::unix::fs::MetadataExt as _, sync::Arc};
 
 use framehop::ExplicitModuleSectionInfo;
-use object::{Object as _, ObjectSection as _, ObjectSegment as _, ReadCache};
+use object::{Object as _, ObjectSection as _, ReadCache};
 
+use crate::segments::Segment;
 use crate::symbolize::maps::Mapping;
 
 /// Why a binary's tables could not be read.
@@ -26,14 +27,6 @@ pub enum TableError {
 struct Section {
     svma: Range<u64>,
     data: Arc<[u8]>,
-}
-
-/// A loadable segment: where its bytes are in the file and at which address the binary wants them.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Segment {
-    pub(super) offset: u64,
-    pub(super) size: u64,
-    pub(super) vaddr: u64,
 }
 
 /// The parts of a binary an unwinder needs.
@@ -83,13 +76,7 @@ impl BinaryTables {
             return Err(TableError::NoTables { path: path.to_owned() });
         }
         let range = |name: &str| elf.section_by_name(name).map(|s| s.address()..s.address() + s.size());
-        let segments = elf
-            .segments()
-            .map(|s| {
-                let (offset, size) = s.file_range();
-                Segment { offset, size, vaddr: s.address() }
-            })
-            .collect();
+        let segments = Segment::of(&elf);
         let bytes = [&eh_frame, &eh_frame_hdr].iter().filter_map(|s| s.as_ref().map(|s| s.data.len())).sum::<usize>()
             + debug_frame.as_ref().map_or(0, |d| d.len());
         Ok(Self { eh_frame, eh_frame_hdr, debug_frame, text: range(".text"), got: range(".got"), segments, bytes })
@@ -104,18 +91,7 @@ impl BinaryTables {
     /// The address at which this binary's address 0 is in a process that maps file offset `file_offset` at
     /// `start` (the module's base), or `None` if no loadable segment holds that offset.
     pub fn base_avma(&self, start: u64, file_offset: u64) -> Option<u64> {
-        // A segment is mapped from the page holding its first byte, and that page may also hold the end of
-        // the segment before it: the mapping's segment is the one starting in the mapping's first page, or else
-        // the last one starting before it that reaches into it.
-        let page = |s: &Segment| s.offset & !0xfff;
-        let segment = self.segments.iter().find(|s| page(s) == file_offset).or_else(|| {
-            self.segments
-                .iter()
-                .filter(|s| page(s) <= file_offset && file_offset < s.offset + s.size)
-                .max_by_key(|s| s.offset)
-        })?;
-        // vaddr - offset is the same for every byte of the segment (the ELF rule for loadable segments).
-        start.checked_sub(file_offset)?.checked_add(segment.offset)?.checked_sub(segment.vaddr)
+        crate::segments::load_bias(&self.segments, start, file_offset)
     }
 
     /// The section data framehop reads, sharing this binary's bytes.

@@ -101,8 +101,8 @@ fn base_address_of_own_executable() {
 fn base_address_when_two_segments_share_a_page() {
     // lld's layout: a read-only segment ending inside the page where the code segment starts.
     let segments = vec![
-        tables::Segment { offset: 0, size: 0x1b_c624, vaddr: 0 },
-        tables::Segment { offset: 0x1b_c630, size: 0x32_b5a0, vaddr: 0x1b_d630 },
+        crate::segments::Segment { offset: 0, size: 0x1b_c624, vaddr: 0 },
+        crate::segments::Segment { offset: 0x1b_c630, size: 0x32_b5a0, vaddr: 0x1b_d630 },
     ];
     let tables = BinaryTables::for_segments(segments);
     // The code mapping starts at the page of file offset 0x1bc000, one page below its addresses.
