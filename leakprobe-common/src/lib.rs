@@ -144,6 +144,12 @@ pub const NO_FIELD: u32 = u32::MAX;
 
 /// Size of the event ring buffer in bytes (a power of two, a multiple of the page size).
 pub const RING_BUF_BYTES: u32 = 32 << 20;
+/// Unread bytes in the ring buffer past which a record wakes the daemon at once. Below it records are
+/// submitted without a wakeup (each would cost the probed thread an `irq_work`) and the daemon reads the ring
+/// buffer every [`RING_POLL_MS`].
+pub const RING_WAKEUP_BYTES: u64 = RING_BUF_BYTES as u64 / 16;
+/// Milliseconds between the daemon's reads of the ring buffer when no record woke it.
+pub const RING_POLL_MS: u64 = 10;
 /// Live allocations the kernel can track at once, over all processes.
 pub const LIVE_MAX_ENTRIES: u32 = 1 << 21;
 /// Threads that can be inside an allocator call at once.

@@ -1,6 +1,7 @@
 //! Every map and tunable global of the object. Sizes come from `leakprobe-common`.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
@@ -8,8 +9,8 @@ use leakprobe_common::{
     BRK_END_MAX_ENTRIES, COUNTDOWN_ENTRIES, Countdown, Counter, EXP_TABLE_LEN, EXP_TABLE_SHIFT, FaultFields,
     INFLIGHT_MAX_ENTRIES, InFlight, LIVE_MAX_ENTRIES, LiveKey, MAX_FRAMES, MAX_SAMPLE_INTERVAL, MapFields, NO_FIELD,
     OomFields, PID_CALLS_MAX_ENTRIES, PID_SAMPLE_MAX_ENTRIES, PY_PROCS_MAX_ENTRIES, PyProc, RING_BUF_BYTES,
-    UNWIND_BINARIES_MAX_ENTRIES, UNWIND_MAX_MAPPINGS, UNWIND_PROCS_MAX_ENTRIES, UNWIND_ROWS_DEFAULT_ENTRIES,
-    UnwindBinary, UnwindMapping, UnwindProc, UnwindRow,
+    RING_WAKEUP_BYTES, UNWIND_BINARIES_MAX_ENTRIES, UNWIND_MAX_MAPPINGS, UNWIND_PROCS_MAX_ENTRIES,
+    UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindMapping, UnwindProc, UnwindRow,
 };
 
 /// `BPF_F_NO_PREALLOC`: the live-address map grows with use instead of reserving its maximum up front.
@@ -67,6 +68,18 @@ pub fn unwind_tables() -> bool {
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BUF_BYTES, 0);
+
+/// The flags to submit a record with: no wakeup while the daemon has less than `RING_WAKEUP_BYTES` to read (it
+/// reads the ring buffer on a timer), a forced one past that. The kernel's default wakes the reader for every
+/// record submitted while it is idle, which at moderate rates is nearly every record.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= RING_WAKEUP_BYTES {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
 
 #[map]
 pub static INFLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(INFLIGHT_MAX_ENTRIES, 0);

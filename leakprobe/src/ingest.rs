@@ -7,6 +7,7 @@ use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
 };
+use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use leakprobe_common::{
@@ -100,6 +101,9 @@ impl Decoder {
 
 /// Drains the ring buffer until cancelled or until the receiver is gone. `caught_up` is true while the ring
 /// buffer is empty and every batch has been handed over: then the table is current, whatever the time.
+///
+/// The probes submit without waking this reader until the ring buffer holds `RING_WAKEUP_BYTES` (see
+/// `leakprobe-ebpf/src/maps.rs`), so it also reads every `RING_POLL_MS`: a record waits at most that long.
 pub async fn run(
     ring: RingBuf<MapData>,
     mut decoder: Decoder,
@@ -110,19 +114,30 @@ pub async fn run(
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as it lives, and
     // the `AsyncFd` owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(std::io::Error::from)?;
+    let mut poll = tokio::time::interval(Duration::from_millis(leakprobe_common::RING_POLL_MS));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Capacity of the next batch: the size of the last one, so a steady stream costs one allocation per batch
     // instead of a dozen regrowths, each copying the events so far (the daemon's own mallocs are probed too).
     let mut capacity = 0;
     loop {
-        let mut guard = tokio::select! {
+        tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            guard = fd.readable_mut() => guard?,
-        };
-        caught_up.store(false, Ordering::Release);
-        let ring = guard.get_inner_mut();
-        let mut batch = Batch { events: Vec::with_capacity(capacity), ..Batch::default() };
+            guard = fd.readable_mut() => {
+                // Readiness is only a hint here: the ring buffer is read below either way.
+                guard?.clear_ready();
+            }
+            _ = poll.tick() => {}
+        }
+        let ring = fd.get_mut();
+        let mut batch = Batch::default();
+        let mut read = false;
         loop {
             let Some(item) = ring.next() else { break };
+            if !read {
+                read = true;
+                caught_up.store(false, Ordering::Release);
+                batch.events.reserve(capacity);
+            }
             match decoder.decode(&item) {
                 Ok(event) => batch.events.push(event),
                 Err(err) => {
@@ -140,7 +155,11 @@ pub async fn run(
                 }
             }
         }
-        guard.clear_ready();
+        if !read {
+            // Nothing since the last read.
+            caught_up.store(true, Ordering::Release);
+            continue;
+        }
         capacity = if batch.events.is_empty() { capacity } else { batch.events.len().max(MAX_BATCH / 16) };
         batch.as_of_ns = procfs::monotonic_ns();
         if (!batch.events.is_empty() || batch.decode_errors > 0) && tx.send(batch).await.is_err() {

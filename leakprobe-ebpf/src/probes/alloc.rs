@@ -34,7 +34,8 @@ use leakprobe_common::{
 
 use super::unwind;
 use crate::maps::{
-    EVENTS, INFLIGHT, LIVE, alloc_interval, count, now_ns, sample, sampling, stack_copy_bytes, traced, unwind_tables,
+    EVENTS, INFLIGHT, LIVE, alloc_interval, count, now_ns, sample, sampling, stack_copy_bytes, submit_flags, traced,
+    unwind_tables,
 };
 
 /// The user stack pointer in the saved registers.
@@ -339,7 +340,7 @@ pub unsafe fn write_alloc(
 /// Submits an allocation record and counts it (`allocs`).
 #[inline(always)]
 pub fn submit_alloc(entry: RingBufBytes<'static>) {
-    entry.submit(0);
+    entry.submit(submit_flags());
     count(Counter::Allocs);
 }
 
@@ -470,6 +471,6 @@ pub fn reserve_free() -> Option<RingBufEntry<FreeEvent>> {
 pub fn submit_free(mut entry: RingBufEntry<FreeEvent>, tgid: u32, tid: u32, addr: u64) {
     let header = EventHeader { kind: EventKind::Free as u32, pad: 0, ts_ns: now_ns(), tgid, tid };
     entry.write(FreeEvent { header, addr });
-    entry.submit(0);
+    entry.submit(submit_flags());
     count(Counter::Frees);
 }

@@ -17,7 +17,7 @@ use leakprobe_common::{
 };
 
 use super::unwind;
-use crate::maps::{EVENTS, count, fault_fields, fault_interval, now_ns, sample, traced, unwind_tables};
+use crate::maps::{EVENTS, count, fault_fields, fault_interval, now_ns, sample, submit_flags, traced, unwind_tables};
 
 #[tracepoint]
 pub fn page_fault_user(ctx: TracePointContext) -> u32 {
@@ -63,7 +63,7 @@ fn try_page_fault_user(ctx: &TracePointContext) -> Result<(), ()> {
         (*event).nframes = nframes;
         (*event).flags = flags;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
     count(Counter::FaultsSampled);
     Ok(())
 }

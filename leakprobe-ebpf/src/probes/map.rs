@@ -19,7 +19,7 @@ use leakprobe_common::{
 };
 
 use super::fault::user_stack;
-use crate::maps::{BRK_END, EVENTS, count, fault_interval, map_fields, now_ns, sample, traced};
+use crate::maps::{BRK_END, EVENTS, count, fault_interval, map_fields, now_ns, sample, submit_flags, traced};
 
 #[tracepoint]
 pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
@@ -109,7 +109,7 @@ fn grown(ctx: &TracePointContext, len: u64, source: MapSource) -> Result<(), ()>
         (*event).nframes = nframes;
         (*event).flags = flags;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
     count(Counter::MapsSampled);
     Ok(())
 }

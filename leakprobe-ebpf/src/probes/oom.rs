@@ -73,6 +73,6 @@ pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
         return 0;
     };
     entry.write(event);
-    entry.submit(0);
+    entry.submit(u64::from(aya_ebpf::bindings::BPF_RB_FORCE_WAKEUP));
     0
 }

@@ -7,7 +7,9 @@ use aya_ebpf::{
 };
 use leakprobe_common::{Counter, EventHeader, EventKind, NO_FIELD, ProcessEvent};
 
-use crate::maps::{BRK_END, EVENTS, INFLIGHT, PY_PROCS, UNWIND_PROCS, count, exit_group_dead_offset, now_ns};
+use crate::maps::{
+    BRK_END, EVENTS, INFLIGHT, PY_PROCS, UNWIND_PROCS, count, exit_group_dead_offset, now_ns, submit_flags,
+};
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
@@ -52,5 +54,5 @@ fn emit(pid_tgid: u64, kind: EventKind) {
     let header =
         EventHeader { kind: kind as u32, pad: 0, ts_ns: now_ns(), tgid: (pid_tgid >> 32) as u32, tid: pid_tgid as u32 };
     entry.write(ProcessEvent { header, comm: bpf_get_current_comm().unwrap_or([0; 16]) });
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
