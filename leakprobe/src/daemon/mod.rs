@@ -331,6 +331,8 @@ impl Consumers {
             batches: 0,
             requests: request_tx.clone(),
             next_tick: 0,
+            tick_in_flight: false,
+            ticks_skipped: 0,
             as_of_ns: 0,
             ingest_caught_up: caught_up.clone(),
             // Enabled by `Request::Attached`.

@@ -66,6 +66,12 @@ pub struct State {
     /// This task's own request channel, for the ticks it schedules.
     pub requests: mpsc::Sender<Request>,
     pub next_tick: u64,
+    /// Ticks skipped because the previous one's reads were still running.
+    pub ticks_skipped: u64,
+    /// A tick's `/proc` reads are running: the next tick waits for them. Two reads in flight could come back in
+    /// the other order, and a tick older than the last one restarts every series' tick log (its history gone
+    /// from the window until it refills).
+    pub tick_in_flight: bool,
     /// The table holds every event up to this monotonic time (see [`Batch::as_of_ns`]).
     pub as_of_ns: u64,
     /// Set by ingest while the ring buffer is empty and everything was handed over.
@@ -104,6 +110,7 @@ impl State {
                 () = tokio::time::sleep(folios::RETRY), if self.tiers.folios.waiting() => self.resolve_folios(),
                 request = requests.recv() => match request {
                     Some(Request::Tick { tick, samples, read_ns, gone }) => {
+                        self.tick_in_flight = false;
                         self.sweep(gone, read_ns);
                         // Caught up and nothing waiting: the table is current now. Otherwise it is as of the last
                         // batch applied (the consumer lags under load; samples must say when they were true).
@@ -213,6 +220,12 @@ impl State {
 
     /// Reads the RSS of every tracked process on a blocking thread, then comes back as a `Tick` request.
     fn schedule_tick(&mut self) {
+        if self.tick_in_flight {
+            // The host is busy: this tick is skipped, the window is measured by time (see `growth_within`).
+            self.ticks_skipped += 1;
+            return;
+        }
+        self.tick_in_flight = true;
         let tick = self.next_tick;
         self.next_tick += 1;
         let mut pids = self.table.pids();
@@ -439,6 +452,7 @@ impl State {
             ("stacks_merged", table.stacks_merged),
             ("identity_skipped", table.identity_skipped),
             ("ticks", table.ticks),
+            ("ticks_skipped", self.ticks_skipped),
             ("kernel_entries_purged", self.purged_entries.load(Ordering::Relaxed)),
         ]
         .into_iter()
