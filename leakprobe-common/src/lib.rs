@@ -68,6 +68,10 @@ pub mod maps {
     /// Python processes whose frames the probes record, keyed by tgid, value [`crate::PyProc`]: written by the
     /// daemon when it first sees the interpreter, removed on exit and exec.
     pub const PY_PROCS: &str = "PY_PROCS";
+    /// Frees of addresses never reported, per CPU, per process that called `execve` while every allocator file
+    /// was probed system-wide in full mode (keyed by tgid; created at exec, read and removed by the daemon when
+    /// the process exits): allocations the probes missed at the process's start.
+    pub const UNSEEN_FREES: &str = "UNSEEN_FREES";
 }
 
 /// Index of a per-CPU countdown in [`maps::COUNTDOWN`].
@@ -90,6 +94,8 @@ pub const BRK_END_MAX_ENTRIES: u32 = 16_384;
 pub const PID_SAMPLE_MAX_ENTRIES: u32 = 1024;
 /// Processes whose allocator calls are counted at once ([`maps::PID_CALLS`], least recently used evicted).
 pub const PID_CALLS_MAX_ENTRIES: u32 = 4096;
+/// Processes whose frees of never-reported addresses are counted at once ([`maps::UNSEEN_FREES`]).
+pub const UNSEEN_FREES_MAX_ENTRIES: u32 = 16_384;
 
 /// Names of the tunable globals the loader sets before load.
 pub mod globals {
@@ -121,6 +127,9 @@ pub mod globals {
     pub const UNWIND_TABLES: &str = "UNWIND_TABLES";
     /// Thread-group id of the only process traced (`run --pid`); 0 traces every process.
     pub const TRACED_TGID: &str = "TRACED_TGID";
+    /// 1: count each new process's frees of never-reported addresses ([`crate::maps::UNSEEN_FREES`]): full mode
+    /// with system-wide allocator probes, where every such free is an allocation the probes missed.
+    pub const COUNT_UNSEEN_FREES: &str = "COUNT_UNSEEN_FREES";
 }
 
 /// The user stack is copied in chunks of this many bytes (a page): a chunk that crosses the end of the
@@ -498,11 +507,13 @@ pub enum Counter {
     PyStackMisses = 33,
     /// Python frame chains longer than [`MAX_PY_FRAMES`], cut.
     PyStackTruncated = 34,
+    /// New processes whose frees of never-reported addresses could not be counted: [`maps::UNSEEN_FREES`] full.
+    UnseenFreesMapFull = 35,
 }
 
 impl Counter {
     /// Number of counters (the size of [`maps::COUNTERS`]).
-    pub const COUNT: u32 = 35;
+    pub const COUNT: u32 = 36;
 
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
@@ -541,6 +552,7 @@ impl Counter {
         Self::PyStacks,
         Self::PyStackMisses,
         Self::PyStackTruncated,
+        Self::UnseenFreesMapFull,
     ];
 
     /// Stable `snake_case` name, used in `status` output and metric names.
@@ -581,6 +593,7 @@ impl Counter {
             Self::PyStacks => "py_stacks",
             Self::PyStackMisses => "py_stack_misses",
             Self::PyStackTruncated => "py_stack_truncated",
+            Self::UnseenFreesMapFull => "unseen_frees_map_full",
         }
     }
 }

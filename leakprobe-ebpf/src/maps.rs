@@ -3,14 +3,14 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use leakprobe_common::{
     BRK_END_MAX_ENTRIES, COUNTDOWN_ENTRIES, Countdown, Counter, EXP_TABLE_LEN, EXP_TABLE_SHIFT, FaultFields,
     INFLIGHT_MAX_ENTRIES, InFlight, LIVE_MAX_ENTRIES, LiveKey, MAX_FRAMES, MAX_SAMPLE_INTERVAL, MapFields, NO_FIELD,
     OomFields, PID_CALLS_MAX_ENTRIES, PID_SAMPLE_MAX_ENTRIES, PY_PROCS_MAX_ENTRIES, PyProc, RING_BUF_BYTES,
-    RING_WAKEUP_BYTES, UNWIND_BINARIES_MAX_ENTRIES, UNWIND_MAX_MAPPINGS, UNWIND_PROCS_MAX_ENTRIES,
-    UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindMapping, UnwindProc, UnwindRow,
+    RING_WAKEUP_BYTES, UNSEEN_FREES_MAX_ENTRIES, UNWIND_BINARIES_MAX_ENTRIES, UNWIND_MAX_MAPPINGS,
+    UNWIND_PROCS_MAX_ENTRIES, UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindMapping, UnwindProc, UnwindRow,
 };
 
 /// `BPF_F_NO_PREALLOC`: the live-address map grows with use instead of reserving its maximum up front.
@@ -104,6 +104,20 @@ pub static PY_PROCS: HashMap<u32, PyProc> = HashMap::with_max_entries(PY_PROCS_M
 
 #[map]
 pub static BRK_END: LruHashMap<u32, u64> = LruHashMap::with_max_entries(BRK_END_MAX_ENTRIES, 0);
+
+#[map]
+pub static UNSEEN_FREES: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(UNSEEN_FREES_MAX_ENTRIES, 0);
+
+/// Set by the loader: 1 when new processes' frees of never-reported addresses are counted.
+#[unsafe(no_mangle)]
+static COUNT_UNSEEN_FREES: u32 = 0;
+
+/// Whether new processes' frees of never-reported addresses are counted ([`UNSEEN_FREES`]).
+#[inline(always)]
+pub fn count_unseen_frees() -> bool {
+    // SAFETY: as in `own_tgid`.
+    unsafe { core::ptr::read_volatile(&raw const COUNT_UNSEEN_FREES) != 0 }
+}
 
 /// Set by the loader: mean bytes between samples, 0 for full mode.
 #[unsafe(no_mangle)]

@@ -109,6 +109,11 @@ impl Daemon {
         }
         // System-wide malloc probes unless the test asks otherwise: most tests check exact heap figures of
         // fixtures that do not grow their anonymous memory steadily (`leakprobe run` defaults to `auto`).
+        // Probing the host's allocator libraries before use costs every daemon a few hundred uprobe
+        // registrations, each a system-wide pause of forks: only the tests of it ask for it.
+        if !args.contains(&"--preprobe") {
+            cmd.args(["--preprobe", "false"]);
+        }
         if !args.contains(&"--malloc-probes") {
             cmd.args(["--malloc-probes", "all"]);
         }

@@ -153,3 +153,12 @@ pub fn observe_leaker(mode: &str) -> (Daemon, Fixture, Vec<serde_json::Value>) {
     let stacks = wait_for_fence(&daemon, fixture.pid());
     (daemon, fixture, stacks)
 }
+
+/// `MAJOR:MINOR:INODE` of the file at `path`, as `status` names allocator files (hexadecimal device numbers, as in
+/// `/proc/PID/maps`).
+pub fn file_id(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (dev, ino) = (meta.dev(), meta.ino());
+    format!("{:02x}:{:02x}:{ino}", ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff), (dev & 0xff) | ((dev >> 12) & !0xff))
+}

@@ -12,6 +12,7 @@
 
 mod consumer;
 pub mod daemon;
+mod exec;
 mod ingest;
 mod peers;
 mod report;
@@ -59,6 +60,10 @@ pub struct BenchArgs {
     /// pointers and with stack copies, and tier 0 per page fault with the table walk and with frame pointers.
     #[arg(long)]
     only_unwinding: bool,
+    /// Only the cost of `execve` under the daemon and its start-up time (with the host's allocator libraries
+    /// probed before use).
+    #[arg(long)]
+    only_exec: bool,
 }
 
 /// Thread counts every configuration runs with.
@@ -138,6 +143,11 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     let leakprobe = root.join("target").join("release").join("leakprobe");
     let libc = peers::host_libc()?;
 
+    if args.only_exec {
+        let rows = exec::measure(&leakprobe, &dir, args.runs, args.no_wait)?;
+        exec::print(&rows, args.runs);
+        return Ok(());
+    }
     let mut timings = Vec::new();
     let mut usages = Vec::new();
     let mut sites = None;
@@ -212,6 +222,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         undisturbed(args.no_wait, || bench_unwind(&leakprobe)).map_err(|e| eprintln!("bench: {e:#}")).ok();
 
     let (pages, maps) = tier0_per_op(&leakprobe, &dir, &work, args)?;
+    let execs = exec::measure(&leakprobe, &dir, args.runs, args.no_wait)?;
 
     report::print(&timings, &ingest, &usages, sites.as_deref().unwrap_or_default(), args.runs);
     report::print_consumer(&consumer);
@@ -222,6 +233,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     println!(" the spread of `nothing attached`)");
     report::print_unwinding(&timings, &unwinding);
     report::print_tier0_unwinding(&pages);
+    exec::print(&execs, args.runs);
     Ok(())
 }
 

@@ -94,6 +94,14 @@ pub struct RunArgs {
     /// Anonymous executables (memfd) are never probed.
     #[arg(long, value_name = "PREFIX", help_heading = DISCOVERY)]
     discovery_exclude: Vec<String>,
+    /// Probe the host's allocator libraries before any process maps them (`--malloc-probes all`).
+    ///
+    /// With `--malloc-probes all`, probe the allocator libraries of the dynamic loader's directories (libc,
+    /// jemalloc, tcmalloc, mimalloc, musl) right after start-up, before any process maps them, and a new
+    /// container's as soon as its first process calls `execve`: programs using them are then exact from their
+    /// first allocation. `false` probes files only once a process maps them.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, help_heading = DISCOVERY)]
+    preprobe: bool,
     /// Live allocations tracked at most, over all processes.
     ///
     /// Live allocations tracked at most, over all processes: the size of the kernel's live-address map and
@@ -397,6 +405,7 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
                 rescan_interval: args.rescan_interval,
                 max_files_per_scan: args.max_files_per_scan,
                 exclude: args.discovery_exclude,
+                preprobe: args.preprobe,
             }),
             sys: SysPaths::default(),
             max_live_allocations: max_allocations,

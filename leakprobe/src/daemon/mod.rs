@@ -14,6 +14,7 @@ mod purge;
 mod query;
 pub mod state;
 pub mod tiers;
+mod unseen;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -313,6 +314,7 @@ impl Consumers {
         let state = State {
             table: Table::new(config.limits, config.analysis.clone()),
             counters: maps.counters,
+            unseen: unseen::UnseenFrees::new(maps.unseen_frees),
             purger,
             purged_entries,
             symbolizer: SymbolizerHandle::spawn(CacheLimits::default()).context("starting the symbolizer")?,

@@ -77,6 +77,8 @@ pub struct State {
     /// Set by ingest while the ring buffer is empty and everything was handed over.
     pub ingest_caught_up: Arc<AtomicBool>,
     pub oom: OomTracker,
+    /// Allocations the probes missed at processes' starts.
+    pub unseen: super::unseen::UnseenFrees,
     pub tiers: Tiers,
     /// Counters of the stacks produced (by the kernel's walk or the daemon's unwinder), kept by ingest.
     pub unwind_stats: Arc<UnwindStats>,
@@ -148,7 +150,10 @@ impl State {
                     }
                     continue;
                 }
-                Event::Exit(process) => self.tiers.gone(process.header.tgid, &mut self.table),
+                Event::Exit(process) => {
+                    self.unseen.gone(process.header.tgid);
+                    self.tiers.gone(process.header.tgid, &mut self.table);
+                }
                 Event::Exec(process) => {
                     self.tiers.gone(process.header.tgid, &mut self.table);
                     if !self.discovery_handle.exec(process.header.tgid) {
@@ -212,6 +217,8 @@ impl State {
         let previous = std::mem::replace(&mut self.gone_last_tick, gone.into_iter().collect());
         let both: Vec<u32> = self.gone_last_tick.intersection(&previous).copied().collect();
         for tgid in both {
+            // Its exit event was lost (a full ring buffer): the kernel's entry goes now.
+            self.unseen.gone(tgid);
             if let Applied::Purged { tgid, addrs, before_ns } = self.table.purge_gone(tgid, read_ns) {
                 self.purged(tgid, addrs, before_ns);
             }
@@ -318,6 +325,7 @@ impl State {
                 let mut processes = query::processes(&self.table, &query, self.clock, procfs::monotonic_ns());
                 for process in &mut processes {
                     process.identity = self.identities.get(&process.pid).cloned().unwrap_or_default();
+                    process.allocs_before_probes = self.unseen.live(process.pid);
                 }
                 let estimated = self.table.config().sample_interval > 0;
                 let _ = reply.send(ProcessesResponse { processes, estimated });
@@ -458,6 +466,7 @@ impl State {
         .into_iter()
         .chain(self.oom.counters())
         .chain([("discovery_exec_scans_dropped", self.exec_scans_dropped)])
+        .chain(self.unseen.enabled().then(|| self.unseen.counters()).into_iter().flatten())
         .chain(self.tier_counters())
         .chain(self.unwind_stats.counters())
         .map(|(name, value)| (name.to_owned(), value))

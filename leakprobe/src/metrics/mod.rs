@@ -413,6 +413,17 @@ fn counter_help(group: &str, name: &str) -> String {
         ("kernel", "maps_sampled") => "Mapping growths sampled with their stack by tier 0",
         ("kernel", "ringbuf_full_map") => "Sampled mapping-growth events lost: ring buffer full",
         ("kernel", "unsampled") => "Allocator calls not sampled (sampled mode)",
+        ("kernel", "unseen_frees_map_full") => {
+            "New processes whose allocations missed at their start cannot be counted: the kernel's map was full"
+        }
+        ("daemon", "allocs_before_probes_exited") => {
+            "Allocations the probes missed at the start of processes since exited (their frees of addresses never reported)"
+        }
+        ("daemon", "processes_with_allocs_before_probes_exited") => {
+            "Exited processes with allocations the probes missed at their start"
+        }
+        ("daemon", "discovery_files_preprobed") => "Allocator libraries probed before any process mapped them",
+        ("daemon", "discovery_preprobe_microseconds") => "Time spent probing allocator libraries before use",
         ("daemon", "fault_events") => "Sampled faults applied to tier 0's table",
         ("daemon", "map_events") => "Sampled mapping growths applied to tier 0's table",
         ("daemon", "fault_processes_dropped") => "Sampled faults not attributed: tier 0's process limit reached",

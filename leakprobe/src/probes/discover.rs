@@ -29,6 +29,9 @@ use super::{
 };
 use crate::protocol::{AttachPoint, DiscoveryStatus, ProviderStatus, ScanCost};
 
+mod preprobe;
+pub use preprobe::NewRoots;
+
 /// Seconds between two rescans of every process, unless configured.
 pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(10);
 /// New files examined at most per scan, unless configured.
@@ -66,6 +69,8 @@ pub struct DiscoveryConfig {
     pub max_files_per_scan: usize,
     /// Files whose path (as the process sees it) starts with one of these are never examined nor probed.
     pub exclude: Vec<String>,
+    /// Allocator libraries are probed before any process maps them (see `preprobe`).
+    pub preprobe: bool,
 }
 
 impl Default for DiscoveryConfig {
@@ -74,6 +79,7 @@ impl Default for DiscoveryConfig {
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             max_files_per_scan: DEFAULT_MAX_FILES_PER_SCAN,
             exclude: Vec::new(),
+            preprobe: true,
         }
     }
 }
@@ -95,6 +101,8 @@ struct Provider {
     /// Processes mapping it at the last full scan.
     processes: u64,
     pinned: bool,
+    /// Probed before any process mapped it (see `preprobe`).
+    preprobed: bool,
 }
 
 /// A file providing an allocator leakprobe recognises but cannot probe (see [`allocators::Unsupported`]).
@@ -132,6 +140,8 @@ struct Totals {
     open_errors: u64,
     not_elf: u64,
     unsupported: u64,
+    files_preprobed: u64,
+    preprobe_microseconds: u64,
 }
 
 /// The discovery state: what each mapped file is, and the probes of the providers.
@@ -225,8 +235,15 @@ impl Discovery {
         } else {
             None
         };
-        let provider =
-            Provider { shown: path.to_path_buf(), symbols, attached, error: None, processes: 0, pinned: true };
+        let provider = Provider {
+            shown: path.to_path_buf(),
+            symbols,
+            attached,
+            error: None,
+            processes: 0,
+            pinned: true,
+            preprobed: false,
+        };
         self.known.insert(FileId::of(&meta), Known::Provider(Box::new(provider)));
         Ok(())
     }
@@ -336,10 +353,22 @@ impl Discovery {
     /// read (the process may be gone: a later scan tries again).
     fn examine(&mut self, probes: &mut Probes, pid: u32, mapping: &ExecMapping) -> Option<Known> {
         let (target, shown) = open_path(pid, mapping);
-        let file = match fs::File::open(&target) {
+        self.examine_path(probes, &target, shown, mapping.file, &format!("pid {pid}"))
+    }
+
+    /// Examines file `file_id`, opened through `target` and shown as `shown`, found in `found_in` (for the log).
+    fn examine_path(
+        &mut self,
+        probes: &mut Probes,
+        target: &Path,
+        shown: PathBuf,
+        file_id: FileId,
+        found_in: &str,
+    ) -> Option<Known> {
+        let file = match fs::File::open(target) {
             Ok(file) => file,
             Err(err) => {
-                log::debug!("discovery: opening {} (pid {pid}): {err}", target.display());
+                log::debug!("discovery: opening {} ({found_in}): {err}", target.display());
                 self.totals.open_errors += 1;
                 return None;
             }
@@ -360,10 +389,10 @@ impl Discovery {
             Ok(allocators::Examined::Nothing) => return Some(Known::Nothing),
             Ok(allocators::Examined::Unsupported(what)) => {
                 log::info!(
-                    "discovery: {} ({}, {}) in pid {pid}: recognised but not supported: {}",
+                    "discovery: {} ({}, {}) in {found_in}: recognised but not supported: {}",
                     shown.display(),
                     what.family_name(),
-                    mapping.file,
+                    file_id,
                     what.reason
                 );
                 self.totals.unsupported += 1;
@@ -376,21 +405,22 @@ impl Discovery {
             }
         };
         if !self.system_wide {
-            log::info!("discovery: {} ({}, {}) in pid {pid}", shown.display(), symbols.family.name(), mapping.file);
-            let provider = Provider { shown, symbols, attached: None, error: None, processes: 1, pinned: false };
+            log::info!("discovery: {} ({}, {}) in {found_in}", shown.display(), symbols.family.name(), file_id);
+            let provider =
+                Provider { shown, symbols, attached: None, error: None, processes: 1, pinned: false, preprobed: false };
             return Some(Known::Provider(Box::new(provider)));
         }
-        let (attached, error) = match probes.attach_allocator(&target, &shown, &symbols, Scope::AllProcesses) {
+        let (attached, error) = match probes.attach_allocator(target, &shown, &symbols, Scope::AllProcesses) {
             Ok(attached) => {
                 log::info!(
-                    "discovery: {} ({}, {}) in pid {pid}: {} probes",
+                    "discovery: {} ({}, {}) in {found_in}: {} probes",
                     shown.display(),
                     symbols.family.name(),
-                    mapping.file,
+                    file_id,
                     attached.points.len()
                 );
                 self.totals.files_attached += 1;
-                self.log_if_replaced(&shown, mapping.file);
+                self.log_if_replaced(&shown, file_id);
                 (Some(attached), None)
             }
             Err(err) => {
@@ -400,7 +430,15 @@ impl Discovery {
                 (None, Some(err))
             }
         };
-        Some(Known::Provider(Box::new(Provider { shown, symbols, attached, error, processes: 1, pinned: false })))
+        Some(Known::Provider(Box::new(Provider {
+            shown,
+            symbols,
+            attached,
+            error,
+            processes: 1,
+            pinned: false,
+            preprobed: false,
+        })))
     }
 
     /// A package upgrade replaces a library with a new file at the same path: say that both stay probed.
@@ -514,6 +552,7 @@ impl Discovery {
                 probes: p.attached.as_ref().map_or(0, |a| a.points.len() as u64),
                 processes: p.processes,
                 pinned: p.pinned,
+                preprobed: p.preprobed,
                 static_symbols: p.symbols.from_symtab,
                 not_tracked: p.symbols.not_tracked.iter().map(|(name, why)| format!("{name}: {why}")).collect(),
                 error: p.error.clone(),
@@ -529,6 +568,7 @@ impl Discovery {
                 probes: 0,
                 processes: file.processes,
                 pinned: false,
+                preprobed: false,
                 static_symbols: false,
                 not_tracked: Vec::new(),
                 error: Some(file.what.reason.clone()),
@@ -563,6 +603,8 @@ impl Discovery {
             ("discovery_not_elf", t.not_elf),
             ("discovery_unsupported_files", t.unsupported),
             ("discovery_known_files", self.known.len() as u64),
+            ("discovery_files_preprobed", t.files_preprobed),
+            ("discovery_preprobe_microseconds", t.preprobe_microseconds),
         ]
         .into_iter()
         .chain(self.tables.iter().flat_map(KernelTables::counter_pairs))

@@ -148,6 +148,9 @@ pub struct Maps {
     pub pid_sample_interval: HashMap<MapData, u32, u64>,
     /// Allocator calls per process that reached a probe.
     pub pid_calls: PerCpuHashMap<MapData, u32, u64>,
+    /// Frees of never-reported addresses per process started under the daemon; `None` when not counted
+    /// (see [`crate::daemon`]'s `unseen` module).
+    pub unseen_frees: Option<PerCpuHashMap<MapData, u32, u64>>,
 }
 
 /// Which processes an allocator probe fires for.
@@ -216,6 +219,9 @@ impl Probes {
         let fault_fields = optional_fields(tracefs, ("exceptions", "page_fault_user"), "no tier 0", fault_fields);
         let map_fields = map_fields(&config.sys.tracefs);
         let own_tgid = std::process::id();
+        // Every free of an address never reported is a missed allocation only when every allocation is
+        // reported (full mode) in every process (system-wide probes).
+        let count_unseen = config.sample_interval == 0 && config.malloc_probes == MallocProbes::All;
         let exp_table = crate::core::sampling::exp_table();
         // aya must never see the session program's kfunc calls as they are built: patched in every case.
         let kfuncs = match config.return_probes {
@@ -237,6 +243,7 @@ impl Probes {
             .override_global(globals::FAULT_SAMPLE_INTERVAL, &config.fault_sample_interval.max(1), true)
             .override_global(globals::STACK_COPY_BYTES, &config.stack_copy_bytes, true)
             .override_global(globals::TRACED_TGID, &config.pid.unwrap_or(0), true)
+            .override_global(globals::COUNT_UNSEEN_FREES, &u32::from(count_unseen), true)
             .override_global(globals::UNWIND_TABLES, &u32::from(config.unwind_table_rows.is_some()), true)
             .map_max_entries(maps::LIVE, config.max_live_allocations)
             // Unused without the table walk: one page of rows.
@@ -259,6 +266,7 @@ impl Probes {
             counters: take_map(&mut ebpf, maps::COUNTERS)?,
             pid_sample_interval: take_map(&mut ebpf, maps::PID_SAMPLE_INTERVAL)?,
             pid_calls: take_map(&mut ebpf, maps::PID_CALLS)?,
+            unseen_frees: if count_unseen { Some(take_map(&mut ebpf, maps::UNSEEN_FREES)?) } else { None },
         };
         let tables = config.unwind_table_rows.map(|rows| take_tables(&mut ebpf, rows)).transpose()?;
         let mut programs: Vec<&'static str> = Vec::new();
