@@ -21,9 +21,10 @@ pub mod generator;
 
 mod unwind;
 pub use unwind::{
-    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, RBP_AT_CFA, RBP_SAME, UNWIND_BINARIES_MAX_ENTRIES,
-    UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_BINARY_ROWS, UNWIND_MAX_MAPPINGS, UNWIND_PROCS_MAX_ENTRIES,
-    UNWIND_ROW_SEARCH_STEPS, UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindMapping, UnwindProc, UnwindRow,
+    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, KernelOffsets, RBP_AT_CFA, RBP_SAME,
+    UNWIND_BINARIES_MAX_ENTRIES, UNWIND_FILE_SEGMENTS, UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_BINARY_ROWS,
+    UNWIND_MAX_MAPPINGS, UNWIND_PROCS_MAX_ENTRIES, UNWIND_ROW_SEARCH_STEPS, UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary,
+    UnwindFile, UnwindFileKey, UnwindMapping, UnwindProc, UnwindRow, UnwindSegment, kernel_dev,
 };
 
 mod python;
@@ -65,6 +66,9 @@ pub mod maps {
     pub const UNWIND_BINARIES: &str = "UNWIND_BINARIES";
     /// Tgid -> [`crate::UnwindProc`], the process's executable mappings.
     pub const UNWIND_PROCS: &str = "UNWIND_PROCS";
+    /// [`crate::UnwindFileKey`] (the kernel's device and inode) -> [`crate::UnwindFile`]: a loaded binary found
+    /// from a pc's vma where no process entry places it.
+    pub const UNWIND_FILES: &str = "UNWIND_FILES";
     /// Python processes whose frames the probes record, keyed by tgid, value [`crate::PyProc`]: written by the
     /// daemon when it first sees the interpreter, removed on exit and exec.
     pub const PY_PROCS: &str = "PY_PROCS";
@@ -121,6 +125,8 @@ pub mod globals {
     pub const UNWIND_TABLES: &str = "UNWIND_TABLES";
     /// Thread-group id of the only process traced (`run --pid`); 0 traces every process.
     pub const TRACED_TGID: &str = "TRACED_TGID";
+    /// Kernel struct member offsets from the kernel's BTF, a [`crate::KernelOffsets`].
+    pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
 }
 
 /// The user stack is copied in chunks of this many bytes (a page): a chunk that crosses the end of the
@@ -498,11 +504,19 @@ pub enum Counter {
     PyStackMisses = 33,
     /// Python frame chains longer than [`MAX_PY_FRAMES`], cut.
     PyStackTruncated = 34,
+    /// Frames no process entry placed, whose vma (`bpf_find_vma`) is a file with loaded tables.
+    UnwindVmaFound = 35,
+    /// Vma lookups refused: the process's memory map was locked (walked by frame pointers).
+    UnwindVmaBusy = 36,
+    /// Vma lookups that found no vma or one without a file (the vDSO, JIT code, the stack).
+    UnwindVmaNotFile = 37,
+    /// Vma lookups that found a file whose tables are not loaded.
+    UnwindVmaUnknownFile = 38,
 }
 
 impl Counter {
     /// Number of counters (the size of [`maps::COUNTERS`]).
-    pub const COUNT: u32 = 35;
+    pub const COUNT: u32 = 39;
 
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
@@ -541,6 +555,10 @@ impl Counter {
         Self::PyStacks,
         Self::PyStackMisses,
         Self::PyStackTruncated,
+        Self::UnwindVmaFound,
+        Self::UnwindVmaBusy,
+        Self::UnwindVmaNotFile,
+        Self::UnwindVmaUnknownFile,
     ];
 
     /// Stable `snake_case` name, used in `status` output and metric names.
@@ -581,6 +599,10 @@ impl Counter {
             Self::PyStacks => "py_stacks",
             Self::PyStackMisses => "py_stack_misses",
             Self::PyStackTruncated => "py_stack_truncated",
+            Self::UnwindVmaFound => "unwind_vma_found",
+            Self::UnwindVmaBusy => "unwind_vma_busy",
+            Self::UnwindVmaNotFile => "unwind_vma_not_file",
+            Self::UnwindVmaUnknownFile => "unwind_vma_unknown_file",
         }
     }
 }
@@ -615,6 +637,12 @@ mod pod {
     unsafe impl aya::Pod for super::UnwindBinary {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UnwindProc {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindFileKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindFile {}
+    // SAFETY: as above (ten `u32`s).
+    unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above (a `u64` and fourteen `u32`s).
     unsafe impl aya::Pod for super::PyProc {}
 }
