@@ -23,8 +23,9 @@ mod unwind;
 pub use unwind::{
     CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, KernelOffsets, RBP_AT_CFA, RBP_SAME,
     UNWIND_BINARIES_MAX_ENTRIES, UNWIND_FILE_SEGMENTS, UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_BINARY_ROWS,
-    UNWIND_MAX_MAPPINGS, UNWIND_PROCS_MAX_ENTRIES, UNWIND_ROW_SEARCH_STEPS, UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary,
-    UnwindFile, UnwindFileKey, UnwindMapping, UnwindProc, UnwindRow, UnwindSegment, kernel_dev,
+    UNWIND_MAX_MAPPINGS, UNWIND_MAX_RETURN_INSTANCES, UNWIND_PROCS_MAX_ENTRIES, UNWIND_ROW_SEARCH_STEPS,
+    UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindFile, UnwindFileKey, UnwindMapping, UnwindProc, UnwindRow,
+    UnwindSegment, kernel_dev,
 };
 
 mod python;
@@ -512,11 +513,13 @@ pub enum Counter {
     UnwindVmaNotFile = 37,
     /// Vma lookups that found a file whose tables are not loaded.
     UnwindVmaUnknownFile = 38,
+    /// Return addresses replaced by a uretprobe's trampoline, restored from the thread's return instances.
+    UnwindUretprobeRestored = 39,
 }
 
 impl Counter {
     /// Number of counters (the size of [`maps::COUNTERS`]).
-    pub const COUNT: u32 = 39;
+    pub const COUNT: u32 = 40;
 
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
@@ -559,6 +562,7 @@ impl Counter {
         Self::UnwindVmaBusy,
         Self::UnwindVmaNotFile,
         Self::UnwindVmaUnknownFile,
+        Self::UnwindUretprobeRestored,
     ];
 
     /// Stable `snake_case` name, used in `status` output and metric names.
@@ -603,6 +607,7 @@ impl Counter {
             Self::UnwindVmaBusy => "unwind_vma_busy",
             Self::UnwindVmaNotFile => "unwind_vma_not_file",
             Self::UnwindVmaUnknownFile => "unwind_vma_unknown_file",
+            Self::UnwindUretprobeRestored => "unwind_uretprobe_restored",
         }
     }
 }
@@ -641,7 +646,7 @@ mod pod {
     unsafe impl aya::Pod for super::UnwindFileKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UnwindFile {}
-    // SAFETY: as above (ten `u32`s).
+    // SAFETY: as above (sixteen `u32`s).
     unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above (a `u64` and fourteen `u32`s).
     unsafe impl aya::Pod for super::PyProc {}

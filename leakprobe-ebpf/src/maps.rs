@@ -9,8 +9,9 @@ use leakprobe_common::{
     BRK_END_MAX_ENTRIES, COUNTDOWN_ENTRIES, Countdown, Counter, EXP_TABLE_LEN, EXP_TABLE_SHIFT, FaultFields,
     INFLIGHT_MAX_ENTRIES, InFlight, KernelOffsets, LIVE_MAX_ENTRIES, LiveKey, MAX_FRAMES, MAX_SAMPLE_INTERVAL,
     MapFields, NO_FIELD, OomFields, PID_CALLS_MAX_ENTRIES, PID_SAMPLE_MAX_ENTRIES, PY_PROCS_MAX_ENTRIES, PyProc,
-    RING_BUF_BYTES, RING_WAKEUP_BYTES, UNWIND_BINARIES_MAX_ENTRIES, UNWIND_MAX_MAPPINGS, UNWIND_PROCS_MAX_ENTRIES,
-    UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindFile, UnwindFileKey, UnwindMapping, UnwindProc, UnwindRow,
+    RING_BUF_BYTES, RING_WAKEUP_BYTES, UNWIND_BINARIES_MAX_ENTRIES, UNWIND_MAX_MAPPINGS, UNWIND_MAX_RETURN_INSTANCES,
+    UNWIND_PROCS_MAX_ENTRIES, UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindFile, UnwindFileKey, UnwindMapping,
+    UnwindProc, UnwindRow,
 };
 
 /// `BPF_F_NO_PREALLOC`: the live-address map grows with use instead of reserving its maximum up front.
@@ -73,6 +74,12 @@ pub struct UnwindState {
     pub vma_dev: u32,
     /// 1: the vma maps a file.
     pub vma_file: u32,
+    /// The thread's uprobe return instances, newest first: where each replaced return address is on the
+    /// stack (its slot) and what it was; `nreturns` of them.
+    pub return_slots: [u64; UNWIND_MAX_RETURN_INSTANCES],
+    pub return_addrs: [u64; UNWIND_MAX_RETURN_INSTANCES],
+    pub nreturns: u32,
+    pub pad2: u32,
 }
 
 #[map]

@@ -10,6 +10,10 @@
 //! inode) gives a loaded binary's key and segments ([`UNWIND_FILES`]), its start and page offset the row pc.
 //! Member offsets come from the kernel's BTF, set by the loader ([`kernel_offsets`]).
 //!
+//! A return address a uretprobe replaced with its trampoline (the `[uprobes]` page) is restored from the
+//! thread's return instances (`current->utask->return_instances`, read once per walk): the instance whose
+//! stack slot is the one the address was read from holds the original.
+//!
 //! The frame step and each binary-search step are `bpf_loop` callbacks (each verified once, whatever the depth
 //! and the table sizes; Linux 5.17+): as plain bounded loops, the row search alone took the verifier past its
 //! million instructions. Their state is a per-CPU scratch entry ([`UNWIND_SCRATCH`]), which also holds the
@@ -21,12 +25,16 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
         bpf_probe_read_kernel as read_kernel, bpf_probe_read_user,
-        generated::{bpf_find_vma, bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel, bpf_task_pt_regs},
+        generated::{
+            bpf_find_vma, bpf_get_current_task, bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel,
+            bpf_task_pt_regs,
+        },
     },
 };
 use leakprobe_common::{
     CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, Counter, MAX_FRAMES, RBP_AT_CFA, UNWIND_FILE_SEGMENTS,
-    UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_MAPPINGS, UNWIND_ROW_SEARCH_STEPS, UnwindFileKey, UnwindMapping, UnwindRow,
+    UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_MAPPINGS, UNWIND_MAX_RETURN_INSTANCES, UNWIND_ROW_SEARCH_STEPS,
+    UnwindFileKey, UnwindMapping, UnwindRow,
 };
 
 use crate::maps::{
@@ -88,6 +96,7 @@ pub unsafe fn walk(tgid: u32, regs: Regs, frames: *mut u64) -> (u32, u32) {
     state.n = 0;
     state.flags = 0;
     state.vma.end = 0;
+    return_instances(state);
     // The process's mappings, copied once per walk: the searches then read per-CPU memory only.
     state.nmappings = NO_PROCESS;
     if let Some(proc) = UNWIND_PROCS.get_ptr(tgid) {
@@ -174,6 +183,7 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
         count(Counter::UnwindReadErrors);
         return 1;
     };
+    let ra = original_return(state, cfa - 8, ra);
     if let Some(at) = rbp_at {
         // SAFETY: as above.
         let Ok(bp) = (unsafe { bpf_probe_read_user(at as *const u64) }) else {
@@ -202,8 +212,62 @@ fn fp_step(state: &mut UnwindState) -> i64 {
     };
     state.bp = caller_bp;
     state.sp = bp + 16;
-    state.pc = ra;
+    state.pc = original_return(state, bp + 8, ra);
     0
+}
+
+/// Reads the current thread's uprobe return instances (newest first, up to `UNWIND_MAX_RETURN_INSTANCES`)
+/// into `state`: each one's stack slot and original return address.
+#[inline(always)]
+fn return_instances(state: &mut UnwindState) {
+    state.nreturns = 0;
+    let offsets = kernel_offsets();
+    if offsets.uretprobe == 0 {
+        return;
+    }
+    let at = |base: u64, offset: u32| base.wrapping_add(u64::from(offset)) as *const u64;
+    // SAFETY: fault-tolerant kernel reads through the current task's uprobe state, at the offsets the loader
+    // took from the kernel's BTF; a torn list read ends early or gives addresses the slot test rejects.
+    unsafe {
+        let task = bpf_get_current_task();
+        let Ok(utask) = read_kernel(at(task, offsets.task_utask)) else { return };
+        if utask == 0 {
+            return;
+        }
+        let Ok(mut ri) = read_kernel(at(utask, offsets.utask_return_instances)) else { return };
+        for i in 0..UNWIND_MAX_RETURN_INSTANCES {
+            if ri == 0 {
+                break;
+            }
+            let (Ok(slot), Ok(addr), Ok(next)) = (
+                read_kernel(at(ri, offsets.ri_stack)),
+                read_kernel(at(ri, offsets.ri_orig_ret_vaddr)),
+                read_kernel(at(ri, offsets.ri_next)),
+            ) else {
+                break;
+            };
+            state.return_slots[i] = slot;
+            state.return_addrs[i] = addr;
+            state.nreturns = i as u32 + 1;
+            ri = next;
+        }
+    }
+}
+
+/// The return address read at `slot`: `ra`, or the original a uretprobe's trampoline replaced there (the
+/// return instance whose slot it is; chained instances share a slot and hold the same original).
+#[inline(always)]
+fn original_return(state: &UnwindState, slot: u64, ra: u64) -> u64 {
+    for i in 0..UNWIND_MAX_RETURN_INSTANCES {
+        if i as u32 >= state.nreturns {
+            break;
+        }
+        if state.return_slots[i] == slot {
+            count(Counter::UnwindUretprobeRestored);
+            return state.return_addrs[i];
+        }
+    }
+    ra
 }
 
 /// The row covering `pc`, from the process's mappings copied into `state` (or its vma), or the reason (a

@@ -1,10 +1,10 @@
 //! Kernel struct member offsets from the kernel's BTF (`/sys/kernel/btf/vmlinux`), for the eBPF side, which
 //! has no CO-RE: the loader sets them as a global ([`leakprobe_common::KernelOffsets`]). A kernel without BTF
-//! or without one of the members leaves the feature that needs them off.
+//! or without one of a feature's members leaves that feature off (vma lookups, uretprobe return addresses).
 
 use std::path::Path;
 
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 use leakprobe_common::KernelOffsets;
 
 /// The running kernel's BTF.
@@ -27,9 +27,11 @@ pub struct KernelBtf {
 }
 
 impl KernelBtf {
-    /// Reads the BTF at `path` (the running kernel's: [`VMLINUX_BTF`]).
+    /// Reads the BTF at `path` (the running kernel's: [`VMLINUX_BTF`]), memory-mapped and parsed on demand:
+    /// the cached backend parses all of vmlinux's types at once (seconds on a loaded machine) for the dozen
+    /// members looked up here.
     pub fn open(path: &Path) -> Result<Self, OffsetError> {
-        let btf = Btf::from_file(path)
+        let btf = Btf::from_file_with_backend(path, Backend::Mmap)
             .map_err(|err| OffsetError::Read { path: path.display().to_string(), message: err.to_string() })?;
         Ok(Self { btf })
     }
@@ -67,7 +69,7 @@ impl KernelBtf {
     }
 
     /// The offsets the kernel unwinder's vma lookup reads (`vma` 1), or why one is missing.
-    pub fn kernel_offsets(&self) -> Result<KernelOffsets, OffsetError> {
+    pub fn vma_offsets(&self) -> Result<KernelOffsets, OffsetError> {
         let vma = |member| self.member_offset("vm_area_struct", member);
         Ok(KernelOffsets {
             vma: 1,
@@ -79,21 +81,52 @@ impl KernelBtf {
             i_ino: self.member_offset("inode", "i_ino")?,
             i_sb: self.member_offset("inode", "i_sb")?,
             s_dev: self.member_offset("super_block", "s_dev")?,
-            pad: 0,
+            ..KernelOffsets::NONE
+        })
+    }
+
+    /// The offsets the walk reads to restore return addresses replaced by uretprobes (`uretprobe` 1), or why
+    /// one is missing. The members keep their names from 6.1 to 6.18 (the structs around them changed).
+    pub fn uretprobe_offsets(&self) -> Result<KernelOffsets, OffsetError> {
+        let ri = |member| self.member_offset("return_instance", member);
+        Ok(KernelOffsets {
+            uretprobe: 1,
+            task_utask: self.member_offset("task_struct", "utask")?,
+            utask_return_instances: self.member_offset("uprobe_task", "return_instances")?,
+            ri_stack: ri("stack")?,
+            ri_orig_ret_vaddr: ri("orig_ret_vaddr")?,
+            ri_next: ri("next")?,
+            ..KernelOffsets::NONE
         })
     }
 }
 
-/// The running kernel's offsets for the kernel unwinder, or [`KernelOffsets::NONE`] (said once, here).
+/// The running kernel's offsets for the kernel unwinder; a group whose members are not all found stays off
+/// (said once, here).
 pub fn running_kernel_offsets() -> KernelOffsets {
-    match KernelBtf::open(Path::new(VMLINUX_BTF)).and_then(|btf| btf.kernel_offsets()) {
-        Ok(offsets) => offsets,
+    let btf = match KernelBtf::open(Path::new(VMLINUX_BTF)) {
+        Ok(btf) => btf,
         Err(err) => {
-            log::warn!(
-                "kernel unwinder: no vma lookups (frames before a process's scan walk by frame pointers): {err}"
-            );
-            KernelOffsets::NONE
+            log::warn!("kernel unwinder: no vma lookups, no uretprobe return addresses: {err}");
+            return KernelOffsets::NONE;
         }
+    };
+    let vma = btf.vma_offsets().unwrap_or_else(|err| {
+        log::warn!("kernel unwinder: no vma lookups (frames before a process's scan walk by frame pointers): {err}");
+        KernelOffsets::NONE
+    });
+    let uretprobe = btf.uretprobe_offsets().unwrap_or_else(|err| {
+        log::warn!("kernel unwinder: return addresses replaced by uretprobes stay unrestored: {err}");
+        KernelOffsets::NONE
+    });
+    KernelOffsets {
+        uretprobe: uretprobe.uretprobe,
+        task_utask: uretprobe.task_utask,
+        utask_return_instances: uretprobe.utask_return_instances,
+        ri_stack: uretprobe.ri_stack,
+        ri_orig_ret_vaddr: uretprobe.ri_orig_ret_vaddr,
+        ri_next: uretprobe.ri_next,
+        ..vma
     }
 }
 
@@ -107,12 +140,24 @@ mod tests {
 
     #[test]
     fn running_kernel_has_every_offset() {
-        let offsets = running().kernel_offsets().expect("every member");
+        let offsets = running().vma_offsets().expect("every member");
         assert_eq!(offsets.vma, 1);
         // vm_end follows vm_start (both `unsigned long`, in an anonymous struct since 6.12's union).
         assert_eq!(offsets.vm_end, offsets.vm_start + 8, "{offsets:?}");
         assert!(offsets.vm_pgoff > offsets.vm_end && offsets.vm_file > offsets.vm_end, "{offsets:?}");
         assert_ne!(offsets.i_ino, offsets.i_sb, "{offsets:?}");
+    }
+
+    #[test]
+    fn running_kernel_has_the_uretprobe_offsets() {
+        let offsets = running().uretprobe_offsets().expect("every member");
+        assert_eq!(offsets.uretprobe, 1);
+        // `stack` and `orig_ret_vaddr` are adjacent `unsigned long`s in every layout since 4.x.
+        assert_eq!(offsets.ri_orig_ret_vaddr, offsets.ri_stack + 8, "{offsets:?}");
+        assert!(offsets.ri_next > offsets.ri_orig_ret_vaddr, "{offsets:?}");
+        assert!(offsets.task_utask > 0, "{offsets:?}");
+        let both = running_kernel_offsets();
+        assert_eq!((both.vma, both.uretprobe), (1, 1), "{both:?}");
     }
 
     #[test]

@@ -265,8 +265,7 @@ impl Probes {
             pid_sample_interval: take_map(&mut ebpf, maps::PID_SAMPLE_INTERVAL)?,
             pid_calls: take_map(&mut ebpf, maps::PID_CALLS)?,
         };
-        let tables =
-            config.unwind_table_rows.map(|rows| take_tables(&mut ebpf, rows, kernel_offsets.vma != 0)).transpose()?;
+        let tables = config.unwind_table_rows.map(|rows| take_tables(&mut ebpf, rows, kernel_offsets)).transpose()?;
         let mut programs: Vec<&'static str> = Vec::new();
         if session.is_none() {
             programs.extend(AllocFn::ALL.iter().map(|f| f.entry_program()));
@@ -591,15 +590,15 @@ fn map_fields(tracefs: &Path) -> Option<MapFields> {
     None
 }
 
-/// The kernel unwinder's maps, its arena of `rows` rows; `vma_lookups`: the walk places pcs by their vma.
-fn take_tables(ebpf: &mut Ebpf, rows: u32, vma_lookups: bool) -> Result<KernelTables, ProbeError> {
+/// The kernel unwinder's maps, its arena of `rows` rows; `offsets`: the kernel struct offsets it was given.
+fn take_tables(ebpf: &mut Ebpf, rows: u32, offsets: KernelOffsets) -> Result<KernelTables, ProbeError> {
     KernelTables::new(
         ebpf.take_map(maps::UNWIND_ROWS).ok_or(ProbeError::NoMap(maps::UNWIND_ROWS))?,
         rows,
         take_map(ebpf, maps::UNWIND_BINARIES)?,
         take_map(ebpf, maps::UNWIND_PROCS)?,
         take_map(ebpf, maps::UNWIND_FILES)?,
-        vma_lookups,
+        offsets,
     )
 }
 

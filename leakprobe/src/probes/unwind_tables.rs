@@ -15,8 +15,8 @@ use std::{
 
 use aya::maps::{HashMap, Map, MapData};
 use leakprobe_common::{
-    UNWIND_FILE_SEGMENTS, UNWIND_MAX_MAPPINGS, UnwindBinary, UnwindFile, UnwindFileKey, UnwindMapping, UnwindProc,
-    UnwindRow, UnwindSegment, kernel_dev,
+    KernelOffsets, UNWIND_FILE_SEGMENTS, UNWIND_MAX_MAPPINGS, UnwindBinary, UnwindFile, UnwindFileKey, UnwindMapping,
+    UnwindProc, UnwindRow, UnwindSegment, kernel_dev,
 };
 use lru::LruCache;
 use memmap2::{MmapMut, MmapOptions};
@@ -74,8 +74,8 @@ pub struct KernelTables {
     procs: HashMap<MapData, u32, UnwindProc>,
     /// Each loaded binary by the kernel's (device, inode), for the walk's vma lookups.
     files: HashMap<MapData, UnwindFileKey, UnwindFile>,
-    /// The walk looks vmas up (the kernel's BTF gave the offsets it needs).
-    vma_lookups: bool,
+    /// The kernel struct offsets the walk was given (from BTF): which of its lookups are on.
+    offsets: KernelOffsets,
     loaded: LruCache<FileId, Loaded>,
     failed: HashSet<FileId>,
     /// The last mappings written per process, to skip rewriting an unchanged entry at each rescan.
@@ -93,7 +93,7 @@ impl KernelTables {
         binaries: HashMap<MapData, u64, UnwindBinary>,
         procs: HashMap<MapData, u32, UnwindProc>,
         files: HashMap<MapData, UnwindFileKey, UnwindFile>,
-        vma_lookups: bool,
+        offsets: KernelOffsets,
     ) -> Result<Self, ProbeError> {
         let name = leakprobe_common::maps::UNWIND_ROWS;
         let Map::Array(rows) = rows else { return Err(ProbeError::NoMap(name)) };
@@ -111,7 +111,7 @@ impl KernelTables {
             binaries,
             procs,
             files,
-            vma_lookups,
+            offsets,
             loaded: LruCache::unbounded(),
             failed: HashSet::new(),
             written: LruCache::new(
@@ -138,7 +138,7 @@ impl KernelTables {
     }
 
     /// `(name, value)` pairs for `status` and metrics.
-    pub fn counter_pairs(&self) -> [(&'static str, u64); 13] {
+    pub fn counter_pairs(&self) -> [(&'static str, u64); 14] {
         let c = self.counters();
         let row = size_of::<UnwindRow>() as u64;
         [
@@ -154,7 +154,8 @@ impl KernelTables {
             ("unwind_tables_compile_microseconds", c.compile_microseconds),
             ("unwind_tables_rows_used", c.rows_used),
             ("unwind_tables_deferred", c.deferred),
-            ("unwind_vma_lookups_off", u64::from(!self.vma_lookups)),
+            ("unwind_vma_lookups_off", u64::from(self.offsets.vma == 0)),
+            ("unwind_uretprobe_lookups_off", u64::from(self.offsets.uretprobe == 0)),
         ]
     }
 
