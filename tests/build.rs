@@ -102,6 +102,16 @@ fn build_frameless(manifest: &Path, out: &Path) {
     args.extend(["-o", &lib_out, &lib_src]);
     gcc(&args, &lib);
 
+    // A second copy, for `frameless dlopen`: -Bsymbolic binds its calls to its own functions, not to
+    // libframeless.so's of the same names that the program links.
+    let dl = out.join("libframeless_dl.so");
+    let dl_out = path(&dl);
+    let mut args = vec!["-shared", "-fPIC", "-O2", "-g", "-fomit-frame-pointer", "-Wl,-Bsymbolic"];
+    args.extend(warnings);
+    args.extend(["-o", &dl_out, &lib_src]);
+    gcc(&args, &dl);
+    println!("cargo:rustc-env=FRAMELESS_DL_SO={}", dl.display());
+
     let bin = out.join("frameless");
     let (src, bin_out, out_dir) = (path(&fixtures.join("frameless.c")), path(&bin), path(out));
     let rpath = format!("-Wl,-rpath,{out_dir}");

@@ -21,9 +21,11 @@ pub mod generator;
 
 mod unwind;
 pub use unwind::{
-    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, RBP_AT_CFA, RBP_SAME, UNWIND_BINARIES_MAX_ENTRIES,
-    UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_BINARY_ROWS, UNWIND_MAX_MAPPINGS, UNWIND_PROCS_MAX_ENTRIES,
-    UNWIND_ROW_SEARCH_STEPS, UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindMapping, UnwindProc, UnwindRow,
+    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, KernelOffsets, RBP_AT_CFA, RBP_SAME,
+    UNWIND_BINARIES_MAX_ENTRIES, UNWIND_FILE_SEGMENTS, UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_BINARY_ROWS,
+    UNWIND_MAX_MAPPINGS, UNWIND_MAX_RETURN_INSTANCES, UNWIND_PROCS_MAX_ENTRIES, UNWIND_ROW_SEARCH_STEPS,
+    UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindFile, UnwindFileKey, UnwindMapping, UnwindProc, UnwindRow,
+    UnwindSegment, kernel_dev,
 };
 
 mod python;
@@ -65,6 +67,9 @@ pub mod maps {
     pub const UNWIND_BINARIES: &str = "UNWIND_BINARIES";
     /// Tgid -> [`crate::UnwindProc`], the process's executable mappings.
     pub const UNWIND_PROCS: &str = "UNWIND_PROCS";
+    /// [`crate::UnwindFileKey`] (the kernel's device and inode) -> [`crate::UnwindFile`]: a loaded binary found
+    /// from a pc's vma where no process entry places it.
+    pub const UNWIND_FILES: &str = "UNWIND_FILES";
     /// Python processes whose frames the probes record, keyed by tgid, value [`crate::PyProc`]: written by the
     /// daemon when it first sees the interpreter, removed on exit and exec.
     pub const PY_PROCS: &str = "PY_PROCS";
@@ -130,6 +135,8 @@ pub mod globals {
     /// 1: count each new process's frees of never-reported addresses ([`crate::maps::UNSEEN_FREES`]): full mode
     /// with system-wide allocator probes, where every such free is an allocation the probes missed.
     pub const COUNT_UNSEEN_FREES: &str = "COUNT_UNSEEN_FREES";
+    /// Kernel struct member offsets from the kernel's BTF, a [`crate::KernelOffsets`].
+    pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
 }
 
 /// The user stack is copied in chunks of this many bytes (a page): a chunk that crosses the end of the
@@ -507,13 +514,23 @@ pub enum Counter {
     PyStackMisses = 33,
     /// Python frame chains longer than [`MAX_PY_FRAMES`], cut.
     PyStackTruncated = 34,
+    /// Frames no process entry placed, whose vma (`bpf_find_vma`) is a file with loaded tables.
+    UnwindVmaFound = 35,
+    /// Vma lookups refused: the process's memory map was locked (walked by frame pointers).
+    UnwindVmaBusy = 36,
+    /// Vma lookups that found no vma or one without a file (the vDSO, JIT code, the stack).
+    UnwindVmaNotFile = 37,
+    /// Vma lookups that found a file whose tables are not loaded.
+    UnwindVmaUnknownFile = 38,
+    /// Return addresses replaced by a uretprobe's trampoline, restored from the thread's return instances.
+    UnwindUretprobeRestored = 39,
     /// New processes whose frees of never-reported addresses could not be counted: [`maps::UNSEEN_FREES`] full.
-    UnseenFreesMapFull = 35,
+    UnseenFreesMapFull = 40,
 }
 
 impl Counter {
     /// Number of counters (the size of [`maps::COUNTERS`]).
-    pub const COUNT: u32 = 36;
+    pub const COUNT: u32 = 41;
 
     /// Every counter, in index order.
     pub const ALL: [Self; Self::COUNT as usize] = [
@@ -552,6 +569,11 @@ impl Counter {
         Self::PyStacks,
         Self::PyStackMisses,
         Self::PyStackTruncated,
+        Self::UnwindVmaFound,
+        Self::UnwindVmaBusy,
+        Self::UnwindVmaNotFile,
+        Self::UnwindVmaUnknownFile,
+        Self::UnwindUretprobeRestored,
         Self::UnseenFreesMapFull,
     ];
 
@@ -593,6 +615,11 @@ impl Counter {
             Self::PyStacks => "py_stacks",
             Self::PyStackMisses => "py_stack_misses",
             Self::PyStackTruncated => "py_stack_truncated",
+            Self::UnwindVmaFound => "unwind_vma_found",
+            Self::UnwindVmaBusy => "unwind_vma_busy",
+            Self::UnwindVmaNotFile => "unwind_vma_not_file",
+            Self::UnwindVmaUnknownFile => "unwind_vma_unknown_file",
+            Self::UnwindUretprobeRestored => "unwind_uretprobe_restored",
             Self::UnseenFreesMapFull => "unseen_frees_map_full",
         }
     }
@@ -628,6 +655,12 @@ mod pod {
     unsafe impl aya::Pod for super::UnwindBinary {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UnwindProc {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindFileKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindFile {}
+    // SAFETY: as above (sixteen `u32`s).
+    unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above (a `u64` and fourteen `u32`s).
     unsafe impl aya::Pod for super::PyProc {}
 }

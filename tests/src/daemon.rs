@@ -231,6 +231,15 @@ impl Daemon {
         stacks_of(report)
     }
 
+    /// `leakprobe faults --pid PID --json`: the process's tier-0 report (up to 100 stacks), if tier 0 has seen it.
+    pub fn faults_of(&self, pid: u32) -> Option<Value> {
+        let pid_text = pid.to_string();
+        let response =
+            self.cli_json(&["faults", "--socket", self.socket_str(), "--pid", &pid_text, "--stacks", "100", "--json"]);
+        let processes = response["processes"].as_array().unwrap_or_else(|| panic!("no processes array: {response:#}"));
+        processes.iter().find(|p| p["pid"].as_u64() == Some(u64::from(pid))).cloned()
+    }
+
     /// `leakprobe top --limit LIMIT --json`: stacks of every process.
     pub fn top_all(&self, limit: usize) -> Vec<Value> {
         let limit = limit.to_string();

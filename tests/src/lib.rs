@@ -49,6 +49,8 @@ pub const NODE_LEAK_JS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/le
 pub const JAVA_LEAK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/Leak.java");
 /// The fixture built without frame pointers (`tests/fixtures/frameless.c`, with `libframeless.so`).
 pub const FRAMELESS: &str = env!("FRAMELESS_C");
+/// A copy of `libframeless.so` (linked `-Bsymbolic`), for `frameless dlopen`.
+pub const FRAMELESS_DL_SO: &str = env!("FRAMELESS_DL_SO");
 /// `frameless.c` built with frame pointers.
 pub const FRAMED: &str = env!("FRAMED_C");
 /// The C++ fixture without frame pointers (`tests/fixtures/frameless_cxx.cc`).
