@@ -2,7 +2,7 @@
 //! (a bpftrace memleak equivalent, heaptrack) over nothing attached, the ingest rate of the daemon (end to end
 //! from the eBPF object's event generator, and under a leaking workload), and the daemon's CPU and memory; and
 //! tier 0 (`--malloc-probes auto`: page faults and mapping growth, no malloc probe) per malloc+free pair, per page
-//! fault and per mmap+munmap pair.
+//! fault and per mmap+munmap pair; and the Python frame walk per allocation ([`python`]).
 //!
 //! Every configuration runs the same C workload ([`workload`]) `--runs` times for 1 and 2 threads; the
 //! table shows medians. leakprobe and bpftrace probe every process on the machine: while one of them is
@@ -14,6 +14,7 @@ mod consumer;
 pub mod daemon;
 mod ingest;
 mod peers;
+mod python;
 mod report;
 mod workload;
 
@@ -59,6 +60,10 @@ pub struct BenchArgs {
     /// pointers and with stack copies, and tier 0 per page fault with the table walk and with frame pointers.
     #[arg(long)]
     only_unwinding: bool,
+    /// Only the Python frame walk: a Python churn with nothing attached, under full mode with Python frames
+    /// and with `--no-python-frames`; ns per object and per walk (`--runs` runs of `--pairs` objects).
+    #[arg(long, conflicts_with = "only_unwinding")]
+    only_python: bool,
 }
 
 /// Thread counts every configuration runs with.
@@ -138,6 +143,9 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     let leakprobe = root.join("target").join("release").join("leakprobe");
     let libc = peers::host_libc()?;
 
+    if args.only_python {
+        return python::bench(&leakprobe, &dir, args);
+    }
     let mut timings = Vec::new();
     let mut usages = Vec::new();
     let mut sites = None;
@@ -222,6 +230,9 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     println!(" the spread of `nothing attached`)");
     report::print_unwinding(&timings, &unwinding);
     report::print_tier0_unwinding(&pages);
+    if let Err(err) = python::bench(&leakprobe, &dir, args) {
+        println!("\nthe Python frame walk: did not run: {err:#}");
+    }
     Ok(())
 }
 

@@ -66,6 +66,8 @@ pub struct DiscoveryConfig {
     pub max_files_per_scan: usize,
     /// Files whose path (as the process sees it) starts with one of these are never examined nor probed.
     pub exclude: Vec<String>,
+    /// Registers Python interpreters (`CPython`), whose records then carry their Python frames.
+    pub python_frames: bool,
 }
 
 impl Default for DiscoveryConfig {
@@ -74,6 +76,7 @@ impl Default for DiscoveryConfig {
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             max_files_per_scan: DEFAULT_MAX_FILES_PER_SCAN,
             exclude: Vec::new(),
+            python_frames: true,
         }
     }
 }
@@ -159,6 +162,7 @@ struct ScanState {
     /// Files seen and, for providers, by how many processes (full scans only).
     seen: Option<HashMap<FileId, u64>>,
     exclude: Vec<String>,
+    python_frames: bool,
 }
 
 impl ScanState {
@@ -169,6 +173,7 @@ impl ScanState {
             budget: config.max_files_per_scan,
             seen: full.then(HashMap::new),
             exclude: config.exclude.clone(),
+            python_frames: config.python_frames,
         }
     }
 
@@ -310,7 +315,9 @@ impl Discovery {
         if let Some(tables) = &mut self.tables {
             tables.update_process(pid, &text);
         }
-        if let Some(interpreter) = crate::python::find(pid, &text, &mut self.python_files) {
+        if scan.python_frames
+            && let Some(interpreter) = crate::python::find(pid, &text, &mut self.python_files)
+        {
             probes.register_python(pid, &interpreter.proc());
         }
         for mapping in exec_mappings(&text) {
