@@ -1,8 +1,9 @@
 """The Python frame walk's bench workload (`cargo xtask bench --only-python`).
 
 `python3 python_churn.py COUNT DEPTH`: from DEPTH nested Python calls, makes and drops COUNT `bytes(4096)`
-objects (each one `malloc` and one `free`: above pymalloc's 512 bytes), and prints the ns per object. It waits
-0.3 s first so that the daemon's discovery (30 ms after `execve`) has registered the interpreter.
+objects (each one `malloc` and one `free`: above pymalloc's 512 bytes), and prints the ns per object. It
+prints `ready` and waits for a line on its standard input first: the bench starts a daemon tracing only its
+pid (`--pid`), then tells it to go.
 """
 import sys
 import time
@@ -23,7 +24,8 @@ def nest(depth, count):
 
 def main():
     count, depth = int(sys.argv[1]), int(sys.argv[2])
-    time.sleep(0.3)
+    print("ready", flush=True)
+    sys.stdin.readline()
     elapsed = nest(depth, count)
     print(f"leakprobe-bench: ns_per_object={elapsed / count:.1f} objects={count}", flush=True)
 

@@ -1,11 +1,15 @@
 //! `cargo xtask bench --only-python`: the per-allocation cost of the Python frame walk. A Python 3.11 churn
 //! (`xtask/bench/python_churn.py`: `bytes(4096)` made and dropped from 10 Python frames deep, one `malloc` and
-//! one `free` each) runs with nothing attached, then under `leakprobe run --mode full --malloc-probes all`
-//! with the Python frames, and under the same daemon with `--no-python-frames`. The difference between the
+//! one `free` each) runs with nothing attached, under `leakprobe run --mode full --malloc-probes all --pid PID`
+//! (only the workload traced) with the Python frames, and with `--no-python-frames`, runs alternating. The difference between the
 //! last two, per allocation carrying Python frames (the kernel's `py_stacks` over the objects made), is the
 //! walk's cost, the splicing in the daemon aside (it runs on the daemon's own CPU).
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    path::Path,
+    process::{Command, Stdio},
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -32,54 +36,94 @@ pub fn bench(leakprobe: &Path, dir: &Path, args: &BenchArgs) -> Result<()> {
     let script = dir.join("python_churn.py");
     std::fs::write(&script, include_str!("../../bench/python_churn.py")).context("writing the Python workload")?;
     eprintln!("bench: the Python frame walk ({} runs of {} objects, {PYTHON})", args.runs, args.pairs);
-    let base = Row { label: "nothing attached", times: runs(&script, args), py_stacks: None };
-    let with = under(leakprobe, dir, &script, args, "python", "leakprobe full, Python frames", &[])?;
-    let without = under(
-        leakprobe,
-        dir,
-        &script,
-        args,
-        "python-off",
-        "leakprobe full --no-python-frames",
-        &["--no-python-frames"],
-    )?;
-    print(&[base, with, without], args);
+    let configs: [(&'static str, Option<&[&str]>); 3] = [
+        ("nothing attached", None),
+        ("leakprobe full --pid, Python frames", Some(&[])),
+        ("leakprobe full --pid --no-python-frames", Some(&["--no-python-frames"])),
+    ];
+    let mut rows: Vec<Row> =
+        configs.iter().map(|&(label, _)| Row { label, times: Ok(Vec::new()), py_stacks: Some(0) }).collect();
+    // Runs alternate between the configurations, so that a busy spell of the machine falls on all of them.
+    for _ in 0..args.runs {
+        for (row, &(_, flags)) in rows.iter_mut().zip(&configs) {
+            let Ok(times) = &mut row.times else { continue };
+            match undisturbed(args.no_wait, || run_once(leakprobe, dir, &script, args, flags)) {
+                Ok((ns, py_stacks)) => {
+                    times.push(ns);
+                    row.py_stacks = row.py_stacks.zip(py_stacks).map(|(a, b)| a + b);
+                }
+                Err(err) => row.times = Err(format!("{err:#}")),
+            }
+        }
+    }
+    print(&rows, args);
     Ok(())
 }
 
-fn under(
+/// One run: the workload started and waiting, a daemon tracing only it (`flags`: `None`, no daemon), the
+/// objects made; ns per object and the daemon's kernel `py_stacks` over the run.
+fn run_once(
     leakprobe: &Path,
     dir: &Path,
     script: &Path,
     args: &BenchArgs,
-    name: &str,
-    label: &'static str,
-    flags: &[&str],
-) -> Result<Row> {
-    wait_quiet(args.no_wait);
-    let daemon = Daemon::start(leakprobe, dir, name, "full", flags)?;
-    let before = py_stacks(&daemon)?;
-    let times = runs(script, args);
-    let after = py_stacks(&daemon)?;
-    daemon.stop()?;
-    Ok(Row { label, times, py_stacks: Some(after.saturating_sub(before)) })
+    flags: Option<&[&str]>,
+) -> Result<(f64, Option<u64>)> {
+    let mut child = Command::new(PYTHON)
+        .arg(script)
+        .arg(args.pairs.to_string())
+        .arg(DEPTH.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the Python workload")?;
+    let mut stdout = BufReader::new(child.stdout.take().context("workload stdout")?);
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    let result = (|| {
+        let pid = child.id().to_string();
+        let daemon = match flags {
+            None => None,
+            Some(flags) => {
+                wait_quiet(args.no_wait);
+                let mut all = vec!["--pid", pid.as_str()];
+                all.extend_from_slice(flags);
+                Some(Daemon::start(leakprobe, dir, "python", "full", &all)?)
+            }
+        };
+        // Discovery registers the interpreter in its start-up scan, before the socket answers.
+        let before = daemon.as_ref().map(py_stacks).transpose()?;
+        child.stdin.take().context("workload stdin")?.write_all(b"go\n")?;
+        let mut out = String::new();
+        stdout.read_to_string(&mut out)?;
+        let after = daemon.as_ref().map(py_stacks).transpose()?;
+        if let Some(daemon) = daemon {
+            daemon.stop()?;
+        }
+        let ns = workload::field(&out, "ns_per_object")?;
+        Ok((ns, after.zip(before).map(|(a, b)| a.saturating_sub(b))))
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
 }
 
+/// The kernel's `py_stacks`; a daemon busy with a backlog may take more than the 10 s a status read waits:
+/// asked again for up to two minutes.
 fn py_stacks(daemon: &Daemon) -> Result<u64> {
-    let status = daemon.status()?;
+    let mut tries = 0;
+    let status = loop {
+        match daemon.status() {
+            Ok(status) => break status,
+            Err(err) if tries < 12 => {
+                eprintln!("bench: status: {err:#}: asking again");
+                tries += 1;
+            }
+            Err(err) => return Err(err),
+        }
+    };
     status["kernel_counters"]["py_stacks"].as_u64().context("status has no kernel_counters.py_stacks")
-}
-
-fn runs(script: &Path, args: &BenchArgs) -> Result<Vec<f64>, String> {
-    (0..args.runs)
-        .map(|_| {
-            let mut cmd = Command::new(PYTHON);
-            cmd.arg(script).arg(args.pairs.to_string()).arg(DEPTH.to_string());
-            let out = undisturbed(args.no_wait, || workload::run(&mut cmd, Duration::from_mins(5)))?;
-            workload::field(&out, "ns_per_object")
-        })
-        .collect::<Result<Vec<_>>>()
-        .map_err(|e| format!("{e:#}"))
 }
 
 fn print(rows: &[Row], args: &BenchArgs) {
@@ -92,6 +136,7 @@ fn print(rows: &[Row], args: &BenchArgs) {
     let mut t = report::table(&["CONFIG", "NS/OBJECT", "OVERHEAD", "SPREAD", "PY STACKS/OBJECT"]);
     let base = rows.first().and_then(|r| r.times.as_ref().ok()).map(|t| report::median(t));
     let objects = args.pairs as f64 * args.runs as f64;
+    // Records with Python frames per object: `py_stacks` of the row's runs over its objects.
     for row in rows {
         let mut cells = vec![row.label.to_owned()];
         match &row.times {
