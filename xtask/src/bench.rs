@@ -2,7 +2,7 @@
 //! (a bpftrace memleak equivalent, heaptrack) over nothing attached, the ingest rate of the daemon (end to end
 //! from the eBPF object's event generator, and under a leaking workload), and the daemon's CPU and memory; and
 //! tier 0 (`--malloc-probes auto`: page faults and mapping growth, no malloc probe) per malloc+free pair, per page
-//! fault and per mmap+munmap pair.
+//! fault and per mmap+munmap pair; and the Python frame walk per allocation ([`python`]).
 //!
 //! Every configuration runs the same C workload ([`workload`]) `--runs` times for 1 and 2 threads; the
 //! table shows medians. leakprobe and bpftrace probe every process on the machine: while one of them is
@@ -15,6 +15,7 @@ pub mod daemon;
 mod exec;
 mod ingest;
 mod peers;
+mod python;
 mod report;
 mod workload;
 
@@ -64,6 +65,10 @@ pub struct BenchArgs {
     /// probed before use).
     #[arg(long)]
     only_exec: bool,
+    /// Only the Python frame walk: a Python churn with nothing attached, under full mode with Python frames
+    /// and with `--no-python-frames`; ns per object and per walk (`--runs` runs of `--pairs` objects).
+    #[arg(long, conflicts_with = "only_unwinding")]
+    only_python: bool,
 }
 
 /// Thread counts every configuration runs with.
@@ -147,6 +152,9 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         let rows = exec::measure(&leakprobe, &dir, args.runs, args.no_wait)?;
         exec::print(&rows, args.runs);
         return Ok(());
+    }
+    if args.only_python {
+        return python::bench(&leakprobe, &dir, args);
     }
     let mut timings = Vec::new();
     let mut usages = Vec::new();
@@ -234,6 +242,9 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     report::print_unwinding(&timings, &unwinding);
     report::print_tier0_unwinding(&pages);
     exec::print(&execs, args.runs);
+    if let Err(err) = python::bench(&leakprobe, &dir, args) {
+        println!("\nthe Python frame walk: did not run: {err:#}");
+    }
     Ok(())
 }
 

@@ -175,6 +175,13 @@ pub struct RunArgs {
     /// 4KiB. Deeper stacks are cut (counted in `stacks_dwarf_truncated`).
     #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_stack_copy, help_heading = TRACKING)]
     stack_copy: u32,
+    /// Do not record the Python frames of Python processes.
+    ///
+    /// Do not record the Python frames of Python processes (3.10 to 3.13): their stacks then show the
+    /// interpreter's native frames only (docs/python.md). Measures what the frame walk costs (`cargo xtask
+    /// bench --only-python`).
+    #[arg(long, help_heading = TRACKING)]
+    no_python_frames: bool,
     /// Where the malloc-family probes go (tier 1).
     ///
     /// Where the malloc-family probes go (tier 1): `auto` attaches them only to processes whose anonymous
@@ -406,6 +413,7 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
                 max_files_per_scan: args.max_files_per_scan,
                 exclude: args.discovery_exclude,
                 preprobe: args.preprobe,
+                python_frames: !args.no_python_frames,
             }),
             sys: SysPaths::default(),
             max_live_allocations: max_allocations,

@@ -341,6 +341,7 @@ impl Consumers {
             oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
             tiers,
             unwind_stats: decoder.stats().clone(),
+            python_stats: decoder.python_stats().clone(),
             stack_copy_bytes: config.probes.stack_copy_bytes,
             unwind_tables: config.probes.unwind_table_rows.is_some(),
             traced_pid: config.probes.pid,

@@ -82,6 +82,8 @@ pub struct State {
     pub tiers: Tiers,
     /// Counters of the stacks produced (by the kernel's walk or the daemon's unwinder), kept by ingest.
     pub unwind_stats: Arc<UnwindStats>,
+    /// Counters of the Python frames spliced into stacks, kept by ingest.
+    pub python_stats: Arc<crate::python::SpliceStats>,
     /// Bytes of stack copied per allocation; 0: walked in the kernel.
     pub stack_copy_bytes: u32,
     /// Stacks are walked in the kernel with the unwind tables (else by frame pointers, or copied).
@@ -469,6 +471,7 @@ impl State {
         .chain(self.unseen.enabled().then(|| self.unseen.counters()).into_iter().flatten())
         .chain(self.tier_counters())
         .chain(self.unwind_stats.counters())
+        .chain(self.python_stats.counters())
         .map(|(name, value)| (name.to_owned(), value))
         .chain(self.discovery_counters.iter().map(|(name, &value)| (name.clone(), value)))
         .collect();

@@ -71,6 +71,8 @@ pub struct DiscoveryConfig {
     pub exclude: Vec<String>,
     /// Allocator libraries are probed before any process maps them (see `preprobe`).
     pub preprobe: bool,
+    /// Registers Python interpreters (`CPython`), whose records then carry their Python frames.
+    pub python_frames: bool,
 }
 
 impl Default for DiscoveryConfig {
@@ -80,6 +82,7 @@ impl Default for DiscoveryConfig {
             max_files_per_scan: DEFAULT_MAX_FILES_PER_SCAN,
             exclude: Vec::new(),
             preprobe: true,
+            python_frames: true,
         }
     }
 }
@@ -169,6 +172,7 @@ struct ScanState {
     /// Files seen and, for providers, by how many processes (full scans only).
     seen: Option<HashMap<FileId, u64>>,
     exclude: Vec<String>,
+    python_frames: bool,
 }
 
 impl ScanState {
@@ -179,6 +183,7 @@ impl ScanState {
             budget: config.max_files_per_scan,
             seen: full.then(HashMap::new),
             exclude: config.exclude.clone(),
+            python_frames: config.python_frames,
         }
     }
 
@@ -327,7 +332,9 @@ impl Discovery {
         if let Some(tables) = &mut self.tables {
             tables.update_process(pid, &text);
         }
-        if let Some(interpreter) = crate::python::find(pid, &text, &mut self.python_files) {
+        if scan.python_frames
+            && let Some(interpreter) = crate::python::find(pid, &text, &mut self.python_files)
+        {
             probes.register_python(pid, &interpreter.proc());
         }
         for mapping in exec_mappings(&text) {
