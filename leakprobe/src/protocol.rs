@@ -409,6 +409,7 @@ pub struct UnwindTableStatus {
 
 /// One file providing an allocator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::struct_excessive_bools, reason = "independent yes/no facts of a file, each a JSON field of `status`")]
 pub struct ProviderStatus {
     /// The path probes are attached through; `/proc/PID/root/...` for a file of another mount namespace.
     pub path: String,

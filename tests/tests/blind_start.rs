@@ -69,7 +69,7 @@ fn daemon() -> Daemon {
 
 fn exact_from_the_start(binary: &str, library: &str) {
     let daemon = daemon();
-    let library = poll_until(Duration::from_secs(60), "the host's libraries probed before use", || {
+    let library = poll_until(Duration::from_mins(1), "the host's libraries probed before use", || {
         Some(provider(&daemon, library)).filter(|p| p["preprobed"].as_bool() == Some(true))
     });
     assert_eq!((library["preprobed"].as_bool(), library["pinned"].as_bool()), (Some(true), Some(true)), "{library:#}");
@@ -126,6 +126,7 @@ fn a_parent_waiting_with_wuntraced_sees_no_stop() {
     let daemon = daemon();
     for _ in 0..20 {
         // Stdin closed: the fixture allocates, then exits 3 when it reads the end of its input.
+        #[allow(clippy::zombie_processes, reason = "reaped below by waitpid with WUNTRACED, which is the test")]
         let child = std::process::Command::new(env!("EARLY_ALLOC_LIBC"))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

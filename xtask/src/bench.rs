@@ -57,6 +57,16 @@ pub struct BenchArgs {
     /// comparable while the absolute times do not. Reported in the output.
     #[arg(long)]
     no_wait: bool,
+    /// One part of the bench instead of all of it.
+    #[command(flatten)]
+    only: Part,
+}
+
+/// The parts of the bench that run alone.
+#[derive(Args, Debug)]
+#[group(multiple = false)]
+#[allow(clippy::struct_excessive_bools, reason = "three exclusive flags, one per part of the bench")]
+pub struct Part {
     /// Only what compares the unwinders: nothing attached, full mode with the kernel's table walk, with frame
     /// pointers and with stack copies, and tier 0 per page fault with the table walk and with frame pointers.
     #[arg(long)]
@@ -67,7 +77,7 @@ pub struct BenchArgs {
     only_exec: bool,
     /// Only the Python frame walk: a Python churn with nothing attached, under full mode with Python frames
     /// and with `--no-python-frames`; ns per object and per walk (`--runs` runs of `--pairs` objects).
-    #[arg(long, conflicts_with = "only_unwinding")]
+    #[arg(long)]
     only_python: bool,
 }
 
@@ -133,13 +143,20 @@ pub struct DaemonUse {
     pub usage: Usage,
 }
 
+impl BenchArgs {
+    fn check(&self) -> Result<()> {
+        if self.runs == 0 || self.ingest_runs == 0 || self.pairs < 1000 || self.leaks < 1000 {
+            bail!("--runs and --ingest-runs must be positive, --pairs and --leaks at least 1000");
+        }
+        if !(0.1..=60.0).contains(&self.ingest_seconds) {
+            bail!("--ingest-seconds must be between 0.1 and 60");
+        }
+        Ok(())
+    }
+}
+
 pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
-    if args.runs == 0 || args.ingest_runs == 0 || args.pairs < 1000 || args.leaks < 1000 {
-        bail!("--runs and --ingest-runs must be positive, --pairs and --leaks at least 1000");
-    }
-    if !(0.1..=60.0).contains(&args.ingest_seconds) {
-        bail!("--ingest-seconds must be between 0.1 and 60");
-    }
+    args.check()?;
     crate::setup::ensure_bench_peers()?;
     tasks::build_bench(root, env)?;
     let dir = root.join("target").join("bench");
@@ -148,12 +165,10 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     let leakprobe = root.join("target").join("release").join("leakprobe");
     let libc = peers::host_libc()?;
 
-    if args.only_exec {
-        let rows = exec::measure(&leakprobe, &dir, args.runs, args.no_wait)?;
-        exec::print(&rows, args.runs);
-        return Ok(());
+    if args.only.only_exec {
+        return exec::run(&leakprobe, &dir, args.runs, args.no_wait);
     }
-    if args.only_python {
+    if args.only.only_python {
         return python::bench(&leakprobe, &dir, args);
     }
     let mut timings = Vec::new();
@@ -161,7 +176,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     let mut sites = None;
     let mut unwinding = report::Unwinding::default();
     let unwinding_configs = [Config::Baseline, Config::Full, Config::FullFp, Config::FullDwarf];
-    let configs: &[Config] = if args.only_unwinding { &unwinding_configs } else { &Config::ALL };
+    let configs: &[Config] = if args.only.only_unwinding { &unwinding_configs } else { &Config::ALL };
     for &config in configs {
         eprintln!("bench: {} ({} runs x {THREADS:?} threads, {} pairs each)", config.label(), args.runs, args.pairs);
         let result = match config {
@@ -211,7 +226,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         timings.push(Timing { config, result: result.map_err(|e| format!("{e:#}")) });
     }
 
-    if args.only_unwinding {
+    if args.only.only_unwinding {
         let (pages, _) = tier0_per_op(&leakprobe, &dir, &work, args)?;
         report::print(&timings, &[], &usages, sites.as_deref().unwrap_or_default(), args.runs);
         report::print_per_op("ns per page fault (a write to a fresh anonymous page)", &pages, args.runs);

@@ -45,10 +45,9 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let _ = PY_PROCS.remove((pid_tgid >> 32) as u32);
     // Count the new image's frees of never-reported addresses (the daemon removes the entry at exit; a second
     // exec keeps adding to it). `BPF_NOEXIST`: 1.
-    if count_unseen_frees() && UNSEEN_FREES.get_ptr((pid_tgid >> 32) as u32).is_none() {
-        if UNSEEN_FREES.insert((pid_tgid >> 32) as u32, 0, 1).is_err() {
-            count(Counter::UnseenFreesMapFull);
-        }
+    let tgid = (pid_tgid >> 32) as u32;
+    if count_unseen_frees() && UNSEEN_FREES.get_ptr(tgid).is_none() && UNSEEN_FREES.insert(tgid, 0, 1).is_err() {
+        count(Counter::UnseenFreesMapFull);
     }
     emit(pid_tgid, EventKind::Exec);
     0

@@ -79,7 +79,7 @@ pub(super) fn open_path(pid: u32, mapping: &ExecMapping) -> (PathBuf, PathBuf) {
 
 /// The id under which processes' maps show `file`, read from this process's own mapping of its first page.
 /// It differs from the file's `stat` on an overlay filesystem (a container's root), whose mappings are of the
-/// underlying file; the uprobes go to that file too. `None` for an empty or unmappable file.
+/// underlying file; the uprobes go to that file too. `None` for a file that cannot be mapped.
 pub(super) fn mapped_id(file: &fs::File) -> Option<FileId> {
     // SAFETY: a private read-only mapping of one page, dropped before returning; nothing reads through it.
     let map = unsafe { memmap2::MmapOptions::new().len(1).map(file) }.ok()?;

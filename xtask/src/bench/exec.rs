@@ -73,6 +73,13 @@ pub fn measure(leakprobe: &Path, dir: &Path, runs: usize, no_wait: bool) -> Resu
     Ok(rows)
 }
 
+/// Measures and prints (`cargo xtask bench --only-exec`).
+pub fn run(leakprobe: &Path, dir: &Path, runs: usize, no_wait: bool) -> Result<()> {
+    let rows = measure(leakprobe, dir, runs, no_wait)?;
+    print(&rows, runs);
+    Ok(())
+}
+
 /// Prints the table, with each configuration's added latency over nothing attached.
 pub fn print(rows: &[ExecRow], runs: usize) {
     println!();
