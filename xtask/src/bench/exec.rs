@@ -40,13 +40,17 @@ fn exec_latency() -> Result<f64> {
     Ok(start.elapsed().as_secs_f64() * 1e6 / EXECS as f64)
 }
 
-/// Measures nothing attached, the default daemon and full mode with every allocator probed (which probes the
-/// host's allocator libraries at start-up), `runs` times each.
+/// Measures nothing attached, the default daemon and full mode with every allocator probed, with and without
+/// the host's allocator libraries probed before use, `runs` times each.
 pub fn measure(leakprobe: &Path, dir: &Path, runs: usize, no_wait: bool) -> Result<Vec<ExecRow>> {
-    let configs: [(&'static str, Option<&[&str]>); 3] = [
+    let configs: [(&'static str, Option<&[&str]>); 4] = [
         ("nothing attached", None),
         ("leakprobe default (auto)", Some(&["--malloc-probes", "auto"])),
         ("leakprobe full --malloc-probes all", Some(&["--mode", "full", "--malloc-probes", "all"])),
+        (
+            "leakprobe full --malloc-probes all --preprobe false",
+            Some(&["--mode", "full", "--malloc-probes", "all", "--preprobe", "false"]),
+        ),
     ];
     let mut rows = Vec::new();
     for (label, args) in configs {
