@@ -3,8 +3,8 @@
 //! Uprobes sit on a file (device and inode): a file probed before a process maps it is probed from that
 //! process's first instruction. With `--malloc-probes all`, discovery probes the allocator libraries of the
 //! dynamic loader's directories (`/etc/ld.so.conf` with its includes, and the default ones): the host's at
-//! start-up, kept for the daemon's lifetime; and a new mount namespace's (a container's root filesystem) as soon
-//! as its first process calls `execve`, rather than at that process's scan 30 ms later. The latter race the
+//! start-up, kept for the daemon's lifetime; and a new root's (a container's root filesystem: a mount namespace
+//! and root directory not seen before) as soon as its first process calls `execve`, rather than at that process's scan 30 ms later. The latter race the
 //! container's dynamic loader: what they miss is counted (`allocs_before_probes`).
 
 use std::{
@@ -157,44 +157,56 @@ impl Discovery {
     }
 }
 
-/// Mount namespaces remembered at most; past it the set starts again (a namespace seen again is examined
-/// again, which finds its files known).
-const MAX_NAMESPACES: usize = 4096;
+/// Roots remembered at most; past it the set starts again (a root seen again is examined again, which finds
+/// its files known).
+const MAX_ROOTS: usize = 4096;
 
-/// The mount namespaces whose root filesystems were probed before use.
+/// The roots (mount namespace and root directory) whose allocator libraries were probed before use.
 #[derive(Debug, Default)]
 pub struct NewRoots {
-    own: Option<u64>,
-    seen: HashSet<u64>,
+    own: Option<RootKey>,
+    seen: HashSet<RootKey>,
+}
+
+/// A process's view of the filesystem: its mount namespace and its root directory (device and inode), since a
+/// runtime may exec in a new mount namespace before it pivots to the container's root, and a `chroot` keeps the
+/// namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct RootKey {
+    mount_namespace: u64,
+    root_dev: u64,
+    root_ino: u64,
 }
 
 impl NewRoots {
-    /// Remembers the daemon's own mount namespace: the host's root is probed at start-up.
+    /// Remembers the daemon's own root: the host's root is probed at start-up.
     pub fn new() -> Self {
-        Self { own: mount_namespace("self"), seen: HashSet::new() }
+        Self { own: root_key("self"), seen: HashSet::new() }
     }
 
-    /// Process `pid` called `execve`: when it is the first seen in its mount namespace, the allocator libraries
-    /// of its root filesystem are probed at once. Returns whether any was.
+    /// Process `pid` called `execve`: when it is the first seen with its mount namespace and root directory, the
+    /// allocator libraries of its root filesystem are probed at once. Returns whether any was.
     pub fn on_exec(&mut self, discovery: &mut Discovery, probes: &mut Probes, pid: u32) -> bool {
         if !discovery.system_wide || !discovery.config.as_ref().is_some_and(|c| c.preprobe) {
             return false;
         }
-        let Some(ns) = mount_namespace(&pid.to_string()) else { return false };
-        if Some(ns) == self.own || self.seen.contains(&ns) {
+        let Some(key) = root_key(&pid.to_string()) else { return false };
+        if Some(key) == self.own || self.seen.contains(&key) {
             return false;
         }
-        if self.seen.len() >= MAX_NAMESPACES {
+        if self.seen.len() >= MAX_ROOTS {
             self.seen.clear();
         }
-        self.seen.insert(ns);
+        self.seen.insert(key);
         discovery.preprobe(probes, Path::new(&format!("/proc/{pid}/root")), false) > 0
     }
 }
 
-/// The mount namespace (its inode) of `/proc/<process>`.
-fn mount_namespace(process: &str) -> Option<u64> {
-    fs::metadata(format!("/proc/{process}/ns/mnt")).ok().map(|meta| meta.ino())
+/// The mount namespace (its inode) and the root directory of `/proc/<process>`.
+fn root_key(process: &str) -> Option<RootKey> {
+    let ns = fs::metadata(format!("/proc/{process}/ns/mnt")).ok()?;
+    let root = fs::metadata(format!("/proc/{process}/root")).ok()?;
+    Some(RootKey { mount_namespace: ns.ino(), root_dev: root.dev(), root_ino: root.ino() })
 }
 
 #[cfg(test)]
