@@ -81,7 +81,7 @@ impl PyProc {
     };
 }
 
-/// `flags` bit of [`crate::FaultEvent`]: the record ends with a [`PyFrames`].
+/// `flags` bit of [`crate::FaultEvent`] and [`crate::MapEvent`]: the record ends with a [`PyFrames`].
 pub const FAULT_FLAG_PY_FRAMES: u32 = 1 << 2;
 
 /// One Python frame as recorded: raw pointers into the process, resolved by the daemon.

@@ -79,7 +79,7 @@ impl Decoder {
             }
             _ => {}
         }
-        // Python frames recorded with an allocation or a sampled fault (tier 0), spliced the same way.
+        // Python frames recorded with an allocation or a sampled fault or mapping growth (tier 0), spliced the same way.
         match &mut event {
             Event::Alloc(alloc) => {
                 if let Some(py) = decode_py_frames(bytes, alloc.flags & ALLOC_FLAG_PY_FRAMES != 0)
@@ -93,6 +93,13 @@ impl Decoder {
                     && self.python.splice(fault.header.tgid, &mut fault.frames, &mut fault.nframes, &py)
                 {
                     fault.flags |= FAULT_FLAG_STACK_TRUNCATED;
+                }
+            }
+            Event::Map(map) => {
+                if let Some(py) = decode_py_frames(bytes, map.flags & FAULT_FLAG_PY_FRAMES != 0)
+                    && self.python.splice(map.header.tgid, &mut map.frames, &mut map.nframes, &py)
+                {
+                    map.flags |= FAULT_FLAG_STACK_TRUNCATED;
                 }
             }
             _ => {}

@@ -124,7 +124,8 @@ fn debian_python_leak_is_named_in_full_mode_with_every_process_probed() {
     leak_is_named(DEBIAN_PYTHON, &["--mode", "full", "--malloc-probes", "all"]);
 }
 
-/// Tier 0 alone (no allocator probes): the page faults of the growing heap carry the faulting thread's Python
+/// Tier 0 alone (no allocator probes): the page faults of the growing heap, and the `brk` calls that grow it
+/// (glibc's main heap: the fixture's 16 KiB objects are below its `mmap` threshold), carry the thread's Python
 /// frames, spliced like an allocation's, so `faults --growing` names `leak_sessions` at the leaking line.
 #[test]
 fn debian_python_fault_stacks_name_the_function_at_tier_0() {
@@ -140,12 +141,15 @@ fn debian_python_fault_stacks_name_the_function_at_tier_0() {
         let serve = frames.iter().position(|f| is_python_frame(f, "serve", call_line));
         matches!((leak, serve), (Some(l), Some(s)) if l < s)
     };
-    let process = poll_until(DEADLINE, "the fixture growing, a fault stack naming leak_sessions and serve", || {
-        let response = daemon.cli_json(&["faults", "--socket", &socket, "--growing", "--pid", &pid_text, "--json"]);
-        let process = response["processes"].as_array()?.iter().find(|p| p["pid"] == pid).cloned()?;
-        let found = process["stacks"].as_array()?.iter().any(named);
-        (found && process["growing"] == true).then_some(process)
-    });
+    let brk_named = |stack: &Value| stack["sources"] == serde_json::json!(["brk"]) && named(stack);
+    let process =
+        poll_until(DEADLINE, "the fixture growing, fault and brk stacks naming leak_sessions and serve", || {
+            let response = daemon.cli_json(&["faults", "--socket", &socket, "--growing", "--pid", &pid_text, "--json"]);
+            let process = response["processes"].as_array()?.iter().find(|p| p["pid"] == pid).cloned()?;
+            let found = process["stacks"].as_array()?.iter().any(named);
+            let grown = process["map_stacks"].as_array()?.iter().any(brk_named);
+            (found && grown && process["growing"] == true).then_some(process)
+        });
     let stacks = process["stacks"].as_array().expect("stacks");
     let stack = stacks.iter().find(|s| named(s)).expect("found above");
     assert!(stack.has_function_containing("_PyEval_EvalFrame"), "the native frames are kept: {stack:#}");

@@ -6,6 +6,9 @@
 //! tier 0's interval, is reported with the user stack. One short program run per `mmap` or `brk` call: both are
 //! rare next to `malloc` (allocators map memory in large steps).
 //!
+//! In a registered `CPython` process a sampled record ends with the calling thread's Python frames, as a fault's
+//! does (see `fault.rs`).
+//!
 //! `munmap` is not traced: what a process holds mapped is read from `/proc/PID/status` (`VmData`) at each tick,
 //! which nets out unmaps without a per-call program or a per-mapping map in the kernel.
 
@@ -15,7 +18,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use leakprobe_common::{
-    Countdown, Counter, EventHeader, EventKind, MAP_ANONYMOUS, MAP_SHARED, MapEvent, MapSource, NO_FIELD, PROT_WRITE,
+    Countdown, Counter, EventHeader, EventKind, FAULT_FLAG_PY_FRAMES, MAP_ANONYMOUS, MAP_SHARED, MapEvent, MapSource,
+    NO_FIELD, PROT_WRITE, PyFrames,
 };
 
 use super::fault::user_stack;
@@ -81,6 +85,10 @@ fn try_sys_exit_brk(ctx: &TracePointContext) -> Result<(), ()> {
 
 /// Counts `len` bytes of mapping growth of the current process and reports it with its stack if sampled.
 #[inline(always)]
+#[allow(
+    clippy::cast_ptr_alignment,
+    reason = "ring-buffer records are 8-byte aligned; `MapEvent` is 8-byte aligned and a multiple of 8 in size (asserted in leakprobe-common), so is the `PyFrames` after it"
+)]
 fn grown(ctx: &TracePointContext, len: u64, source: MapSource) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
@@ -91,13 +99,16 @@ fn grown(ctx: &TracePointContext, len: u64, source: MapSource) -> Result<(), ()>
     if !sample(Countdown::Map, fault_interval(), len) {
         return Ok(());
     }
-    let Some(mut entry) = EVENTS.reserve::<MapEvent>(0) else {
+    let py = super::python::registered(tgid);
+    let size = if py.is_some() { size_of::<MapEvent>() + size_of::<PyFrames>() } else { size_of::<MapEvent>() };
+    let Some(mut entry) = EVENTS.reserve_bytes(size, 0) else {
         count(Counter::RingBufFullMap);
         return Err(());
     };
-    let event = entry.as_mut_ptr();
-    // SAFETY: `event` points to reserved ring-buffer memory the size of a `MapEvent`; every field the consumer
-    // reads is written below (frames beyond `nframes` are not read).
+    let event = entry.as_mut_ptr().cast::<MapEvent>();
+    // SAFETY: `event` points to reserved ring-buffer memory at least the size of a `MapEvent` (8-byte aligned, as
+    // ring-buffer records are); every field the consumer reads is written below (frames beyond `nframes` are not
+    // read), and the `PyFrames` tail when there is one.
     unsafe {
         (*event).header =
             EventHeader { kind: EventKind::Map as u32, pad: 0, ts_ns: now_ns(), tgid, tid: pid_tgid as u32 };
@@ -105,8 +116,12 @@ fn grown(ctx: &TracePointContext, len: u64, source: MapSource) -> Result<(), ()>
         (*event).source = source as u32;
         (*event).pad = 0;
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        let (nframes, flags) = user_stack(ctx, tgid, &raw mut (*event).frames);
+        let (nframes, mut flags) = user_stack(ctx, tgid, &raw mut (*event).frames);
         (*event).nframes = nframes;
+        if let Some(py) = &py {
+            flags |= FAULT_FLAG_PY_FRAMES;
+            super::python::walk(py, pid_tgid as u32, entry.as_mut_ptr().add(size_of::<MapEvent>()).cast());
+        }
         (*event).flags = flags;
     }
     entry.submit(submit_flags());
