@@ -20,7 +20,7 @@ mod report;
 mod workload;
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
     thread,
     time::{Duration, Instant},
@@ -226,6 +226,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         timings.push(Timing { config, result: result.map_err(|e| format!("{e:#}")) });
     }
 
+    unwinding.compile = Some(undisturbed(args.no_wait, || compile_tables(&leakprobe)).map_err(|e| format!("{e:#}")));
     if args.only.only_unwinding {
         let (pages, _) = tier0_per_op(&leakprobe, &dir, &work, args)?;
         report::print(&timings, &[], &usages, sites.as_deref().unwrap_or_default(), args.runs);
@@ -351,6 +352,40 @@ fn time_per_op(work: &Workload, args: &BenchArgs, mode: &str, count: u64, field:
 }
 
 /// `leakprobe bench-unwind`: its one JSON line.
+/// Binaries whose unwind tables the compile measurement compiles, those present on this host: the large ones
+/// a host runs (node, the JVM), the interpreter and libraries of the tests, and the daemon itself.
+const COMPILE_CANDIDATES: [&str; 5] = [
+    "/usr/bin/node",
+    "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so",
+    "/usr/bin/python3.11",
+    "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",
+    "/usr/lib/x86_64-linux-gnu/libc.so.6",
+];
+
+/// `leakprobe bench-unwind --compile`: what compiling each binary's tables costs the daemon before its rows are
+/// in the kernel (one JSON object per binary).
+fn compile_tables(leakprobe: &Path) -> Result<Vec<serde_json::Value>> {
+    let mut files: Vec<PathBuf> =
+        COMPILE_CANDIDATES.iter().map(Path::new).filter(|p| p.exists()).filter_map(|p| p.canonicalize().ok()).collect();
+    files.push(leakprobe.to_path_buf());
+    let out = Command::new(leakprobe)
+        .args(["bench-unwind", "--samples", "5", "--compile"])
+        .args(&files)
+        .output()
+        .context("running leakprobe bench-unwind --compile")?;
+    if !out.status.success() {
+        bail!(
+            "leakprobe bench-unwind --compile failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).context("bench-unwind --compile printed a line that is not JSON"))
+        .collect()
+}
+
 fn bench_unwind(leakprobe: &Path) -> Result<serde_json::Value> {
     let out = Command::new(leakprobe).arg("bench-unwind").output().context("running leakprobe bench-unwind")?;
     if !out.status.success() {

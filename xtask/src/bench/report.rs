@@ -316,6 +316,8 @@ pub struct Unwinding {
     pub micro: Option<Value>,
     /// The kernel unwinder's tables, from the status of the `leakprobe full` daemon after its runs.
     pub tables: Option<KernelTables>,
+    /// `leakprobe bench-unwind --compile`: one JSON object per binary, or why it did not run.
+    pub compile: Option<Result<Vec<Value>, String>>,
 }
 
 /// The kernel unwinder's tables and its frames, from a daemon's status.
@@ -448,6 +450,22 @@ pub fn print_unwinding(timings: &[Timing], unwinding: &Unwinding) {
              ({} truncated, {} incomplete; ring-buffer drops {})",
             d.stacks, d.truncated, d.incomplete, d.ringbuf_full
         );
+    }
+    match &unwinding.compile {
+        None => {}
+        Some(Ok(files)) => {
+            println!("  compiling a binary's tables into kernel rows (median of 5), before its first walk by them:");
+            for f in files {
+                println!(
+                    "    {:>9.1} ms  {:>9} table bytes -> {:>9} row bytes  {}",
+                    f["median_ms"].as_f64().unwrap_or(f64::NAN),
+                    f["table_bytes"],
+                    f["row_bytes"],
+                    f["file"].as_str().unwrap_or("?"),
+                );
+            }
+        }
+        Some(Err(err)) => println!("  compiling tables: did not run: {err}"),
     }
     if let Some(m) = &unwinding.micro {
         println!(
