@@ -45,19 +45,29 @@ impl Default for JitMaps {
 impl JitMaps {
     /// The function holding `addr` (outside every file-backed mapping of `pid`), from the process's perf map.
     pub fn lookup(&mut self, pid: u32, addr: u64, now: Instant) -> Option<JitFrame> {
-        if !self.maps.contains(&pid) {
-            if self.absent.get(&pid).is_some_and(|&at| now.duration_since(at) < ABSENT_RECHECK) {
-                return None;
-            }
-            let Some(map) = open(pid) else {
-                self.absent.put(pid, now);
-                return None;
-            };
-            self.absent.pop(&pid);
-            self.maps.put(pid, map);
+        if !self.has_map(pid, now) {
+            return None;
         }
         let map = self.maps.get_mut(&pid)?;
         map.lookup(addr, now).map(|name| JitFrame { name, map: map.shown.clone() })
+    }
+
+    /// Whether `pid` has a perf map: kept, or read now (a process found without one is looked at again only
+    /// after [`ABSENT_RECHECK`], so asking for a process without one costs a cache lookup).
+    pub fn has_map(&mut self, pid: u32, now: Instant) -> bool {
+        if self.maps.contains(&pid) {
+            return true;
+        }
+        if self.absent.get(&pid).is_some_and(|&at| now.duration_since(at) < ABSENT_RECHECK) {
+            return false;
+        }
+        let Some(map) = open(pid) else {
+            self.absent.put(pid, now);
+            return false;
+        };
+        self.absent.pop(&pid);
+        self.maps.put(pid, map);
+        true
     }
 
     /// Whether `addr` of `pid` resolves through the perf map as already read (nothing is read).

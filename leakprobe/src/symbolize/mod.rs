@@ -267,9 +267,14 @@ impl Worker {
     /// See [`SymbolizerHandle::identify`].
     fn identity(&mut self, stack: &StackRequest) -> Option<u64> {
         use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+        let now = Instant::now();
+        // Only stacks with JIT frames get an identity: for a process without a perf map (nearly all) there is
+        // nothing to resolve, and its maps are not read. Every new stack of every process comes here.
+        if !self.jit.has_map(stack.pid, now) {
+            return None;
+        }
         let lookups: Vec<u64> = stack.addrs.iter().map(|a| a.saturating_sub(1)).collect();
         let maps = self.maps_for(stack.pid, &lookups)?;
-        let now = Instant::now();
         let mut jit = false;
         let mut hasher = foldhash::fast::FixedState::with_seed(IDENTITY_SEED).build_hasher();
         for &addr in &lookups {
