@@ -339,9 +339,11 @@ impl Probes {
         Ok(generator::Generator::new(fd))
     }
 
-    /// Run-time statistics of every loaded program (counted while BPF run-time statistics are enabled).
+    /// Run-time statistics of every loaded program (counted while BPF run-time statistics are enabled), the
+    /// session program (loaded outside aya) included.
     pub fn program_stats(&self) -> Vec<ProgramStats> {
-        self.ebpf
+        let mut stats: Vec<ProgramStats> = self
+            .ebpf
             .programs()
             .filter_map(|(name, program)| {
                 let info = program.info().ok()?;
@@ -351,7 +353,16 @@ impl Probes {
                     run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
                 })
             })
-            .collect()
+            .collect();
+        if let Some(session) = &self.session {
+            match session.run_stats() {
+                Ok((run_count, run_time_ns)) => {
+                    stats.push(ProgramStats { program: ALLOC_SESSION_PROGRAM.to_owned(), run_count, run_time_ns });
+                }
+                Err(err) => log::debug!("statistics of `{ALLOC_SESSION_PROGRAM}`: {err}"),
+            }
+        }
+        stats
     }
 
     /// Attaches the process lifecycle tracepoints (and the OOM and tier-0 ones). Call once, before any
