@@ -236,8 +236,10 @@ impl Probes {
             EBPF_OBJECT,
             kfuncs.as_ref().and_then(|ids| ids.as_ref().ok()).copied().unwrap_or_default(),
         )?;
+        let cost_experiment = cost_experiment();
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OWN_TGID, &own_tgid, true)
+            .override_global(globals::COST_EXPERIMENT, &cost_experiment, true)
             .override_global(globals::SAMPLE_INTERVAL, &config.sample_interval, true)
             .override_global(globals::EXP_TABLE, &exp_table[..], true)
             .override_global(globals::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
@@ -637,4 +639,16 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut UProb
 fn tracepoint<'a>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut TracePoint, ProbeError> {
     let prog = ebpf.program_mut(program).ok_or(ProbeError::NoProgram(program))?;
     prog.try_into().map_err(|source| ProbeError::Program { program, source })
+}
+
+/// The cost experiment's `COST_*` bits (`cargo xtask bench --only-cost`): from `LEAKPROBE_COST_EXPERIMENT` in
+/// builds with the `bench` feature, 0 otherwise.
+fn cost_experiment() -> u32 {
+    #[cfg(feature = "bench")]
+    if let Some(bits) = std::env::var("LEAKPROBE_COST_EXPERIMENT").ok().and_then(|v| v.parse::<u32>().ok()) {
+        let bits = bits & leakprobe_common::COST_ALL;
+        log::warn!("cost experiment {bits:#x}: the probes' work is changed for a measurement");
+        return bits;
+    }
+    0
 }
