@@ -3,8 +3,8 @@
 use core::{fmt, mem::size_of};
 
 use crate::{
-    ALLOC_FLAG_STACK_COPY, AllocEvent, EventHeader, EventKind, FaultEvent, FreeEvent, MAX_FRAMES, MAX_STACK_COPY_BYTES,
-    MapEvent, OomEvent, ProcessEvent, UserStack,
+    ALLOC_FLAG_PY_FRAMES, ALLOC_FLAG_STACK_COPY, ALLOC_HEAD_BYTES, AllocEvent, EventHeader, EventKind, FaultEvent,
+    FreeEvent, MAX_FRAMES, MAX_STACK_COPY_BYTES, MapEvent, OomEvent, ProcessEvent, UserStack,
 };
 
 /// A decoded ring-buffer record.
@@ -75,12 +75,35 @@ fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
     Ok(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
 }
 
+/// Reads an allocation record, which may end after its frames (a size class shorter than an `AllocEvent`):
+/// the frames it does not carry are zero. It must carry its `nframes` frames, and be whole when a stack copy
+/// or Python frames follow.
+fn read_alloc(bytes: &[u8]) -> Result<AllocEvent, DecodeError> {
+    let kind = EventKind::Alloc as u32;
+    let whole = size_of::<AllocEvent>();
+    if bytes.len() >= whole {
+        return read(bytes, kind);
+    }
+    let mut buffer = [0u8; size_of::<AllocEvent>()];
+    buffer[..bytes.len()].copy_from_slice(bytes);
+    let event: AllocEvent = read(&buffer, kind)?;
+    let need = if event.flags & (ALLOC_FLAG_STACK_COPY | ALLOC_FLAG_PY_FRAMES) != 0 {
+        whole
+    } else {
+        ALLOC_HEAD_BYTES + 8 * (event.nframes as usize).min(MAX_FRAMES)
+    };
+    if bytes.len() < need {
+        return Err(DecodeError::Short { kind, len: bytes.len(), need });
+    }
+    Ok(event)
+}
+
 /// Decodes one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let header: EventHeader = read(bytes, 0)?;
     match EventKind::from_raw(header.kind) {
         Some(EventKind::Alloc) => {
-            let event: AllocEvent = read(bytes, header.kind)?;
+            let event = read_alloc(bytes)?;
             if event.nframes as usize > MAX_FRAMES {
                 return Err(DecodeError::BadFrameCount(event.nframes));
             }
@@ -111,10 +134,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
 /// The registers and the stack bytes that follow an allocation record with [`ALLOC_FLAG_STACK_COPY`]; `None`
 /// when the record has no stack copy.
 pub fn decode_user_stack(bytes: &[u8]) -> Result<Option<(UserStack, &[u8])>, DecodeError> {
-    let event: AllocEvent = read(bytes, EventKind::Alloc as u32)?;
+    let event = read_alloc(bytes)?;
     if event.flags & ALLOC_FLAG_STACK_COPY == 0 {
         return Ok(None);
     }
+    // `read_alloc` checked that a record with a stack copy is whole.
     let rest = &bytes[size_of::<AllocEvent>()..];
     let regs: UserStack = read(rest, EventKind::Alloc as u32)?;
     let stack = &rest[size_of::<UserStack>()..];
@@ -249,18 +273,7 @@ mod tests {
 
     #[test]
     fn stack_copy_round_trip_and_bounds() {
-        let event = AllocEvent {
-            header: header(EventKind::Alloc),
-            addr: 1,
-            size: 16,
-            old_addr: 0,
-            func: AllocFn::Malloc as u32,
-            nframes: 0,
-            flags: ALLOC_FLAG_STACK_COPY,
-            pad: 0,
-            comm: [0; 16],
-            frames: [0; MAX_FRAMES],
-        };
+        let event = AllocEvent { flags: ALLOC_FLAG_STACK_COPY, ..malloc_event(&[]) };
         let regs =
             UserStack { ip: 0x5555_0000_1234, sp: 0x7ffd_0000_1000, bp: 0x7ffd_0000_1100, lr: 0, len: 24, pad: 0 };
         let mut bytes = bytes_of(&event);
@@ -279,20 +292,54 @@ mod tests {
         assert_eq!(decode_user_stack(&bytes_of(&plain)), Ok(None));
     }
 
-    #[test]
-    fn too_many_frames_is_an_error() {
-        let event = AllocEvent {
+    /// A `malloc` of 16 bytes at address 1 with these frames.
+    fn malloc_event(stack: &[u64]) -> AllocEvent {
+        let mut frames = [0u64; MAX_FRAMES];
+        frames[..stack.len()].copy_from_slice(stack);
+        AllocEvent {
             header: header(EventKind::Alloc),
             addr: 1,
-            size: 1,
+            size: 16,
             old_addr: 0,
             func: AllocFn::Malloc as u32,
-            nframes: 65,
+            nframes: u32::try_from(stack.len()).expect("a short stack"),
             flags: 0,
             pad: 0,
             comm: [0; 16],
-            frames: [0; MAX_FRAMES],
-        };
+            frames,
+        }
+    }
+
+    #[test]
+    fn short_alloc_records_carry_their_frames() {
+        let event = malloc_event(&[0x5555_0000_1234, 0x5555_0000_5678, 0x7f00_0000_9abc]);
+        let bytes = bytes_of(&event);
+        // Every size class that holds the frames decodes to the whole event.
+        for class in crate::ALLOC_FRAME_CLASSES {
+            let len = crate::alloc_record_bytes(class);
+            assert_eq!(decode(&bytes[..len]), Ok(Event::Alloc(event)), "class {class}");
+        }
+        assert_eq!(decode(&bytes[..ALLOC_HEAD_BYTES + 24]), Ok(Event::Alloc(event)));
+        // A record that cuts its own frames is short.
+        assert_eq!(
+            decode(&bytes[..ALLOC_HEAD_BYTES + 16]),
+            Err(DecodeError::Short { kind: 1, len: ALLOC_HEAD_BYTES + 16, need: ALLOC_HEAD_BYTES + 24 })
+        );
+        assert_eq!(decode(&bytes[..40]), Err(DecodeError::Short { kind: 1, len: 40, need: ALLOC_HEAD_BYTES }));
+        // A stack copy or Python frames follow a whole event only.
+        let copy = AllocEvent { flags: ALLOC_FLAG_STACK_COPY, ..event };
+        let short = &bytes_of(&copy)[..crate::alloc_record_bytes(8)];
+        let need = size_of::<AllocEvent>();
+        assert_eq!(decode(short), Err(DecodeError::Short { kind: 1, len: short.len(), need }));
+        assert_eq!(decode_user_stack(short), Err(DecodeError::Short { kind: 1, len: short.len(), need }));
+        let py = AllocEvent { flags: ALLOC_FLAG_PY_FRAMES, ..event };
+        let short = &bytes_of(&py)[..crate::alloc_record_bytes(8)];
+        assert_eq!(decode(short), Err(DecodeError::Short { kind: 1, len: short.len(), need }));
+    }
+
+    #[test]
+    fn too_many_frames_is_an_error() {
+        let event = AllocEvent { nframes: 65, ..malloc_event(&[]) };
         assert_eq!(decode(&bytes_of(&event)), Err(DecodeError::BadFrameCount(65)));
     }
 }

@@ -37,6 +37,11 @@ pub use python::{
 
 mod counter;
 pub use counter::Counter;
+mod cost;
+pub use cost::{
+    COST_ALL, COST_EMPTY, COST_FREE_LOOKUP, COST_FULL_RECORDS, COST_NESTED_FIRST, COST_NO_CALL_COUNT, COST_NO_LIVE,
+    COST_NO_STACK, COST_WAKEUP,
+};
 mod oom;
 pub use oom::{
     OOM_HAS_ALL, OOM_HAS_COMM, OOM_HAS_OOM_SCORE_ADJ, OOM_HAS_RSS, OOM_HAS_TOTAL_VM, OOM_HAS_UID, OomEvent, OomFields,
@@ -139,6 +144,8 @@ pub mod globals {
     pub const COUNT_UNSEEN_FREES: &str = "COUNT_UNSEEN_FREES";
     /// Kernel struct member offsets from the kernel's BTF, a [`crate::KernelOffsets`].
     pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
+    /// `COST_*` bits of the bench's cost experiments (see [`crate::COST_EMPTY`]); 0 outside them.
+    pub const COST_EXPERIMENT: &str = "COST_EXPERIMENT";
 }
 
 /// The user stack is copied in chunks of this many bytes (a page): a chunk that crosses the end of the
@@ -345,8 +352,24 @@ pub const ALLOC_FLAG_STACK_COPY: u32 = 1 << 3;
 /// process is a registered Python interpreter.
 pub const ALLOC_FLAG_PY_FRAMES: u32 = 1 << 4;
 
-/// A successful allocation, emitted from the return probe. With [`ALLOC_FLAG_STACK_COPY`], the record is
-/// followed by a [`UserStack`] and then `UserStack::len` bytes of the user stack from `UserStack::sp` up.
+/// Bytes of an [`AllocEvent`] before its frames.
+pub const ALLOC_HEAD_BYTES: usize = 80;
+
+/// Frames an allocation record has room for, by size class: a record is [`ALLOC_HEAD_BYTES`] and room for the
+/// smallest class that holds the frames captured (`nframes`), so that a shallow stack costs a short record.
+/// Records with a stack copy or Python frames always have room for [`MAX_FRAMES`] (the tail follows a whole
+/// [`AllocEvent`]).
+pub const ALLOC_FRAME_CLASSES: [usize; 4] = [8, 16, 32, MAX_FRAMES];
+
+/// Bytes of an allocation record with room for `frames` frames.
+pub const fn alloc_record_bytes(frames: usize) -> usize {
+    ALLOC_HEAD_BYTES + 8 * frames
+}
+
+/// A successful allocation, emitted from the return probe. A record may end after its frame count's size class
+/// (see [`ALLOC_FRAME_CLASSES`]); the decoder fills the frames it does not carry with zeros. With
+/// [`ALLOC_FLAG_STACK_COPY`], the record is whole and followed by a [`UserStack`] and then `UserStack::len`
+/// bytes of the user stack from `UserStack::sp` up.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AllocEvent {
@@ -440,6 +463,8 @@ pub struct LiveKey {
 
 const _: () = assert!(size_of::<EventHeader>() == 24);
 const _: () = assert!(size_of::<AllocEvent>() == 24 + 8 * 3 + 4 * 4 + 16 + 8 * MAX_FRAMES);
+const _: () = assert!(core::mem::offset_of!(AllocEvent, frames) == ALLOC_HEAD_BYTES);
+const _: () = assert!(alloc_record_bytes(MAX_FRAMES) == size_of::<AllocEvent>());
 const _: () = assert!(size_of::<UserStack>() == 40);
 const _: () = assert!(size_of::<AllocEvent>().is_multiple_of(8) && size_of::<UserStack>().is_multiple_of(8));
 const _: () = assert!(MAX_STACK_COPY_BYTES.is_multiple_of(STACK_COPY_CHUNK));

@@ -6,12 +6,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use leakprobe_common::{
-    BRK_END_MAX_ENTRIES, COUNTDOWN_ENTRIES, Countdown, Counter, EXP_TABLE_LEN, EXP_TABLE_SHIFT, FaultFields,
-    INFLIGHT_MAX_ENTRIES, InFlight, KernelOffsets, LIVE_MAX_ENTRIES, LiveKey, MAX_FRAMES, MAX_SAMPLE_INTERVAL,
-    MapFields, NO_FIELD, OomFields, PID_CALLS_MAX_ENTRIES, PID_SAMPLE_MAX_ENTRIES, PY_PROCS_MAX_ENTRIES, PyProc,
-    RING_BUF_BYTES, RING_WAKEUP_BYTES, UNSEEN_FREES_MAX_ENTRIES, UNWIND_BINARIES_MAX_ENTRIES, UNWIND_MAX_MAPPINGS,
-    UNWIND_MAX_RETURN_INSTANCES, UNWIND_PROCS_MAX_ENTRIES, UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindFile,
-    UnwindFileKey, UnwindMapping, UnwindProc, UnwindRow,
+    BRK_END_MAX_ENTRIES, COST_NO_CALL_COUNT, COST_WAKEUP, COUNTDOWN_ENTRIES, Countdown, Counter, EXP_TABLE_LEN,
+    EXP_TABLE_SHIFT, FaultFields, INFLIGHT_MAX_ENTRIES, InFlight, KernelOffsets, LIVE_MAX_ENTRIES, LiveKey, MAX_FRAMES,
+    MAX_SAMPLE_INTERVAL, MapFields, NO_FIELD, OomFields, PID_CALLS_MAX_ENTRIES, PID_SAMPLE_MAX_ENTRIES,
+    PY_PROCS_MAX_ENTRIES, PyProc, RING_BUF_BYTES, RING_WAKEUP_BYTES, UNSEEN_FREES_MAX_ENTRIES,
+    UNWIND_BINARIES_MAX_ENTRIES, UNWIND_MAX_MAPPINGS, UNWIND_MAX_RETURN_INSTANCES, UNWIND_PROCS_MAX_ENTRIES,
+    UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindFile, UnwindFileKey, UnwindMapping, UnwindProc, UnwindRow,
 };
 
 /// `BPF_F_NO_PREALLOC`: the live-address map grows with use instead of reserving its maximum up front.
@@ -104,6 +104,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BUF_BYTES, 0);
 /// record submitted while it is idle, which at moderate rates is nearly every record.
 #[inline(always)]
 pub fn submit_flags() -> u64 {
+    if cost(COST_WAKEUP) {
+        return 0;
+    }
     if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= RING_WAKEUP_BYTES {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
@@ -137,6 +140,17 @@ pub static BRK_END: LruHashMap<u32, u64> = LruHashMap::with_max_entries(BRK_END_
 
 #[map]
 pub static UNSEEN_FREES: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(UNSEEN_FREES_MAX_ENTRIES, 0);
+
+/// Set by the loader in bench builds only: `COST_*` bits of the cost experiments (`leakprobe_common::COST_EMPTY`).
+#[unsafe(no_mangle)]
+static COST_EXPERIMENT: u32 = 0;
+
+/// Whether the cost experiment `bit` is on (read-only data: the verifier prunes the branch of a bit that is off).
+#[inline(always)]
+pub fn cost(bit: u32) -> bool {
+    // SAFETY: as in `own_tgid`.
+    unsafe { core::ptr::read_volatile(&raw const COST_EXPERIMENT) & bit != 0 }
+}
 
 /// Set by the loader: 1 when new processes' frees of never-reported addresses are counted.
 #[unsafe(no_mangle)]
@@ -183,7 +197,9 @@ pub fn fault_fields() -> FaultFields {
 /// global one. Counts the call for the CPU budget.
 #[inline(always)]
 pub fn alloc_interval(tgid: u32) -> u64 {
-    if let Some(calls) = PID_CALLS.get_ptr_mut(tgid) {
+    if cost(COST_NO_CALL_COUNT) {
+        // The cost experiment without the budget's count.
+    } else if let Some(calls) = PID_CALLS.get_ptr_mut(tgid) {
         // SAFETY: per-CPU storage: no other program writes this CPU's slot now.
         unsafe { *calls += 1 };
     } else {
@@ -193,6 +209,12 @@ pub fn alloc_interval(tgid: u32) -> u64 {
         // SAFETY: a valid map value pointer; the daemon replaces values whole.
         return unsafe { *interval };
     }
+    global_sample_interval()
+}
+
+/// The daemon's sampling interval of allocations (`--mode`): 0 in full mode. Read-only data, known to the verifier.
+#[inline(always)]
+pub fn global_sample_interval() -> u64 {
     // SAFETY: a plain read of a loader-set global; volatile so the zero initializer is not folded in.
     unsafe { core::ptr::read_volatile(&raw const SAMPLE_INTERVAL) }
 }
@@ -215,8 +237,7 @@ pub fn sampling(tgid: u32) -> bool {
         // SAFETY: a valid map value pointer.
         return unsafe { *interval } != 0;
     }
-    // SAFETY: a plain read of a loader-set global; volatile so the zero initializer is not folded in.
-    unsafe { core::ptr::read_volatile(&raw const SAMPLE_INTERVAL) != 0 }
+    global_sample_interval() != 0
 }
 
 /// A draw from the exponential distribution of mean `interval`, from the loader's quantile table.

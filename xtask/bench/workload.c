@@ -25,6 +25,10 @@
  *       threads (tier 0's mapping-growth program runs on each mmap). Prints
  *           leakprobe-bench: ns_per_map=X wall_ns=W maps=M threads=T
  *
+ * With LEAKPROBE_BENCH_WAIT set in the environment, the workload prints "ready" once its threads' state is
+ * set up and waits for a line on standard input before it starts them: a daemon tracing only its pid
+ * (`--pid`) can attach in between.
+ *
  * Every line the bench reads starts with "leakprobe-bench: ", so it can be found among a profiler's output.
  */
 #include <pthread.h>
@@ -158,6 +162,12 @@ int main(int argc, char **argv) {
             w->sizes[i] = (r % 64 == 0) ? 64 * 1024 : 16 + (size_t)(r >> 8) % (4096 - 16 + 1);
             if (leaking) w->sizes[i] = 16 + (w->sizes[i] % 241);
         }
+    }
+    if (getenv("LEAKPROBE_BENCH_WAIT") != NULL) {
+        char line[16];
+        printf("ready\n");
+        fflush(stdout);
+        if (fgets(line, sizeof line, stdin) == NULL) return 1;
     }
     pthread_barrier_init(&start, NULL, (unsigned)threads);
     for (int t = 0; t < threads; t++) {

@@ -11,6 +11,7 @@
 #![allow(clippy::cast_precision_loss, reason = "counts of events and bytes, shown as rates and ratios")]
 
 mod consumer;
+mod cost;
 pub mod daemon;
 mod exec;
 mod ingest;
@@ -65,7 +66,7 @@ pub struct BenchArgs {
 /// The parts of the bench that run alone.
 #[derive(Args, Debug)]
 #[group(multiple = false)]
-#[allow(clippy::struct_excessive_bools, reason = "three exclusive flags, one per part of the bench")]
+#[allow(clippy::struct_excessive_bools, reason = "exclusive flags, one per part of the bench")]
 pub struct Part {
     /// Only what compares the unwinders: nothing attached, full mode with the kernel's table walk, with frame
     /// pointers and with stack copies, and tier 0 per page fault with the table walk and with frame pointers.
@@ -75,10 +76,29 @@ pub struct Part {
     /// probed before use).
     #[arg(long)]
     only_exec: bool,
+    /// Only what issue 18's targets need: nothing attached, full and sampled mode and the bpftrace script per
+    /// malloc+free pair (1 and 2 threads), and each eBPF program's run time per run and per pair in full and
+    /// sampled mode, the workload traced alone.
+    #[arg(long)]
+    only_cost: bool,
     /// Only the Python frame walk: a Python churn with nothing attached, under full mode with Python frames
     /// and with `--no-python-frames`; ns per object and per walk (`--runs` runs of `--pairs` objects).
     #[arg(long)]
     only_python: bool,
+}
+
+impl Part {
+    /// The configurations timed per malloc+free pair.
+    fn configs(&self) -> &'static [Config] {
+        const UNWINDING: [Config; 4] = [Config::Baseline, Config::Full, Config::FullFp, Config::FullDwarf];
+        if self.only_unwinding {
+            &UNWINDING
+        } else if self.only_cost {
+            &cost::CONFIGS
+        } else {
+            &Config::ALL
+        }
+    }
 }
 
 /// Thread counts every configuration runs with.
@@ -175,9 +195,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     let mut usages = Vec::new();
     let mut sites = None;
     let mut unwinding = report::Unwinding::default();
-    let unwinding_configs = [Config::Baseline, Config::Full, Config::FullFp, Config::FullDwarf];
-    let configs: &[Config] = if args.only.only_unwinding { &unwinding_configs } else { &Config::ALL };
-    for &config in configs {
+    for &config in args.only.configs() {
         eprintln!("bench: {} ({} runs x {THREADS:?} threads, {} pairs each)", config.label(), args.runs, args.pairs);
         let result = match config {
             Config::Baseline | Config::Heaptrack => time_runs(&work, config, args, &dir, &libc),
@@ -226,6 +244,9 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         timings.push(Timing { config, result: result.map_err(|e| format!("{e:#}")) });
     }
 
+    if args.only.only_cost {
+        return cost::finish(&leakprobe, &dir, &work, args, (&timings, &usages, sites.as_deref().unwrap_or_default()));
+    }
     unwinding.compile = Some(undisturbed(args.no_wait, || compile_tables(&leakprobe)).map_err(|e| format!("{e:#}")));
     if args.only.only_unwinding {
         let (pages, _) = tier0_per_op(&leakprobe, &dir, &work, args)?;

@@ -17,10 +17,10 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_F_USER_STACK, pt_regs},
+    bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP, pt_regs},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_user,
-        generated::{bpf_get_stack, bpf_probe_read_user as read_user_bytes},
+        generated::{bpf_get_stack, bpf_probe_read_kernel, bpf_probe_read_user as read_user_bytes},
     },
     macros::{uprobe, uretprobe},
     maps::ring_buf::{RingBufBytes, RingBufEntry},
@@ -28,14 +28,15 @@ use aya_ebpf::{
 };
 use leakprobe_common::{
     ALLOC_FLAG_PY_FRAMES, ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_COPY, ALLOC_FLAG_STACK_ERROR,
-    ALLOC_FLAG_STACK_TRUNCATED, AllocEvent, AllocFn, Countdown, Counter, EventHeader, EventKind, FreeEvent, InFlight,
-    LiveKey, MAX_FRAMES, MAX_STACK_COPY_CHUNKS, PyFrames, STACK_COPY_CHUNK, UserStack,
+    ALLOC_FLAG_STACK_TRUNCATED, ALLOC_HEAD_BYTES, AllocEvent, AllocFn, COST_EMPTY, COST_FREE_LOOKUP, COST_FULL_RECORDS,
+    COST_NESTED_FIRST, COST_NO_LIVE, COST_NO_STACK, Countdown, Counter, EventHeader, EventKind, FreeEvent, InFlight,
+    LiveKey, MAX_FRAMES, MAX_STACK_COPY_CHUNKS, PyFrames, STACK_COPY_CHUNK, UserStack, alloc_record_bytes,
 };
 
 use super::unwind;
 use crate::maps::{
-    EVENTS, INFLIGHT, LIVE, UNSEEN_FREES, alloc_interval, count, now_ns, sample, sampling, stack_copy_bytes,
-    submit_flags, traced, unwind_tables,
+    EVENTS, INFLIGHT, LIVE, UNSEEN_FREES, alloc_interval, cost, count, global_sample_interval, now_ns, sample,
+    sampling, stack_copy_bytes, submit_flags, traced, unwind_tables,
 };
 
 /// The user stack pointer in the saved registers.
@@ -116,6 +117,9 @@ pub fn pvalloc_enter(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn enter_plain(ctx: &ProbeContext, func: AllocFn) -> u32 {
+    if cost(COST_EMPTY) {
+        return 0;
+    }
     let _ = enter(ctx, func);
     0
 }
@@ -129,15 +133,15 @@ pub(super) fn enter(ctx: &ProbeContext, func: AllocFn) -> Option<u64> {
         return None;
     }
     let sp = stack_pointer(ctx.regs);
-    if let Some(outer) = INFLIGHT.get_ptr(pid_tgid) {
-        // SAFETY: a valid map value pointer; a racing update only comes from this same thread.
-        if unsafe { (*outer).sp } > sp {
-            count(Counter::NestedCalls);
-            return None;
-        }
+    if cost(COST_NESTED_FIRST) && nested(pid_tgid, sp) {
+        return None;
     }
     let (size, ptr_arg) = args(ctx, func);
     let tgid = (pid_tgid >> 32) as u32;
+    // The sampling decision first: most calls in sampled mode end here, without a map lookup for the nested
+    // check. A nested call's bytes then count towards the countdown too; a sample point that falls in one is
+    // dropped below, which leaves every outer call's chance of being sampled as it was (the points form a
+    // Poisson process over the bytes: where one falls says nothing of the others).
     let sampled = sample(Countdown::Alloc, alloc_interval(tgid), size);
     if !sampled {
         // A realloc of a reported block still ends that block: record it, to report the free at return.
@@ -149,6 +153,9 @@ pub(super) fn enter(ctx: &ProbeContext, func: AllocFn) -> Option<u64> {
             return None;
         }
     }
+    if !cost(COST_NESTED_FIRST) && nested(pid_tgid, sp) {
+        return None;
+    }
     let record = InFlight { sp, size, ptr_arg, func: func as u32, sampled: u32::from(sampled) };
     if INFLIGHT.insert(pid_tgid, record, 0).is_err() {
         count(Counter::InFlightMapFull);
@@ -158,8 +165,24 @@ pub(super) fn enter(ctx: &ProbeContext, func: AllocFn) -> Option<u64> {
     Some(sp)
 }
 
+/// Whether a call with stack pointer `sp` is nested in a tracked call of the same thread (counted).
+#[inline(always)]
+fn nested(pid_tgid: u64, sp: u64) -> bool {
+    if let Some(outer) = INFLIGHT.get_ptr(pid_tgid) {
+        // SAFETY: a valid map value pointer; a racing update only comes from this same thread.
+        if unsafe { (*outer).sp } > sp {
+            count(Counter::NestedCalls);
+            return true;
+        }
+    }
+    false
+}
+
 #[uretprobe]
 pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
+    if cost(COST_EMPTY) {
+        return 0;
+    }
     let _ = try_alloc_exit(&ctx);
     0
 }
@@ -236,10 +259,14 @@ pub(super) fn finish(ctx: &RetProbeContext, pid_tgid: u64, record: &InFlight) ->
 ///
 /// `ctx` is the return's `pt_regs` (the context of the return probe). Every return path of an allocation
 /// calls this one function, so every path reports the same record.
+///
+/// A record with frames only (no stack copy, no Python frames: the common case) is as long as the smallest
+/// size class that holds its frames (`ALLOC_FRAME_CLASSES`): the stack is walked first, into per-CPU scratch,
+/// and then copied into a record of that class. Records with a tail are whole `AllocEvent`s.
 #[inline(always)]
 #[allow(
     clippy::cast_ptr_alignment,
-    reason = "ring-buffer records are 8-byte aligned; the event and register sizes are multiples of 8 (asserted in leakprobe-common)"
+    reason = "ring-buffer records are 8-byte aligned; only the head's fields are written through the event pointer"
 )]
 pub fn emit_alloc(
     ctx: *mut c_void,
@@ -249,6 +276,72 @@ pub fn emit_alloc(
     record: &InFlight,
     old_addr: u64,
 ) -> Result<(), ()> {
+    if stack_copy_bytes() != 0 {
+        return emit_whole(ctx, tgid, tid, addr, record, old_addr);
+    }
+    if super::python::registered(tgid).is_some() {
+        return emit_whole(ctx, tgid, tid, addr, record, old_addr);
+    }
+    let (nframes, stack_flags) = if cost(COST_NO_STACK) {
+        (0, 0)
+    } else if unwind_tables() {
+        unwind::walk_scratch(tgid, unwind::context_regs(ctx.cast()))
+    } else {
+        let Some(frames) = unwind::scratch_frames() else { return Err(()) };
+        // SAFETY: the scratch frame buffer holds MAX_FRAMES frames.
+        unsafe { walk_frame_pointers(ctx, frames.cast()) }
+    };
+    let Some(frames) = unwind::scratch_frames() else { return Err(()) };
+    let entry = if cost(COST_FULL_RECORDS) || nframes > 32 {
+        reserve_frames::<MAX_FRAMES>(frames)
+    } else if nframes > 16 {
+        reserve_frames::<32>(frames)
+    } else if nframes > 8 {
+        reserve_frames::<16>(frames)
+    } else {
+        reserve_frames::<8>(frames)
+    };
+    let Some(mut entry) = entry else { return Err(()) };
+    let now = now_ns();
+    let Ok(old_live) = track_live(tgid, addr, old_addr, now) else {
+        entry.discard(0);
+        return Err(());
+    };
+    let event = entry.as_mut_ptr().cast::<AllocEvent>();
+    let flags = stack_flags | if old_live { ALLOC_FLAG_REPLACES_OLD } else { 0 };
+    let header = EventHeader { kind: EventKind::Alloc as u32, pad: 0, ts_ns: now, tgid, tid };
+    let old_addr = if old_live { old_addr } else { 0 };
+    // SAFETY: `event` points to a reserved record of at least `ALLOC_HEAD_BYTES`, the bytes before the frames:
+    // every field written here is in them.
+    unsafe {
+        write_alloc(event, header, addr, record.size, old_addr, record.func, bpf_get_current_comm().unwrap_or([0; 16]));
+        (*event).nframes = nframes;
+        (*event).flags = flags;
+    }
+    submit_alloc(entry);
+    Ok(())
+}
+
+/// Reserves an allocation record with room for `N` frames and copies `N` frames from `frames` (the walk's
+/// scratch buffer) into it; a full ring buffer is counted. Each class is its own constant-sized reservation, as
+/// `bpf_ringbuf_reserve` requires.
+#[inline(always)]
+fn reserve_frames<const N: usize>(frames: *const u64) -> Option<RingBufBytes<'static>> {
+    let mut entry = reserve_alloc(alloc_record_bytes(N))?;
+    // SAFETY: the record has `8 * N` bytes after its head; `frames` holds MAX_FRAMES >= N frames in map memory.
+    unsafe {
+        bpf_probe_read_kernel(entry.as_mut_ptr().add(ALLOC_HEAD_BYTES).cast(), (8 * N) as u32, frames.cast());
+    }
+    Some(entry)
+}
+
+/// [`emit_alloc`] for a record with a tail (a stack copy, Python frames): a whole `AllocEvent`, reserved first.
+#[inline(always)]
+#[allow(
+    clippy::cast_ptr_alignment,
+    reason = "ring-buffer records are 8-byte aligned; the event and register sizes are multiples of 8 (asserted in leakprobe-common)"
+)]
+fn emit_whole(ctx: *mut c_void, tgid: u32, tid: u32, addr: u64, record: &InFlight, old_addr: u64) -> Result<(), ()> {
     let copy = stack_copy_bytes();
     // Reserve first: if the ring buffer is full, nothing changes in LIVE, so the kernel and the daemon
     // keep agreeing on what is live. The verifier knows `copy` (read-only data): both sizes are constants.
@@ -275,7 +368,9 @@ pub fn emit_alloc(
         write_alloc(event, header, addr, record.size, old_addr, record.func, bpf_get_current_comm().unwrap_or([0; 16]));
         if copy == 0 {
             let frames = (&raw mut (*event).frames).cast::<u64>();
-            let (nframes, stack_flags) = if unwind_tables() {
+            let (nframes, stack_flags) = if cost(COST_NO_STACK) {
+                (0, 0)
+            } else if unwind_tables() {
                 unwind::walk(tgid, unwind::context_regs(ctx.cast()), frames)
             } else {
                 walk_frame_pointers(ctx, frames.cast())
@@ -351,6 +446,9 @@ const COPY_HEADER: usize = size_of::<AllocEvent>() + size_of::<UserStack>();
 /// (counted) when the live map is full.
 #[inline(always)]
 fn track_live(tgid: u32, addr: u64, old_addr: u64, now: u64) -> Result<bool, ()> {
+    if cost(COST_NO_LIVE) {
+        return Ok(false);
+    }
     let old_key = LiveKey { tgid, pad: 0, addr: old_addr };
     let old_live = old_addr != 0 && LIVE.get_ptr(old_key).is_some();
     if LIVE.insert(LiveKey { tgid, pad: 0, addr }, now, 0).is_err() {
@@ -439,14 +537,38 @@ fn user_registers(regs: *const pt_regs) -> (u64, u64, u64, u64) {
 }
 
 /// Reports a free of `addr` if it is live; a free of an address never reported costs no event.
+///
+/// In full mode (the loader's global sampling interval 0) nearly every free is of a live block: the record is
+/// reserved first and one map operation, the delete, says whether the block was live (a free of an unknown
+/// address then costs a discarded reservation). In sampled mode most frees are of blocks never reported: one
+/// lookup, and a reservation and a delete only for a live block.
 pub fn emit_free(tgid: u32, tid: u32, addr: u64) {
     let key = LiveKey { tgid, pad: 0, addr };
-    if LIVE.get_ptr(key).is_none() {
-        count(Counter::FreesUnknown);
-        if let Some(unseen) = UNSEEN_FREES.get_ptr_mut(tgid) {
-            // SAFETY: per-CPU storage, so no other program writes this slot concurrently.
-            unsafe { *unseen += 1 };
+    if cost(COST_NO_LIVE) {
+        free_unknown(tgid);
+        return;
+    }
+    if global_sample_interval() == 0 && !cost(COST_FREE_LOOKUP) {
+        let Some(entry) = EVENTS.reserve::<FreeEvent>(0) else {
+            // No room: the block stays live in LIVE and in the daemon, which still agree. A loss only if it was.
+            if LIVE.get_ptr(key).is_some() {
+                count(Counter::RingBufFullFree);
+            } else {
+                free_unknown(tgid);
+            }
+            return;
+        };
+        if LIVE.remove(key).is_err() {
+            // Never reported, or another thread freed it first (a double free in the traced program).
+            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
+            free_unknown(tgid);
+            return;
         }
+        submit_free(entry, tgid, tid, addr);
+        return;
+    }
+    if LIVE.get_ptr(key).is_none() {
+        free_unknown(tgid);
         return;
     }
     // With no room, the block stays live in LIVE and in the daemon: both still agree.
@@ -457,6 +579,16 @@ pub fn emit_free(tgid: u32, tid: u32, addr: u64) {
         return;
     }
     submit_free(entry, tgid, tid, addr);
+}
+
+/// Counts a free of an address not live (`frees_unknown`, and the process's unseen frees when counted).
+#[inline(always)]
+fn free_unknown(tgid: u32) {
+    count(Counter::FreesUnknown);
+    if let Some(unseen) = UNSEEN_FREES.get_ptr_mut(tgid) {
+        // SAFETY: per-CPU storage, so no other program writes this slot concurrently.
+        unsafe { *unseen += 1 };
+    }
 }
 
 /// Reserves a free record; a full ring buffer is counted (`ringbuf_full_free`). Every free record is reserved

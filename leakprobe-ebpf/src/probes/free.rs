@@ -3,10 +3,15 @@
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::uprobe, programs::ProbeContext};
 
 use super::alloc::emit_free;
-use crate::maps::own_tgid;
+use leakprobe_common::COST_EMPTY;
+
+use crate::maps::{cost, own_tgid};
 
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
+    if cost(COST_EMPTY) {
+        return 0;
+    }
     let addr: u64 = ctx.arg(0).unwrap_or(0);
     if addr == 0 {
         return 0;

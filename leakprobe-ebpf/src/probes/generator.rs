@@ -20,12 +20,16 @@ use core::ffi::c_void;
 
 use aya_ebpf::{helpers::generated::bpf_loop, programs::RawTracePointContext};
 use leakprobe_common::{
-    AllocEvent, AllocFn, EventHeader, EventKind,
+    ALLOC_FRAME_CLASSES, AllocEvent, AllocFn, EventHeader, EventKind, alloc_record_bytes,
     generator::{self, COMM, FRAMES, MAX_RUN, STACKS, Shape},
 };
 
 use super::alloc::{reserve_alloc, reserve_free, submit_alloc, submit_free, write_alloc};
 use crate::maps::now_ns;
+
+/// The size class of a record with `FRAMES` frames (the smallest that holds them).
+const FRAMES_CLASS: usize = ALLOC_FRAME_CLASSES[0];
+const _: () = assert!(FRAMES as usize <= FRAMES_CLASS);
 
 /// What one run emits, shared with the loop's callback.
 #[repr(C)]
@@ -65,16 +69,18 @@ extern "C" fn emit(index: u64, run: *mut c_void) -> i64 {
     let run = unsafe { &mut *run.cast::<Run>() };
     let seq = run.first + index;
     let addr = generator::addr(seq);
-    let Some(mut entry) = reserve_alloc(size_of::<AllocEvent>()) else { return 0 };
+    // As the probes write a stack of `FRAMES` frames: a record of the smallest class that holds them.
+    let Some(mut entry) = reserve_alloc(alloc_record_bytes(FRAMES_CLASS)) else { return 0 };
     let event = entry.as_mut_ptr().cast::<AllocEvent>();
     let header = EventHeader { kind: EventKind::Alloc as u32, pad: 0, ts_ns: now_ns(), tgid: run.tgid, tid: run.tgid };
     let stack = seq % STACKS;
-    // SAFETY: `event` points to a reserved record of an `AllocEvent`'s size; ring-buffer records are 8-byte
-    // aligned.
+    // SAFETY: `event` points to a reserved record of the head and `FRAMES_CLASS` frames, every byte written here
+    // is in it; ring-buffer records are 8-byte aligned.
     unsafe {
         write_alloc(event, header, addr, generator::size(seq), 0, AllocFn::Malloc as u32, COMM);
+        let frames = (&raw mut (*event).frames).cast::<u64>();
         for n in 0..FRAMES {
-            (*event).frames[n as usize] = generator::frame(stack, u64::from(n));
+            *frames.add(n as usize) = generator::frame(stack, u64::from(n));
         }
         (*event).nframes = FRAMES;
         (*event).flags = 0;

@@ -26,10 +26,10 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_get_attach_cookie},
     programs::{ProbeContext, RetProbeContext},
 };
-use leakprobe_common::{AllocFn, Counter};
+use leakprobe_common::{AllocFn, COST_EMPTY, Counter};
 
 use super::alloc::{enter, finish};
-use crate::maps::{INFLIGHT, count};
+use crate::maps::{INFLIGHT, cost, count};
 
 unsafe extern "C" {
     /// The per-call cookie shared by a session program's entry and return.
@@ -48,8 +48,14 @@ const SKIP_RETURN: u32 = 1;
 pub extern "C" fn alloc_session(ctx: *mut c_void) -> u32 {
     // SAFETY: kfuncs without arguments or preconditions; the verifier checks the call is allowed here.
     if unsafe { bpf_session_is_return() } {
-        let _ = session_return(&RetProbeContext::new(ctx));
+        if !cost(COST_EMPTY) {
+            let _ = session_return(&RetProbeContext::new(ctx));
+        }
         return 0;
+    }
+    if cost(COST_EMPTY) {
+        // The cost experiment's empty program keeps full mode's three traps.
+        return WANT_RETURN;
     }
     // SAFETY: the helper reads this link's cookie for the probed offset; it has no preconditions.
     let cookie = unsafe { bpf_get_attach_cookie(ctx) };

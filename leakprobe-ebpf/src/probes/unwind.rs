@@ -101,6 +101,25 @@ unsafe fn kernel_word(at: *const u8) -> Option<u64> {
 /// `frames` points to writable memory of `MAX_FRAMES` `u64`s.
 #[inline(always)]
 pub unsafe fn walk(tgid: u32, regs: Regs, frames: *mut u64) -> (u32, u32) {
+    let (n, flags) = walk_scratch(tgid, regs);
+    let Some(state) = scratch() else { return (0, 0) };
+    // SAFETY: copies MAX_FRAMES frames from the scratch entry into the caller's buffer (its contract).
+    unsafe {
+        bpf_probe_read_kernel(frames.cast(), (MAX_FRAMES * 8) as u32, (&raw const state.frames).cast());
+    }
+    (n, flags)
+}
+
+/// This CPU's frame buffer of the walk (`MAX_FRAMES` `u64`s), where [`walk_scratch`] leaves its frames; also a
+/// buffer for the kernel's frame-pointer walk. Valid until the program's next walk.
+#[inline(always)]
+pub fn scratch_frames() -> Option<*mut u64> {
+    scratch().map(|state| (&raw mut state.frames).cast())
+}
+
+/// Walks the user stack as [`walk`] does but leaves the frames in [`scratch_frames`].
+#[inline(always)]
+pub fn walk_scratch(tgid: u32, regs: Regs) -> (u32, u32) {
     let Some(state) = scratch() else { return (0, 0) };
     state.pc = regs.pc;
     state.sp = regs.sp;
@@ -127,12 +146,7 @@ pub unsafe fn walk(tgid: u32, regs: Regs, frames: *mut u64) -> (u32, u32) {
     unsafe { bpf_loop(MAX_FRAMES as u32 + 1, step as *mut c_void, core::ptr::null_mut(), 0) };
     // Taken afresh: the callbacks wrote the entry through pointers of their own.
     let Some(state) = scratch() else { return (0, 0) };
-    let n = state.n.min(MAX_FRAMES as u32);
-    // SAFETY: copies MAX_FRAMES frames from the scratch entry into the caller's buffer (its contract).
-    unsafe {
-        bpf_probe_read_kernel(frames.cast(), (MAX_FRAMES * 8) as u32, (&raw const state.frames).cast());
-    }
-    (n, state.flags)
+    (state.n.min(MAX_FRAMES as u32), state.flags)
 }
 
 /// The walk's per-CPU state, looked up afresh each time: a reference must never be held across a `bpf_loop`

@@ -236,8 +236,10 @@ impl Probes {
             EBPF_OBJECT,
             kfuncs.as_ref().and_then(|ids| ids.as_ref().ok()).copied().unwrap_or_default(),
         )?;
+        let cost_experiment = cost_experiment();
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OWN_TGID, &own_tgid, true)
+            .override_global(globals::COST_EXPERIMENT, &cost_experiment, true)
             .override_global(globals::SAMPLE_INTERVAL, &config.sample_interval, true)
             .override_global(globals::EXP_TABLE, &exp_table[..], true)
             .override_global(globals::EXIT_GROUP_DEAD_OFFSET, &group_dead, true)
@@ -339,9 +341,11 @@ impl Probes {
         Ok(generator::Generator::new(fd))
     }
 
-    /// Run-time statistics of every loaded program (counted while BPF run-time statistics are enabled).
+    /// Run-time statistics of every loaded program (counted while BPF run-time statistics are enabled), the
+    /// session program (loaded outside aya) included.
     pub fn program_stats(&self) -> Vec<ProgramStats> {
-        self.ebpf
+        let mut stats: Vec<ProgramStats> = self
+            .ebpf
             .programs()
             .filter_map(|(name, program)| {
                 let info = program.info().ok()?;
@@ -351,7 +355,16 @@ impl Probes {
                     run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
                 })
             })
-            .collect()
+            .collect();
+        if let Some(session) = &self.session {
+            match session.run_stats() {
+                Ok((run_count, run_time_ns)) => {
+                    stats.push(ProgramStats { program: ALLOC_SESSION_PROGRAM.to_owned(), run_count, run_time_ns });
+                }
+                Err(err) => log::debug!("statistics of `{ALLOC_SESSION_PROGRAM}`: {err}"),
+            }
+        }
+        stats
     }
 
     /// Attaches the process lifecycle tracepoints (and the OOM and tier-0 ones). Call once, before any
@@ -626,4 +639,16 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut UProb
 fn tracepoint<'a>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut TracePoint, ProbeError> {
     let prog = ebpf.program_mut(program).ok_or(ProbeError::NoProgram(program))?;
     prog.try_into().map_err(|source| ProbeError::Program { program, source })
+}
+
+/// The cost experiment's `COST_*` bits (`cargo xtask bench --only-cost`): from `LEAKPROBE_COST_EXPERIMENT` in
+/// builds with the `bench` feature, 0 otherwise.
+fn cost_experiment() -> u32 {
+    #[cfg(feature = "bench")]
+    if let Some(bits) = std::env::var("LEAKPROBE_COST_EXPERIMENT").ok().and_then(|v| v.parse::<u32>().ok()) {
+        let bits = bits & leakprobe_common::COST_ALL;
+        log::warn!("cost experiment {bits:#x}: the probes' work is changed for a measurement");
+        return bits;
+    }
+    0
 }

@@ -28,7 +28,7 @@ use std::{
 use aya::Ebpf;
 use aya_obj::{
     btf::{Btf, BtfKind},
-    generated::{BPF_PSEUDO_KFUNC_CALL, bpf_attr, bpf_cmd, bpf_insn, bpf_prog_type},
+    generated::{BPF_PSEUDO_KFUNC_CALL, bpf_attr, bpf_cmd, bpf_insn, bpf_prog_info, bpf_prog_type},
 };
 use leakprobe_common::{ALLOC_SESSION_PROGRAM, AllocFn, SESSION_KFUNCS};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget};
@@ -188,6 +188,24 @@ impl SessionProgram {
             multi.pid = pid;
         }
         bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map_err(attach_err)
+    }
+}
+
+impl SessionProgram {
+    /// The program's run count and run time (ns) since load, as `BPF_OBJ_GET_INFO_BY_FD` reports them (counted
+    /// while BPF run-time statistics are on). aya did not load the program, so its `programs()` do not list it.
+    pub fn run_stats(&self) -> Result<(u64, u64), std::io::Error> {
+        // SAFETY: `bpf_prog_info` is a C struct of integers and pointers-as-integers: all zeroes is valid.
+        let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+        // SAFETY: as above, for the union.
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        let info_len = u32::try_from(size_of::<bpf_prog_info>()).map_err(std::io::Error::other)?;
+        // `info` outlives the call below, which writes at most `info_len` bytes into it.
+        attr.info.bpf_fd = fd_u32(self.prog.as_raw_fd());
+        attr.info.info_len = info_len;
+        attr.info.info = std::ptr::from_mut(&mut info) as u64;
+        sys_bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+        Ok((info.run_cnt, info.run_time_ns))
     }
 }
 

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 pub struct Daemon {
     child: Child,
+    binary: PathBuf,
     socket: PathBuf,
     log: PathBuf,
 }
@@ -47,7 +48,7 @@ impl Daemon {
             .stderr(fs::File::create(&log)?)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let mut daemon = Self { child, socket, log };
+        let mut daemon = Self { child, binary: binary.to_path_buf(), socket, log };
         let deadline = Instant::now() + Duration::from_mins(1);
         loop {
             if let Some(status) = daemon.child.try_wait()? {
@@ -67,6 +68,13 @@ impl Daemon {
         let log = fs::read_to_string(&self.log).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(5).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+
+    /// `leakprobe ARGS --socket SOCKET` (a client command with `--json`): its output, parsed.
+    pub fn cli(&self, args: &[&str]) -> Result<Value> {
+        let out = Command::new(&self.binary).args(args).arg("--socket").arg(&self.socket).output()?;
+        ensure!(out.status.success(), "leakprobe {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        serde_json::from_slice(&out.stdout).with_context(|| format!("leakprobe {args:?}: JSON"))
     }
 
     /// `GET /v1/status`, parsed.
