@@ -242,6 +242,25 @@ fn a_steady_leaker_is_escalated_automatically_and_reported_exactly_while_a_busy_
     assert_eq!(leaker_faults["tier1"]["trigger"], "auto", "{leaker_faults:#}");
 }
 
+/// `trace --pid` of a process that has just exec'd: the daemon reads the ring buffer every 10 ms, so the exec's
+/// event may be applied after the request was answered, and must not end the trace asked for the new image.
+#[test]
+fn a_process_traced_right_after_its_exec_stays_traced() {
+    let daemon = Daemon::start_with_args(&["--malloc-probes", "off"]);
+    let socket = daemon.socket_str().to_owned();
+    for _ in 0..10 {
+        // `spawn` returns once the child has exec'd; the request follows at once, not after `ready`.
+        let fixture = Fixture::spawn(TIER0, &["leakloop", "50"]);
+        let pid = fixture.pid();
+        let out = daemon.run_cli(&["trace", "--socket", &socket, "--pid", &pid.to_string(), "--json"]);
+        assert!(out.status.success(), "trace --pid {pid} right after its exec: {out:?}");
+        // The exec's event has been applied by now (at most 10 ms late): the escalation is still there.
+        std::thread::sleep(Duration::from_millis(200));
+        let status = daemon.status();
+        assert!(pids_in(&status["tier1"]["escalated"]).contains(&u64::from(pid)), "{:#}", status["tier1"]);
+    }
+}
+
 #[test]
 fn trace_attaches_on_request_and_the_budget_detaches_a_malloc_heavy_process() {
     let daemon =

@@ -134,6 +134,8 @@ impl State {
         self.decode_errors += batch.decode_errors;
         self.as_of_ns = self.as_of_ns.max(batch.as_of_ns);
         for event in &batch.events {
+            // An escalation asked for after this event's exec, whose sampling interval outlives the purge.
+            let mut kept_interval = None;
             match event {
                 // Before the victim's exit event (later in the ring buffer) purges it.
                 Event::Oom(oom) => {
@@ -157,7 +159,7 @@ impl State {
                     self.tiers.gone(process.header.tgid, &mut self.table);
                 }
                 Event::Exec(process) => {
-                    self.tiers.gone(process.header.tgid, &mut self.table);
+                    kept_interval = self.tiers.exec(process.header.tgid, process.header.ts_ns, &mut self.table);
                     if !self.discovery_handle.exec(process.header.tgid) {
                         self.exec_scans_dropped += 1;
                     }
@@ -176,6 +178,9 @@ impl State {
                     self.identities.insert(tgid, procfs::identity(tgid));
                 }
                 Applied::Purged { tgid, addrs, before_ns } => self.purged(tgid, addrs, before_ns),
+            }
+            if let Some(interval) = kept_interval {
+                self.table.set_interval(event.header().tgid, Some(interval));
             }
         }
         // The batch took a while: faults that waited may have their page now.

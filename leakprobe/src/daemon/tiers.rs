@@ -134,6 +134,25 @@ impl Tiers {
         }
     }
 
+    /// Process `pid` called `execve` at `exec_ns` (monotonic): as [`Self::gone`], except for an escalation that
+    /// began after it, which is kept for the new image it was asked for: `trace --pid` of a process that had just
+    /// exec'd, answered before the exec's event came through the ring buffer. Returns that escalation's sampling
+    /// interval, which the table must keep (its purge of the old image forgets it).
+    pub fn exec(&mut self, pid: u32, exec_ns: u64, table: &mut Table) -> Option<u64> {
+        match self.tier1.get(pid) {
+            Some(escalation) if escalation.since_ns > exec_ns => {
+                let interval = escalation.interval;
+                self.folios.forget(pid);
+                self.faults.purge(pid);
+                Some(interval)
+            }
+            _ => {
+                self.gone(pid, table);
+                None
+            }
+        }
+    }
+
     /// A sampled fault; true when it is the first of its process. A fault whose page is not mapped yet waits
     /// (see [`Folios`]) and is applied by [`Self::resolve_folios`].
     pub fn on_fault(&mut self, event: &FaultEvent) -> bool {
