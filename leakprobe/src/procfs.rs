@@ -41,9 +41,34 @@ pub fn identity(pid: u32) -> ProcessIdentity {
     // NSpid lists the pid from the reader's namespace inwards; deeper than ours means another namespace.
     let depth = |text: &str| text.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|l| l.split_whitespace().count());
     let ns_pid = parse_ns_pid(&status).filter(|_| !same_ns || depth(&status) > depth(&own));
-    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|text| parse_cgroup_path(&text));
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let cgroup = parse_cgroup_path(&cgroups);
     let container_id = cgroup.as_deref().and_then(container_id);
-    ProcessIdentity { ns_pid, cgroup, container_id }
+    let container_name = container_id.as_ref().map(|id| {
+        let hostname = fs::read_to_string(format!("/proc/{pid}/root/etc/hostname")).unwrap_or_default();
+        container_name(&hostname, id)
+    });
+    ProcessIdentity { ns_pid, cgroup, container_id, unit: systemd_unit(&cgroups), container_name }
+}
+
+/// The systemd unit of a `/proc/PID/cgroup` text: the innermost `.service` component of the path systemd
+/// manages (`0::` on cgroup v2, the `name=systemd` hierarchy on a hybrid or v1 host, which keeps `0::/`).
+pub fn systemd_unit(text: &str) -> Option<String> {
+    let v2 = text.lines().find_map(|l| l.strip_prefix("0::")).filter(|p| *p != "/");
+    let v1 = || text.lines().find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p));
+    let path = v2.or_else(v1)?;
+    path.rsplit('/').find(|c| c.len() > ".service".len() && c.ends_with(".service")).map(str::to_owned)
+}
+
+/// A container's name: the hostname its runtime gave it (`/etc/hostname` inside it; Kubernetes writes the pod's
+/// name there), else the first 12 digits of its id.
+pub fn container_name(hostname: &str, id: &str) -> String {
+    let hostname = hostname.trim();
+    if hostname.is_empty() || hostname.len() > 253 || hostname.contains(char::is_whitespace) {
+        id.chars().take(12).collect()
+    } else {
+        hostname.to_owned()
+    }
 }
 
 /// The innermost pid of the `NSpid:` line of a `/proc/PID/status` text.
@@ -270,6 +295,22 @@ mod tests {
         }
         assert_eq!(container_id("/user.slice/user-0.slice/session-1.scope"), None);
         assert_eq!(container_id("/"), None);
+    }
+
+    #[test]
+    fn systemd_units_and_container_names() {
+        let v2 = "0::/system.slice/leaky.service\n";
+        assert_eq!(systemd_unit(v2).as_deref(), Some("leaky.service"));
+        let hybrid =
+            "9:name=systemd:/user.slice/user-0.slice/user@0.service/app.slice/web.service\n4:memory:/x\n0::/\n";
+        assert_eq!(systemd_unit(hybrid).as_deref(), Some("web.service"), "the innermost unit");
+        assert_eq!(systemd_unit("0::/user.slice/user-0.slice/session-3.scope\n"), None, "a scope is no service");
+        assert_eq!(systemd_unit("0::/\n4:memory:/a.service\n"), None, "only the hierarchy systemd manages");
+        assert_eq!(systemd_unit("0::/system.slice/.service\n"), None);
+        let id = "4f2a".repeat(16);
+        assert_eq!(container_name("api-7d9f-xk2\n", &id), "api-7d9f-xk2");
+        assert_eq!(container_name("", &id), "4f2a4f2a4f2a");
+        assert_eq!(container_name("two words", &id), "4f2a4f2a4f2a");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod http;
 pub mod metrics;
 pub mod pprof;
 pub mod stacks;
+pub mod unit;
 
 use std::fs::File;
 use std::io::{Read, Seek};

@@ -104,6 +104,12 @@ impl Profile {
         u32::try_from(label.num).ok()
     }
 
+    /// The string label `key` of a sample.
+    pub fn label(&self, sample: &Sample, key: &str) -> Option<&str> {
+        let label = sample.label.iter().find(|l| self.string(l.key) == key)?;
+        Some(self.string(label.str))
+    }
+
     /// The function names of a sample's frames, innermost first (`?` for frames without one).
     pub fn functions(&self, sample: &Sample) -> Vec<&str> {
         sample
@@ -119,4 +125,19 @@ impl Profile {
             })
             .collect()
     }
+}
+
+/// What `go tool pprof -top` (Go's own reader, Debian's `golang-go`) prints for the profile `bytes` with `args`
+/// (e.g. `-sample_index=inuse_space`); fails the test unless it reads the profile.
+pub fn go_tool_top(bytes: &[u8], args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("profile.pb.gz");
+    std::fs::write(&file, bytes).expect("write the profile");
+    let mut cmd = std::process::Command::new("go");
+    cmd.args(["tool", "pprof", "-top"]).args(args).arg(&file);
+    // Go wants a home for its caches; the tests run as root with HOME possibly unset.
+    cmd.env("HOME", dir.path()).env("GOCACHE", dir.path().join("cache"));
+    let out = crate::run_with_timeout(&mut cmd, std::time::Duration::from_secs(60));
+    assert!(out.status.success(), "go tool pprof -top failed\n{}", crate::describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -251,6 +251,12 @@ pub struct RunArgs {
     /// Do not serve metrics.
     #[arg(long, conflicts_with = "metrics_addr", help_heading = METRICS)]
     no_metrics: bool,
+    /// Do not serve the live heap at `/debug/pprof/heap` on the metrics listener.
+    ///
+    /// Do not serve the live heap as a pprof profile at `/debug/pprof/heap` on the metrics listener (served by
+    /// default, for Parca and Grafana Alloy to pull).
+    #[arg(long, help_heading = METRICS)]
+    no_pprof_endpoint: bool,
     /// Stacks exported as labelled metric series.
     ///
     /// Stacks exported as labelled metric series: the fastest-growing ones (at most 10000).
@@ -360,6 +366,7 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
     let metrics = (!args.no_metrics).then_some(MetricsConfig {
         addr: args.metrics_addr,
         limits: MetricsLimits { top_stacks: args.metrics_top_stacks, top_processes: args.metrics_top_processes },
+        pprof_endpoint: !args.no_pprof_endpoint,
     });
     let max_allocations = args.max_allocations;
     let limits = Limits {

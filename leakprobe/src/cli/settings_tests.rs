@@ -48,7 +48,7 @@ fn every_setting_has_a_variable_and_a_file_key() {
             "pid" => "1".into(),
             "libc" | "discovery_exclude" => "/x".into(),
             "escalate_only" => "leak".into(),
-            "no_discovery" | "no_log_oom" | "no_metrics" | "java_perfmap" => "true".into(),
+            "no_discovery" | "no_log_oom" | "no_metrics" | "no_pprof_endpoint" | "java_perfmap" => "true".into(),
             _ => panic!("--{id} has no default: give the test a value for it"),
         });
         file.settings.insert(id.to_owned(), vec![value]);

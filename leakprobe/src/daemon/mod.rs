@@ -48,10 +48,7 @@ use crate::{
         tier1::{Tier1, Tier1Config},
     },
     ingest,
-    metrics::{
-        METRICS_PATH, MetricsLimits, MetricsSnapshot,
-        http::{self, SnapshotSource},
-    },
+    metrics::{METRICS_PATH, MetricsLimits, MetricsSnapshot, SnapshotSource, http, pprof::HEAP_PATH},
     oom::{
         OomRequest, OomStats,
         store::{ReportStore, StoreLimits},
@@ -59,7 +56,7 @@ use crate::{
     privileges,
     probes::{self, MallocProbes, Maps, ProbeConfig, Probes, discover::Discovery},
     procfs::Clock,
-    protocol::DiscoveryStatus,
+    protocol::{DiscoveryStatus, HeapFilter, TopResponse},
     queries::Query,
     server,
     symbolize::{CacheLimits, SymbolizerHandle},
@@ -98,6 +95,8 @@ pub struct DaemonConfig {
 pub struct MetricsConfig {
     pub addr: SocketAddr,
     pub limits: MetricsLimits,
+    /// Serve the live heap at `/debug/pprof/heap` too.
+    pub pprof_endpoint: bool,
 }
 
 /// Scrapes ask the state owner for a snapshot.
@@ -113,6 +112,12 @@ impl SnapshotSource for StateSnapshots {
         self.requests.send(Request::Query(Query::Metrics(self.limits, tx))).await.ok()?;
         rx.await.ok()
     }
+
+    async fn heap(&self, filter: HeapFilter) -> Option<TopResponse> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.send(Request::Query(Query::Heap(filter, tx))).await.ok()?;
+        rx.await.ok()
+    }
 }
 
 /// Serves `/metrics` from `listener` in a task of `tasks`.
@@ -126,9 +131,12 @@ fn spawn_metrics(
     // The bound address: with port 0 the kernel picked one.
     let addr = listener.local_addr().unwrap_or(metrics.addr);
     log::info!("serving metrics on http://{addr}{METRICS_PATH}");
+    if metrics.pprof_endpoint {
+        log::info!("serving the live heap on http://{addr}{HEAP_PATH}");
+    }
     let source = StateSnapshots { requests, limits: metrics.limits };
     tasks.spawn(async move {
-        http::serve(listener, source, shutdown).await.context("serving metrics")?;
+        http::serve(listener, source, metrics.pprof_endpoint, shutdown).await.context("serving metrics")?;
         Ok("metrics")
     });
 }

@@ -74,6 +74,17 @@ fn descending(a: (f64, u64), b: (f64, u64)) -> Ordering {
 
 /// Stack reports (frames not yet symbolized) and the stacks to symbolize, for `/v1/top` and `/v1/stacks`.
 pub fn stacks(table: &Table, query: &TopQuery, clock: Clock, now_ns: u64) -> (Vec<StackReport>, Vec<StackRequest>) {
+    stacks_of(table, query, |_, _| true, clock, now_ns)
+}
+
+/// [`stacks`] of the processes `keep(pid, comm)` accepts only, before the limit.
+pub fn stacks_of(
+    table: &Table,
+    query: &TopQuery,
+    keep: impl Fn(u32, &str) -> bool,
+    clock: Clock,
+    now_ns: u64,
+) -> (Vec<StackReport>, Vec<StackRequest>) {
     let window_s = query.window_seconds().ok().flatten();
     let by = query.by.unwrap_or_default();
     let mut rows: Vec<(StackRow<'_>, Analysis)> = table
@@ -83,7 +94,9 @@ pub fn stacks(table: &Table, query: &TopQuery, clock: Clock, now_ns: u64) -> (Ve
             (row, analysis)
         })
         .filter(|(row, analysis)| {
-            query.verdict.is_none_or(|v| v == analysis.verdict) && query.comm.as_ref().is_none_or(|c| c == row.comm)
+            query.verdict.is_none_or(|v| v == analysis.verdict)
+                && query.comm.as_ref().is_none_or(|c| c == row.comm)
+                && keep(row.tgid, row.comm)
         })
         .collect();
     rows.sort_by(|(a, aa), (b, ba)| {

@@ -28,7 +28,7 @@ use crate::{
     metrics::{MetricsLimits, MetricsSnapshot},
     procfs::{self, Clock},
     protocol::{
-        AnalysisSettings, AttachPoint, DiscoveryStatus, FaultsQuery, FaultsResponse, ProcessIdentity,
+        AnalysisSettings, AttachPoint, DiscoveryStatus, FaultsQuery, FaultsResponse, MAX_TOP_LIMIT, ProcessIdentity,
         ProcessesResponse, SortBy, StackReport, StatusResponse, TableSizes, TopQuery, TopResponse, UnwindSettings,
     },
     queries::Query,
@@ -356,24 +356,40 @@ impl State {
                 });
             }
             Request::Query(Query::Top(query, reply)) => {
-                let (mut reports, stacks) = query::stacks(&self.table, &query, self.clock, procfs::monotonic_ns());
-                for report in &mut reports {
-                    report.identity = self.identities.get(&report.pid).cloned().unwrap_or_default();
-                }
-                let symbolizer = self.symbolizer.clone();
-                let estimated = self.table.config().sample_interval > 0;
-                // Symbolizing reads files: answer from another task so batches keep flowing meanwhile.
-                tokio::spawn(async move {
-                    let frames = symbolizer.symbolize(stacks).await;
-                    let stacks = reports
-                        .into_iter()
-                        .zip(frames)
-                        .map(|(report, frames)| StackReport { frames, ..report })
-                        .collect();
-                    let _ = reply.send(TopResponse { stacks, estimated });
-                });
+                let (reports, stacks) = query::stacks(&self.table, &query, self.clock, procfs::monotonic_ns());
+                self.answer_top(reports, stacks, reply);
+            }
+            Request::Query(Query::Heap(filter, reply)) => {
+                let no_identity = ProcessIdentity::default();
+                let keep =
+                    |pid, comm: &str| filter.matches(pid, comm, self.identities.get(&pid).unwrap_or(&no_identity));
+                let top = TopQuery { pid: filter.pid, limit: Some(MAX_TOP_LIMIT), ..TopQuery::default() };
+                let (reports, stacks) = query::stacks_of(&self.table, &top, keep, self.clock, procfs::monotonic_ns());
+                self.answer_top(reports, stacks, reply);
             }
         }
+    }
+
+    /// Answers a stacks query once its frames are symbolized, from another task (symbolizing reads files), so
+    /// batches keep flowing meanwhile.
+    fn answer_top(
+        &self,
+        mut reports: Vec<StackReport>,
+        stacks: Vec<StackRequest>,
+        reply: oneshot::Sender<TopResponse>,
+    ) {
+        for report in &mut reports {
+            report.identity = self.identities.get(&report.pid).cloned().unwrap_or_default();
+        }
+        let symbolizer = self.symbolizer.clone();
+        let estimated = self.table.config().sample_interval > 0;
+        // Symbolizing reads files: answer from another task so batches keep flowing meanwhile.
+        tokio::spawn(async move {
+            let frames = symbolizer.symbolize(stacks).await;
+            let stacks =
+                reports.into_iter().zip(frames).map(|(report, frames)| StackReport { frames, ..report }).collect();
+            let _ = reply.send(TopResponse { stacks, estimated });
+        });
     }
 
     /// The status, the processes and the top stacks by growth with their leaf frame symbolized (only that one:

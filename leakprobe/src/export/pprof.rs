@@ -164,6 +164,7 @@ pub fn profile(stacks: &[StackReport], time_nanos: i64, estimated: bool) -> Prof
     let mut functions: HashMap<(String, String), Function> = HashMap::new();
     let mut locations: HashMap<(u32, String), Location> = HashMap::new();
     let (pid_key, comm_key, stack_key) = (strings.get("pid"), strings.get("comm"), strings.get("stack_id"));
+    let (service_key, container_key) = (strings.get("service"), strings.get("container_id"));
     let estimated_label =
         estimated.then(|| Label { key: strings.get("estimated"), str: strings.get("true"), ..Label::default() });
     let mut samples = Vec::with_capacity(stacks.len());
@@ -190,7 +191,11 @@ pub fn profile(stacks: &[StackReport], time_nanos: i64, estimated: bool) -> Prof
             Label { key: pid_key, num: i64::from(stack.pid), ..Label::default() },
             Label { key: comm_key, str: strings.get(&stack.comm), ..Label::default() },
             Label { key: stack_key, str: strings.get(&stack.stack_id), ..Label::default() },
+            Label { key: service_key, str: strings.get(&stack.identity.service(&stack.comm)), ..Label::default() },
         ];
+        if let Some(id) = &stack.identity.container_id {
+            label.push(Label { key: container_key, str: strings.get(id), ..Label::default() });
+        }
         label.extend(estimated_label);
         samples.push(Sample { location_id, value, label });
     }
@@ -245,6 +250,13 @@ fn line(functions: &mut HashMap<(String, String), Function>, strings: &mut Strin
         filename: strings.get(file),
     });
     Some(Line { function_id: function.id, line: frame.line.map_or(0, i64::from) })
+}
+
+/// Nanoseconds since the Unix epoch, now: a profile's time.
+pub fn unix_now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// The gzipped protobuf of [`profile`].

@@ -5,6 +5,7 @@
 //! bounded by construction (see [`MetricsLimits`]).
 
 pub mod http;
+pub mod pprof;
 pub mod text;
 
 use prometheus_client::{
@@ -15,7 +16,7 @@ use prometheus_client::{
 
 use crate::{
     core::analysis::Verdict,
-    protocol::{FaultProcessReport, ProcessReport, StackReport, StatusResponse},
+    protocol::{FaultProcessReport, HeapFilter, ProcessReport, StackReport, StatusResponse, TopResponse},
 };
 
 /// Content type of the `OpenMetrics` exposition (what prometheus-client writes; see [`text`] for the other).
@@ -29,6 +30,14 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9877";
 pub const DEFAULT_TOP_STACKS: usize = 20;
 /// Processes exported as labelled series per ranking (heap bytes, RSS growth), by default.
 pub const DEFAULT_TOP_PROCESSES: usize = 50;
+
+/// Where the metrics listener gets its answers from (the daemon's state owner).
+pub trait SnapshotSource: Clone + Send + Sync + 'static {
+    /// The current snapshot; `None` when the daemon is shutting down.
+    fn snapshot(&self) -> impl Future<Output = Option<MetricsSnapshot>> + Send;
+    /// The live heap of the processes `filter` selects, every frame symbolized; `None` when shutting down.
+    fn heap(&self, filter: HeapFilter) -> impl Future<Output = Option<TopResponse>> + Send;
+}
 
 /// How many labelled series a scrape may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
