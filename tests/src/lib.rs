@@ -14,6 +14,7 @@ pub mod fixture;
 pub mod http;
 pub mod metrics;
 pub mod pprof;
+pub mod prometheus;
 pub mod stacks;
 pub mod unit;
 

@@ -35,11 +35,16 @@ impl UnitCgroup {
         &self.name
     }
 
-    /// Runs the C leaker in `mode` in the unit: the shell joins the cgroup, then executes the leaker, so its
-    /// first allocation is already the unit's.
+    /// Runs the C leaker in `mode` in the unit.
     pub fn leaker(&self, mode: &str) -> Fixture {
+        self.spawn(LEAKER, mode)
+    }
+
+    /// Runs `program mode` in the unit: the shell joins the cgroup, then executes the program, so its first
+    /// allocation is already the unit's.
+    pub fn spawn(&self, program: &str, mode: &str) -> Fixture {
         let procs = self.dirs[0].join("cgroup.procs");
-        let script = format!("echo $$ > '{}' && exec '{LEAKER}' '{mode}'", procs.display());
+        let script = format!("echo $$ > '{}' && exec '{program}' '{mode}'", procs.display());
         Fixture::spawn("/bin/sh", &["-c", &script])
     }
 }

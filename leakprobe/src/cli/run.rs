@@ -1,6 +1,10 @@
 //! `leakprobe run`.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, ensure};
 use clap::Args;
@@ -257,6 +261,27 @@ pub struct RunArgs {
     /// default, for Parca and Grafana Alloy to pull).
     #[arg(long, help_heading = METRICS)]
     no_pprof_endpoint: bool,
+    /// Push heap profiles to this Pyroscope server.
+    ///
+    /// Push one heap profile per process, labelled with its service, to this Pyroscope server's HTTP ingest API
+    /// (`http://HOST:PORT`, optionally with a path prefix; plain HTTP) every --push-interval.
+    #[arg(long, value_name = "URL", help_heading = METRICS)]
+    pyroscope_url: Option<String>,
+    /// Time between two pushes to Pyroscope.
+    ///
+    /// Time between two pushes to Pyroscope, e.g. `15s`; at least `1s`.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration, help_heading = METRICS)]
+    push_interval: Duration,
+    /// File holding `user:password` for basic auth to Pyroscope.
+    ///
+    /// File whose first line is `user:password`, for basic auth to Pyroscope (never on the command line).
+    #[arg(long, value_name = "PATH", help_heading = METRICS)]
+    pyroscope_basic_auth_file: Option<PathBuf>,
+    /// File holding a bearer token for Pyroscope.
+    ///
+    /// File whose first line is a bearer token for Pyroscope (never on the command line).
+    #[arg(long, value_name = "PATH", help_heading = METRICS)]
+    pyroscope_token_file: Option<PathBuf>,
     /// Stacks exported as labelled metric series.
     ///
     /// Stacks exported as labelled metric series: the fastest-growing ones (at most 10000).
@@ -427,10 +452,50 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
         oom_limits: StoreLimits { max_reports: args.max_oom_reports, max_bytes: args.max_oom_report_bytes },
         log_oom: !args.no_log_oom,
         metrics,
+        push: push_config(
+            args.pyroscope_url.as_deref(),
+            args.push_interval,
+            args.pyroscope_basic_auth_file.as_deref(),
+            args.pyroscope_token_file.as_deref(),
+        )?,
         tier1,
         fault_limits: FaultLimits::default(),
         escalate_only: args.escalate_only,
         java_perfmap: args.java_perfmap,
     };
     Ok(config)
+}
+
+/// The push configuration of the `--pyroscope-*` flags: the URL checked, the credentials read.
+fn push_config(
+    url: Option<&str>,
+    interval: Duration,
+    basic_file: Option<&Path>,
+    token_file: Option<&Path>,
+) -> Result<Option<crate::push::PushConfig>> {
+    let Some(url) = url else {
+        ensure!(basic_file.is_none() && token_file.is_none(), "a Pyroscope credentials file needs --pyroscope-url");
+        return Ok(None);
+    };
+    ensure!(interval >= Duration::from_secs(1), "--push-interval must be at least 1s");
+    let uri: hyper::Uri = url.parse().with_context(|| format!("--pyroscope-url {url:?} is not a URL"))?;
+    ensure!(
+        uri.scheme_str() == Some("http") && uri.host().is_some(),
+        "--pyroscope-url {url:?}: give http://HOST:PORT (plain HTTP; for HTTPS, push to a local Grafana Alloy)"
+    );
+    let read = |path: &Path, basic: bool| {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        crate::push::authorization(&text, basic).with_context(|| format!("{}", path.display()))
+    };
+    ensure!(
+        basic_file.is_none() || token_file.is_none(),
+        "give --pyroscope-basic-auth-file or --pyroscope-token-file, not both"
+    );
+    let authorization = match (basic_file, token_file) {
+        (Some(path), _) => Some(read(path, true)?),
+        (None, Some(path)) => Some(read(path, false)?),
+        (None, None) => None,
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned();
+    Ok(Some(crate::push::PushConfig { url: uri, interval, authorization, host }))
 }

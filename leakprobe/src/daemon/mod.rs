@@ -57,6 +57,7 @@ use crate::{
     probes::{self, MallocProbes, Maps, ProbeConfig, Probes, discover::Discovery},
     procfs::Clock,
     protocol::{DiscoveryStatus, HeapFilter, TopResponse},
+    push::{self, PushConfig, PushStats},
     queries::Query,
     server,
     symbolize::{CacheLimits, SymbolizerHandle},
@@ -80,6 +81,8 @@ pub struct DaemonConfig {
     pub log_oom: bool,
     /// Where to serve `/metrics` and how many labelled series; `None`: no metrics endpoint.
     pub metrics: Option<MetricsConfig>,
+    /// Where to push profiles (`--pyroscope-url`); `None`: no push.
+    pub push: Option<PushConfig>,
     /// Tier 1 (escalation) and the CPU budget.
     pub tier1: Tier1Config,
     /// Limits of tier 0's fault table.
@@ -138,6 +141,22 @@ fn spawn_metrics(
     tasks.spawn(async move {
         http::serve(listener, source, metrics.pprof_endpoint, shutdown).await.context("serving metrics")?;
         Ok("metrics")
+    });
+}
+
+/// Pushes profiles to Pyroscope from a task of `tasks`.
+fn spawn_push(
+    tasks: &mut JoinSet<Result<&'static str>>,
+    push: PushConfig,
+    stats: Arc<PushStats>,
+    requests: mpsc::Sender<Request>,
+    shutdown: CancellationToken,
+) {
+    log::info!("pushing a heap profile per process to {}/ingest every {:?}", push.url, push.interval);
+    let source = StateSnapshots { requests, limits: MetricsLimits::default() };
+    tasks.spawn(async move {
+        push::run(source, push, stats, shutdown).await.context("pushing profiles")?;
+        Ok("push")
     });
 }
 
@@ -323,6 +342,7 @@ impl Consumers {
             counters: maps.counters,
             purger,
             purged_entries,
+            push_stats: Arc::new(PushStats::default()),
             symbolizer: SymbolizerHandle::spawn(CacheLimits::default()).context("starting the symbolizer")?,
             clock: Clock::new(),
             started,
@@ -424,6 +444,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let shutdown = CancellationToken::new();
     let consumers = Consumers::new(&config, maps, probes.return_probes(), discovery.enabled(), started)?;
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
+    let push_stats = consumers.state.push_stats.clone();
     let Running { requests: request_tx, queries, oom_reports: oom_tx, discovery_commands: commands, threads } =
         consumers.spawn(&mut tasks, &shutdown);
 
@@ -441,6 +462,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         server::serve(listener, queries, oom_tx, token).await.context("serving the socket API")?;
         Ok("server")
     });
+    if let Some(push) = config.push.clone() {
+        spawn_push(&mut tasks, push, push_stats, request_tx.clone(), shutdown.clone());
+    }
     if let (Some(listener), Some(metrics)) = (metrics_listener, config.metrics) {
         spawn_metrics(&mut tasks, listener, metrics, request_tx, shutdown.clone());
     }

@@ -42,6 +42,8 @@ pub struct State {
     pub counters: PerCpuArray<MapData, u64>,
     pub purger: std::sync::mpsc::Sender<PurgeJob>,
     pub purged_entries: Arc<AtomicU64>,
+    /// What the push to Pyroscope did (all zero without `--pyroscope-url`).
+    pub push_stats: Arc<crate::push::PushStats>,
     pub symbolizer: SymbolizerHandle,
     pub clock: Clock,
     pub started: Instant,
@@ -148,9 +150,13 @@ impl State {
                     }
                     continue;
                 }
-                Event::Exit(process) => self.tiers.gone(process.header.tgid, &mut self.table),
+                Event::Exit(process) => {
+                    self.tiers.gone(process.header.tgid, &mut self.table);
+                    self.identities.remove(&process.header.tgid);
+                }
                 Event::Exec(process) => {
                     self.tiers.gone(process.header.tgid, &mut self.table);
+                    self.identities.remove(&process.header.tgid);
                     if !self.discovery_handle.exec(process.header.tgid) {
                         self.exec_scans_dropped += 1;
                     }
@@ -166,7 +172,7 @@ impl State {
                     }
                     self.symbolizer.seen(tgid);
                     self.oom.new_process(tgid);
-                    self.identities.insert(tgid, procfs::identity(tgid));
+                    self.identities.entry(tgid).or_insert_with(|| procfs::identity(tgid));
                 }
                 Applied::Purged { tgid, addrs, before_ns } => self.purged(tgid, addrs, before_ns),
             }
@@ -189,6 +195,7 @@ impl State {
         if let Some(comm) = procfs::comm(tgid) {
             self.tiers.faults.set_comm(tgid, comm);
         }
+        self.identities.entry(tgid).or_insert_with(|| procfs::identity(tgid));
         self.symbolizer.seen(tgid);
     }
 
@@ -406,12 +413,16 @@ impl State {
             .collect();
         let faults_query = FaultsQuery { limit: Some(limits.top_processes), stacks: Some(0), ..FaultsQuery::default() };
         let (faults, _) = self.tiers.faults(&faults_query, self.clock);
+        let pids =
+            processes.iter().map(|p| p.pid).chain(stacks.iter().map(|s| s.pid)).chain(faults.iter().map(|f| f.pid));
+        let identities = pids.filter_map(|pid| Some((pid, self.identities.get(&pid)?.clone()))).collect();
+        let own = procfs::own_process();
         let symbolizer = self.symbolizer.clone();
         tokio::spawn(async move {
             let frames = symbolizer.symbolize(leaves).await;
             let stacks =
                 stacks.into_iter().zip(frames).map(|(report, frames)| StackReport { frames, ..report }).collect();
-            let _ = reply.send(MetricsSnapshot { status, processes, stacks, faults });
+            let _ = reply.send(MetricsSnapshot { status, processes, stacks, faults, identities, own });
         });
     }
 
@@ -474,6 +485,7 @@ impl State {
         .into_iter()
         .chain(self.oom.counters())
         .chain([("discovery_exec_scans_dropped", self.exec_scans_dropped)])
+        .chain(self.push_stats.counters())
         .chain(self.tier_counters())
         .chain(self.unwind_stats.counters())
         .map(|(name, value)| (name.to_owned(), value))

@@ -14,9 +14,14 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
+use std::collections::{BTreeMap, HashMap};
+
 use crate::{
     core::analysis::Verdict,
-    protocol::{FaultProcessReport, HeapFilter, ProcessReport, StackReport, StatusResponse, TopResponse},
+    procfs::OwnProcess,
+    protocol::{
+        FaultProcessReport, HeapFilter, ProcessIdentity, ProcessReport, StackReport, StatusResponse, TopResponse,
+    },
 };
 
 /// Content type of the `OpenMetrics` exposition (what prometheus-client writes; see [`text`] for the other).
@@ -66,20 +71,36 @@ pub struct MetricsSnapshot {
     pub stacks: Vec<StackReport>,
     /// Tier 0: the processes with the most faulted-in bytes (`top_processes` at most), without their stacks.
     pub faults: Vec<FaultProcessReport>,
+    /// Where the processes of the rows above live (unit, container), for their `service` and `container_id`.
+    pub identities: HashMap<u32, ProcessIdentity>,
+    /// The daemon's own process, for the standard `process_*` metrics.
+    pub own: Option<OwnProcess>,
 }
 
+/// A process's labels: `service` and `container_id` (empty outside a container, which Prometheus reads as no
+/// label) survive its restarts; `pid` does not.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProcessLabels {
     pid: u32,
     comm: String,
+    service: String,
+    container_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StackLabels {
     pid: u32,
     comm: String,
+    service: String,
+    container_id: Option<String>,
     stack_id: String,
     function: String,
+}
+
+/// The member of a counter family (`ringbuf_full{kind="alloc"}`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -129,16 +150,26 @@ fn seconds_counter(registry: &mut Registry, name: &str, help: &str, microseconds
     registry.register(name, help, counter);
 }
 
-fn process_labels(p: &ProcessReport) -> ProcessLabels {
-    ProcessLabels { pid: p.pid, comm: p.comm.clone() }
+/// The labels of process `pid` named `comm`.
+fn labels_of(identities: &HashMap<u32, ProcessIdentity>, pid: u32, comm: &str) -> ProcessLabels {
+    let identity = identities.get(&pid);
+    ProcessLabels {
+        pid,
+        comm: comm.to_owned(),
+        service: identity.map_or_else(|| comm.to_owned(), |i| i.service(comm)),
+        container_id: identity.and_then(|i| i.container_id.clone()),
+    }
 }
 
-fn stack_labels(s: &StackReport) -> StackLabels {
+fn stack_labels(identities: &HashMap<u32, ProcessIdentity>, s: &StackReport) -> StackLabels {
     let leaf = s.frames.first();
     let function = leaf.and_then(|f| f.function.clone()).or_else(|| leaf.map(|f| f.addr.clone()));
+    let ProcessLabels { pid, comm, service, container_id } = labels_of(identities, s.pid, &s.comm);
     StackLabels {
-        pid: s.pid,
-        comm: s.comm.clone(),
+        pid,
+        comm,
+        service,
+        container_id,
         stack_id: s.stack_id.clone(),
         function: function.unwrap_or_else(|| "(no stack)".to_owned()),
     }
@@ -199,10 +230,6 @@ fn process_gauges() -> Vec<RowGauge<ProcessReport>> {
             |p| p.rss_bytes.map(|_| p.rss_growth.rate_bytes_per_second),
         ),
     ]
-}
-
-fn fault_labels(p: &FaultProcessReport) -> ProcessLabels {
-    ProcessLabels { pid: p.pid, comm: p.comm.clone() }
 }
 
 fn fault_gauges() -> Vec<RowGauge<FaultProcessReport>> {
@@ -270,7 +297,7 @@ fn stack_gauges() -> Vec<RowGauge<StackReport>> {
 }
 
 /// One gauge family per entry of `gauges`, one series per row.
-fn register_rows<R, L>(registry: &mut Registry, gauges: Vec<RowGauge<R>>, rows: &[R], labels: fn(&R) -> L)
+fn register_rows<R, L>(registry: &mut Registry, gauges: Vec<RowGauge<R>>, rows: &[R], labels: impl Fn(&R) -> L)
 where
     L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
 {
@@ -330,8 +357,17 @@ fn register_status(registry: &mut Registry, status: &StatusResponse) {
     for (name, help, unit, value) in tables {
         gauge(registry, name, help, unit, float(value));
     }
+    let mut families: BTreeMap<&str, Family<KindLabels, Counter>> = BTreeMap::new();
     for (name, &value) in &status.kernel_counters {
+        if let Some((family, kind)) = kernel_family(name) {
+            let members = families.entry(family).or_default();
+            members.get_or_create(&KindLabels { kind: kind.to_owned() }).inc_by(value);
+            continue;
+        }
         counter(registry, &format!("leakprobe_kernel_{name}"), &counter_help("kernel", name), value);
+    }
+    for (family, members) in families {
+        registry.register(format!("leakprobe_kernel_{family}"), family_help(family), members);
     }
     for (name, &value) in &status.daemon_counters {
         let help = counter_help("daemon", name);
@@ -392,6 +428,45 @@ fn register_tiers(registry: &mut Registry, status: &StatusResponse) {
         for (name, help, percent) in parts {
             gauge(registry, name, help, Some(Unit::Other("ratio".to_owned())), percent / 100.0);
         }
+    }
+}
+
+/// Kernel counters that are one name per kind, exported as one family with a `kind` label:
+/// `ringbuf_full_alloc` is `leakprobe_kernel_ringbuf_full_total{kind="alloc"}`, `live_map_full` is
+/// `leakprobe_kernel_map_full_total{kind="live"}`.
+fn kernel_family(name: &str) -> Option<(&'static str, &str)> {
+    if let Some(kind) = name.strip_prefix("ringbuf_full_") {
+        return Some(("ringbuf_full", kind));
+    }
+    name.strip_suffix("_map_full").map(|kind| ("map_full", kind))
+}
+
+fn family_help(family: &str) -> &'static str {
+    match family {
+        "ringbuf_full" => {
+            "Events lost because the ring buffer was full, by kind of event (alloc, free, process, fault, map)"
+        }
+        _ => "Allocations or calls not tracked because a kernel map was full, by map (live, inflight)",
+    }
+}
+
+/// The daemon's own `process_*` metrics, named and defined as the Prometheus client-library guidelines say.
+fn register_own(registry: &mut Registry, own: &OwnProcess) {
+    let cpu: Counter<f64, std::sync::atomic::AtomicU64> = Counter::default();
+    cpu.inc_by(own.cpu_seconds);
+    registry.register("process_cpu_seconds", "Total user and system CPU time spent in seconds", cpu);
+    let gauges = [
+        ("process_resident_memory_bytes", "Resident memory size in bytes", float(own.resident_bytes)),
+        ("process_virtual_memory_bytes", "Virtual memory size in bytes", float(own.virtual_bytes)),
+        ("process_start_time_seconds", "Start time of the process since unix epoch in seconds", own.start_time_seconds),
+        ("process_threads", "Number of OS threads in the process", float(own.threads)),
+        ("process_open_fds", "Number of open file descriptors", float(own.open_fds)),
+    ];
+    for (name, help, value) in gauges {
+        gauge(registry, name, help, None, value);
+    }
+    if let Some(max) = own.max_fds {
+        gauge(registry, "process_max_fds", "Maximum number of open file descriptors", None, float(max));
     }
 }
 
@@ -474,9 +549,13 @@ fn counter_help(group: &str, name: &str) -> String {
 pub fn encode_snapshot(snapshot: &MetricsSnapshot) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     register_status(&mut registry, &snapshot.status);
-    register_rows(&mut registry, process_gauges(), &snapshot.processes, process_labels);
-    register_rows(&mut registry, stack_gauges(), &snapshot.stacks, stack_labels);
-    register_rows(&mut registry, fault_gauges(), &snapshot.faults, fault_labels);
+    if let Some(own) = &snapshot.own {
+        register_own(&mut registry, own);
+    }
+    let ids = &snapshot.identities;
+    register_rows(&mut registry, process_gauges(), &snapshot.processes, |p| labels_of(ids, p.pid, &p.comm));
+    register_rows(&mut registry, stack_gauges(), &snapshot.stacks, |s| stack_labels(ids, s));
+    register_rows(&mut registry, fault_gauges(), &snapshot.faults, |p| labels_of(ids, p.pid, &p.comm));
     let mut text = String::new();
     encode(&mut text, &registry)?;
     Ok(text)
