@@ -18,6 +18,15 @@ fn main() -> anyhow::Result<()> {
     }
     // SAFETY: the build script is single-threaded; the child cargo that aya-build spawns inherits PATH.
     unsafe { env::set_var("PATH", env::join_paths(paths)?) };
+    // aya-build echoes every line the nested cargo writes to stderr as `cargo:warning=`, so its progress
+    // (`Compiling core ...`, `Finished ...`) would read as dozens of warnings. Quiet, the nested cargo prints
+    // none; the compiler's own warnings and errors reach aya-build as JSON messages and stay visible. Progress
+    // is cargo's own bar (`leakprobe(build)`). Not when the outer build asked for verbose output: cargo refuses
+    // both at once.
+    if env::var_os("CARGO_TERM_VERBOSE").is_none() {
+        // SAFETY: as above.
+        unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
+    }
     let ebpf_dir = workspace.join("leakprobe-ebpf");
     let root_dir = ebpf_dir.to_str().context("non-UTF-8 workspace path")?;
     let package = Package { name: "leakprobe-ebpf", root_dir, ..Package::default() };

@@ -30,9 +30,6 @@ fn build_simple_fixture(manifest: &Path, out: &Path, name: &str, env: &str) {
 /// Builds `fixtures/alloc_leaker.c` once per allocator: `(file name, env, compiler, extra flags)`. The allocator
 /// libraries and musl-gcc come from Debian packages that `cargo xtask setup` installs.
 fn build_alloc_leakers(manifest: &Path, out: &Path) {
-    let src = manifest.join("fixtures/alloc_leaker.c");
-    println!("cargo:rerun-if-changed={}", src.display());
-    let src = src.to_str().expect("utf-8 path");
     let variants: [(&str, &str, &str, &[&str]); 6] = [
         ("alloc_leaker_libc", "ALLOC_LEAKER_LIBC", "gcc", &[]),
         ("alloc_leaker_jemalloc", "ALLOC_LEAKER_JEMALLOC", "gcc", &["-DUSE_JEMALLOC", "-ljemalloc"]),
@@ -41,7 +38,35 @@ fn build_alloc_leakers(manifest: &Path, out: &Path) {
         ("alloc_leaker_dlopen", "ALLOC_LEAKER_DLOPEN", "gcc", &["-DUSE_DLOPEN", "-ldl"]),
         ("alloc_leaker_static", "ALLOC_LEAKER_STATIC", "musl-gcc", &["-static"]),
     ];
-    for (name, env, cc, extra) in variants {
+    build_variants(manifest, out, "fixtures/alloc_leaker.c", &variants);
+    // `fixtures/early_alloc.c`: allocations from main's first instruction (jemalloc kept though only `malloc`
+    // is called: it is what provides it).
+    let early: [(&str, &str, &str, &[&str]); 3] = [
+        ("early_alloc_libc", "EARLY_ALLOC_LIBC", "gcc", &[]),
+        ("early_alloc_jemalloc", "EARLY_ALLOC_JEMALLOC", "gcc", &["-Wl,--no-as-needed", "-ljemalloc"]),
+        ("early_alloc_dlopen", "EARLY_ALLOC_DLOPEN", "gcc", &["-DUSE_DLOPEN", "-ldl"]),
+    ];
+    build_variants(manifest, out, "fixtures/early_alloc.c", &early);
+    // The static executable stripped of its symbol table: its allocator is linked in, but cannot be found.
+    let stat = out.join("alloc_leaker_static");
+    let stripped = out.join("alloc_leaker_static_stripped");
+    let status = Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&stat)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run strip (binutils) to build {}: {e}", stripped.display()));
+    assert!(status.success(), "strip failed on {} ({status})", stat.display());
+    println!("cargo:rustc-env=ALLOC_LEAKER_STATIC_STRIPPED={}", stripped.display());
+}
+
+/// Builds `src` (relative to the crate) once per variant `(file name, env, compiler, extra flags)`, exporting each
+/// binary's path in `env`.
+fn build_variants(manifest: &Path, out: &Path, src: &str, variants: &[(&str, &str, &str, &[&str])]) {
+    let src = manifest.join(src);
+    println!("cargo:rerun-if-changed={}", src.display());
+    let src = src.to_str().expect("utf-8 path");
+    for &(name, env, cc, extra) in variants {
         let bin = out.join(name);
         let bin_str = bin.to_str().expect("utf-8 path");
         let flags = ["-O2", "-g", "-fno-omit-frame-pointer", "-fno-optimize-sibling-calls", "-fno-builtin"];
@@ -56,17 +81,6 @@ fn build_alloc_leakers(manifest: &Path, out: &Path) {
         assert!(status.success(), "{cc} failed to build {name} ({status}); `cargo xtask setup` installs its libraries");
         println!("cargo:rustc-env={env}={}", bin.display());
     }
-    // The static executable stripped of its symbol table: its allocator is linked in, but cannot be found.
-    let stat = out.join("alloc_leaker_static");
-    let stripped = out.join("alloc_leaker_static_stripped");
-    let status = Command::new("strip")
-        .arg("-o")
-        .arg(&stripped)
-        .arg(&stat)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run strip (binutils) to build {}: {e}", stripped.display()));
-    assert!(status.success(), "strip failed on {} ({status})", stat.display());
-    println!("cargo:rustc-env=ALLOC_LEAKER_STATIC_STRIPPED={}", stripped.display());
 }
 
 /// The fixtures without frame pointers: `frameless` (-O2, the compiler's default of no frame pointers) linked
@@ -87,6 +101,16 @@ fn build_frameless(manifest: &Path, out: &Path) {
     args.extend(warnings);
     args.extend(["-o", &lib_out, &lib_src]);
     gcc(&args, &lib);
+
+    // A second copy, for `frameless dlopen`: -Bsymbolic binds its calls to its own functions, not to
+    // libframeless.so's of the same names that the program links.
+    let dl = out.join("libframeless_dl.so");
+    let dl_out = path(&dl);
+    let mut args = vec!["-shared", "-fPIC", "-O2", "-g", "-fomit-frame-pointer", "-Wl,-Bsymbolic"];
+    args.extend(warnings);
+    args.extend(["-o", &dl_out, &lib_src]);
+    gcc(&args, &dl);
+    println!("cargo:rustc-env=FRAMELESS_DL_SO={}", dl.display());
 
     let bin = out.join("frameless");
     let (src, bin_out, out_dir) = (path(&fixtures.join("frameless.c")), path(&bin), path(out));

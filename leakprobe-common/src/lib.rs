@@ -21,9 +21,11 @@ pub mod generator;
 
 mod unwind;
 pub use unwind::{
-    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, RBP_AT_CFA, RBP_SAME, UNWIND_BINARIES_MAX_ENTRIES,
-    UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_BINARY_ROWS, UNWIND_MAX_MAPPINGS, UNWIND_PROCS_MAX_ENTRIES,
-    UNWIND_ROW_SEARCH_STEPS, UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindMapping, UnwindProc, UnwindRow,
+    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, KernelOffsets, RBP_AT_CFA, RBP_SAME,
+    UNWIND_BINARIES_MAX_ENTRIES, UNWIND_FILE_SEGMENTS, UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_BINARY_ROWS,
+    UNWIND_MAX_MAPPINGS, UNWIND_MAX_RETURN_INSTANCES, UNWIND_PROCS_MAX_ENTRIES, UNWIND_ROW_SEARCH_STEPS,
+    UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindFile, UnwindFileKey, UnwindMapping, UnwindProc, UnwindRow,
+    UnwindSegment, kernel_dev,
 };
 
 mod python;
@@ -33,6 +35,8 @@ pub use python::{
     PyFrames, PyProc, decode_py_frames,
 };
 
+mod counter;
+pub use counter::Counter;
 mod oom;
 pub use oom::{
     OOM_HAS_ALL, OOM_HAS_COMM, OOM_HAS_OOM_SCORE_ADJ, OOM_HAS_RSS, OOM_HAS_TOTAL_VM, OOM_HAS_UID, OomEvent, OomFields,
@@ -65,9 +69,16 @@ pub mod maps {
     pub const UNWIND_BINARIES: &str = "UNWIND_BINARIES";
     /// Tgid -> [`crate::UnwindProc`], the process's executable mappings.
     pub const UNWIND_PROCS: &str = "UNWIND_PROCS";
+    /// [`crate::UnwindFileKey`] (the kernel's device and inode) -> [`crate::UnwindFile`]: a loaded binary found
+    /// from a pc's vma where no process entry places it.
+    pub const UNWIND_FILES: &str = "UNWIND_FILES";
     /// Python processes whose frames the probes record, keyed by tgid, value [`crate::PyProc`]: written by the
     /// daemon when it first sees the interpreter, removed on exit and exec.
     pub const PY_PROCS: &str = "PY_PROCS";
+    /// Frees of addresses never reported, per CPU, per process that called `execve` while every allocator file
+    /// was probed system-wide in full mode (keyed by tgid; created at exec, read and removed by the daemon when
+    /// the process exits): allocations the probes missed at the process's start.
+    pub const UNSEEN_FREES: &str = "UNSEEN_FREES";
 }
 
 /// Index of a per-CPU countdown in [`maps::COUNTDOWN`].
@@ -90,6 +101,8 @@ pub const BRK_END_MAX_ENTRIES: u32 = 16_384;
 pub const PID_SAMPLE_MAX_ENTRIES: u32 = 1024;
 /// Processes whose allocator calls are counted at once ([`maps::PID_CALLS`], least recently used evicted).
 pub const PID_CALLS_MAX_ENTRIES: u32 = 4096;
+/// Processes whose frees of never-reported addresses are counted at once ([`maps::UNSEEN_FREES`]).
+pub const UNSEEN_FREES_MAX_ENTRIES: u32 = 16_384;
 
 /// Names of the tunable globals the loader sets before load.
 pub mod globals {
@@ -121,6 +134,11 @@ pub mod globals {
     pub const UNWIND_TABLES: &str = "UNWIND_TABLES";
     /// Thread-group id of the only process traced (`run --pid`); 0 traces every process.
     pub const TRACED_TGID: &str = "TRACED_TGID";
+    /// 1: count each new process's frees of never-reported addresses ([`crate::maps::UNSEEN_FREES`]): full mode
+    /// with system-wide allocator probes, where every such free is an allocation the probes missed.
+    pub const COUNT_UNSEEN_FREES: &str = "COUNT_UNSEEN_FREES";
+    /// Kernel struct member offsets from the kernel's BTF, a [`crate::KernelOffsets`].
+    pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
 }
 
 /// The user stack is copied in chunks of this many bytes (a page): a chunk that crosses the end of the
@@ -420,171 +438,6 @@ pub struct LiveKey {
     pub addr: u64,
 }
 
-/// Index of a per-CPU counter in [`maps::COUNTERS`].
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    /// Allocations reported to userspace.
-    Allocs = 0,
-    /// Frees of reported addresses sent to userspace.
-    Frees = 1,
-    /// Frees of addresses never reported (allocated before attach, or untracked): no event sent.
-    FreesUnknown = 2,
-    /// Allocator calls that failed (NULL or an error code): not allocations.
-    FailedAllocs = 3,
-    /// Allocator calls made inside another allocator call on the same thread: ignored.
-    NestedCalls = 4,
-    /// Returns with no matching entry (entry missed or in-flight state lost).
-    UnmatchedReturns = 5,
-    /// Allocation events lost: ring buffer full.
-    RingBufFullAlloc = 6,
-    /// Free events lost: ring buffer full (the block stays counted as live).
-    RingBufFullFree = 7,
-    /// Exit/exec events lost: ring buffer full.
-    RingBufFullProcess = 8,
-    /// Allocations not tracked: the live-address map was full.
-    LiveMapFull = 9,
-    /// Allocator calls not tracked: the in-flight map was full.
-    InFlightMapFull = 10,
-    /// `bpf_get_stack` failed: the allocation is reported with no stack.
-    StackErrors = 11,
-    /// Stacks deeper than [`MAX_FRAMES`], cut.
-    StackTruncated = 12,
-    /// `posix_memalign`'s out-pointer could not be read.
-    ReadErrors = 13,
-    /// OOM-kill events lost: ring buffer full, or the victim's pid could not be read from the record.
-    OomLost = 14,
-    /// Allocator calls not sampled (sampled mode): neither recorded nor reported, by design.
-    Unsampled = 15,
-    /// Allocator calls whose return is handled: a record kept in the in-flight map for their return.
-    Tracked = 16,
-    /// Runs of the return program (a uretprobe runs on every call's return; a session return only on
-    /// tracked calls: compare with [`Counter::Tracked`]).
-    ReturnRuns = 17,
-    /// Stack copies (`--unwind dwarf`) that read nothing: the allocation is reported with its caller only.
-    StackCopyErrors = 18,
-    /// Stack copies cut short by the end of the stack (not an error: the stack is smaller than the copy size).
-    StackCopyShort = 19,
-    /// Write faults of user pages seen (tier 0), sampled or not.
-    Faults = 20,
-    /// Write faults sampled and reported with their stack.
-    FaultsSampled = 21,
-    /// Sampled fault events lost: ring buffer full.
-    RingBufFullFault = 22,
-    /// Anonymous mapping growths seen (private writable anonymous `mmap` calls, `brk` rises), sampled or not.
-    Maps = 23,
-    /// Mapping growths sampled and reported with their stack.
-    MapsSampled = 24,
-    /// Sampled mapping-growth events lost: ring buffer full.
-    RingBufFullMap = 25,
-    /// Frames unwound with a binary's unwind-table row (in the kernel).
-    UnwindTableFrames = 26,
-    /// Frames walked by frame pointers instead: the process's mappings are not loaded (yet).
-    UnwindFpNoProcess = 27,
-    /// Frames walked by frame pointers instead: the pc is in no known executable file mapping (JIT code, a
-    /// library loaded since the last scan, the vDSO).
-    UnwindFpNoMapping = 28,
-    /// Frames walked by frame pointers instead: the binary's rows are not loaded (not yet, evicted, or none).
-    UnwindFpNoBinary = 29,
-    /// Frames walked by frame pointers instead: no usable row (an expression the kernel does not evaluate, code
-    /// between functions).
-    UnwindFpNoRule = 30,
-    /// Table walks ended by an unreadable return address or saved rbp.
-    UnwindReadErrors = 31,
-    /// Records carrying Python frames (registered Python processes).
-    PyStacks = 32,
-    /// Records of a registered Python process with no Python frame: no thread state for the thread, or a
-    /// read of the interpreter's memory failed (see `PY_FRAMES_*` flags).
-    PyStackMisses = 33,
-    /// Python frame chains longer than [`MAX_PY_FRAMES`], cut.
-    PyStackTruncated = 34,
-}
-
-impl Counter {
-    /// Number of counters (the size of [`maps::COUNTERS`]).
-    pub const COUNT: u32 = 35;
-
-    /// Every counter, in index order.
-    pub const ALL: [Self; Self::COUNT as usize] = [
-        Self::Allocs,
-        Self::Frees,
-        Self::FreesUnknown,
-        Self::FailedAllocs,
-        Self::NestedCalls,
-        Self::UnmatchedReturns,
-        Self::RingBufFullAlloc,
-        Self::RingBufFullFree,
-        Self::RingBufFullProcess,
-        Self::LiveMapFull,
-        Self::InFlightMapFull,
-        Self::StackErrors,
-        Self::StackTruncated,
-        Self::ReadErrors,
-        Self::OomLost,
-        Self::Unsampled,
-        Self::Tracked,
-        Self::ReturnRuns,
-        Self::StackCopyErrors,
-        Self::StackCopyShort,
-        Self::Faults,
-        Self::FaultsSampled,
-        Self::RingBufFullFault,
-        Self::Maps,
-        Self::MapsSampled,
-        Self::RingBufFullMap,
-        Self::UnwindTableFrames,
-        Self::UnwindFpNoProcess,
-        Self::UnwindFpNoMapping,
-        Self::UnwindFpNoBinary,
-        Self::UnwindFpNoRule,
-        Self::UnwindReadErrors,
-        Self::PyStacks,
-        Self::PyStackMisses,
-        Self::PyStackTruncated,
-    ];
-
-    /// Stable `snake_case` name, used in `status` output and metric names.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Allocs => "allocs",
-            Self::Frees => "frees",
-            Self::FreesUnknown => "frees_unknown",
-            Self::FailedAllocs => "failed_allocs",
-            Self::NestedCalls => "nested_calls",
-            Self::UnmatchedReturns => "unmatched_returns",
-            Self::RingBufFullAlloc => "ringbuf_full_alloc",
-            Self::RingBufFullFree => "ringbuf_full_free",
-            Self::RingBufFullProcess => "ringbuf_full_process",
-            Self::LiveMapFull => "live_map_full",
-            Self::InFlightMapFull => "inflight_map_full",
-            Self::StackErrors => "stack_errors",
-            Self::StackTruncated => "stack_truncated",
-            Self::ReadErrors => "read_errors",
-            Self::OomLost => "oom_lost",
-            Self::Unsampled => "unsampled",
-            Self::Tracked => "tracked",
-            Self::ReturnRuns => "return_runs",
-            Self::StackCopyErrors => "stack_copy_errors",
-            Self::StackCopyShort => "stack_copy_short",
-            Self::Faults => "faults",
-            Self::FaultsSampled => "faults_sampled",
-            Self::RingBufFullFault => "ringbuf_full_fault",
-            Self::Maps => "maps",
-            Self::MapsSampled => "maps_sampled",
-            Self::RingBufFullMap => "ringbuf_full_map",
-            Self::UnwindTableFrames => "unwind_table_frames",
-            Self::UnwindFpNoProcess => "unwind_fp_no_process",
-            Self::UnwindFpNoMapping => "unwind_fp_no_mapping",
-            Self::UnwindFpNoBinary => "unwind_fp_no_binary",
-            Self::UnwindFpNoRule => "unwind_fp_no_rule",
-            Self::UnwindReadErrors => "unwind_read_errors",
-            Self::PyStacks => "py_stacks",
-            Self::PyStackMisses => "py_stack_misses",
-            Self::PyStackTruncated => "py_stack_truncated",
-        }
-    }
-}
-
 const _: () = assert!(size_of::<EventHeader>() == 24);
 const _: () = assert!(size_of::<AllocEvent>() == 24 + 8 * 3 + 4 * 4 + 16 + 8 * MAX_FRAMES);
 const _: () = assert!(size_of::<UserStack>() == 40);
@@ -615,6 +468,12 @@ mod pod {
     unsafe impl aya::Pod for super::UnwindBinary {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UnwindProc {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindFileKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindFile {}
+    // SAFETY: as above (sixteen `u32`s).
+    unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above (a `u64` and fourteen `u32`s).
     unsafe impl aya::Pod for super::PyProc {}
 }

@@ -104,3 +104,113 @@ const _: () = assert!(size_of::<UnwindBinary>() == 8);
 const _: () = assert!(size_of::<UnwindMapping>() == 32);
 const _: () = assert!(size_of::<UnwindProc>() == 8 + 32 * UNWIND_MAX_MAPPINGS);
 const _: () = assert!(1 << UNWIND_MAPPING_SEARCH_STEPS > UNWIND_MAX_MAPPINGS);
+
+/// Byte offsets of the kernel struct members the walk reads, read by the daemon from the kernel's BTF
+/// (`/sys/kernel/btf/vmlinux`): the eBPF side has no CO-RE. Two groups, each on only when all its members were
+/// found: `vma`, to place a pc no process entry covers (a new process before its scan, a library loaded with
+/// `dlopen` since), and `uretprobe`, to restore return addresses replaced by a uretprobe's trampoline.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// 1: every `vm_*`, `f_*`, `i_*` and `s_*` offset below was found.
+    pub vma: u32,
+    /// `vm_area_struct.vm_start`, `.vm_end`, `.vm_pgoff` (`unsigned long` each), `.vm_file` (a pointer).
+    pub vm_start: u32,
+    pub vm_end: u32,
+    pub vm_pgoff: u32,
+    pub vm_file: u32,
+    /// `file.f_inode` (a pointer).
+    pub f_inode: u32,
+    /// `inode.i_ino` (`unsigned long`), `inode.i_sb` (a pointer).
+    pub i_ino: u32,
+    pub i_sb: u32,
+    /// `super_block.s_dev` (the kernel's `dev_t`, 32 bits: major << 20 | minor).
+    pub s_dev: u32,
+    /// 1: every `task_*`, `utask_*` and `ri_*` offset below was found.
+    pub uretprobe: u32,
+    /// `task_struct.utask` (a pointer to `struct uprobe_task`).
+    pub task_utask: u32,
+    /// `uprobe_task.return_instances` (the newest `struct return_instance`, a list linked by `next`).
+    pub utask_return_instances: u32,
+    /// `return_instance.stack` (the stack pointer at the probed function's entry: where its return address
+    /// is), `.orig_ret_vaddr` (that return address, before the trampoline replaced it), `.next`.
+    pub ri_stack: u32,
+    pub ri_orig_ret_vaddr: u32,
+    pub ri_next: u32,
+    /// Padding, always zero.
+    pub pad: u32,
+}
+
+impl KernelOffsets {
+    /// Nothing known: no vma lookups, no return addresses restored.
+    pub const NONE: Self = Self {
+        vma: 0,
+        vm_start: 0,
+        vm_end: 0,
+        vm_pgoff: 0,
+        vm_file: 0,
+        f_inode: 0,
+        i_ino: 0,
+        i_sb: 0,
+        s_dev: 0,
+        uretprobe: 0,
+        task_utask: 0,
+        utask_return_instances: 0,
+        ri_stack: 0,
+        ri_orig_ret_vaddr: 0,
+        ri_next: 0,
+        pad: 0,
+    };
+}
+
+/// A thread's uprobe return instances a walk reads at most (nested probed calls on its stack).
+pub const UNWIND_MAX_RETURN_INSTANCES: usize = 8;
+
+/// Key of [`crate::maps::UNWIND_FILES`]: a file as the kernel names it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UnwindFileKey {
+    /// The kernel's `dev_t` of the file system (`major << 20 | minor`, not the userspace `st_dev` encoding).
+    pub dev: u32,
+    /// Padding, always zero.
+    pub pad: u32,
+    pub ino: u64,
+}
+
+/// One loadable segment of a binary: a pc whose file offset is in `[offset, offset + size)` has the row pc
+/// `file offset + delta`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindSegment {
+    pub offset: u64,
+    pub size: u64,
+    /// Segment address minus segment offset minus the binary's row base (wrapping).
+    pub delta: u64,
+}
+
+/// Segments of a binary kept in [`UnwindFile`] at most (x86-64 binaries have 2 to 5 loadable segments).
+pub const UNWIND_FILE_SEGMENTS: usize = 8;
+
+/// Value of [`crate::maps::UNWIND_FILES`]: a loaded binary's key and its segments, to place a pc from its vma
+/// (start, page offset, file) where no process entry does.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindFile {
+    /// Key of the binary in [`crate::maps::UNWIND_BINARIES`].
+    pub binary: u64,
+    /// Valid entries of `segments`.
+    pub count: u32,
+    /// Padding, always zero.
+    pub pad: u32,
+    pub segments: [UnwindSegment; UNWIND_FILE_SEGMENTS],
+}
+
+/// The kernel's `dev_t` of a device numbered `major:minor` (as `/proc/PID/maps` prints it): `MKDEV`.
+pub const fn kernel_dev(major: u32, minor: u32) -> u32 {
+    (major << 20) | (minor & 0xf_ffff)
+}
+
+const _: () = assert!(size_of::<KernelOffsets>() == 64);
+const _: () = assert!(size_of::<UnwindFileKey>() == 16);
+const _: () = assert!(size_of::<UnwindSegment>() == 24);
+const _: () = assert!(size_of::<UnwindFile>() == 16 + 24 * UNWIND_FILE_SEGMENTS);

@@ -3,14 +3,15 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use leakprobe_common::{
     BRK_END_MAX_ENTRIES, COUNTDOWN_ENTRIES, Countdown, Counter, EXP_TABLE_LEN, EXP_TABLE_SHIFT, FaultFields,
-    INFLIGHT_MAX_ENTRIES, InFlight, LIVE_MAX_ENTRIES, LiveKey, MAX_FRAMES, MAX_SAMPLE_INTERVAL, MapFields, NO_FIELD,
-    OomFields, PID_CALLS_MAX_ENTRIES, PID_SAMPLE_MAX_ENTRIES, PY_PROCS_MAX_ENTRIES, PyProc, RING_BUF_BYTES,
-    RING_WAKEUP_BYTES, UNWIND_BINARIES_MAX_ENTRIES, UNWIND_MAX_MAPPINGS, UNWIND_PROCS_MAX_ENTRIES,
-    UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindMapping, UnwindProc, UnwindRow,
+    INFLIGHT_MAX_ENTRIES, InFlight, KernelOffsets, LIVE_MAX_ENTRIES, LiveKey, MAX_FRAMES, MAX_SAMPLE_INTERVAL,
+    MapFields, NO_FIELD, OomFields, PID_CALLS_MAX_ENTRIES, PID_SAMPLE_MAX_ENTRIES, PY_PROCS_MAX_ENTRIES, PyProc,
+    RING_BUF_BYTES, RING_WAKEUP_BYTES, UNSEEN_FREES_MAX_ENTRIES, UNWIND_BINARIES_MAX_ENTRIES, UNWIND_MAX_MAPPINGS,
+    UNWIND_MAX_RETURN_INSTANCES, UNWIND_PROCS_MAX_ENTRIES, UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindFile,
+    UnwindFileKey, UnwindMapping, UnwindProc, UnwindRow,
 };
 
 /// `BPF_F_NO_PREALLOC`: the live-address map grows with use instead of reserving its maximum up front.
@@ -31,6 +32,21 @@ pub static UNWIND_BINARIES: HashMap<u64, UnwindBinary> = HashMap::with_max_entri
 pub static UNWIND_PROCS: HashMap<u32, UnwindProc> =
     HashMap::with_max_entries(UNWIND_PROCS_MAX_ENTRIES, BPF_F_NO_PREALLOC);
 
+/// The kernel's (device, inode) of a loaded binary -> its key and segments, for pcs no process entry places.
+#[map]
+pub static UNWIND_FILES: HashMap<UnwindFileKey, UnwindFile> = HashMap::with_max_entries(UNWIND_BINARIES_MAX_ENTRIES, 0);
+
+/// Set by the loader from the kernel's BTF: where the vma lookup finds a vma's range and file.
+#[unsafe(no_mangle)]
+static KERNEL_OFFSETS: KernelOffsets = KernelOffsets::NONE;
+
+/// Kernel struct member offsets (`vma` 0: no vma lookups; known to the verifier: that branch is pruned).
+#[inline(always)]
+pub fn kernel_offsets() -> KernelOffsets {
+    // SAFETY: a plain read of a loader-set global; volatile so the initializer is not folded in.
+    unsafe { core::ptr::read_volatile(&raw const KERNEL_OFFSETS) }
+}
+
 /// The table walk's state (per CPU: a program runs to its end on one CPU).
 #[repr(C)]
 pub struct UnwindState {
@@ -50,6 +66,20 @@ pub struct UnwindState {
     pub nmappings: u32,
     pub pad: u32,
     pub mappings: [UnwindMapping; UNWIND_MAX_MAPPINGS],
+    /// The last vma of a loaded binary this walk placed a pc in (`bpf_find_vma`), as a mapping; `end` 0: none.
+    pub vma: UnwindMapping,
+    /// What the lookup's callback read of the vma: its page offset, inode, device, whether it maps a file.
+    pub vma_pgoff: u64,
+    pub vma_ino: u64,
+    pub vma_dev: u32,
+    /// 1: the vma maps a file.
+    pub vma_file: u32,
+    /// The thread's uprobe return instances, newest first: where each replaced return address is on the
+    /// stack (its slot) and what it was; `nreturns` of them.
+    pub return_slots: [u64; UNWIND_MAX_RETURN_INSTANCES],
+    pub return_addrs: [u64; UNWIND_MAX_RETURN_INSTANCES],
+    pub nreturns: u32,
+    pub pad2: u32,
 }
 
 #[map]
@@ -104,6 +134,20 @@ pub static PY_PROCS: HashMap<u32, PyProc> = HashMap::with_max_entries(PY_PROCS_M
 
 #[map]
 pub static BRK_END: LruHashMap<u32, u64> = LruHashMap::with_max_entries(BRK_END_MAX_ENTRIES, 0);
+
+#[map]
+pub static UNSEEN_FREES: PerCpuHashMap<u32, u64> = PerCpuHashMap::with_max_entries(UNSEEN_FREES_MAX_ENTRIES, 0);
+
+/// Set by the loader: 1 when new processes' frees of never-reported addresses are counted.
+#[unsafe(no_mangle)]
+static COUNT_UNSEEN_FREES: u32 = 0;
+
+/// Whether new processes' frees of never-reported addresses are counted ([`UNSEEN_FREES`]).
+#[inline(always)]
+pub fn count_unseen_frees() -> bool {
+    // SAFETY: as in `own_tgid`.
+    unsafe { core::ptr::read_volatile(&raw const COUNT_UNSEEN_FREES) != 0 }
+}
 
 /// Set by the loader: mean bytes between samples, 0 for full mode.
 #[unsafe(no_mangle)]

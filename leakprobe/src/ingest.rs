@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use leakprobe_common::{
-    ALLOC_FLAG_PY_FRAMES, ALLOC_FLAG_STACK_COPY, ALLOC_FLAG_STACK_TRUNCATED, DecodeError, Event, decode,
-    decode_py_frames, decode_user_stack,
+    ALLOC_FLAG_PY_FRAMES, ALLOC_FLAG_STACK_COPY, ALLOC_FLAG_STACK_TRUNCATED, DecodeError, Event, FAULT_FLAG_PY_FRAMES,
+    FAULT_FLAG_STACK_TRUNCATED, decode, decode_py_frames, decode_user_stack,
 };
 
 use crate::{
@@ -79,17 +79,29 @@ impl Decoder {
             }
             _ => {}
         }
-        if let Event::Alloc(alloc) = &mut event
-            && let Some(py) = decode_py_frames(bytes, alloc.flags & ALLOC_FLAG_PY_FRAMES != 0)
-            && self.python.splice(alloc.header.tgid, &mut alloc.frames, &mut alloc.nframes, &py)
-        {
-            alloc.flags |= ALLOC_FLAG_STACK_TRUNCATED;
+        // Python frames recorded with an allocation or a sampled fault (tier 0), spliced the same way.
+        match &mut event {
+            Event::Alloc(alloc) => {
+                if let Some(py) = decode_py_frames(bytes, alloc.flags & ALLOC_FLAG_PY_FRAMES != 0)
+                    && self.python.splice(alloc.header.tgid, &mut alloc.frames, &mut alloc.nframes, &py)
+                {
+                    alloc.flags |= ALLOC_FLAG_STACK_TRUNCATED;
+                }
+            }
+            Event::Fault(fault) => {
+                if let Some(py) = decode_py_frames(bytes, fault.flags & FAULT_FLAG_PY_FRAMES != 0)
+                    && self.python.splice(fault.header.tgid, &mut fault.frames, &mut fault.nframes, &py)
+                {
+                    fault.flags |= FAULT_FLAG_STACK_TRUNCATED;
+                }
+            }
+            _ => {}
         }
         Ok(event)
     }
 
     /// The Python splicer's counters.
-    pub fn python_stats(&self) -> python::SpliceStats {
+    pub fn python_stats(&self) -> &Arc<python::SpliceStats> {
         self.python.stats()
     }
 

@@ -314,6 +314,11 @@ pub struct ProcessReport {
     /// explains it, near 0 when something else grows (another allocator, mmap). `null` when anonymous memory
     /// does not grow.
     pub heap_share_of_anon_growth: Option<f64>,
+    /// Allocations the probes missed at the process's start, estimated by its frees of addresses never
+    /// reported (full mode with `--malloc-probes all`, processes started under the daemon; `null` otherwise).
+    /// Missed allocations not freed yet are not in it.
+    #[serde(default)]
+    pub allocs_before_probes: Option<u64>,
     /// The process's pid in its own pid namespace, its cgroup and container.
     #[serde(default, flatten)]
     pub identity: ProcessIdentity,
@@ -428,6 +433,7 @@ pub struct UnwindTableStatus {
 
 /// One file providing an allocator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[allow(clippy::struct_excessive_bools, reason = "independent yes/no facts of a file, each a JSON field of `status`")]
 pub struct ProviderStatus {
     /// The path probes are attached through; `/proc/PID/root/...` for a file of another mount namespace.
     pub path: String,
@@ -445,8 +451,12 @@ pub struct ProviderStatus {
     pub probes: u64,
     /// Processes mapping it at the last full scan.
     pub processes: u64,
-    /// Probed whatever the processes map (`--libc`).
+    /// Probed whatever the processes map (`--libc`, and the host's allocator libraries probed at start-up).
     pub pinned: bool,
+    /// Probed before any process mapped it: an allocator library of the host's library directories (at
+    /// start-up) or of a new container's root filesystem (at its first `execve`), with `--malloc-probes all`.
+    #[serde(default)]
+    pub preprobed: bool,
     /// The entry points came from the static symbol table (an allocator linked into an executable).
     pub static_symbols: bool,
     /// Entry points recognised but not tracked, each with the reason.

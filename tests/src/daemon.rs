@@ -109,6 +109,11 @@ impl Daemon {
         }
         // System-wide malloc probes unless the test asks otherwise: most tests check exact heap figures of
         // fixtures that do not grow their anonymous memory steadily (`leakprobe run` defaults to `auto`).
+        // Probing the host's allocator libraries before use costs every daemon a few hundred uprobe
+        // registrations, each a system-wide pause of forks: only the tests of it ask for it.
+        if !args.contains(&"--preprobe") {
+            cmd.args(["--preprobe", "false"]);
+        }
         if !args.contains(&"--malloc-probes") {
             cmd.args(["--malloc-probes", "all"]);
         }
@@ -224,6 +229,15 @@ impl Daemon {
         let report =
             self.cli_json(&["top", "--socket", self.socket_str(), "--pid", &pid, "--limit", "10000", "--json"]);
         stacks_of(report)
+    }
+
+    /// `leakprobe faults --pid PID --json`: the process's tier-0 report (up to 100 stacks), if tier 0 has seen it.
+    pub fn faults_of(&self, pid: u32) -> Option<Value> {
+        let pid_text = pid.to_string();
+        let response =
+            self.cli_json(&["faults", "--socket", self.socket_str(), "--pid", &pid_text, "--stacks", "100", "--json"]);
+        let processes = response["processes"].as_array().unwrap_or_else(|| panic!("no processes array: {response:#}"));
+        processes.iter().find(|p| p["pid"].as_u64() == Some(u64::from(pid))).cloned()
     }
 
     /// `leakprobe top --limit LIMIT --json`: stacks of every process.

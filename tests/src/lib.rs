@@ -51,6 +51,8 @@ pub const NODE_LEAK_JS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/le
 pub const JAVA_LEAK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/Leak.java");
 /// The fixture built without frame pointers (`tests/fixtures/frameless.c`, with `libframeless.so`).
 pub const FRAMELESS: &str = env!("FRAMELESS_C");
+/// A copy of `libframeless.so` (linked `-Bsymbolic`), for `frameless dlopen`.
+pub const FRAMELESS_DL_SO: &str = env!("FRAMELESS_DL_SO");
 /// `frameless.c` built with frame pointers.
 pub const FRAMED: &str = env!("FRAMED_C");
 /// The C++ fixture without frame pointers (`tests/fixtures/frameless_cxx.cc`).
@@ -154,4 +156,13 @@ pub fn observe_leaker(mode: &str) -> (Daemon, Fixture, Vec<serde_json::Value>) {
     fixture.wait_line("ready");
     let stacks = wait_for_fence(&daemon, fixture.pid());
     (daemon, fixture, stacks)
+}
+
+/// `MAJOR:MINOR:INODE` of the file at `path`, as `status` names allocator files (hexadecimal device numbers, as in
+/// `/proc/PID/maps`).
+pub fn file_id(path: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (dev, ino) = (meta.dev(), meta.ino());
+    format!("{:02x}:{:02x}:{ino}", ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff), (dev & 0xff) | ((dev >> 12) & !0xff))
 }

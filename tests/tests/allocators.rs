@@ -4,11 +4,11 @@
 //! allocator file probed, then leaks; the leaks must come out exact and symbolized. A static executable stripped
 //! of its symbols cannot be probed: `status` must say so, and why.
 
-use std::{fs, os::unix::fs::MetadataExt as _, path::Path, time::Duration};
+use std::{fs, path::Path, time::Duration};
 
 use leakprobe_tests::container::{Container, program_pid};
 use leakprobe_tests::stacks::{assert_live, by_fn0};
-use leakprobe_tests::{Daemon, Fixture, StackExt, describe, dump, poll_until, wait_for_fence};
+use leakprobe_tests::{Daemon, Fixture, StackExt, describe, dump, file_id, poll_until, wait_for_fence};
 use serde_json::Value;
 
 const MALLOC_COUNT: u64 = 10;
@@ -29,14 +29,6 @@ fn wait_for_provider(daemon: &Daemon, what: &str, matches: impl Fn(&str) -> bool
                 && p["probes"].as_u64() > Some(0)
         })
     })
-}
-
-/// `MAJOR:MINOR:INODE` of the file at `path`, as `status` names allocator files (hexadecimal device numbers, as in
-/// `/proc/PID/maps`).
-fn file_id(path: &Path) -> String {
-    let meta = fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let (dev, ino) = (meta.dev(), meta.ino());
-    format!("{:02x}:{:02x}:{ino}", ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff), (dev & 0xff) | ((dev >> 12) & !0xff))
 }
 
 /// Waits until `status` lists the allocator file `file` (`MAJOR:MINOR:INODE`), supported or not, and returns it.
@@ -175,13 +167,18 @@ fn a_stripped_static_executable_is_listed_as_not_supported_with_the_reason() {
 
 #[test]
 fn an_allocator_loaded_with_dlopen_after_start_is_found_by_a_rescan() {
+    // A copy outside the library directories: another file than the host's, which the daemon probes at start.
+    let libs = tempfile::tempdir().expect("temp dir");
+    let host = fs::canonicalize("/usr/lib/x86_64-linux-gnu/libmimalloc.so.2").expect("the host's libmimalloc");
+    fs::copy(host, libs.path().join("libmimalloc.so.2")).expect("copy libmimalloc");
+    let dir = libs.path().to_str().expect("utf-8 path").to_owned();
     let daemon = Daemon::start_with_args(&["--rescan-interval", "1s"]);
-    let mut fixture = Fixture::spawn(env!("ALLOC_LEAKER_DLOPEN"), &[]);
+    let mut fixture = Fixture::spawn_with_env(env!("ALLOC_LEAKER_DLOPEN"), &[], &[("LD_LIBRARY_PATH", &dir)]);
     fixture.wait_line("started");
     let scans_before = daemon.counter("daemon_counters", "discovery_full_scans");
     fixture.send_line("load");
     fixture.wait_line("loaded");
-    wait_for_provider(&daemon, "libmimalloc after dlopen", |path| path.ends_with("libmimalloc.so.2.0"));
+    wait_for_provider(&daemon, "libmimalloc's copy after dlopen", |path| path.starts_with(&dir));
     assert!(daemon.counter("daemon_counters", "discovery_full_scans") > scans_before, "found by a rescan");
     let status = daemon.status();
     let cost = &status["discovery"]["last_full_scan"];

@@ -168,3 +168,45 @@ fn a_stale_socket_file_is_replaced() {
     let daemon = Daemon::start_in(dir);
     assert_eq!(daemon.status()["pid"].as_u64(), Some(u64::from(daemon.pid())), "the daemon serves on the old path");
 }
+
+/// `Type=notify`: with `NOTIFY_SOCKET` set (as systemd sets it), the daemon sends `READY=1` once its probes are
+/// attached and its socket answers, and `STOPPING=1` when SIGTERM starts the shutdown. The test plays systemd:
+/// a datagram socket of its own, and `status` asked the moment `READY=1` arrives.
+#[test]
+fn sd_notify_ready_once_attached_and_serving_then_stopping() {
+    use std::os::unix::net::UnixDatagram;
+
+    let dir = tempfile::Builder::new().prefix("leakprobe-test-").tempdir().expect("temp dir");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    notify.set_read_timeout(Some(Duration::from_mins(1))).expect("read timeout");
+    let socket = dir.path().join("leakprobe.sock");
+    let state = dir.path().join("state");
+    let receiver = std::thread::spawn(move || {
+        let mut buf = [0_u8; 4096];
+        let len = notify.recv(&mut buf).expect("READY=1 within a minute");
+        let message = String::from_utf8_lossy(&buf[..len]).into_owned();
+        // At once, before anything else can catch up: the socket must answer with the probes attached.
+        let status = Command::new(leakprobe_tests::daemon_bin())
+            .args(["status", "--json", "--socket"])
+            .arg(&socket)
+            .output()
+            .expect("run `leakprobe status`");
+        (message, status, notify)
+    });
+    let wrapper = vec!["env".to_owned(), format!("NOTIFY_SOCKET={}", notify_path.display())];
+    let mut daemon = Daemon::start_wrapped(dir, &state, &wrapper, &[]);
+    let (message, status, notify) = receiver.join().expect("the notify receiver");
+    assert_eq!(message.trim(), "READY=1", "first notification");
+    assert!(status.status.success(), "`status` failed right after READY=1: {}", describe(&status));
+    let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let points = status["attach_points"].as_array().map_or(0, Vec::len);
+    assert!(points > 0, "no attach point listed right after READY=1: {status:#}");
+
+    let exit = daemon.stop_with(libc::SIGTERM);
+    assert!(exited_zero(exit), "the daemon exited with {exit} after SIGTERM; log:\n{}", daemon.log());
+    let mut buf = [0_u8; 4096];
+    let len = notify.recv(&mut buf).expect("STOPPING=1 after SIGTERM");
+    assert_eq!(String::from_utf8_lossy(&buf[..len]).trim(), "STOPPING=1", "second notification");
+    assert!(daemon.log().contains("sd_notify: READY=1"), "log:\n{}", daemon.log());
+}

@@ -86,6 +86,27 @@ fn leak_is_named(python: &str, daemon_args: &[&str]) {
         daemon.counter("kernel_counters", "py_stacks") > 0,
         "kernel.py_stacks counts the records with Python frames"
     );
+    splice_counters_moved(&daemon);
+}
+
+/// The splicer's counters (`daemon_counters.python_*`) counted the fixture's stacks: spliced ones, and every
+/// stack in one outcome.
+fn splice_counters_moved(daemon: &Daemon) {
+    let status = daemon.status();
+    let counter =
+        |name: &str| status["daemon_counters"][name].as_u64().unwrap_or_else(|| panic!("no {name}: {status:#}"));
+    assert!(counter("python_stacks_spliced") > 0, "stacks spliced: {status:#}");
+    assert!(counter("python_frames_resolved") > 0, "frames resolved: {status:#}");
+    let outcomes: u64 = ["empty", "no_interpreter", "spliced", "no_eval_frame", "frames_left"]
+        .iter()
+        .map(|outcome| counter(&format!("python_stacks_{outcome}")))
+        .sum();
+    // Read in one status response while records keep coming: the counters are loaded one after the other, so
+    // a few records may be in one and not yet (or already) in the others.
+    assert!(outcomes.abs_diff(counter("python_stacks")) <= 64, "every stack has one outcome: {status:#}");
+    let text = daemon.run_cli(&["status", "--socket", daemon.socket_str()]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("python frames: ") && text.contains(" spliced"), "{text}");
 }
 
 #[test]
@@ -101,4 +122,40 @@ fn pyenv_python_leak_is_named_under_the_default_daemon() {
 #[test]
 fn debian_python_leak_is_named_in_full_mode_with_every_process_probed() {
     leak_is_named(DEBIAN_PYTHON, &["--mode", "full", "--malloc-probes", "all"]);
+}
+
+/// Tier 0 alone (no allocator probes): the page faults of the growing heap carry the faulting thread's Python
+/// frames, spliced like an allocation's, so `faults --growing` names `leak_sessions` at the leaking line.
+#[test]
+fn debian_python_fault_stacks_name_the_function_at_tier_0() {
+    let daemon = Daemon::start_with_args(&["--malloc-probes", "off", "--interval", "1s", "--window", "30s"]);
+    let mut fixture = Fixture::spawn(DEBIAN_PYTHON, &[SCRIPT]);
+    fixture.wait_line("ready");
+    let (pid, leak_line, call_line) = (fixture.pid(), line_of("# the leaking line"), line_of("# the call in serve"));
+    let pid_text = pid.to_string();
+    let socket = daemon.socket_str().to_owned();
+    let named = |stack: &Value| {
+        let frames = stack.frames();
+        let leak = frames.iter().position(|f| is_python_frame(f, "leak_sessions", leak_line));
+        let serve = frames.iter().position(|f| is_python_frame(f, "serve", call_line));
+        matches!((leak, serve), (Some(l), Some(s)) if l < s)
+    };
+    let process = poll_until(DEADLINE, "the fixture growing, a fault stack naming leak_sessions and serve", || {
+        let response = daemon.cli_json(&["faults", "--socket", &socket, "--growing", "--pid", &pid_text, "--json"]);
+        let process = response["processes"].as_array()?.iter().find(|p| p["pid"] == pid).cloned()?;
+        let found = process["stacks"].as_array()?.iter().any(named);
+        (found && process["growing"] == true).then_some(process)
+    });
+    let stacks = process["stacks"].as_array().expect("stacks");
+    let stack = stacks.iter().find(|s| named(s)).expect("found above");
+    assert!(stack.has_function_containing("_PyEval_EvalFrame"), "the native frames are kept: {stack:#}");
+    let table = daemon.run_cli(&["faults", "--socket", &socket, "--growing", "--pid", &pid_text]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    eprintln!("{text}");
+    assert!(text.contains(&format!("leak_sessions (python_leak.py:{leak_line})")), "{text}");
+    assert!(
+        daemon.counter("kernel_counters", "py_stacks") > 0,
+        "kernel.py_stacks counts the records with Python frames"
+    );
+    splice_counters_moved(&daemon);
 }

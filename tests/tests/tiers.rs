@@ -17,11 +17,7 @@ fn spawn(args: &[&str]) -> Fixture {
 
 /// `leakprobe faults --pid PID --json`: the process's report, if tier 0 has seen it.
 fn faults_of(daemon: &Daemon, pid: u32) -> Option<Value> {
-    let pid_text = pid.to_string();
-    let response =
-        daemon.cli_json(&["faults", "--socket", daemon.socket_str(), "--pid", &pid_text, "--stacks", "100", "--json"]);
-    let processes = response["processes"].as_array().unwrap_or_else(|| panic!("no processes array: {response:#}"));
-    processes.iter().find(|p| p["pid"].as_u64() == Some(u64::from(pid))).cloned()
+    daemon.faults_of(pid)
 }
 
 /// The one fault stack of `process` whose innermost frame is `function`, if any.

@@ -2,7 +2,7 @@
 //! (a bpftrace memleak equivalent, heaptrack) over nothing attached, the ingest rate of the daemon (end to end
 //! from the eBPF object's event generator, and under a leaking workload), and the daemon's CPU and memory; and
 //! tier 0 (`--malloc-probes auto`: page faults and mapping growth, no malloc probe) per malloc+free pair, per page
-//! fault and per mmap+munmap pair.
+//! fault and per mmap+munmap pair; and the Python frame walk per allocation ([`python`]).
 //!
 //! Every configuration runs the same C workload ([`workload`]) `--runs` times for 1 and 2 threads; the
 //! table shows medians. leakprobe and bpftrace probe every process on the machine: while one of them is
@@ -12,8 +12,10 @@
 
 mod consumer;
 pub mod daemon;
+mod exec;
 mod ingest;
 mod peers;
+mod python;
 mod report;
 mod workload;
 
@@ -55,10 +57,28 @@ pub struct BenchArgs {
     /// comparable while the absolute times do not. Reported in the output.
     #[arg(long)]
     no_wait: bool,
+    /// One part of the bench instead of all of it.
+    #[command(flatten)]
+    only: Part,
+}
+
+/// The parts of the bench that run alone.
+#[derive(Args, Debug)]
+#[group(multiple = false)]
+#[allow(clippy::struct_excessive_bools, reason = "three exclusive flags, one per part of the bench")]
+pub struct Part {
     /// Only what compares the unwinders: nothing attached, full mode with the kernel's table walk, with frame
     /// pointers and with stack copies, and tier 0 per page fault with the table walk and with frame pointers.
     #[arg(long)]
     only_unwinding: bool,
+    /// Only the cost of `execve` under the daemon and its start-up time (with the host's allocator libraries
+    /// probed before use).
+    #[arg(long)]
+    only_exec: bool,
+    /// Only the Python frame walk: a Python churn with nothing attached, under full mode with Python frames
+    /// and with `--no-python-frames`; ns per object and per walk (`--runs` runs of `--pairs` objects).
+    #[arg(long)]
+    only_python: bool,
 }
 
 /// Thread counts every configuration runs with.
@@ -123,13 +143,20 @@ pub struct DaemonUse {
     pub usage: Usage,
 }
 
+impl BenchArgs {
+    fn check(&self) -> Result<()> {
+        if self.runs == 0 || self.ingest_runs == 0 || self.pairs < 1000 || self.leaks < 1000 {
+            bail!("--runs and --ingest-runs must be positive, --pairs and --leaks at least 1000");
+        }
+        if !(0.1..=60.0).contains(&self.ingest_seconds) {
+            bail!("--ingest-seconds must be between 0.1 and 60");
+        }
+        Ok(())
+    }
+}
+
 pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
-    if args.runs == 0 || args.ingest_runs == 0 || args.pairs < 1000 || args.leaks < 1000 {
-        bail!("--runs and --ingest-runs must be positive, --pairs and --leaks at least 1000");
-    }
-    if !(0.1..=60.0).contains(&args.ingest_seconds) {
-        bail!("--ingest-seconds must be between 0.1 and 60");
-    }
+    args.check()?;
     crate::setup::ensure_bench_peers()?;
     tasks::build_bench(root, env)?;
     let dir = root.join("target").join("bench");
@@ -138,12 +165,18 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     let leakprobe = root.join("target").join("release").join("leakprobe");
     let libc = peers::host_libc()?;
 
+    if args.only.only_exec {
+        return exec::run(&leakprobe, &dir, args.runs, args.no_wait);
+    }
+    if args.only.only_python {
+        return python::bench(&leakprobe, &dir, args);
+    }
     let mut timings = Vec::new();
     let mut usages = Vec::new();
     let mut sites = None;
     let mut unwinding = report::Unwinding::default();
     let unwinding_configs = [Config::Baseline, Config::Full, Config::FullFp, Config::FullDwarf];
-    let configs: &[Config] = if args.only_unwinding { &unwinding_configs } else { &Config::ALL };
+    let configs: &[Config] = if args.only.only_unwinding { &unwinding_configs } else { &Config::ALL };
     for &config in configs {
         eprintln!("bench: {} ({} runs x {THREADS:?} threads, {} pairs each)", config.label(), args.runs, args.pairs);
         let result = match config {
@@ -193,7 +226,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         timings.push(Timing { config, result: result.map_err(|e| format!("{e:#}")) });
     }
 
-    if args.only_unwinding {
+    if args.only.only_unwinding {
         let (pages, _) = tier0_per_op(&leakprobe, &dir, &work, args)?;
         report::print(&timings, &[], &usages, sites.as_deref().unwrap_or_default(), args.runs);
         report::print_per_op("ns per page fault (a write to a fresh anonymous page)", &pages, args.runs);
@@ -212,6 +245,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         undisturbed(args.no_wait, || bench_unwind(&leakprobe)).map_err(|e| eprintln!("bench: {e:#}")).ok();
 
     let (pages, maps) = tier0_per_op(&leakprobe, &dir, &work, args)?;
+    let execs = exec::measure(&leakprobe, &dir, args.runs, args.no_wait)?;
 
     report::print(&timings, &ingest, &usages, sites.as_deref().unwrap_or_default(), args.runs);
     report::print_consumer(&consumer);
@@ -222,6 +256,10 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     println!(" the spread of `nothing attached`)");
     report::print_unwinding(&timings, &unwinding);
     report::print_tier0_unwinding(&pages);
+    exec::print(&execs, args.runs);
+    if let Err(err) = python::bench(&leakprobe, &dir, args) {
+        println!("\nthe Python frame walk: did not run: {err:#}");
+    }
     Ok(())
 }
 

@@ -36,6 +36,9 @@ pub fn setup(root: &Path) -> Result<ToolEnv> {
     ensure_allocator_packages()?;
     ensure_packages(&FAULT_PACKAGES, "the fault tests")?;
     ensure_packages(&RUNTIME_PACKAGES, "the language runtime tests")?;
+    ensure_packages(&SHIP_PACKAGES, "the release artifacts and their tests")?;
+    ensure_musl_target()?;
+    ensure_virtme_ng()?;
     ensure_nextest()?;
     ensure_promtool()?;
     let mut paths = vec![bin];
@@ -57,7 +60,7 @@ pub fn check(cmd: &mut Command) -> Result<()> {
 }
 
 /// Runs a command and returns its standard output.
-fn output(cmd: &mut Command) -> Result<String> {
+pub fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("failed to start {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed: {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
@@ -189,6 +192,55 @@ const FAULT_PACKAGES: [(&str, &str); 1] = [("bpftool", "/usr/sbin/bpftool")];
 /// Python, Node.js and Java come with the machine's image (see docs/languages.md).
 const RUNTIME_PACKAGES: [(&str, &str); 1] = [("golang-go", "/usr/bin/go")];
 
+/// What `cargo xtask dist` and the tests of its artifacts use (xtask/src/dist.rs, ship.rs, kernels.rs): buildah
+/// makes the image from scratch and podman runs it (with runc); busybox-static is the image's `chown` and the kernel matrix
+/// guests' shell; setcap gives the image's binary its file capabilities; debootstrap and systemd-nspawn make and
+/// boot the Debian 12 root the .deb is installed into; qemu and kmod boot the matrix's kernels (virtme-ng).
+const SHIP_PACKAGES: [(&str, &str); 9] = [
+    ("buildah", "/usr/bin/buildah"),
+    ("podman", "/usr/bin/podman"),
+    ("runc", "/usr/sbin/runc"),
+    ("busybox-static", "/bin/busybox"),
+    ("libcap2-bin", "/usr/sbin/setcap"),
+    ("debootstrap", "/usr/sbin/debootstrap"),
+    ("systemd-container", "/usr/bin/systemd-nspawn"),
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    ("kmod", "/usr/bin/kmod"),
+];
+
+/// The static release binary's target (`cargo xtask dist`).
+fn ensure_musl_target() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim() == crate::dist::MUSL_TARGET) {
+        return Ok(());
+    }
+    step(&format!("adding the {} target (the static release binary)", crate::dist::MUSL_TARGET));
+    check(Command::new("rustup").args(["target", "add", crate::dist::MUSL_TARGET]))
+}
+
+/// `virtme-ng` (`PyPI`) boots the kernel matrix's kernels (`cargo xtask kernels`).
+fn ensure_virtme_ng() -> Result<()> {
+    if Command::new("vng").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    step("installing virtme-ng (pip; the kernel matrix boots its kernels with it)");
+    check(Command::new("python3").args(["-m", "pip", "install", "--quiet", "virtme-ng"]))
+}
+
+/// Installs cargo-deb (`cargo xtask dist` builds the .deb with it).
+pub fn ensure_cargo_deb() -> Result<()> {
+    ensure_cargo_subcommand("deb", "cargo-deb")
+}
+
+/// Installs the crate `package` with `cargo install --locked` unless `cargo SUBCOMMAND --version` runs.
+fn ensure_cargo_subcommand(subcommand: &str, package: &str) -> Result<()> {
+    if Command::new("cargo").args([subcommand, "--version"]).output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    step(&format!("installing {package}"));
+    check(Command::new("cargo").args(["install", package, "--locked"]))
+}
+
 fn ensure_allocator_packages() -> Result<()> {
     ensure_packages(&ALLOCATOR_PACKAGES, "the allocator test fixtures")
 }
@@ -237,21 +289,13 @@ pub fn ensure_bench_peers() -> Result<()> {
 }
 
 fn ensure_nextest() -> Result<()> {
-    if Command::new("cargo").args(["nextest", "--version"]).output().is_ok_and(|o| o.status.success()) {
-        return Ok(());
-    }
-    step("installing cargo-nextest");
-    check(Command::new("cargo").args(["install", "cargo-nextest", "--locked"]))
+    ensure_cargo_subcommand("nextest", "cargo-nextest")
 }
 
 /// Installs cargo-fuzz (the fuzz targets are built and run with it; it uses the nightly toolchain that the
 /// eBPF build already installs).
 pub fn ensure_cargo_fuzz() -> Result<()> {
-    if Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success()) {
-        return Ok(());
-    }
-    step("installing cargo-fuzz");
-    check(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+    ensure_cargo_subcommand("fuzz", "cargo-fuzz")
 }
 
 /// The Prometheus server must not start: only its `promtool` is wanted. `invoke-rc.d` asks this script

@@ -7,7 +7,7 @@ use anyhow::Result;
 use crate::setup::{EBPF_TOOLCHAIN, ToolEnv, check};
 
 /// `cargo` in the workspace root with the tools on `PATH`.
-fn cargo(root: &Path, env: &ToolEnv) -> Command {
+pub fn cargo(root: &Path, env: &ToolEnv) -> Command {
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root).env("PATH", &env.path);
     cmd

@@ -34,8 +34,8 @@ use leakprobe_common::{
 
 use super::unwind;
 use crate::maps::{
-    EVENTS, INFLIGHT, LIVE, alloc_interval, count, now_ns, sample, sampling, stack_copy_bytes, submit_flags, traced,
-    unwind_tables,
+    EVENTS, INFLIGHT, LIVE, UNSEEN_FREES, alloc_interval, count, now_ns, sample, sampling, stack_copy_bytes,
+    submit_flags, traced, unwind_tables,
 };
 
 /// The user stack pointer in the saved registers.
@@ -443,6 +443,10 @@ pub fn emit_free(tgid: u32, tid: u32, addr: u64) {
     let key = LiveKey { tgid, pad: 0, addr };
     if LIVE.get_ptr(key).is_none() {
         count(Counter::FreesUnknown);
+        if let Some(unseen) = UNSEEN_FREES.get_ptr_mut(tgid) {
+            // SAFETY: per-CPU storage, so no other program writes this slot concurrently.
+            unsafe { *unseen += 1 };
+        }
         return;
     }
     // With no room, the block stays live in LIVE and in the daemon: both still agree.

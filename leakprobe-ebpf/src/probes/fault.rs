@@ -3,6 +3,10 @@
 //! Every write fault is counted; a Poisson sample over faulting bytes (each fault one base page) is reported
 //! with the user stack that touched the page. The cost is one short program run per fault (memory growth), and
 //! a stack capture only per sampled fault: nothing per `malloc`.
+//!
+//! In a registered `CPython` process, a sampled fault's record ends with the faulting thread's Python frames
+//! ([`PyFrames`], walked as for an allocation, see `python.rs`): the tracepoint runs in the faulting thread,
+//! so the current task's pid and the user memory it reads are the thread's own.
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -12,8 +16,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use leakprobe_common::{
-    Countdown, Counter, EventHeader, EventKind, FAULT_FLAG_STACK_ERROR, FAULT_FLAG_STACK_TRUNCATED, FAULT_PAGE_BYTES,
-    FaultEvent, MAX_FRAMES, NO_FIELD, PF_INSTR, PF_WRITE,
+    Countdown, Counter, EventHeader, EventKind, FAULT_FLAG_PY_FRAMES, FAULT_FLAG_STACK_ERROR,
+    FAULT_FLAG_STACK_TRUNCATED, FAULT_PAGE_BYTES, FaultEvent, MAX_FRAMES, NO_FIELD, PF_INSTR, PF_WRITE, PyFrames,
 };
 
 use super::unwind;
@@ -25,6 +29,10 @@ pub fn page_fault_user(ctx: TracePointContext) -> u32 {
     0
 }
 
+#[allow(
+    clippy::cast_ptr_alignment,
+    reason = "ring-buffer records are 8-byte aligned; `FaultEvent` is 8-byte aligned and a multiple of 8 in size (asserted in leakprobe-common), so is the `PyFrames` after it"
+)]
 fn try_page_fault_user(ctx: &TracePointContext) -> Result<(), ()> {
     let fields = fault_fields();
     if fields.error_code == NO_FIELD || fields.address == NO_FIELD {
@@ -46,21 +54,28 @@ fn try_page_fault_user(ctx: &TracePointContext) -> Result<(), ()> {
     }
     // SAFETY: as above.
     let addr = unsafe { ctx.read_at::<u64>(fields.address as usize) }.map_err(|_| ())?;
-    let Some(mut entry) = EVENTS.reserve::<FaultEvent>(0) else {
+    let py = super::python::registered(tgid);
+    let size = if py.is_some() { size_of::<FaultEvent>() + size_of::<PyFrames>() } else { size_of::<FaultEvent>() };
+    let Some(mut entry) = EVENTS.reserve_bytes(size, 0) else {
         count(Counter::RingBufFullFault);
         return Err(());
     };
-    let event = entry.as_mut_ptr();
-    // SAFETY: `event` points to reserved ring-buffer memory the size of a `FaultEvent`; every field the consumer
-    // reads is written below (frames beyond `nframes` are not read).
+    let event = entry.as_mut_ptr().cast::<FaultEvent>();
+    // SAFETY: `event` points to reserved ring-buffer memory at least the size of a `FaultEvent` (8-byte aligned,
+    // as ring-buffer records are); every field the consumer reads is written below (frames beyond `nframes` are
+    // not read), and the `PyFrames` tail when there is one.
     unsafe {
         (*event).header =
             EventHeader { kind: EventKind::Fault as u32, pad: 0, ts_ns: now_ns(), tgid, tid: pid_tgid as u32 };
         (*event).addr = addr;
         (*event).error_code = error_code;
         (*event).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        let (nframes, flags) = user_stack(ctx, tgid, &raw mut (*event).frames);
+        let (nframes, mut flags) = user_stack(ctx, tgid, &raw mut (*event).frames);
         (*event).nframes = nframes;
+        if let Some(py) = &py {
+            flags |= FAULT_FLAG_PY_FRAMES;
+            super::python::walk(py, pid_tgid as u32, entry.as_mut_ptr().add(size_of::<FaultEvent>()).cast());
+        }
         (*event).flags = flags;
     }
     entry.submit(submit_flags());

@@ -8,7 +8,8 @@ use aya_ebpf::{
 use leakprobe_common::{Counter, EventHeader, EventKind, NO_FIELD, ProcessEvent};
 
 use crate::maps::{
-    BRK_END, EVENTS, INFLIGHT, PY_PROCS, UNWIND_PROCS, count, exit_group_dead_offset, now_ns, submit_flags,
+    BRK_END, EVENTS, INFLIGHT, PY_PROCS, UNSEEN_FREES, UNWIND_PROCS, count, count_unseen_frees, exit_group_dead_offset,
+    now_ns, submit_flags,
 };
 
 #[tracepoint]
@@ -42,6 +43,12 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     // Its mappings are gone; the daemon's scan after exec writes the new image's.
     let _ = UNWIND_PROCS.remove((pid_tgid >> 32) as u32);
     let _ = PY_PROCS.remove((pid_tgid >> 32) as u32);
+    // Count the new image's frees of never-reported addresses (the daemon removes the entry at exit; a second
+    // exec keeps adding to it). `BPF_NOEXIST`: 1.
+    let tgid = (pid_tgid >> 32) as u32;
+    if count_unseen_frees() && UNSEEN_FREES.get_ptr(tgid).is_none() && UNSEEN_FREES.insert(tgid, 0, 1).is_err() {
+        count(Counter::UnseenFreesMapFull);
+    }
     emit(pid_tgid, EventKind::Exec);
     0
 }

@@ -5,6 +5,15 @@
 //! the rule gives the caller's CFA, return address (CFA - 8) and rbp. A frame with no process entry, no
 //! mapping, no loaded binary or no usable row is walked by frame pointers instead, counted by reason.
 //!
+//! A pc no process entry places (a process in the window before its scan, a library loaded with `dlopen`
+//! since) is looked up in the kernel's own map of the process (`bpf_find_vma`): its vma's file (device,
+//! inode) gives a loaded binary's key and segments ([`UNWIND_FILES`]), its start and page offset the row pc.
+//! Member offsets come from the kernel's BTF, set by the loader ([`kernel_offsets`]).
+//!
+//! A return address a uretprobe replaced with its trampoline (the `[uprobes]` page) is restored from the
+//! thread's return instances (`current->utask->return_instances`, read once per walk): the instance whose
+//! stack slot is the one the address was read from holds the original.
+//!
 //! The frame step and each binary-search step are `bpf_loop` callbacks (each verified once, whatever the depth
 //! and the table sizes; Linux 5.17+): as plain bounded loops, the row search alone took the verifier past its
 //! million instructions. Their state is a per-CPU scratch entry ([`UNWIND_SCRATCH`]), which also holds the
@@ -15,16 +24,25 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
-        bpf_probe_read_user,
-        generated::{bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel, bpf_task_pt_regs},
+        bpf_probe_read_kernel as read_kernel, bpf_probe_read_user,
+        generated::{
+            bpf_find_vma, bpf_get_current_task, bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel,
+            bpf_task_pt_regs,
+        },
     },
 };
 use leakprobe_common::{
-    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, Counter, MAX_FRAMES, RBP_AT_CFA,
-    UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_MAPPINGS, UNWIND_ROW_SEARCH_STEPS, UnwindMapping, UnwindRow,
+    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, Counter, MAX_FRAMES, RBP_AT_CFA, UNWIND_FILE_SEGMENTS,
+    UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_MAPPINGS, UNWIND_MAX_RETURN_INSTANCES, UNWIND_ROW_SEARCH_STEPS,
+    UnwindFileKey, UnwindMapping, UnwindRow,
 };
 
-use crate::maps::{UNWIND_BINARIES, UNWIND_PROCS, UNWIND_ROWS, UNWIND_SCRATCH, UnwindState, count};
+use crate::maps::{
+    UNWIND_BINARIES, UNWIND_FILES, UNWIND_PROCS, UNWIND_ROWS, UNWIND_SCRATCH, UnwindState, count, kernel_offsets,
+};
+
+/// `bpf_find_vma`'s answer when the process's memory map is locked.
+const EBUSY: i64 = 16;
 
 /// `UnwindState::nmappings` when the process has no mapping entry.
 const NO_PROCESS: u32 = u32::MAX;
@@ -52,15 +70,28 @@ pub fn context_regs(ctx: *const pt_regs) -> Regs {
 pub fn task_regs() -> Option<Regs> {
     // SAFETY: helpers without preconditions in tracing programs; the registers are read through the
     // fault-tolerant kernel read.
+    // Three reads of a word each, not one copy of the whole `pt_regs`: its 168 bytes on the BPF stack took the
+    // fault program past the verifier's 512-byte limit for a call chain.
     unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-        let mut saved = core::mem::MaybeUninit::<pt_regs>::uninit();
-        if bpf_probe_read_kernel(saved.as_mut_ptr().cast(), size_of::<pt_regs>() as u32, regs.cast()) != 0 {
-            return None;
-        }
-        let saved = saved.assume_init();
-        Some(Regs { pc: saved.rip, sp: saved.rsp, bp: saved.rbp })
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        Some(Regs {
+            pc: kernel_word(regs.add(core::mem::offset_of!(pt_regs, rip)))?,
+            sp: kernel_word(regs.add(core::mem::offset_of!(pt_regs, rsp)))?,
+            bp: kernel_word(regs.add(core::mem::offset_of!(pt_regs, rbp)))?,
+        })
     }
+}
+
+/// The kernel word at `at`, through the fault-tolerant read.
+///
+/// # Safety
+/// None beyond the helper's: a bad address makes the read fail.
+#[inline(always)]
+unsafe fn kernel_word(at: *const u8) -> Option<u64> {
+    let mut value = 0u64;
+    // SAFETY: writes 8 bytes into `value`; the helper checks the source.
+    let failed = unsafe { bpf_probe_read_kernel((&raw mut value).cast(), 8, at.cast()) } != 0;
+    (!failed).then_some(value)
 }
 
 /// Walks the user stack of process `tgid` from `regs` into `frames` (room for `MAX_FRAMES`), innermost first.
@@ -77,6 +108,8 @@ pub unsafe fn walk(tgid: u32, regs: Regs, frames: *mut u64) -> (u32, u32) {
     state.tgid = tgid;
     state.n = 0;
     state.flags = 0;
+    state.vma.end = 0;
+    return_instances(state);
     // The process's mappings, copied once per walk: the searches then read per-CPU memory only.
     state.nmappings = NO_PROCESS;
     if let Some(proc) = UNWIND_PROCS.get_ptr(tgid) {
@@ -163,6 +196,7 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
         count(Counter::UnwindReadErrors);
         return 1;
     };
+    let ra = original_return(state, cfa - 8, ra);
     if let Some(at) = rbp_at {
         // SAFETY: as above.
         let Ok(bp) = (unsafe { bpf_probe_read_user(at as *const u64) }) else {
@@ -191,14 +225,96 @@ fn fp_step(state: &mut UnwindState) -> i64 {
     };
     state.bp = caller_bp;
     state.sp = bp + 16;
-    state.pc = ra;
+    state.pc = original_return(state, bp + 8, ra);
     0
 }
 
-/// The row covering `pc`, from the process's mappings copied into `state`, or the reason (a counter) there
-/// is none.
+/// Reads the current thread's uprobe return instances (newest first, up to `UNWIND_MAX_RETURN_INSTANCES`)
+/// into `state`: each one's stack slot and original return address.
+#[inline(always)]
+fn return_instances(state: &mut UnwindState) {
+    state.nreturns = 0;
+    let offsets = kernel_offsets();
+    if offsets.uretprobe == 0 {
+        return;
+    }
+    let at = |base: u64, offset: u32| base.wrapping_add(u64::from(offset)) as *const u64;
+    // SAFETY: fault-tolerant kernel reads through the current task's uprobe state, at the offsets the loader
+    // took from the kernel's BTF; a torn list read ends early or gives addresses the slot test rejects.
+    unsafe {
+        let task = bpf_get_current_task();
+        let Ok(utask) = read_kernel(at(task, offsets.task_utask)) else { return };
+        if utask == 0 {
+            return;
+        }
+        let Ok(mut ri) = read_kernel(at(utask, offsets.utask_return_instances)) else { return };
+        for i in 0..UNWIND_MAX_RETURN_INSTANCES {
+            if ri == 0 {
+                break;
+            }
+            let (Ok(slot), Ok(addr), Ok(next)) = (
+                read_kernel(at(ri, offsets.ri_stack)),
+                read_kernel(at(ri, offsets.ri_orig_ret_vaddr)),
+                read_kernel(at(ri, offsets.ri_next)),
+            ) else {
+                break;
+            };
+            state.return_slots[i] = slot;
+            state.return_addrs[i] = addr;
+            state.nreturns = i as u32 + 1;
+            ri = next;
+        }
+    }
+}
+
+/// The return address read at `slot`: `ra`, or the original a uretprobe's trampoline replaced there (the
+/// return instance whose slot it is; chained instances share a slot and hold the same original).
+#[inline(always)]
+fn original_return(state: &UnwindState, slot: u64, ra: u64) -> u64 {
+    for i in 0..UNWIND_MAX_RETURN_INSTANCES {
+        if i as u32 >= state.nreturns {
+            break;
+        }
+        if state.return_slots[i] == slot {
+            count(Counter::UnwindUretprobeRestored);
+            return state.return_addrs[i];
+        }
+    }
+    ra
+}
+
+/// The row covering `pc`, from the process's mappings copied into `state` (or its vma), or the reason (a
+/// counter) there is none.
 #[inline(always)]
 fn row(pc: u64) -> Result<UnwindRow, Counter> {
+    let (binary, bias) = match place(pc) {
+        Ok(placed) => placed,
+        Err(reason) => place_by_vma(pc, reason)?,
+    };
+    let Some(binary) = UNWIND_BINARIES.get_ptr(binary) else { return Err(Counter::UnwindFpNoBinary) };
+    // SAFETY: a valid map value pointer; the daemon replaces values whole.
+    let binary = unsafe { *binary };
+    let Ok(rel) = u32::try_from(pc.wrapping_sub(bias)) else { return Err(Counter::UnwindFpNoRule) };
+    let Some(state) = scratch() else { return Err(Counter::UnwindFpNoRule) };
+    state.key = u64::from(rel);
+    state.first = binary.first_row;
+    state.lo = 0;
+    state.hi = binary.nrows;
+    // SAFETY: the callback matches bpf_loop's contract; its state is the scratch entry.
+    unsafe { bpf_loop(UNWIND_ROW_SEARCH_STEPS, row_step as *mut c_void, core::ptr::null_mut(), 0) };
+    let Some(state) = scratch() else { return Err(Counter::UnwindFpNoRule) };
+    if state.lo == 0 {
+        return Err(Counter::UnwindFpNoRule);
+    }
+    match UNWIND_ROWS.get(binary.first_row.wrapping_add(state.lo - 1)) {
+        Some(row) if row.cfa_kind != CFA_NONE => Ok(*row),
+        _ => Err(Counter::UnwindFpNoRule),
+    }
+}
+
+/// The binary key and bias of `pc` from the process's mappings copied into `state`.
+#[inline(always)]
+fn place(pc: u64) -> Result<(u64, u64), Counter> {
     let Some(state) = scratch() else { return Err(Counter::UnwindFpNoProcess) };
     if state.nmappings == NO_PROCESS {
         return Err(Counter::UnwindFpNoProcess);
@@ -217,24 +333,106 @@ fn row(pc: u64) -> Result<UnwindRow, Counter> {
     if pc >= mapping.end {
         return Err(Counter::UnwindFpNoMapping);
     }
-    let Some(binary) = UNWIND_BINARIES.get_ptr(mapping.binary) else { return Err(Counter::UnwindFpNoBinary) };
-    // SAFETY: a valid map value pointer; the daemon replaces values whole.
-    let binary = unsafe { *binary };
-    let Ok(rel) = u32::try_from(pc.wrapping_sub(mapping.bias)) else { return Err(Counter::UnwindFpNoRule) };
-    state.key = u64::from(rel);
-    state.first = binary.first_row;
-    state.lo = 0;
-    state.hi = binary.nrows;
-    // SAFETY: as above.
-    unsafe { bpf_loop(UNWIND_ROW_SEARCH_STEPS, row_step as *mut c_void, core::ptr::null_mut(), 0) };
-    let Some(state) = scratch() else { return Err(Counter::UnwindFpNoRule) };
-    if state.lo == 0 {
-        return Err(Counter::UnwindFpNoRule);
+    Ok((mapping.binary, mapping.bias))
+}
+
+/// The binary key and bias of `pc` from its vma in the kernel's map of the process, when that vma maps a
+/// loaded binary; else `reason` (why the process entry did not place it). The last vma placed is kept for
+/// the rest of the walk (a stack's frames are mostly in a few files).
+#[inline(always)]
+fn place_by_vma(pc: u64, reason: Counter) -> Result<(u64, u64), Counter> {
+    if kernel_offsets().vma == 0 {
+        return Err(reason);
     }
-    match UNWIND_ROWS.get(binary.first_row.wrapping_add(state.lo - 1)) {
-        Some(row) if row.cfa_kind != CFA_NONE => Ok(*row),
-        _ => Err(Counter::UnwindFpNoRule),
+    let Some(state) = scratch() else { return Err(reason) };
+    if state.vma.start <= pc && pc < state.vma.end {
+        return Ok((state.vma.binary, state.vma.bias));
     }
+    state.vma.end = 0;
+    state.vma_file = 0;
+    // SAFETY: the current task (a trusted pointer) and a callback matching bpf_find_vma's contract, whose state
+    // is the scratch entry; the helper takes the task's mmap lock with a trylock only.
+    let found =
+        unsafe { bpf_find_vma(bpf_get_current_task_btf(), pc, vma_read as *mut c_void, core::ptr::null_mut(), 0) };
+    // Taken afresh: the callback wrote the entry.
+    let Some(state) = scratch() else { return Err(reason) };
+    if found == -EBUSY {
+        count(Counter::UnwindVmaBusy);
+        state.vma.end = 0;
+        return Err(reason);
+    }
+    if found != 0 || state.vma_file == 0 {
+        count(Counter::UnwindVmaNotFile);
+        state.vma.end = 0;
+        return Err(reason);
+    }
+    let key = UnwindFileKey { dev: state.vma_dev, pad: 0, ino: state.vma_ino };
+    let Some(file) = UNWIND_FILES.get_ptr(key) else {
+        count(Counter::UnwindVmaUnknownFile);
+        state.vma.end = 0;
+        return Err(reason);
+    };
+    let pgoff = state.vma_pgoff << 12;
+    let offset = pc.wrapping_sub(state.vma.start).wrapping_add(pgoff);
+    for i in 0..UNWIND_FILE_SEGMENTS {
+        // SAFETY: a valid map value pointer; the daemon replaces values whole.
+        let (count_, segment, binary) = unsafe { ((*file).count, (*file).segments[i], (*file).binary) };
+        if i as u32 >= count_ {
+            break;
+        }
+        if offset >= segment.offset && offset - segment.offset < segment.size {
+            // row pc = file offset + delta, so bias = pc - row pc, the same for every pc of the vma.
+            let bias = state.vma.start.wrapping_sub(pgoff).wrapping_sub(segment.delta);
+            state.vma.bias = bias;
+            state.vma.binary = binary;
+            count(Counter::UnwindVmaFound);
+            return Ok((binary, bias));
+        }
+    }
+    count(Counter::UnwindVmaUnknownFile);
+    state.vma.end = 0;
+    Err(reason)
+}
+
+/// `bpf_find_vma`'s callback: reads the vma's range, page offset and file (device, inode) into the scratch
+/// entry, at the offsets the loader took from the kernel's BTF.
+#[inline(never)]
+extern "C" fn vma_read(_task: *mut c_void, vma: *mut c_void, _ctx: *mut c_void) -> i64 {
+    let offsets = kernel_offsets();
+    let Some(state) = scratch() else { return 0 };
+    let at = |base: u64, offset: u32| base.wrapping_add(u64::from(offset));
+    let vma = vma as u64;
+    // SAFETY: fault-tolerant kernel reads at the members' offsets of the vma the helper passed.
+    let (Ok(start), Ok(end), Ok(pgoff), Ok(file)) = (unsafe {
+        (
+            read_kernel(at(vma, offsets.vm_start) as *const u64),
+            read_kernel(at(vma, offsets.vm_end) as *const u64),
+            read_kernel(at(vma, offsets.vm_pgoff) as *const u64),
+            read_kernel(at(vma, offsets.vm_file) as *const u64),
+        )
+    }) else {
+        return 0;
+    };
+    state.vma.start = start;
+    state.vma.end = end;
+    state.vma_pgoff = pgoff;
+    if file == 0 {
+        return 0;
+    }
+    // SAFETY: as above, through the vma's file, its inode and the inode's super block.
+    unsafe {
+        let Ok(inode) = read_kernel(at(file, offsets.f_inode) as *const u64) else { return 0 };
+        let (Ok(ino), Ok(sb)) =
+            (read_kernel(at(inode, offsets.i_ino) as *const u64), read_kernel(at(inode, offsets.i_sb) as *const u64))
+        else {
+            return 0;
+        };
+        let Ok(dev) = read_kernel(at(sb, offsets.s_dev) as *const u32) else { return 0 };
+        state.vma_ino = ino;
+        state.vma_dev = dev;
+    }
+    state.vma_file = 1;
+    0
 }
 
 /// One step of a binary search over the scratch entry's `lo`, `hi`: `at_or_below(state, mid)` says whether

@@ -98,6 +98,14 @@ pub struct RunArgs {
     /// Anonymous executables (memfd) are never probed.
     #[arg(long, value_name = "PREFIX", help_heading = DISCOVERY)]
     discovery_exclude: Vec<String>,
+    /// Probe the host's allocator libraries before any process maps them (`--malloc-probes all`).
+    ///
+    /// With `--malloc-probes all`, probe the allocator libraries of the dynamic loader's directories (libc,
+    /// jemalloc, tcmalloc, mimalloc, musl) right after start-up, before any process maps them, and a new
+    /// container's as soon as its first process calls `execve`: programs using them are then exact from their
+    /// first allocation. `false` probes files only once a process maps them.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, help_heading = DISCOVERY)]
+    preprobe: bool,
     /// Live allocations tracked at most, over all processes.
     ///
     /// Live allocations tracked at most, over all processes: the size of the kernel's live-address map and
@@ -171,6 +179,13 @@ pub struct RunArgs {
     /// 4KiB. Deeper stacks are cut (counted in `stacks_dwarf_truncated`).
     #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = parse_stack_copy, help_heading = TRACKING)]
     stack_copy: u32,
+    /// Do not record the Python frames of Python processes.
+    ///
+    /// Do not record the Python frames of Python processes (3.10 to 3.13): their stacks then show the
+    /// interpreter's native frames only (docs/python.md). Measures what the frame walk costs (`cargo xtask
+    /// bench --only-python`).
+    #[arg(long, help_heading = TRACKING)]
+    no_python_frames: bool,
     /// Where the malloc-family probes go (tier 1).
     ///
     /// Where the malloc-family probes go (tier 1): `auto` attaches them only to processes whose anonymous
@@ -429,6 +444,8 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
                 rescan_interval: args.rescan_interval,
                 max_files_per_scan: args.max_files_per_scan,
                 exclude: args.discovery_exclude,
+                preprobe: args.preprobe,
+                python_frames: !args.no_python_frames,
             }),
             sys: SysPaths::default(),
             max_live_allocations: max_allocations,

@@ -65,6 +65,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
             counter("stacks_fp_truncated"),
         );
     }
+    print_python(&status);
     print_tiers(&status);
     print_allocators(&status);
     println!();
@@ -89,6 +90,27 @@ pub async fn run(args: StatusArgs) -> Result<()> {
     }
     println!("{counters}");
     Ok(())
+}
+
+/// The Python frames spliced into stacks, and why the others were not (`python_*` counters), once there were.
+fn print_python(status: &StatusResponse) {
+    let counter = |name: &str| status.daemon_counters.get(name).copied().unwrap_or(0);
+    if counter("python_stacks") == 0 {
+        return;
+    }
+    println!(
+        "python frames: {} stacks, {} spliced; not placed: {} without an evaluation-loop frame, {} with frames \
+         left over; not shown: {} of threads running no Python, {} of processes not read as interpreters; {} \
+         torn walks, {} frames unresolved",
+        counter("python_stacks"),
+        counter("python_stacks_spliced"),
+        counter("python_stacks_no_eval_frame"),
+        counter("python_stacks_frames_left"),
+        counter("python_stacks_empty"),
+        counter("python_stacks_no_interpreter"),
+        counter("python_stacks_torn"),
+        counter("python_frames_unresolved"),
+    );
 }
 
 /// The allocator files discovery found, supported or not; why not, for those that are not.

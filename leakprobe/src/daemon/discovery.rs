@@ -18,7 +18,10 @@ use std::{
 use tokio::sync::mpsc as tokio_mpsc;
 
 use super::messages::Request;
-use crate::probes::{Probes, discover::Discovery};
+use crate::probes::{
+    Probes,
+    discover::{Discovery, NewRoots},
+};
 
 /// How long after `execve` a process is scanned: the dynamic loader has mapped its libraries by then.
 pub const EXEC_SCAN_DELAY: Duration = Duration::from_millis(30);
@@ -99,6 +102,20 @@ pub fn spawn(
         let interval = discovery.rescan_interval().unwrap_or(Duration::from_hours(1));
         let mut next_full = Instant::now() + interval;
         let mut pending: VecDeque<(u32, Instant)> = VecDeque::new();
+        let mut new_roots = NewRoots::new();
+        // The host's allocator libraries, before any process maps them (`--preprobe`): after start-up, since
+        // each probe's registration waits for the kernel to change every mapping of its file.
+        let started = Instant::now();
+        let preprobed = discovery.preprobe(&mut probes, std::path::Path::new("/"), true);
+        if preprobed > 0 {
+            log::info!(
+                "discovery: {preprobed} allocator libraries of the host probed before use in {} ms",
+                started.elapsed().as_millis()
+            );
+            if requests.blocking_send(report(&discovery)).is_err() {
+                return probes;
+            }
+        }
         loop {
             let due = pending.front().map_or(next_full, |&(_, at)| at.min(next_full));
             // Whether the attach points changed: `status` then gets them again.
@@ -107,6 +124,8 @@ pub fn spawn(
             let answer = match commands.rx.recv_timeout(due.saturating_duration_since(Instant::now())) {
                 Ok(Command::Exec(pid)) => {
                     commands.queued_execs.fetch_sub(1, Ordering::Relaxed);
+                    // A container's first process: its allocator libraries now, not at its scan.
+                    changed = new_roots.on_exec(&mut discovery, &mut probes, pid);
                     pending.push_back((pid, Instant::now() + EXEC_SCAN_DELAY));
                     None
                 }

@@ -14,6 +14,7 @@ mod purge;
 mod query;
 pub mod state;
 pub mod tiers;
+mod unseen;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -253,6 +254,17 @@ fn load_reports(dir: &std::path::Path, limits: StoreLimits) -> ReportStore {
     store
 }
 
+/// Tells systemd (`Type=notify`, `NOTIFY_SOCKET` set) that the daemon is ready or stopping; nothing without
+/// `NOTIFY_SOCKET`. A failure to send is logged: systemd then times the start out, which says more than we could.
+fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    let text = state.to_string();
+    if let Err(err) = sd_notify::notify(&[state]) {
+        log::warn!("sd_notify {text} failed: {err}");
+    } else if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        log::info!("sd_notify: {text}");
+    }
+}
+
 /// Ends the daemon on SIGTERM or SIGINT (by ending its task, which cancels the others).
 fn spawn_signals(tasks: &mut JoinSet<Result<&'static str>>, token: CancellationToken) {
     tasks.spawn(async move {
@@ -340,6 +352,7 @@ impl Consumers {
         let state = State {
             table: Table::new(config.limits, config.analysis.clone()),
             counters: maps.counters,
+            unseen: unseen::UnseenFrees::new(maps.unseen_frees),
             purger,
             purged_entries,
             push_stats: Arc::new(PushStats::default()),
@@ -367,6 +380,7 @@ impl Consumers {
             oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
             tiers,
             unwind_stats: decoder.stats().clone(),
+            python_stats: decoder.python_stats().clone(),
             stack_copy_bytes: config.probes.stack_copy_bytes,
             unwind_tables: config.probes.unwind_table_rows.is_some(),
             traced_pid: config.probes.pid,
@@ -457,6 +471,8 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     privileges::drop_in_this_thread();
     log::info!("capabilities kept: {}", privileges::describe_effective());
     log::info!("serving on {}", config.socket.display());
+    // Probes attached and the socket bound: `systemctl start` (Type=notify) returns now.
+    notify_systemd(sd_notify::NotifyState::Ready);
     let token = shutdown.clone();
     tasks.spawn(async move {
         server::serve(listener, queries, oom_tx, token).await.context("serving the socket API")?;
@@ -471,6 +487,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     spawn_signals(&mut tasks, shutdown.clone());
 
     let failure = join_all(&mut tasks, &shutdown).await;
+    notify_systemd(sd_notify::NotifyState::Stopping);
     let stopping = Instant::now();
     // The state task is gone, and with it the discovery handle: the thread ends and hands the probes back.
     match discovery_thread.join() {

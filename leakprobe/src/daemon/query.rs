@@ -159,6 +159,7 @@ fn process_report(row: &ProcessRow<'_>, clock: Clock, now_ns: u64) -> ProcessRep
         rss_anon_growth: GrowthReport::from(anon_growth),
         swap_growth: GrowthReport::from(swap_growth),
         heap_share_of_anon_growth: (anon_rate >= MIN_ANON_GROWTH).then(|| row.analysis.growth.rate / anon_rate),
+        allocs_before_probes: None,
         identity: ProcessIdentity::default(),
     }
 }

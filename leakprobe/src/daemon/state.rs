@@ -79,9 +79,13 @@ pub struct State {
     /// Set by ingest while the ring buffer is empty and everything was handed over.
     pub ingest_caught_up: Arc<AtomicBool>,
     pub oom: OomTracker,
+    /// Allocations the probes missed at processes' starts.
+    pub unseen: super::unseen::UnseenFrees,
     pub tiers: Tiers,
     /// Counters of the stacks produced (by the kernel's walk or the daemon's unwinder), kept by ingest.
     pub unwind_stats: Arc<UnwindStats>,
+    /// Counters of the Python frames spliced into stacks, kept by ingest.
+    pub python_stats: Arc<crate::python::SpliceStats>,
     /// Bytes of stack copied per allocation; 0: walked in the kernel.
     pub stack_copy_bytes: u32,
     /// Stacks are walked in the kernel with the unwind tables (else by frame pointers, or copied).
@@ -151,6 +155,7 @@ impl State {
                     continue;
                 }
                 Event::Exit(process) => {
+                    self.unseen.gone(process.header.tgid);
                     self.tiers.gone(process.header.tgid, &mut self.table);
                     self.identities.remove(&process.header.tgid);
                 }
@@ -219,6 +224,8 @@ impl State {
         let previous = std::mem::replace(&mut self.gone_last_tick, gone.into_iter().collect());
         let both: Vec<u32> = self.gone_last_tick.intersection(&previous).copied().collect();
         for tgid in both {
+            // Its exit event was lost (a full ring buffer): the kernel's entry goes now.
+            self.unseen.gone(tgid);
             if let Applied::Purged { tgid, addrs, before_ns } = self.table.purge_gone(tgid, read_ns) {
                 self.purged(tgid, addrs, before_ns);
             }
@@ -325,6 +332,7 @@ impl State {
                 let mut processes = query::processes(&self.table, &query, self.clock, procfs::monotonic_ns());
                 for process in &mut processes {
                     process.identity = self.identities.get(&process.pid).cloned().unwrap_or_default();
+                    process.allocs_before_probes = self.unseen.live(process.pid);
                 }
                 let estimated = self.table.config().sample_interval > 0;
                 let _ = reply.send(ProcessesResponse { processes, estimated });
@@ -486,8 +494,10 @@ impl State {
         .chain(self.oom.counters())
         .chain([("discovery_exec_scans_dropped", self.exec_scans_dropped)])
         .chain(self.push_stats.counters())
+        .chain(self.unseen.enabled().then(|| self.unseen.counters()).into_iter().flatten())
         .chain(self.tier_counters())
         .chain(self.unwind_stats.counters())
+        .chain(self.python_stats.counters())
         .map(|(name, value)| (name.to_owned(), value))
         .chain(self.discovery_counters.iter().map(|(name, &value)| (name.clone(), value)))
         .collect();

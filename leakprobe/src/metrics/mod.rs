@@ -497,6 +497,17 @@ fn counter_help(group: &str, name: &str) -> String {
         ("kernel", "maps_sampled") => "Mapping growths sampled with their stack by tier 0",
         ("kernel", "ringbuf_full_map") => "Sampled mapping-growth events lost: ring buffer full",
         ("kernel", "unsampled") => "Allocator calls not sampled (sampled mode)",
+        ("kernel", "unseen_frees_map_full") => {
+            "New processes whose allocations missed at their start cannot be counted: the kernel's map was full"
+        }
+        ("daemon", "allocs_before_probes_exited") => {
+            "Allocations the probes missed at the start of processes since exited (their frees of addresses never reported)"
+        }
+        ("daemon", "processes_with_allocs_before_probes_exited") => {
+            "Exited processes with allocations the probes missed at their start"
+        }
+        ("daemon", "discovery_files_preprobed") => "Allocator libraries probed before any process mapped them",
+        ("daemon", "discovery_preprobe_microseconds") => "Time spent probing allocator libraries before use",
         ("daemon", "fault_events") => "Sampled faults applied to tier 0's table",
         ("daemon", "map_events") => "Sampled mapping growths applied to tier 0's table",
         ("daemon", "fault_processes_dropped") => "Sampled faults not attributed: tier 0's process limit reached",
@@ -513,6 +524,16 @@ fn counter_help(group: &str, name: &str) -> String {
         ("daemon", "stacks_dwarf_truncated") => "Unwound stacks cut by the end of the stack copy or the frame limit",
         ("daemon", "stacks_dwarf_incomplete") => "Unwound stacks that stopped at code with no usable unwind rule",
         ("daemon", "unwind_maps_reads") => "Memory maps read to unwind",
+        ("daemon", "python_stacks") => "Records (allocations, sampled faults) that came with Python frames",
+        ("daemon", "python_stacks_empty") => "Records with Python frames of a thread that was running none",
+        ("daemon", "python_stacks_no_interpreter") => "Records whose process could not be read as an interpreter",
+        ("daemon", "python_stacks_spliced") => "Stacks whose Python frames were all placed at their evaluation loop",
+        ("daemon", "python_stacks_no_eval_frame") => "Stacks with Python frames and no evaluation-loop frame",
+        ("daemon", "python_stacks_frames_left") => "Stacks with more evaluation calls than evaluation-loop frames",
+        ("daemon", "python_stacks_torn") => "Python frame walks that ended on a failed read (a torn chain)",
+        ("daemon", "python_stacks_cut") => "Stacks cut at the frame limit once Python frames were spliced in",
+        ("daemon", "python_frames_resolved") => "Python frames resolved to function, file and line",
+        ("daemon", "python_frames_unresolved") => "Python frames whose code object could not be read",
         ("daemon", "unwind_binaries_loaded") => "Binaries whose unwind tables were read",
         ("daemon", "unwind_binary_errors") => "Binaries whose unwind tables could not be read",
         ("daemon", "events") => "Events applied to the table",

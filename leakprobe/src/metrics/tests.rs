@@ -66,6 +66,7 @@ fn snapshot() -> MetricsSnapshot {
         rss_anon_growth: growth(0.0),
         swap_growth: growth(0.0),
         heap_share_of_anon_growth: None,
+        allocs_before_probes: None,
         identity: ProcessIdentity::default(),
     };
     let without_rss = ProcessReport {

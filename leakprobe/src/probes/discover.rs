@@ -29,6 +29,9 @@ use super::{
 };
 use crate::protocol::{AttachPoint, DiscoveryStatus, ProviderStatus, ScanCost};
 
+mod preprobe;
+pub use preprobe::NewRoots;
+
 /// Seconds between two rescans of every process, unless configured.
 pub const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(10);
 /// New files examined at most per scan, unless configured.
@@ -66,6 +69,10 @@ pub struct DiscoveryConfig {
     pub max_files_per_scan: usize,
     /// Files whose path (as the process sees it) starts with one of these are never examined nor probed.
     pub exclude: Vec<String>,
+    /// Allocator libraries are probed before any process maps them (see `preprobe`).
+    pub preprobe: bool,
+    /// Registers Python interpreters (`CPython`), whose records then carry their Python frames.
+    pub python_frames: bool,
 }
 
 impl Default for DiscoveryConfig {
@@ -74,6 +81,8 @@ impl Default for DiscoveryConfig {
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
             max_files_per_scan: DEFAULT_MAX_FILES_PER_SCAN,
             exclude: Vec::new(),
+            preprobe: true,
+            python_frames: true,
         }
     }
 }
@@ -95,6 +104,8 @@ struct Provider {
     /// Processes mapping it at the last full scan.
     processes: u64,
     pinned: bool,
+    /// Probed before any process mapped it (see `preprobe`).
+    preprobed: bool,
 }
 
 /// A file providing an allocator leakprobe recognises but cannot probe (see [`allocators::Unsupported`]).
@@ -132,6 +143,8 @@ struct Totals {
     open_errors: u64,
     not_elf: u64,
     unsupported: u64,
+    files_preprobed: u64,
+    preprobe_microseconds: u64,
 }
 
 /// The discovery state: what each mapped file is, and the probes of the providers.
@@ -159,6 +172,7 @@ struct ScanState {
     /// Files seen and, for providers, by how many processes (full scans only).
     seen: Option<HashMap<FileId, u64>>,
     exclude: Vec<String>,
+    python_frames: bool,
 }
 
 impl ScanState {
@@ -169,6 +183,7 @@ impl ScanState {
             budget: config.max_files_per_scan,
             seen: full.then(HashMap::new),
             exclude: config.exclude.clone(),
+            python_frames: config.python_frames,
         }
     }
 
@@ -225,8 +240,15 @@ impl Discovery {
         } else {
             None
         };
-        let provider =
-            Provider { shown: path.to_path_buf(), symbols, attached, error: None, processes: 0, pinned: true };
+        let provider = Provider {
+            shown: path.to_path_buf(),
+            symbols,
+            attached,
+            error: None,
+            processes: 0,
+            pinned: true,
+            preprobed: false,
+        };
         self.known.insert(FileId::of(&meta), Known::Provider(Box::new(provider)));
         Ok(())
     }
@@ -310,7 +332,9 @@ impl Discovery {
         if let Some(tables) = &mut self.tables {
             tables.update_process(pid, &text);
         }
-        if let Some(interpreter) = crate::python::find(pid, &text, &mut self.python_files) {
+        if scan.python_frames
+            && let Some(interpreter) = crate::python::find(pid, &text, &mut self.python_files)
+        {
             probes.register_python(pid, &interpreter.proc());
         }
         for mapping in exec_mappings(&text) {
@@ -336,10 +360,22 @@ impl Discovery {
     /// read (the process may be gone: a later scan tries again).
     fn examine(&mut self, probes: &mut Probes, pid: u32, mapping: &ExecMapping) -> Option<Known> {
         let (target, shown) = open_path(pid, mapping);
-        let file = match fs::File::open(&target) {
+        self.examine_path(probes, &target, shown, mapping.file, &format!("pid {pid}"))
+    }
+
+    /// Examines file `file_id`, opened through `target` and shown as `shown`, found in `found_in` (for the log).
+    fn examine_path(
+        &mut self,
+        probes: &mut Probes,
+        target: &Path,
+        shown: PathBuf,
+        file_id: FileId,
+        found_in: &str,
+    ) -> Option<Known> {
+        let file = match fs::File::open(target) {
             Ok(file) => file,
             Err(err) => {
-                log::debug!("discovery: opening {} (pid {pid}): {err}", target.display());
+                log::debug!("discovery: opening {} ({found_in}): {err}", target.display());
                 self.totals.open_errors += 1;
                 return None;
             }
@@ -360,10 +396,10 @@ impl Discovery {
             Ok(allocators::Examined::Nothing) => return Some(Known::Nothing),
             Ok(allocators::Examined::Unsupported(what)) => {
                 log::info!(
-                    "discovery: {} ({}, {}) in pid {pid}: recognised but not supported: {}",
+                    "discovery: {} ({}, {}) in {found_in}: recognised but not supported: {}",
                     shown.display(),
                     what.family_name(),
-                    mapping.file,
+                    file_id,
                     what.reason
                 );
                 self.totals.unsupported += 1;
@@ -376,21 +412,22 @@ impl Discovery {
             }
         };
         if !self.system_wide {
-            log::info!("discovery: {} ({}, {}) in pid {pid}", shown.display(), symbols.family.name(), mapping.file);
-            let provider = Provider { shown, symbols, attached: None, error: None, processes: 1, pinned: false };
+            log::info!("discovery: {} ({}, {}) in {found_in}", shown.display(), symbols.family.name(), file_id);
+            let provider =
+                Provider { shown, symbols, attached: None, error: None, processes: 1, pinned: false, preprobed: false };
             return Some(Known::Provider(Box::new(provider)));
         }
-        let (attached, error) = match probes.attach_allocator(&target, &shown, &symbols, Scope::AllProcesses) {
+        let (attached, error) = match probes.attach_allocator(target, &shown, &symbols, Scope::AllProcesses) {
             Ok(attached) => {
                 log::info!(
-                    "discovery: {} ({}, {}) in pid {pid}: {} probes",
+                    "discovery: {} ({}, {}) in {found_in}: {} probes",
                     shown.display(),
                     symbols.family.name(),
-                    mapping.file,
+                    file_id,
                     attached.points.len()
                 );
                 self.totals.files_attached += 1;
-                self.log_if_replaced(&shown, mapping.file);
+                self.log_if_replaced(&shown, file_id);
                 (Some(attached), None)
             }
             Err(err) => {
@@ -400,7 +437,15 @@ impl Discovery {
                 (None, Some(err))
             }
         };
-        Some(Known::Provider(Box::new(Provider { shown, symbols, attached, error, processes: 1, pinned: false })))
+        Some(Known::Provider(Box::new(Provider {
+            shown,
+            symbols,
+            attached,
+            error,
+            processes: 1,
+            pinned: false,
+            preprobed: false,
+        })))
     }
 
     /// A package upgrade replaces a library with a new file at the same path: say that both stay probed.
@@ -514,6 +559,7 @@ impl Discovery {
                 probes: p.attached.as_ref().map_or(0, |a| a.points.len() as u64),
                 processes: p.processes,
                 pinned: p.pinned,
+                preprobed: p.preprobed,
                 static_symbols: p.symbols.from_symtab,
                 not_tracked: p.symbols.not_tracked.iter().map(|(name, why)| format!("{name}: {why}")).collect(),
                 error: p.error.clone(),
@@ -529,6 +575,7 @@ impl Discovery {
                 probes: 0,
                 processes: file.processes,
                 pinned: false,
+                preprobed: false,
                 static_symbols: false,
                 not_tracked: Vec::new(),
                 error: Some(file.what.reason.clone()),
@@ -563,6 +610,8 @@ impl Discovery {
             ("discovery_not_elf", t.not_elf),
             ("discovery_unsupported_files", t.unsupported),
             ("discovery_known_files", self.known.len() as u64),
+            ("discovery_files_preprobed", t.files_preprobed),
+            ("discovery_preprobe_microseconds", t.preprobe_microseconds),
         ]
         .into_iter()
         .chain(self.tables.iter().flat_map(KernelTables::counter_pairs))
@@ -572,56 +621,4 @@ impl Discovery {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MAPS: &str = "\
-55d0c6a00000-55d0c6a01000 r--p 00000000 fe:00 1234 /tmp/leaker
-55d0c6a01000-55d0c6a02000 r-xp 00001000 fe:00 1234 /tmp/leaker
-55d0c7e3f000-55d0c7e60000 rw-p 00000000 00:00 0                          [heap]
-7f1e2a428000-7f1e2a59d000 r-xp 00028000 fe:00 99 /usr/lib/x86_64-linux-gnu/libc.so.6
-7f1e2b428000-7f1e2b59d000 r-xp 00028000 103:02 99 /usr/lib/x86_64-linux-gnu/libc.so.6
-7f1e2a600000-7f1e2a601000 r-xp 00000000 fe:00 77 /tmp/gone.so (deleted)
-7ffd5e3f1000-7ffd5e3f3000 r-xp 00000000 00:00 0                          [vdso]
-";
-
-    #[test]
-    fn executable_file_mappings_one_per_file() {
-        let maps = exec_mappings(MAPS);
-        let files: Vec<String> = maps.iter().map(|m| format!("{} {}", m.file, m.path)).collect();
-        assert_eq!(
-            files,
-            [
-                "fe:00:1234 /tmp/leaker",
-                "fe:00:99 /usr/lib/x86_64-linux-gnu/libc.so.6",
-                // Same path and inode on another device: another file (a container's libc).
-                "103:02:99 /usr/lib/x86_64-linux-gnu/libc.so.6",
-                "fe:00:77 /tmp/gone.so",
-            ]
-        );
-        assert!(maps[3].deleted && !maps[0].deleted);
-        assert_eq!((maps[0].start, maps[0].end), (0x55d0_c6a0_1000, 0x55d0_c6a0_2000));
-    }
-
-    #[test]
-    fn own_files_keep_their_path_and_id() {
-        let text = fs::read_to_string("/proc/self/maps").expect("own maps");
-        let maps = exec_mappings(&text);
-        let libc = maps.iter().find(|m| m.path.contains("libc.so")).expect("libc is mapped");
-        let meta = fs::metadata(&libc.path).expect("libc exists");
-        assert_eq!(FileId::of(&meta), libc.file, "st_dev split like /proc/PID/maps");
-        let (open, shown) = open_path(std::process::id(), libc);
-        assert_eq!((open.to_str(), shown.to_str()), (Some(libc.path.as_str()), Some(libc.path.as_str())));
-    }
-
-    #[test]
-    fn other_files_open_through_map_files() {
-        let text = fs::read_to_string("/proc/self/maps").expect("own maps");
-        let mut libc = exec_mappings(&text).into_iter().find(|m| m.path.contains("libc.so")).expect("libc");
-        // As if the path led to another inode from here (a container's libc at the host's path).
-        libc.file.inode += 1;
-        let (open, shown) = open_path(42, &libc);
-        assert_eq!(open, PathBuf::from(format!("/proc/42/map_files/{:x}-{:x}", libc.start, libc.end)));
-        assert_eq!(shown, PathBuf::from(format!("/proc/42/root{}", libc.path)));
-    }
-}
+mod tests;

@@ -76,3 +76,18 @@ pub(super) fn open_path(pid: u32, mapping: &ExecMapping) -> (PathBuf, PathBuf) {
     let shown = PathBuf::from(format!("/proc/{pid}/root{}", mapping.path));
     (link, shown)
 }
+
+/// The id under which processes' maps show `file`, read from this process's own mapping of its first page.
+/// It differs from the file's `stat` on an overlay filesystem (a container's root), whose mappings are of the
+/// underlying file; the uprobes go to that file too. `None` for a file that cannot be mapped.
+pub(super) fn mapped_id(file: &fs::File) -> Option<FileId> {
+    // SAFETY: a private read-only mapping of one page, dropped before returning; nothing reads through it.
+    let map = unsafe { memmap2::MmapOptions::new().len(1).map(file) }.ok()?;
+    let start = map.as_ptr() as u64;
+    let text = fs::read_to_string("/proc/self/maps").ok()?;
+    crate::procfs::maps_lines(&text).find(|line| line.start == start).map(|line| FileId {
+        major: line.major,
+        minor: line.minor,
+        inode: line.inode,
+    })
+}

@@ -6,6 +6,7 @@
 //! detaches everything (aya closes the links).
 
 pub mod allocators;
+pub mod btf;
 pub mod discover;
 pub mod generator;
 pub mod libc;
@@ -31,8 +32,8 @@ use aya::{
 };
 use leakprobe_common::{
     ALLOC_EXIT_PROGRAM, ALLOC_SESSION_PROGRAM, AllocFn, BRK_PROGRAM, EXEC_PROGRAM, EXIT_PROGRAM, FAULT_PROGRAM,
-    FREE_PROGRAM, FaultFields, GENERATOR_PROGRAM, LiveKey, MMAP_PROGRAM, MapFields, NO_FIELD, OOM_PROGRAM, OomFields,
-    PyProc, globals, maps,
+    FREE_PROGRAM, FaultFields, GENERATOR_PROGRAM, KernelOffsets, LiveKey, MMAP_PROGRAM, MapFields, NO_FIELD,
+    OOM_PROGRAM, OomFields, PyProc, globals, maps,
 };
 use serde::{Deserialize, Serialize};
 
@@ -148,6 +149,9 @@ pub struct Maps {
     pub pid_sample_interval: HashMap<MapData, u32, u64>,
     /// Allocator calls per process that reached a probe.
     pub pid_calls: PerCpuHashMap<MapData, u32, u64>,
+    /// Frees of never-reported addresses per process started under the daemon; `None` when not counted
+    /// (see [`crate::daemon`]'s `unseen` module).
+    pub unseen_frees: Option<PerCpuHashMap<MapData, u32, u64>>,
 }
 
 /// Which processes an allocator probe fires for.
@@ -216,6 +220,12 @@ impl Probes {
         let fault_fields = optional_fields(tracefs, ("exceptions", "page_fault_user"), "no tier 0", fault_fields);
         let map_fields = map_fields(&config.sys.tracefs);
         let own_tgid = std::process::id();
+        // Every free of an address never reported is a missed allocation only when every allocation is
+        // reported (full mode) in every process (system-wide probes).
+        let count_unseen = config.sample_interval == 0 && config.malloc_probes == MallocProbes::All;
+        // The kernel unwinder's vma lookups need the kernel's struct layouts.
+        let kernel_offsets =
+            if config.unwind_table_rows.is_some() { btf::running_kernel_offsets() } else { KernelOffsets::NONE };
         let exp_table = crate::core::sampling::exp_table();
         // aya must never see the session program's kfunc calls as they are built: patched in every case.
         let kfuncs = match config.return_probes {
@@ -237,7 +247,9 @@ impl Probes {
             .override_global(globals::FAULT_SAMPLE_INTERVAL, &config.fault_sample_interval.max(1), true)
             .override_global(globals::STACK_COPY_BYTES, &config.stack_copy_bytes, true)
             .override_global(globals::TRACED_TGID, &config.pid.unwrap_or(0), true)
+            .override_global(globals::COUNT_UNSEEN_FREES, &u32::from(count_unseen), true)
             .override_global(globals::UNWIND_TABLES, &u32::from(config.unwind_table_rows.is_some()), true)
+            .override_global(globals::KERNEL_OFFSETS, &kernel_offsets, true)
             .map_max_entries(maps::LIVE, config.max_live_allocations)
             // Unused without the table walk: one page of rows.
             .map_max_entries(maps::UNWIND_ROWS, config.unwind_table_rows.unwrap_or(256))
@@ -259,8 +271,9 @@ impl Probes {
             counters: take_map(&mut ebpf, maps::COUNTERS)?,
             pid_sample_interval: take_map(&mut ebpf, maps::PID_SAMPLE_INTERVAL)?,
             pid_calls: take_map(&mut ebpf, maps::PID_CALLS)?,
+            unseen_frees: if count_unseen { Some(take_map(&mut ebpf, maps::UNSEEN_FREES)?) } else { None },
         };
-        let tables = config.unwind_table_rows.map(|rows| take_tables(&mut ebpf, rows)).transpose()?;
+        let tables = config.unwind_table_rows.map(|rows| take_tables(&mut ebpf, rows, kernel_offsets)).transpose()?;
         let mut programs: Vec<&'static str> = Vec::new();
         if session.is_none() {
             programs.extend(AllocFn::ALL.iter().map(|f| f.entry_program()));
@@ -585,13 +598,15 @@ fn map_fields(tracefs: &Path) -> Option<MapFields> {
     None
 }
 
-/// The kernel unwinder's maps, its arena of `rows` rows.
-fn take_tables(ebpf: &mut Ebpf, rows: u32) -> Result<KernelTables, ProbeError> {
+/// The kernel unwinder's maps, its arena of `rows` rows; `offsets`: the kernel struct offsets it was given.
+fn take_tables(ebpf: &mut Ebpf, rows: u32, offsets: KernelOffsets) -> Result<KernelTables, ProbeError> {
     KernelTables::new(
         ebpf.take_map(maps::UNWIND_ROWS).ok_or(ProbeError::NoMap(maps::UNWIND_ROWS))?,
         rows,
         take_map(ebpf, maps::UNWIND_BINARIES)?,
         take_map(ebpf, maps::UNWIND_PROCS)?,
+        take_map(ebpf, maps::UNWIND_FILES)?,
+        offsets,
     )
 }
 

@@ -20,6 +20,7 @@
 use std::{
     collections::HashSet,
     ffi::CString,
+    fs,
     os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
     path::Path,
 };
@@ -76,6 +77,12 @@ pub enum SessionError {
         "the kernel refused the session program (BPF_PROG_LOAD, expected attach type BPF_TRACE_UPROBE_SESSION): {source}{log}"
     )]
     Load { source: std::io::Error, log: String },
+    /// Linux 6.12 has both kfuncs in its BTF but its verifier allows them in no uprobe program
+    /// (`calling kernel function bpf_session_is_return is not allowed`): `EACCES`, which is no privilege problem.
+    #[error(
+        "session uprobes need Linux 6.13 or later (this kernel is {release}): it refused the session program ({source}){log}"
+    )]
+    KernelTooOld { release: String, source: std::io::Error, log: String },
     #[error("the eBPF object's BTF: {0}")]
     ObjectBtf(String),
     #[error("the kernel refused the eBPF object's BTF (BPF_BTF_LOAD)")]
@@ -280,8 +287,23 @@ fn prog_load(
         } else {
             format!("\nverifier: {}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
         };
+        let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let release = release.trim();
+        if older_than_6_13(release) {
+            return Err(SessionError::KernelTooOld { release: release.to_owned(), source, log });
+        }
         Err(SessionError::Load { source, log })
     })
+}
+
+/// Whether the kernel release `release` (`uname -r`, e.g. `6.12.118+deb12-amd64`) predates Linux 6.13, the first
+/// with session uprobes. An unparsable release is not called old.
+fn older_than_6_13(release: &str) -> bool {
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).map(str::parse::<u32>);
+    match (numbers.next(), numbers.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) < (6, 13),
+        _ => false,
+    }
 }
 
 fn fd_u32(fd: RawFd) -> u32 {
@@ -327,6 +349,23 @@ mod tests {
             let imm = u32::from_le_bytes(patched[at + 4..at + 8].try_into().expect("4 bytes"));
             assert!(imm == 7 || imm == 9, "imm {imm}");
         }
+    }
+
+    #[test]
+    fn kernels_before_6_13_are_named_too_old() {
+        assert!(older_than_6_13("6.12.118+deb12-amd64"));
+        assert!(older_than_6_13("6.1.0-57-amd64"));
+        assert!(older_than_6_13("5.15.0"));
+        assert!(!older_than_6_13("6.13.0"));
+        assert!(!older_than_6_13("6.18.44-fc-v1272"));
+        assert!(!older_than_6_13("7.0"));
+        assert!(!older_than_6_13(""));
+        let err = SessionError::KernelTooOld {
+            release: "6.12.118+deb12-amd64".into(),
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+            log: String::new(),
+        };
+        assert!(err.to_string().starts_with("session uprobes need Linux 6.13 or later (this kernel is 6.12.118"));
     }
 
     #[test]

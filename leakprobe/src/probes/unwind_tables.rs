@@ -14,7 +14,10 @@ use std::{
 };
 
 use aya::maps::{HashMap, Map, MapData};
-use leakprobe_common::{UNWIND_MAX_MAPPINGS, UnwindBinary, UnwindMapping, UnwindProc, UnwindRow};
+use leakprobe_common::{
+    KernelOffsets, UNWIND_FILE_SEGMENTS, UNWIND_MAX_MAPPINGS, UnwindBinary, UnwindFile, UnwindFileKey, UnwindMapping,
+    UnwindProc, UnwindRow, UnwindSegment, kernel_dev,
+};
 use lru::LruCache;
 use memmap2::{MmapMut, MmapOptions};
 
@@ -69,6 +72,10 @@ pub struct KernelTables {
     free: Vec<(u32, u32)>,
     binaries: HashMap<MapData, u64, UnwindBinary>,
     procs: HashMap<MapData, u32, UnwindProc>,
+    /// Each loaded binary by the kernel's (device, inode), for the walk's vma lookups.
+    files: HashMap<MapData, UnwindFileKey, UnwindFile>,
+    /// The kernel struct offsets the walk was given (from BTF): which of its lookups are on.
+    offsets: KernelOffsets,
     loaded: LruCache<FileId, Loaded>,
     failed: HashSet<FileId>,
     /// The last mappings written per process, to skip rewriting an unchanged entry at each rescan.
@@ -85,6 +92,8 @@ impl KernelTables {
         capacity: u32,
         binaries: HashMap<MapData, u64, UnwindBinary>,
         procs: HashMap<MapData, u32, UnwindProc>,
+        files: HashMap<MapData, UnwindFileKey, UnwindFile>,
+        offsets: KernelOffsets,
     ) -> Result<Self, ProbeError> {
         let name = leakprobe_common::maps::UNWIND_ROWS;
         let Map::Array(rows) = rows else { return Err(ProbeError::NoMap(name)) };
@@ -101,6 +110,8 @@ impl KernelTables {
             free: vec![(0, capacity)],
             binaries,
             procs,
+            files,
+            offsets,
             loaded: LruCache::unbounded(),
             failed: HashSet::new(),
             written: LruCache::new(
@@ -127,7 +138,7 @@ impl KernelTables {
     }
 
     /// `(name, value)` pairs for `status` and metrics.
-    pub fn counter_pairs(&self) -> [(&'static str, u64); 12] {
+    pub fn counter_pairs(&self) -> [(&'static str, u64); 14] {
         let c = self.counters();
         let row = size_of::<UnwindRow>() as u64;
         [
@@ -143,6 +154,8 @@ impl KernelTables {
             ("unwind_tables_compile_microseconds", c.compile_microseconds),
             ("unwind_tables_rows_used", c.rows_used),
             ("unwind_tables_deferred", c.deferred),
+            ("unwind_vma_lookups_off", u64::from(self.offsets.vma == 0)),
+            ("unwind_uretprobe_lookups_off", u64::from(self.offsets.uretprobe == 0)),
         ]
     }
 
@@ -263,6 +276,10 @@ impl KernelTables {
             self.release(first, len);
             return None;
         }
+        let file = file_entry(id, compiled.base, &compiled.segments);
+        if let Err(err) = self.files.insert(file_key(mapping.file), file, 0) {
+            log::debug!("unwind tables: registering the file of {}: {err}", shown.display());
+        }
         self.counters.loads += 1;
         let path = shown.display().to_string();
         let loaded = Loaded { id, first, len, base: compiled.base, segments: compiled.segments, path };
@@ -293,8 +310,9 @@ impl KernelTables {
                 }
                 return Some(first);
             }
-            let (_, evicted) = self.loaded.pop_lru()?;
-            // No new walk finds the rows once the entry is gone; then the extent may be reused.
+            let (file, evicted) = self.loaded.pop_lru()?;
+            // No new walk finds the rows once the entries are gone; then the extent may be reused.
+            let _ = self.files.remove(&file_key(file));
             let _ = self.binaries.remove(&evicted.id);
             self.counters.evictions += 1;
             self.release(evicted.first, evicted.len);
@@ -323,6 +341,26 @@ fn binary_id(file: FileId) -> u64 {
     (u64::from(file.major) << 52 | u64::from(file.minor) << 32) ^ file.inode
 }
 
+/// The key of a file in `UNWIND_FILES`: the kernel's encoding of its device (as `/proc/PID/maps` prints it).
+fn file_key(file: FileId) -> UnwindFileKey {
+    UnwindFileKey { dev: kernel_dev(file.major, file.minor), pad: 0, ino: file.inode }
+}
+
+/// The `UNWIND_FILES` value of binary `id` whose rows start at ELF address `base`: a pc at file offset `o` of
+/// a segment has the row pc `o + delta` (as [`rows::bias`] computes for a mapping).
+fn file_entry(id: u64, base: u64, segments: &[crate::segments::Segment]) -> UnwindFile {
+    let mut entry = UnwindFile { binary: id, ..UnwindFile::default() };
+    for (slot, segment) in entry.segments.iter_mut().zip(segments.iter().take(UNWIND_FILE_SEGMENTS)) {
+        *slot = UnwindSegment {
+            offset: segment.offset,
+            size: segment.size,
+            delta: segment.vaddr.wrapping_sub(segment.offset).wrapping_sub(base),
+        };
+    }
+    entry.count = u32::try_from(segments.len().min(UNWIND_FILE_SEGMENTS)).unwrap_or(0);
+    entry
+}
+
 /// A row's bytes as the kernel reads them.
 fn row_bytes(row: &UnwindRow) -> &[u8] {
     // SAFETY: `UnwindRow` is `#[repr(C)]` plain integers with explicit padding (size asserted: 16 bytes).
@@ -343,5 +381,42 @@ mod tests {
         assert_eq!(super::arena_rows(16 << 20), 1 << 20);
         assert_eq!(super::arena_rows(1), 256);
         assert_eq!(super::arena_rows(4096 * 3 + 5), 768);
+    }
+
+    /// The kernel's `dev_t` (`MKDEV`: 12 bits of major above 20 of minor), not glibc's `st_dev` encoding, which
+    /// splits the minor around the major: they differ as soon as the minor passes 255.
+    #[test]
+    fn file_keys_use_the_kernel_device_encoding() {
+        let key = |major, minor| super::file_key(super::FileId { major, minor, inode: 7 });
+        assert_eq!(key(259, 1).dev, 0x1030_0001);
+        assert_eq!(key(0, 0x1234).dev, 0x1234);
+        assert_eq!(key(8, 0x12345).dev, 0x0081_2345);
+        let userspace = libc::makedev(0, 0x1234);
+        assert_ne!(u64::from(key(0, 0x1234).dev), userspace, "glibc puts minor bits above 255 elsewhere");
+        assert_eq!(key(0, 0x1234).ino, 7);
+    }
+
+    /// A mapping's bias from the file entry's segment holding a pc equals the one the process entry gets
+    /// (`rows::bias`): here for lld's layout, whose code segment starts mid-page after the read-only one.
+    #[test]
+    fn file_entries_place_pcs_as_mappings_do() {
+        use crate::segments::Segment;
+        let segments = [
+            Segment { offset: 0, size: 0x45_297c, vaddr: 0 },
+            Segment { offset: 0x45_2980, size: 0x7e_d350, vaddr: 0x45_3980 },
+            Segment { offset: 0xc3_fcd0, size: 0x8_54e8, vaddr: 0xc4_1cd0 },
+        ];
+        let base = 0x1000;
+        let entry = super::file_entry(42, base, &segments);
+        assert_eq!((entry.binary, entry.count), (42, 3));
+        // The code mapping starts at the page holding segment 1's first byte.
+        let (start, pgoff) = (0x5555_5600_0000_u64, 0x45_2000_u64);
+        let expected = super::rows::bias(base, &segments, start, pgoff).expect("a segment");
+        let pc = start + 0x1000;
+        let offset = pc - start + pgoff;
+        let segment = entry.segments.iter().find(|s| offset >= s.offset && offset - s.offset < s.size).expect("one");
+        let bias = start.wrapping_sub(pgoff).wrapping_sub(segment.delta);
+        assert_eq!(bias, expected);
+        assert_eq!(pc - bias, 0x45_4000 - base, "the row pc: the ELF address less the base");
     }
 }

@@ -34,7 +34,7 @@ pub fn sites(status: &Value) -> Vec<String> {
         .collect()
 }
 
-fn table(header: &[&str]) -> Table {
+pub fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table.load_preset(presets::NOTHING).set_header(header.iter().copied());
     for i in 1..header.len() {
@@ -51,7 +51,7 @@ fn medians(timings: &[Timing], config: Config) -> Option<Vec<f64>> {
     timing.result.as_ref().ok().map(|runs| runs.iter().map(|r| median(r)).collect())
 }
 
-fn spread(runs: &[f64]) -> f64 {
+pub fn spread(runs: &[f64]) -> f64 {
     let (min, max) = runs.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     100.0 * (max - min) / median(runs)
 }

@@ -1,0 +1,84 @@
+#!/bin/sh
+# The kernel matrix's smoke suite (xtask/src/kernels.rs), run by virtme-ng as root inside a guest whose root is
+# the host's, read-only, with OUT shared read-write. It only runs things and writes what it saw into OUT; the host
+# judges the files after the guest is gone (virtme-ng's exit status says nothing: 255 even on success).
+# Usage: kernel-guest.sh OUT LEAKPROBE FIXTURES
+OUT=$1 LP=$2 FIX=$3
+exec >"$OUT/guest.log" 2>&1
+set -x
+uname -r >"$OUT/release"
+mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug
+# A cgroup2 hierarchy of our own for the memory limit (the guest's /sys/fs/cgroup may be a tmpfs of v1 mounts).
+CG=/sys/fs/cgroup
+if [ "$(stat -fc %T $CG)" != cgroup2fs ]; then CG=/tmp/cgroup2; mkdir -p $CG; mount -t cgroup2 nodev $CG; fi
+T=$(mktemp -d)
+
+# Starts a daemon named $1 with the remaining arguments; its pid in $D once `status` answers.
+start() {
+    name=$1; shift
+    "$LP" run --socket "$T/$name.sock" --state-dir "$T/$name.state" --no-metrics "$@" >"$OUT/$name.log" 2>&1 &
+    D=$!
+    for _ in $(seq 600); do "$LP" status --socket "$T/$name.sock" >/dev/null 2>&1 && break; sleep 0.2; done
+    "$LP" status --json --socket "$T/$name.sock" >"$OUT/$name-status.json"
+    # The eBPF programs and links it holds, by id, to look for after the stop.
+    cat /proc/$D/fdinfo/* 2>/dev/null | sed -n 's/^\(prog_id\|link_id\):[[:space:]]*/\1 /p' | sort -u >"$OUT/$name-held"
+}
+# Stops the daemon $D named $1 with SIGTERM; writes its exit status and the ids still present afterwards.
+stop() {
+    kill -TERM "$D"; wait "$D"; echo $? >"$OUT/$1-exit"
+    : >"$OUT/$1-left"
+    while read -r kind id; do
+        case $kind in prog_id) what=prog ;; *) what=link ;; esac
+        bpftool "$what" show id "$id" >/dev/null 2>&1 && echo "$kind $id" >>"$OUT/$1-left"
+    done <"$OUT/$1-held"
+}
+# Polls `$@` (up to $1 seconds... as the first argument) until its output contains the pattern $2; saves it to $3.
+poll() {
+    secs=$1 pattern=$2 file=$3; shift 3
+    for _ in $(seq $((secs * 2))); do
+        "$@" >"$file" 2>&1 && grep -q "$pattern" "$file" && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
+# 1. Defaults (sampled, malloc probes auto), escalating fast: a steady leak of the tier0 fixture is escalated to
+#    tier 1 by tier 0 alone, without `trace`.
+start defaults --interval 200ms --window 6s --escalate-only tier0
+"$FIX/tier0" leakloop 20 >"$T/tier0.out" 2>&1 &
+P=$!
+echo "$P" >"$OUT/tier0-pid"
+poll 90 loop_leak "$OUT/escalated-top.txt" "$LP" top --socket "$T/defaults.sock" --pid "$P"
+"$LP" status --json --socket "$T/defaults.sock" >"$OUT/escalated-status.json"
+kill "$P"
+stop defaults
+
+# 2. --mode full --malloc-probes all: the leaker's leaks exactly, then a real OOM kill in a 64 MiB memory cgroup.
+start full --mode full --malloc-probes all --interval 500ms
+mkfifo "$T/in"
+"$FIX/leaker" basic <"$T/in" >"$T/leaker.out" 2>&1 &
+P=$!
+exec 3>"$T/in"
+echo "$P" >"$OUT/leaker-pid"
+poll 60 4321 "$OUT/leaker-top.json" "$LP" top --socket "$T/full.sock" --pid "$P" --json
+exec 3>&-
+mkdir -p $CG/leakprobe-oom
+echo +memory >$CG/cgroup.subtree_control
+echo 64M >$CG/leakprobe-oom/memory.max
+echo 0 >$CG/leakprobe-oom/memory.swap.max
+mkfifo "$T/oom-in"
+"$FIX/leaker" oom <"$T/oom-in" >"$T/oom.out" 2>&1 &
+P=$!
+echo "$P" >"$OUT/oom-pid"
+echo "$P" >$CG/leakprobe-oom/cgroup.procs
+echo go >"$T/oom-in"
+# The kill comes within seconds, even emulated; never wait for the guest's own RAM to run out.
+for _ in $(seq 240); do kill -0 "$P" 2>/dev/null || break; sleep 0.5; done
+kill -0 "$P" 2>/dev/null && { echo "no OOM kill within 2 minutes"; kill -9 "$P"; }
+wait "$P"; echo "oom leaker exit $?"
+poll 60 leak_until_killed "$OUT/oom-list.json" "$LP" oom --socket "$T/full.sock" --json
+ID=$(sed -n 's/.*"id": *"\([0-9]*-[0-9]*\)".*/\1/p' "$OUT/oom-list.json" | head -1)
+"$LP" oom show "$ID" --socket "$T/full.sock" --json >"$OUT/oom-report.json" 2>&1
+stop full
+echo done >"$OUT/done"
