@@ -432,6 +432,7 @@ mod tests {
         let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
                       Max open files            1024                 524288               files\n";
         let own = parse_own_process(stat, 1_700_000_000, limits, 12).expect("parses");
+        #[expect(clippy::cast_precision_loss, reason = "clock ticks per second fit f64 exactly")]
         let ticks = clock_ticks() as f64;
         assert_eq!(own.threads, 7);
         assert_eq!(own.virtual_bytes, 104_857_600);

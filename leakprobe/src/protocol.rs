@@ -21,7 +21,7 @@ use crate::core::analysis::{Growth, Verdict, VerdictConfig};
 pub mod export;
 pub mod oom;
 pub mod tiers;
-pub use export::{EXPORT_PATH, ExportFormat, ExportQuery, HeapFilter};
+pub use export::{EXPORT_PATH, ExportFormat, ExportQuery, HeapFilter, HeapProfile, HeapSample, OTHER_STACKS};
 pub use oom::{OOM_PATH, OomListResponse, OomReport, OomSummary};
 pub use tiers::{
     BudgetActionReport, BudgetReport, EndedEscalation, EscalationReport, FAULTS_PATH, FaultProcessReport,

@@ -9,7 +9,7 @@ use leakprobe_tests::http::{RawResponse, get_tcp};
 use leakprobe_tests::pprof::{Profile, go_tool_top};
 use leakprobe_tests::prometheus::Prometheus;
 use leakprobe_tests::unit::UnitCgroup;
-use leakprobe_tests::{Daemon, GROWTH, StackExt, dump, observe_leaker, poll_until, wait_for_fence};
+use leakprobe_tests::{Daemon, Fixture, GROWTH, StackExt, dump, observe_leaker, poll_until, wait_for_fence};
 
 fn heap(daemon: &Daemon, query: &str) -> RawResponse {
     get_tcp(daemon.metrics_addr(), &format!("/debug/pprof/heap{query}"), "*/*")
@@ -26,6 +26,16 @@ fn heap_profile(daemon: &Daemon, query: &str) -> (Vec<u8>, Profile) {
 
 fn as_i64(v: u64) -> i64 {
     i64::try_from(v).expect("fits")
+}
+
+/// The basic leaker, in `unit`'s cgroup when given, once `daemon` has seen its whole heap: the fixture, its stacks
+/// and their live bytes.
+fn observed_leaker(daemon: &Daemon, unit: Option<&UnitCgroup>) -> (Fixture, Vec<serde_json::Value>, u64) {
+    let mut fixture = unit.map_or_else(|| Fixture::leaker("basic"), |unit| unit.leaker("basic"));
+    fixture.wait_line("ready");
+    let stacks = wait_for_fence(daemon, fixture.pid());
+    let live = stacks.iter().map(StackExt::live_bytes).sum();
+    (fixture, stacks, live)
 }
 
 #[test]
@@ -48,18 +58,76 @@ fn heap_endpoint_is_read_by_go_tool_pprof() {
     assert_eq!(flat, "9.77kB", "10,000 bytes as pprof prints them: {top}");
     let objects = go_tool_top(&bytes, &["-sample_index=inuse_objects"]);
     assert!(objects.contains("Type: inuse_objects"), "{objects}");
-    let line = objects.lines().find(|l| l.trim_end().ends_with(" leak_alpha")).unwrap_or_else(|| panic!("{objects}"));
-    assert_eq!(line.split_whitespace().next(), Some(ALPHA_COUNT.to_string().as_str()), "{objects}");
+    let alpha_objects =
+        objects.lines().find(|l| l.trim_end().ends_with(" leak_alpha")).unwrap_or_else(|| panic!("{objects}"));
+    assert_eq!(alpha_objects.split_whitespace().next(), Some(ALPHA_COUNT.to_string().as_str()), "{objects}");
 
     // The filters select the same process by name and by service; another name selects nothing.
-    for query in ["?comm=leaker", "?service=leaker", ""] {
+    for query in ["?comm=leaker", "?service=leaker"] {
         let (_, by) = heap_profile(&daemon, query);
         assert_eq!(by.total("inuse_space", pid), as_i64(live), "{query}");
     }
+    // Every process on this busy host: the 1,000 largest stacks symbolized, the rest summed per process (the
+    // fixture's total stays whole either way), within a scraper's 10 s timeout.
+    let started = std::time::Instant::now();
+    let response = heap(&daemon, "");
+    let took = started.elapsed();
+    assert_eq!(response.status, Some(200), "{response}");
+    let all = Profile::from_gzip(response.body_bytes());
+    assert_eq!(all.total("inuse_space", pid), as_i64(live));
+    let header = |name: &str| -> u64 {
+        response.header(name).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name}: {response}"))
+    };
+    let (omitted, unsymbolized) = (header("x-leakprobe-stacks-omitted"), header("x-leakprobe-stacks-unsymbolized"));
+    let others = all.sample.iter().filter(|s| all.label(s, "stack_id") == Some("other")).count();
+    println!(
+        "unfiltered /debug/pprof/heap: {} samples ({} stacks symbolized, {unsymbolized} of them late; {omitted} more \
+         summed into {others} per-process samples), {} bytes gzipped, in {took:.2?}",
+        all.sample.len(),
+        all.sample.len() - others,
+        response.body_bytes().len(),
+    );
+    assert!(all.sample.len() - others <= 1_000, "at most --profile-max-stacks symbolized");
+    assert!(took < Duration::from_secs(10), "a scrape within the default scrape timeout: {took:?}");
     let (_, none) = heap_profile(&daemon, &format!("?pid={pid}&service=not-leaker"));
     assert!(none.sample.is_empty(), "no process of that service: an empty profile");
     let (_, none) = heap_profile(&daemon, "?container=0123456789ab");
     assert!(none.sample.iter().all(|s| profile.pid(s) != Some(pid)), "the fixture is in no container");
+}
+
+#[test]
+fn heap_endpoint_keeps_the_largest_stacks_and_counts_the_rest() {
+    let daemon = Daemon::start_with_args(&["--profile-max-stacks", "2"]);
+    let (fixture, stacks, live) = observed_leaker(&daemon, None);
+    let pid = fixture.pid();
+    assert!(stacks.len() > 2, "{}", dump(&stacks));
+    let response = heap(&daemon, &format!("?pid={pid}"));
+    assert_eq!(response.status, Some(200), "{response}");
+    let bytes = response.body_bytes().to_vec();
+    let profile = Profile::from_gzip(&bytes);
+    let (top, rest): (Vec<_>, Vec<_>) =
+        profile.sample.iter().partition(|s| profile.label(s, "stack_id") != Some("other"));
+    assert_eq!((top.len(), rest.len()), (2, 1), "two stacks, and one sample for the rest");
+    assert_eq!(profile.total("inuse_space", pid), as_i64(live), "the rest is summed, not dropped");
+    let omitted = stacks.len() - 2;
+    assert_eq!(response.header("x-leakprobe-stacks-omitted"), Some(omitted.to_string()), "{response}");
+    assert!(
+        profile.comments().iter().any(|c| c.contains(&format!("{omitted} more stacks"))),
+        "{:?}",
+        profile.comments()
+    );
+    // The largest by live bytes are kept: beta's 5 x 4096 bytes and alpha's 10 x 1000; the fence's 4321 is not.
+    let top = go_tool_top(&bytes, &[]);
+    println!("go tool pprof -top (--profile-max-stacks 2):\n{top}");
+    for function in [" leak_beta", " leak_alpha", " [other stacks]"] {
+        assert!(top.lines().any(|l| l.trim_end().ends_with(function)), "{function}: {top}");
+    }
+
+    // Chosen by another sample type, which is then the profile's default.
+    let response = heap(&daemon, &format!("?pid={pid}&sample_index=inuse_objects"));
+    let objects = go_tool_top(response.body_bytes(), &[]);
+    assert!(objects.contains("Type: inuse_objects"), "{objects}");
+    drop(fixture);
 }
 
 #[test]
@@ -81,15 +149,15 @@ fn heap_endpoint_rejects_bad_queries_and_can_be_off() {
     assert!(response.body.contains("serves only GET /metrics here"), "{}", response.body);
 }
 
+/// PID 1 of the test host is not systemd, so `systemd-run` cannot start a unit: the fixture runs in a real cgroup
+/// named like a unit's (`/sys/fs/cgroup/…/leakprobe-test-PID.slice/NAME.service`, see [`UnitCgroup`]), removed
+/// when the test ends.
 #[test]
 fn a_process_in_a_systemd_unit_is_its_service() {
     let daemon = Daemon::start();
     let unit = UnitCgroup::new("leakprobe-fleet");
-    let mut fixture = unit.leaker("basic");
-    fixture.wait_line("ready");
+    let (fixture, stacks, live) = observed_leaker(&daemon, Some(&unit));
     let pid = fixture.pid();
-    let stacks = wait_for_fence(&daemon, pid);
-    let live: u64 = stacks.iter().map(StackExt::live_bytes).sum();
     let (_, profile) = heap_profile(&daemon, &format!("?service={}", unit.name()));
     assert_eq!(profile.total("inuse_space", pid), as_i64(live), "{}", dump(&stacks));
     assert!(profile.sample.iter().all(|s| profile.label(s, "service") == Some(unit.name())));
@@ -195,6 +263,9 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<Received> {
     Some(Received { line: line.trim_end().to_owned(), headers, body })
 }
 
+/// PID 1 of the test host is not systemd, so `systemd-run` cannot start a unit: the fixture runs in a real cgroup
+/// named like a unit's (`/sys/fs/cgroup/…/leakprobe-test-PID.slice/NAME.service`, see [`UnitCgroup`]), removed
+/// when the test ends.
 #[test]
 fn profiles_are_pushed_to_pyroscopes_ingest_api() {
     let receiver = Receiver::start();
@@ -211,14 +282,11 @@ fn profiles_are_pushed_to_pyroscopes_ingest_api() {
         token.to_str().expect("utf-8"),
     ]);
     let unit = UnitCgroup::new("leakprobe-push");
-    let mut fixture = unit.leaker("basic");
-    fixture.wait_line("ready");
+    let (fixture, _, live) = observed_leaker(&daemon, Some(&unit));
     let pid = fixture.pid();
-    let stacks = wait_for_fence(&daemon, pid);
-    let live: u64 = stacks.iter().map(StackExt::live_bytes).sum();
 
     // Requests of every process arrive; wait for the fixture's with its whole heap.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + Duration::from_mins(1);
     let (request, profile, bytes) = loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let request = receiver.requests.recv_timeout(left).expect("a push of the fixture's heap within 60 s");
@@ -257,6 +325,9 @@ fn profiles_are_pushed_to_pyroscopes_ingest_api() {
     drop(fixture);
 }
 
+/// PID 1 of the test host is not systemd, so `systemd-run` cannot start a unit: the fixture runs in a real cgroup
+/// named like a unit's (`/sys/fs/cgroup/…/leakprobe-test-PID.slice/NAME.service`, see [`UnitCgroup`]), removed
+/// when the test ends.
 #[test]
 fn a_real_prometheus_reads_growth_by_service_and_the_leak_alert() {
     // The daemon samples every half second over 20 s, so a steady leak is judged within seconds.
@@ -284,7 +355,7 @@ fn a_real_prometheus_reads_growth_by_service_and_the_leak_alert() {
     // `growth steady` leaks 2048 bytes every 100 ms: 20480 B/s.
     let by_service =
         format!("sum by (service) (leakprobe_process_heap_growth_bytes_per_second{{service=\"{service}\"}})");
-    let rate = poll_until(Duration::from_secs(120), "the leaker's heap growth by service in Prometheus", || {
+    let rate = poll_until(Duration::from_mins(2), "the leaker's heap growth by service in Prometheus", || {
         let result = prometheus.query(&by_service);
         let value: f64 = result.first()?["value"][1].as_str()?.parse().ok()?;
         (value > 15_000.0).then_some(value)
@@ -292,7 +363,7 @@ fn a_real_prometheus_reads_growth_by_service_and_the_leak_alert() {
     println!("{by_service} = {rate:.0} B/s");
     assert!(rate < 25_000.0, "20480 B/s leaked, {rate} measured");
     let firing = format!("ALERTS{{alertname=\"LeakprobeStackLeaking\",alertstate=\"firing\",service=\"{service}\"}}");
-    let alert = poll_until(Duration::from_secs(120), "LeakprobeStackLeaking firing in ALERTS", || {
+    let alert = poll_until(Duration::from_mins(2), "LeakprobeStackLeaking firing in ALERTS", || {
         prometheus.query(&firing).first().cloned()
     });
     println!("{firing}: {alert}");

@@ -22,7 +22,7 @@ use crate::{
         tier1::Tier1Config,
     },
     daemon::{self, DaemonConfig, MetricsConfig},
-    metrics::{DEFAULT_METRICS_ADDR, DEFAULT_TOP_PROCESSES, DEFAULT_TOP_STACKS, MetricsLimits},
+    metrics::{DEFAULT_METRICS_ADDR, DEFAULT_PROFILE_STACKS, DEFAULT_TOP_PROCESSES, DEFAULT_TOP_STACKS, MetricsLimits},
     oom::store::{DEFAULT_MAX_REPORTS, StoreLimits},
     probes::{
         MallocProbes, ProbeConfig,
@@ -276,6 +276,14 @@ pub struct RunArgs {
     /// default, for Parca and Grafana Alloy to pull).
     #[arg(long, help_heading = METRICS)]
     no_pprof_endpoint: bool,
+    /// Stacks a heap profile symbolizes; the others are summed per process.
+    ///
+    /// Stacks a heap profile (`/debug/pprof/heap`, each push to Pyroscope) symbolizes: the N (process, stack)
+    /// pairs with the most of the requested sample type (at most 10000). The others are summed per process into
+    /// one `[other stacks]` sample, and their number is in the profile's comments and the
+    /// `X-Leakprobe-Stacks-Omitted` response header.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PROFILE_STACKS, help_heading = METRICS)]
+    profile_max_stacks: usize,
     /// Push heap profiles to this Pyroscope server.
     ///
     /// Push one heap profile per process, labelled with its service, to this Pyroscope server's HTTP ingest API
@@ -403,9 +411,17 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
     ensure!(window >= interval * 2, "--window must cover at least two intervals");
     ensure!(args.metrics_top_stacks <= MAX_TOP_LIMIT, "--metrics-top-stacks must be at most {MAX_TOP_LIMIT}");
     ensure!(args.metrics_top_processes <= MAX_TOP_LIMIT, "--metrics-top-processes must be at most {MAX_TOP_LIMIT}");
+    ensure!(
+        (1..=MAX_TOP_LIMIT).contains(&args.profile_max_stacks),
+        "--profile-max-stacks must be from 1 to {MAX_TOP_LIMIT}"
+    );
     let metrics = (!args.no_metrics).then_some(MetricsConfig {
         addr: args.metrics_addr,
-        limits: MetricsLimits { top_stacks: args.metrics_top_stacks, top_processes: args.metrics_top_processes },
+        limits: MetricsLimits {
+            top_stacks: args.metrics_top_stacks,
+            top_processes: args.metrics_top_processes,
+            profile_stacks: args.profile_max_stacks,
+        },
         pprof_endpoint: !args.no_pprof_endpoint,
     });
     let max_allocations = args.max_allocations;
@@ -472,6 +488,7 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
         push: push_config(
             args.pyroscope_url.as_deref(),
             args.push_interval,
+            args.profile_max_stacks,
             args.pyroscope_basic_auth_file.as_deref(),
             args.pyroscope_token_file.as_deref(),
         )?,
@@ -487,6 +504,7 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
 fn push_config(
     url: Option<&str>,
     interval: Duration,
+    max_stacks: usize,
     basic_file: Option<&Path>,
     token_file: Option<&Path>,
 ) -> Result<Option<crate::push::PushConfig>> {
@@ -514,5 +532,5 @@ fn push_config(
         (None, None) => None,
     };
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned();
-    Ok(Some(crate::push::PushConfig { url: uri, interval, authorization, host }))
+    Ok(Some(crate::push::PushConfig { url: uri, interval, max_stacks, authorization, host }))
 }

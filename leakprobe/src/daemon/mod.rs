@@ -57,7 +57,7 @@ use crate::{
     privileges,
     probes::{self, MallocProbes, Maps, ProbeConfig, Probes, discover::Discovery},
     procfs::Clock,
-    protocol::{DiscoveryStatus, HeapFilter, TopResponse},
+    protocol::{DiscoveryStatus, HeapFilter, HeapProfile},
     push::{self, PushConfig, PushStats},
     queries::Query,
     server,
@@ -117,9 +117,9 @@ impl SnapshotSource for StateSnapshots {
         rx.await.ok()
     }
 
-    async fn heap(&self, filter: HeapFilter) -> Option<TopResponse> {
+    async fn heap(&self, filter: HeapFilter) -> Option<HeapProfile> {
         let (tx, rx) = oneshot::channel();
-        self.requests.send(Request::Query(Query::Heap(filter, tx))).await.ok()?;
+        self.requests.send(Request::Query(Query::Heap(filter, self.limits.profile_stacks, tx))).await.ok()?;
         rx.await.ok()
     }
 }
@@ -154,7 +154,8 @@ fn spawn_push(
     shutdown: CancellationToken,
 ) {
     log::info!("pushing a heap profile per process to {}/ingest every {:?}", push.url, push.interval);
-    let source = StateSnapshots { requests, limits: MetricsLimits::default() };
+    let limits = MetricsLimits { profile_stacks: push.max_stacks, ..MetricsLimits::default() };
+    let source = StateSnapshots { requests, limits };
     tasks.spawn(async move {
         push::run(source, push, stats, shutdown).await.context("pushing profiles")?;
         Ok("push")

@@ -25,11 +25,12 @@ use crate::{
         table::{RssSample, TickTimes},
     },
     ingest::Batch,
-    metrics::{MetricsLimits, MetricsSnapshot},
+    metrics::{MetricsLimits, MetricsSnapshot, PROFILE_SYMBOLIZE_BUDGET},
     procfs::{self, Clock},
     protocol::{
-        AnalysisSettings, AttachPoint, DiscoveryStatus, FaultsQuery, FaultsResponse, MAX_TOP_LIMIT, ProcessIdentity,
-        ProcessesResponse, SortBy, StackReport, StatusResponse, TableSizes, TopQuery, TopResponse, UnwindSettings,
+        AnalysisSettings, AttachPoint, DiscoveryStatus, FaultsQuery, FaultsResponse, HeapFilter, HeapProfile,
+        ProcessIdentity, ProcessesResponse, SortBy, StackReport, StatusResponse, TableSizes, TopQuery, TopResponse,
+        UnwindSettings,
     },
     queries::Query,
     symbolize::{StackRequest, SymbolizerHandle},
@@ -374,15 +375,47 @@ impl State {
                 let (reports, stacks) = query::stacks(&self.table, &query, self.clock, procfs::monotonic_ns());
                 self.answer_top(reports, stacks, reply);
             }
-            Request::Query(Query::Heap(filter, reply)) => {
-                let no_identity = ProcessIdentity::default();
-                let keep =
-                    |pid, comm: &str| filter.matches(pid, comm, self.identities.get(&pid).unwrap_or(&no_identity));
-                let top = TopQuery { pid: filter.pid, limit: Some(MAX_TOP_LIMIT), ..TopQuery::default() };
-                let (reports, stacks) = query::stacks_of(&self.table, &top, keep, self.clock, procfs::monotonic_ns());
-                self.answer_top(reports, stacks, reply);
-            }
+            Request::Query(Query::Heap(filter, max_stacks, reply)) => self.heap(&filter, max_stacks, reply),
         }
+    }
+
+    /// Sets each report's process identity.
+    fn identify(&self, reports: &mut [StackReport]) {
+        for report in reports {
+            report.identity = self.identities.get(&report.pid).cloned().unwrap_or_default();
+        }
+    }
+
+    /// Answers a heap profile's request once its top stacks are symbolized (those not symbolized within
+    /// [`PROFILE_SYMBOLIZE_BUDGET`] keep bare addresses), from another task.
+    fn heap(&self, filter: &HeapFilter, max_stacks: usize, reply: oneshot::Sender<HeapProfile>) {
+        let no_identity = ProcessIdentity::default();
+        let keep = |pid, comm: &str| filter.matches(pid, comm, self.identities.get(&pid).unwrap_or(&no_identity));
+        let sample = filter.sample_index.unwrap_or_default();
+        let now = procfs::monotonic_ns();
+        let mut heap = query::heap_stacks(&self.table, filter.pid, sample, max_stacks, keep, self.clock, now);
+        self.identify(&mut heap.reports);
+        self.identify(&mut heap.rest);
+        let symbolizer = self.symbolizer.clone();
+        let estimated = self.table.config().sample_interval > 0;
+        let deadline = Instant::now() + PROFILE_SYMBOLIZE_BUDGET;
+        tokio::spawn(async move {
+            let (frames, late) = symbolizer.symbolize_until(heap.requests, Some(deadline)).await;
+            let stacks = heap
+                .reports
+                .into_iter()
+                .zip(frames)
+                .map(|(report, frames)| StackReport { frames, ..report })
+                .chain(heap.rest)
+                .collect();
+            let _ = reply.send(HeapProfile {
+                stacks,
+                estimated,
+                sample,
+                omitted_stacks: heap.omitted,
+                unsymbolized_stacks: late as u64,
+            });
+        });
     }
 
     /// Answers a stacks query once its frames are symbolized, from another task (symbolizing reads files), so
@@ -393,9 +426,7 @@ impl State {
         stacks: Vec<StackRequest>,
         reply: oneshot::Sender<TopResponse>,
     ) {
-        for report in &mut reports {
-            report.identity = self.identities.get(&report.pid).cloned().unwrap_or_default();
-        }
+        self.identify(&mut reports);
         let symbolizer = self.symbolizer.clone();
         let estimated = self.table.config().sample_interval > 0;
         // Symbolizing reads files: answer from another task so batches keep flowing meanwhile.

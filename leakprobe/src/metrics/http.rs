@@ -44,7 +44,7 @@ pub async fn serve<S: SnapshotSource>(
     }
     let served =
         if pprof_endpoint { format!("GET {METRICS_PATH} and {HEAP_PATH}") } else { format!("GET {METRICS_PATH}") };
-    let router = router.fallback(move || not_found(served.clone())).with_state(source);
+    let router = router.fallback(move || std::future::ready(not_found(&served))).with_state(source);
     axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
@@ -61,6 +61,6 @@ async fn metrics<S: SnapshotSource>(State(source): State<S>, headers: HeaderMap)
     }
 }
 
-async fn not_found(served: String) -> Response {
+fn not_found(served: &str) -> Response {
     (StatusCode::NOT_FOUND, format!("leakprobe serves only {served} here\n")).into_response()
 }

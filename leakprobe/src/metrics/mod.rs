@@ -20,7 +20,7 @@ use crate::{
     core::analysis::Verdict,
     procfs::OwnProcess,
     protocol::{
-        FaultProcessReport, HeapFilter, ProcessIdentity, ProcessReport, StackReport, StatusResponse, TopResponse,
+        FaultProcessReport, HeapFilter, HeapProfile, ProcessIdentity, ProcessReport, StackReport, StatusResponse,
     },
 };
 
@@ -35,13 +35,19 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9877";
 pub const DEFAULT_TOP_STACKS: usize = 20;
 /// Processes exported as labelled series per ranking (heap bytes, RSS growth), by default.
 pub const DEFAULT_TOP_PROCESSES: usize = 50;
+/// Stacks a heap profile symbolizes, by default: Go's own heap profiles rarely hold more, and a cold busy host
+/// symbolizes this many well within a scraper's 10 s timeout.
+pub const DEFAULT_PROFILE_STACKS: usize = 1_000;
+/// How long a heap profile's symbolization may take: what is not symbolized by then keeps bare addresses, so a
+/// scrape answers within Parca's and Alloy's default timeout (10 s) even when the symbolizer is busy.
+pub const PROFILE_SYMBOLIZE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where the metrics listener gets its answers from (the daemon's state owner).
 pub trait SnapshotSource: Clone + Send + Sync + 'static {
     /// The current snapshot; `None` when the daemon is shutting down.
     fn snapshot(&self) -> impl Future<Output = Option<MetricsSnapshot>> + Send;
     /// The live heap of the processes `filter` selects, every frame symbolized; `None` when shutting down.
-    fn heap(&self, filter: HeapFilter) -> impl Future<Output = Option<TopResponse>> + Send;
+    fn heap(&self, filter: HeapFilter) -> impl Future<Output = Option<HeapProfile>> + Send;
 }
 
 /// How many labelled series a scrape may hold.
@@ -52,11 +58,17 @@ pub struct MetricsLimits {
     /// Processes: the union of the top ones by live heap bytes and the top ones by RSS growth, so at most twice
     /// this many.
     pub top_processes: usize,
+    /// Stacks a heap profile symbolizes (`/debug/pprof/heap`, each push): the others are summed per process.
+    pub profile_stacks: usize,
 }
 
 impl Default for MetricsLimits {
     fn default() -> Self {
-        Self { top_stacks: DEFAULT_TOP_STACKS, top_processes: DEFAULT_TOP_PROCESSES }
+        Self {
+            top_stacks: DEFAULT_TOP_STACKS,
+            top_processes: DEFAULT_TOP_PROCESSES,
+            profile_stacks: DEFAULT_PROFILE_STACKS,
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use axum::{
     extract::{Query, State, rejection::QueryRejection},
-    http::{StatusCode, header},
+    http::{HeaderName, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
@@ -14,7 +14,12 @@ use crate::{export::pprof, protocol::HeapFilter};
 pub const HEAP_PATH: &str = "/debug/pprof/heap";
 
 /// The query parameters a heap request may carry.
-pub const PARAMETERS: &str = "pid, comm, service, container";
+pub const PARAMETERS: &str = "pid, comm, service, container, sample_index";
+
+/// Response header: (process, stack) pairs beyond `--profile-max-stacks`, summed per process as `[other stacks]`.
+pub const OMITTED_HEADER: &str = "x-leakprobe-stacks-omitted";
+/// Response header: stacks not symbolized within the budget (addresses only).
+pub const UNSYMBOLIZED_HEADER: &str = "x-leakprobe-stacks-unsymbolized";
 
 /// The live heap of the processes the query selects; an empty profile when none has any.
 pub async fn heap<S: SnapshotSource>(
@@ -30,14 +35,16 @@ pub async fn heap<S: SnapshotSource>(
             return (StatusCode::BAD_REQUEST, message).into_response();
         }
     };
-    let Some(top) = source.heap(filter).await else {
+    let Some(heap) = source.heap(filter).await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "the daemon is shutting down\n").into_response();
     };
-    match pprof::encode(&top.stacks, pprof::unix_now_ns(), top.estimated) {
+    match pprof::encode_heap(&heap, &heap.stacks, pprof::unix_now_ns()) {
         Ok(body) => (
             [
-                (header::CONTENT_TYPE, "application/octet-stream"),
-                (header::CONTENT_DISPOSITION, "attachment; filename=\"heap\""),
+                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"heap\"".to_owned()),
+                (HeaderName::from_static(OMITTED_HEADER), heap.omitted_stacks.to_string()),
+                (HeaderName::from_static(UNSYMBOLIZED_HEADER), heap.unsymbolized_stacks.to_string()),
             ],
             body,
         )

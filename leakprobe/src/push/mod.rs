@@ -42,6 +42,8 @@ pub struct PushConfig {
     /// The server's base URL (`http://HOST:PORT`, optionally with a path prefix).
     pub url: Uri,
     pub interval: Duration,
+    /// Stacks each collection symbolizes (`--profile-max-stacks`), over all processes.
+    pub max_stacks: usize,
     /// The `Authorization` header's value (`Basic ...` or `Bearer ...`), read from a file at start.
     pub authorization: Option<String>,
     /// The `host` label.
@@ -181,7 +183,7 @@ async fn post(config: &PushConfig, request: &IngestRequest) -> Result<()> {
     let answer = sender.send_request(builder.body(Full::new(Bytes::from(request.body.clone())))?).await?;
     let status = answer.status();
     if !status.is_success() {
-        let body = answer.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = answer.into_body().collect().await.map(http_body_util::Collected::to_bytes).unwrap_or_default();
         let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
         bail!("{status}: {}", text.trim());
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     export::pprof,
-    protocol::{StackReport, TopResponse},
+    protocol::{HeapProfile, StackReport},
 };
 
 /// The multipart boundary: a fixed string no gzip stream of ours is tested against, so it is long and random
@@ -37,7 +37,7 @@ fn key_safe(s: &str) -> String {
 
 /// One request per process of `heap`, for samples taken between `from` and `until` (Unix seconds), labelled
 /// with `host`, the process's service, pid, container id and systemd unit (those it has).
-pub fn ingest_requests(heap: &TopResponse, host: &str, from: u64, until: u64) -> std::io::Result<Vec<IngestRequest>> {
+pub fn ingest_requests(heap: &HeapProfile, host: &str, from: u64, until: u64) -> std::io::Result<Vec<IngestRequest>> {
     let mut by_pid: BTreeMap<u32, Vec<StackReport>> = BTreeMap::new();
     for stack in &heap.stacks {
         by_pid.entry(stack.pid).or_default().push(stack.clone());
@@ -65,7 +65,7 @@ pub fn ingest_requests(heap: &TopResponse, host: &str, from: u64, until: u64) ->
                 ("spyName", "leakprobe"),
             ])
             .map_err(std::io::Error::other)?;
-            let profile = pprof::encode(&stacks, time_ns, heap.estimated)?;
+            let profile = pprof::encode_heap(heap, &stacks, time_ns)?;
             Ok(IngestRequest { name, path_and_query: format!("/ingest?{query}"), body: multipart(&profile) })
         })
         .collect()

@@ -1,5 +1,5 @@
 use super::*;
-use crate::protocol::{ProcessIdentity, StackReport, TopResponse};
+use crate::protocol::{HeapProfile, ProcessIdentity, StackReport};
 
 fn stack(pid: u32, comm: &str, identity: ProcessIdentity) -> StackReport {
     StackReport { comm: comm.into(), identity, ..StackReport::for_test(pid, "00ab", (100, 1), (100, 1), Vec::new()) }
@@ -13,9 +13,9 @@ fn one_request_per_process_named_by_service() {
         container_name: Some("db-0".into()),
         ..ProcessIdentity::default()
     };
-    let heap = TopResponse {
+    let heap = HeapProfile {
         stacks: vec![stack(7, "web", unit.clone()), stack(9, "pg", boxed), stack(7, "web", unit)],
-        estimated: false,
+        ..HeapProfile::default()
     };
     let requests = ingest_requests(&heap, "h1", 100, 115).expect("encodes");
     assert_eq!(requests.len(), 2, "one per process");
