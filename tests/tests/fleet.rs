@@ -319,7 +319,7 @@ fn profiles_are_pushed_to_pyroscopes_ingest_api() {
     assert!(top.contains("Type: inuse_space") && top.contains(" leak_alpha"), "{top}");
 
     // The first post was answered 503: counted, retried, and the rest went through.
-    let count = |name: &str| daemon.counter("daemon", name);
+    let count = |name: &str| daemon.counter("daemon_counters", name);
     assert!(count("push_failures") >= 1 && count("push_retries") >= 1, "the 503 was counted and retried");
     assert!(count("push_profiles") >= 1);
     drop(fixture);
