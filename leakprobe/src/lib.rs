@@ -21,6 +21,7 @@ pub mod privileges;
 pub mod probes;
 pub mod procfs;
 pub mod protocol;
+pub mod push;
 pub mod python;
 pub mod queries;
 pub mod segments;

@@ -41,9 +41,34 @@ pub fn identity(pid: u32) -> ProcessIdentity {
     // NSpid lists the pid from the reader's namespace inwards; deeper than ours means another namespace.
     let depth = |text: &str| text.lines().find_map(|l| l.strip_prefix("NSpid:")).map(|l| l.split_whitespace().count());
     let ns_pid = parse_ns_pid(&status).filter(|_| !same_ns || depth(&status) > depth(&own));
-    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok().and_then(|text| parse_cgroup_path(&text));
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let cgroup = parse_cgroup_path(&cgroups);
     let container_id = cgroup.as_deref().and_then(container_id);
-    ProcessIdentity { ns_pid, cgroup, container_id }
+    let container_name = container_id.as_ref().map(|id| {
+        let hostname = fs::read_to_string(format!("/proc/{pid}/root/etc/hostname")).unwrap_or_default();
+        container_name(&hostname, id)
+    });
+    ProcessIdentity { ns_pid, cgroup, container_id, unit: systemd_unit(&cgroups), container_name }
+}
+
+/// The systemd unit of a `/proc/PID/cgroup` text: the innermost `.service` component of the path systemd
+/// manages (`0::` on cgroup v2, the `name=systemd` hierarchy on a hybrid or v1 host, which keeps `0::/`).
+pub fn systemd_unit(text: &str) -> Option<String> {
+    let v2 = text.lines().find_map(|l| l.strip_prefix("0::")).filter(|p| *p != "/");
+    let v1 = || text.lines().find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p));
+    let path = v2.or_else(v1)?;
+    path.rsplit('/').find(|c| c.len() > ".service".len() && c.ends_with(".service")).map(str::to_owned)
+}
+
+/// A container's name: the hostname its runtime gave it (`/etc/hostname` inside it; Kubernetes writes the pod's
+/// name there), else the first 12 digits of its id.
+pub fn container_name(hostname: &str, id: &str) -> String {
+    let hostname = hostname.trim();
+    if hostname.is_empty() || hostname.len() > 253 || hostname.contains(char::is_whitespace) {
+        id.chars().take(12).collect()
+    } else {
+        hostname.to_owned()
+    }
 }
 
 /// The innermost pid of the `NSpid:` line of a `/proc/PID/status` text.
@@ -69,6 +94,65 @@ pub fn container_id(cgroup: &str) -> Option<String> {
     })
 }
 
+/// The daemon's own figures for Prometheus's standard `process_*` metrics (the names and meanings the
+/// Prometheus client-library guidelines give, as Go's client exports them on Linux).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OwnProcess {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    /// Seconds since the Unix epoch.
+    pub start_time_seconds: f64,
+    pub threads: u64,
+    pub open_fds: u64,
+    /// The soft limit of open files (`RLIMIT_NOFILE`).
+    pub max_fds: Option<u64>,
+}
+
+/// [`OwnProcess`] from `/proc/self`.
+pub fn own_process() -> Option<OwnProcess> {
+    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    let boot = fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = boot.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+    let limits = fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let open_fds = fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64);
+    parse_own_process(&stat, btime, &limits, open_fds)
+}
+
+/// [`OwnProcess`] from a `/proc/self/stat` text, the boot time (`btime` of `/proc/stat`), a
+/// `/proc/self/limits` text and the number of open descriptors.
+fn parse_own_process(stat: &str, btime: u64, limits: &str, open_fds: u64) -> Option<OwnProcess> {
+    // Fields after the name, from field 3 (state) on: threads is field 20, starttime 22, vsize 23, rss 24.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    let ticks = clock_ticks();
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let max_fds = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|soft| soft.parse().ok());
+    #[expect(clippy::cast_precision_loss, reason = "clock ticks and seconds since 1970 fit f64 exactly")]
+    let start_time_seconds = btime as f64 + field(22)? as f64 / ticks as f64;
+    Some(OwnProcess {
+        cpu_seconds: parse_cpu_seconds(stat)?,
+        resident_bytes: field(24)? * page,
+        virtual_bytes: field(23)?,
+        start_time_seconds,
+        threads: field(20)?,
+        open_fds,
+        max_fds,
+    })
+}
+
+/// Clock ticks per second (`_SC_CLK_TCK`), 100 if unknown.
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
 /// CPU time (user + system) this process has used, in seconds, from `/proc/self/stat`.
 pub fn own_cpu_seconds() -> Option<f64> {
     parse_cpu_seconds(&fs::read_to_string("/proc/self/stat").ok()?)
@@ -80,11 +164,8 @@ fn parse_cpu_seconds(stat: &str) -> Option<f64> {
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let ticks = if ticks > 0 { ticks } else { 100 };
     #[expect(clippy::cast_precision_loss, reason = "clock ticks fit f64 exactly for centuries")]
-    Some((utime + stime) as f64 / ticks as f64)
+    Some((utime + stime) as f64 / clock_ticks() as f64)
 }
 
 /// `CLOCK_MONOTONIC` now, in ns: the clock of the kernel's event timestamps.
@@ -273,6 +354,22 @@ mod tests {
     }
 
     #[test]
+    fn systemd_units_and_container_names() {
+        let v2 = "0::/system.slice/leaky.service\n";
+        assert_eq!(systemd_unit(v2).as_deref(), Some("leaky.service"));
+        let hybrid =
+            "9:name=systemd:/user.slice/user-0.slice/user@0.service/app.slice/web.service\n4:memory:/x\n0::/\n";
+        assert_eq!(systemd_unit(hybrid).as_deref(), Some("web.service"), "the innermost unit");
+        assert_eq!(systemd_unit("0::/user.slice/user-0.slice/session-3.scope\n"), None, "a scope is no service");
+        assert_eq!(systemd_unit("0::/\n4:memory:/a.service\n"), None, "only the hierarchy systemd manages");
+        assert_eq!(systemd_unit("0::/system.slice/.service\n"), None);
+        let id = "4f2a".repeat(16);
+        assert_eq!(container_name("api-7d9f-xk2\n", &id), "api-7d9f-xk2");
+        assert_eq!(container_name("", &id), "4f2a4f2a4f2a");
+        assert_eq!(container_name("two words", &id), "4f2a4f2a4f2a");
+    }
+
+    #[test]
     fn ns_pid_and_cgroup_path() {
         assert_eq!(parse_ns_pid("Name:\tx\nNSpid:\t4242\t1\n"), Some(1));
         assert_eq!(parse_ns_pid("Name:\tx\nNSpid:\t4242\n"), Some(4242));
@@ -326,6 +423,26 @@ mod tests {
         let stat = "42 (a (b) c) R 1 42 42 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0 100 0 0";
         assert_eq!(parse_cpu_seconds(stat), Some(3.0));
         assert!(own_cpu_seconds().is_some());
+    }
+
+    #[test]
+    fn own_process_figures() {
+        let stat = "4242 (leak probe) S 1 4242 4242 0 -1 4194560 500 0 0 0 250 50 0 0 20 0 7 0 360000 \
+                    104857600 2560 18446744073709551615";
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1024                 524288               files\n";
+        let own = parse_own_process(stat, 1_700_000_000, limits, 12).expect("parses");
+        #[expect(clippy::cast_precision_loss, reason = "clock ticks per second fit f64 exactly")]
+        let ticks = clock_ticks() as f64;
+        assert_eq!(own.threads, 7);
+        assert_eq!(own.virtual_bytes, 104_857_600);
+        assert_eq!(own.resident_bytes, 2560 * 4096);
+        assert_eq!(own.max_fds, Some(1024));
+        assert_eq!(own.open_fds, 12);
+        assert!((own.cpu_seconds - 300.0 / ticks).abs() < 1e-9, "{own:?}");
+        assert!((own.start_time_seconds - (1_700_000_000.0 + 360_000.0 / ticks)).abs() < 1e-6, "{own:?}");
+        let live = own_process().expect("this test's own process");
+        assert!(live.threads >= 1 && live.resident_bytes > 0 && live.open_fds >= 3, "{live:?}");
     }
 
     #[test]

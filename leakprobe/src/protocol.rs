@@ -21,7 +21,7 @@ use crate::core::analysis::{Growth, Verdict, VerdictConfig};
 pub mod export;
 pub mod oom;
 pub mod tiers;
-pub use export::{EXPORT_PATH, ExportFormat, ExportQuery};
+pub use export::{EXPORT_PATH, ExportFormat, ExportQuery, HeapFilter, HeapProfile, HeapSample, OTHER_STACKS};
 pub use oom::{OOM_PATH, OomListResponse, OomReport, OomSummary};
 pub use tiers::{
     BudgetActionReport, BudgetReport, EndedEscalation, EscalationReport, FAULTS_PATH, FaultProcessReport,
@@ -212,6 +212,30 @@ pub struct ProcessIdentity {
     /// podman.
     #[serde(default)]
     pub container_id: Option<String>,
+    /// The systemd unit the process runs in (`foo.service`), from its cgroup path.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// The container's name when the process is in one: its hostname as the runtime set it (Kubernetes: the
+    /// pod's name), else the short id (12 digits, as docker shows it).
+    #[serde(default)]
+    pub container_name: Option<String>,
+}
+
+impl ProcessIdentity {
+    /// The process's stable name across restarts, for labels: the systemd unit without `.service`, else the
+    /// container's name, else `comm`.
+    pub fn service(&self, comm: &str) -> String {
+        let unit = self.unit.as_deref().map(|u| u.strip_suffix(".service").unwrap_or(u));
+        unit.or(self.container_name.as_deref()).unwrap_or(comm).to_owned()
+    }
+
+    /// Whether `container` names the process's container: its name, or its id or a prefix of it (at least 12
+    /// digits, as docker shows them).
+    pub fn in_container(&self, container: &str) -> bool {
+        self.container_name.as_deref() == Some(container)
+            || (container.len() >= 12
+                && self.container_id.as_deref().is_some_and(|id| id.starts_with(&container.to_ascii_lowercase())))
+    }
 }
 
 #[cfg(test)]

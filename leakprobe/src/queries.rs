@@ -7,8 +7,8 @@ use tokio::sync::oneshot;
 use crate::{
     metrics::{MetricsLimits, MetricsSnapshot},
     protocol::{
-        FaultsQuery, FaultsResponse, ProcessesResponse, StatusResponse, TopQuery, TopResponse, TraceRequest,
-        TraceResponse,
+        FaultsQuery, FaultsResponse, HeapFilter, HeapProfile, ProcessesResponse, StatusResponse, TopQuery, TopResponse,
+        TraceRequest, TraceResponse,
     },
 };
 
@@ -22,6 +22,9 @@ pub enum Query {
     Top(TopQuery, oneshot::Sender<TopResponse>),
     Processes(TopQuery, oneshot::Sender<ProcessesResponse>),
     Status(oneshot::Sender<StatusResponse>),
+    /// The live heap of the processes `HeapFilter` selects, for `/debug/pprof/heap` and pushes: at most this many
+    /// stacks with the most of its sample type, symbolized, and the rest summed per process.
+    Heap(HeapFilter, usize, oneshot::Sender<HeapProfile>),
     /// A snapshot for one scrape of `/metrics`.
     Metrics(MetricsLimits, oneshot::Sender<MetricsSnapshot>),
     /// Tier 0's fault stacks for `/v1/faults`.

@@ -329,9 +329,7 @@ async fn export(
     })?;
     let top = TopQuery { pid: query.pid, limit: Some(MAX_TOP_LIMIT), ..TopQuery::default() };
     let response = ask(&api.requests, |tx| StateQuery::Top(top, tx)).await?;
-    let time_unix_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let time_unix_ns = export::pprof::unix_now_ns();
     let context = ExportContext { pid: query.pid, time_unix_ns, estimated: response.estimated };
     match export::render(query.format, &response.stacks, context) {
         Ok(body) => Ok(([(header::CONTENT_TYPE, query.format.content_type())], body).into_response()),

@@ -32,6 +32,13 @@ impl RawResponse {
 }
 
 impl RawResponse {
+    /// The body's bytes, exactly (a binary body, not chunked: axum sends a `Vec<u8>` with its length).
+    pub fn body_bytes(&self) -> &[u8] {
+        let start = self.raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(self.raw.len(), |i| i + 4);
+        assert!(self.header("transfer-encoding").is_none(), "a chunked body: {self}");
+        &self.raw[start..]
+    }
+
     /// The body parsed as JSON; fails with the whole response otherwise.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("response body is not JSON ({e}): {self}"))

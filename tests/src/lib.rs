@@ -14,7 +14,9 @@ pub mod fixture;
 pub mod http;
 pub mod metrics;
 pub mod pprof;
+pub mod prometheus;
 pub mod stacks;
+pub mod unit;
 
 use std::fs::File;
 use std::io::{Read, Seek};

@@ -17,6 +17,8 @@ pub struct Profile {
     pub function: Vec<Function>,
     #[prost(string, repeated, tag = "6")]
     pub string_table: Vec<String>,
+    #[prost(int64, repeated, tag = "13")]
+    pub comment: Vec<i64>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -84,6 +86,11 @@ impl Profile {
         usize::try_from(i).ok().and_then(|i| self.string_table.get(i)).map_or("<bad string index>", String::as_str)
     }
 
+    /// The profile's comments.
+    pub fn comments(&self) -> Vec<&str> {
+        self.comment.iter().map(|&c| self.string(c)).collect()
+    }
+
     /// The index of the sample type named `name`.
     pub fn value_index(&self, name: &str) -> usize {
         self.sample_type
@@ -104,6 +111,12 @@ impl Profile {
         u32::try_from(label.num).ok()
     }
 
+    /// The string label `key` of a sample.
+    pub fn label(&self, sample: &Sample, key: &str) -> Option<&str> {
+        let label = sample.label.iter().find(|l| self.string(l.key) == key)?;
+        Some(self.string(label.str))
+    }
+
     /// The function names of a sample's frames, innermost first (`?` for frames without one).
     pub fn functions(&self, sample: &Sample) -> Vec<&str> {
         sample
@@ -119,4 +132,19 @@ impl Profile {
             })
             .collect()
     }
+}
+
+/// What `go tool pprof -top` (Go's own reader, Debian's `golang-go`) prints for the profile `bytes` with `args`
+/// (e.g. `-sample_index=inuse_space`); fails the test unless it reads the profile.
+pub fn go_tool_top(bytes: &[u8], args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("profile.pb.gz");
+    std::fs::write(&file, bytes).expect("write the profile");
+    let mut cmd = std::process::Command::new("go");
+    cmd.args(["tool", "pprof", "-top"]).args(args).arg(&file);
+    // Go wants a home for its caches; the tests run as root with HOME possibly unset.
+    cmd.env("HOME", dir.path()).env("GOCACHE", dir.path().join("cache"));
+    let out = crate::run_with_timeout(&mut cmd, std::time::Duration::from_mins(1));
+    assert!(out.status.success(), "go tool pprof -top failed\n{}", crate::describe(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

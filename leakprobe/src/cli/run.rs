@@ -1,6 +1,10 @@
 //! `leakprobe run`.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, ensure};
 use clap::Args;
@@ -18,7 +22,7 @@ use crate::{
         tier1::Tier1Config,
     },
     daemon::{self, DaemonConfig, MetricsConfig},
-    metrics::{DEFAULT_METRICS_ADDR, DEFAULT_TOP_PROCESSES, DEFAULT_TOP_STACKS, MetricsLimits},
+    metrics::{DEFAULT_METRICS_ADDR, DEFAULT_PROFILE_STACKS, DEFAULT_TOP_PROCESSES, DEFAULT_TOP_STACKS, MetricsLimits},
     oom::store::{DEFAULT_MAX_REPORTS, StoreLimits},
     probes::{
         MallocProbes, ProbeConfig,
@@ -266,6 +270,41 @@ pub struct RunArgs {
     /// Do not serve metrics.
     #[arg(long, conflicts_with = "metrics_addr", help_heading = METRICS)]
     no_metrics: bool,
+    /// Do not serve the live heap at `/debug/pprof/heap` on the metrics listener.
+    ///
+    /// Do not serve the live heap as a pprof profile at `/debug/pprof/heap` on the metrics listener (served by
+    /// default, for Parca and Grafana Alloy to pull).
+    #[arg(long, help_heading = METRICS)]
+    no_pprof_endpoint: bool,
+    /// Stacks a heap profile symbolizes; the others are summed per process.
+    ///
+    /// Stacks a heap profile (`/debug/pprof/heap`, each push to Pyroscope) symbolizes: the N (process, stack)
+    /// pairs with the most of the requested sample type (at most 10000). The others are summed per process into
+    /// one `[other stacks]` sample, and their number is in the profile's comments and the
+    /// `X-Leakprobe-Stacks-Omitted` response header.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PROFILE_STACKS, help_heading = METRICS)]
+    profile_max_stacks: usize,
+    /// Push heap profiles to this Pyroscope server.
+    ///
+    /// Push one heap profile per process, labelled with its service, to this Pyroscope server's HTTP ingest API
+    /// (`http://HOST:PORT`, optionally with a path prefix; plain HTTP) every --push-interval.
+    #[arg(long, value_name = "URL", help_heading = METRICS)]
+    pyroscope_url: Option<String>,
+    /// Time between two pushes to Pyroscope.
+    ///
+    /// Time between two pushes to Pyroscope, e.g. `15s`; at least `1s`.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = humantime::parse_duration, help_heading = METRICS)]
+    push_interval: Duration,
+    /// File holding `user:password` for basic auth to Pyroscope.
+    ///
+    /// File whose first line is `user:password`, for basic auth to Pyroscope (never on the command line).
+    #[arg(long, value_name = "PATH", help_heading = METRICS)]
+    pyroscope_basic_auth_file: Option<PathBuf>,
+    /// File holding a bearer token for Pyroscope.
+    ///
+    /// File whose first line is a bearer token for Pyroscope (never on the command line).
+    #[arg(long, value_name = "PATH", help_heading = METRICS)]
+    pyroscope_token_file: Option<PathBuf>,
     /// Stacks exported as labelled metric series.
     ///
     /// Stacks exported as labelled metric series: the fastest-growing ones (at most 10000).
@@ -372,9 +411,18 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
     ensure!(window >= interval * 2, "--window must cover at least two intervals");
     ensure!(args.metrics_top_stacks <= MAX_TOP_LIMIT, "--metrics-top-stacks must be at most {MAX_TOP_LIMIT}");
     ensure!(args.metrics_top_processes <= MAX_TOP_LIMIT, "--metrics-top-processes must be at most {MAX_TOP_LIMIT}");
+    ensure!(
+        (1..=MAX_TOP_LIMIT).contains(&args.profile_max_stacks),
+        "--profile-max-stacks must be from 1 to {MAX_TOP_LIMIT}"
+    );
     let metrics = (!args.no_metrics).then_some(MetricsConfig {
         addr: args.metrics_addr,
-        limits: MetricsLimits { top_stacks: args.metrics_top_stacks, top_processes: args.metrics_top_processes },
+        limits: MetricsLimits {
+            top_stacks: args.metrics_top_stacks,
+            top_processes: args.metrics_top_processes,
+            profile_stacks: args.profile_max_stacks,
+        },
+        pprof_endpoint: !args.no_pprof_endpoint,
     });
     let max_allocations = args.max_allocations;
     let limits = Limits {
@@ -437,10 +485,52 @@ pub fn config(args: RunArgs) -> Result<DaemonConfig> {
         oom_limits: StoreLimits { max_reports: args.max_oom_reports, max_bytes: args.max_oom_report_bytes },
         log_oom: !args.no_log_oom,
         metrics,
+        push: push_config(
+            args.pyroscope_url.as_deref(),
+            args.push_interval,
+            args.profile_max_stacks,
+            args.pyroscope_basic_auth_file.as_deref(),
+            args.pyroscope_token_file.as_deref(),
+        )?,
         tier1,
         fault_limits: FaultLimits::default(),
         escalate_only: args.escalate_only,
         java_perfmap: args.java_perfmap,
     };
     Ok(config)
+}
+
+/// The push configuration of the `--pyroscope-*` flags: the URL checked, the credentials read.
+fn push_config(
+    url: Option<&str>,
+    interval: Duration,
+    max_stacks: usize,
+    basic_file: Option<&Path>,
+    token_file: Option<&Path>,
+) -> Result<Option<crate::push::PushConfig>> {
+    let Some(url) = url else {
+        ensure!(basic_file.is_none() && token_file.is_none(), "a Pyroscope credentials file needs --pyroscope-url");
+        return Ok(None);
+    };
+    ensure!(interval >= Duration::from_secs(1), "--push-interval must be at least 1s");
+    let uri: hyper::Uri = url.parse().with_context(|| format!("--pyroscope-url {url:?} is not a URL"))?;
+    ensure!(
+        uri.scheme_str() == Some("http") && uri.host().is_some(),
+        "--pyroscope-url {url:?}: give http://HOST:PORT (plain HTTP; for HTTPS, push to a local Grafana Alloy)"
+    );
+    let read = |path: &Path, basic: bool| {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        crate::push::authorization(&text, basic).with_context(|| format!("{}", path.display()))
+    };
+    ensure!(
+        basic_file.is_none() || token_file.is_none(),
+        "give --pyroscope-basic-auth-file or --pyroscope-token-file, not both"
+    );
+    let authorization = match (basic_file, token_file) {
+        (Some(path), _) => Some(read(path, true)?),
+        (None, Some(path)) => Some(read(path, false)?),
+        (None, None) => None,
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_owned();
+    Ok(Some(crate::push::PushConfig { url: uri, interval, max_stacks, authorization, host }))
 }

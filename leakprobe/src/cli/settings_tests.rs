@@ -46,9 +46,11 @@ fn every_setting_has_a_variable_and_a_file_key() {
         let value = value.unwrap_or_else(|| match id {
             "socket_group" => "0".into(),
             "pid" => "1".into(),
-            "libc" | "discovery_exclude" => "/x".into(),
+            "libc" | "discovery_exclude" | "pyroscope_basic_auth_file" | "pyroscope_token_file" => "/x".into(),
+            "pyroscope_url" => "http://127.0.0.1:4040".into(),
             "escalate_only" => "leak".into(),
-            "no_discovery" | "no_log_oom" | "no_metrics" | "java_perfmap" | "no_python_frames" => "true".into(),
+            "no_discovery" | "no_log_oom" | "no_metrics" | "no_pprof_endpoint" | "java_perfmap"
+            | "no_python_frames" => "true".into(),
             _ => panic!("--{id} has no default: give the test a value for it"),
         });
         file.settings.insert(id.to_owned(), vec![value]);

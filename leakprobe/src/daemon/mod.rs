@@ -49,10 +49,7 @@ use crate::{
         tier1::{Tier1, Tier1Config},
     },
     ingest,
-    metrics::{
-        METRICS_PATH, MetricsLimits, MetricsSnapshot,
-        http::{self, SnapshotSource},
-    },
+    metrics::{METRICS_PATH, MetricsLimits, MetricsSnapshot, SnapshotSource, http, pprof::HEAP_PATH},
     oom::{
         OomRequest, OomStats,
         store::{ReportStore, StoreLimits},
@@ -60,7 +57,8 @@ use crate::{
     privileges,
     probes::{self, MallocProbes, Maps, ProbeConfig, Probes, discover::Discovery},
     procfs::Clock,
-    protocol::DiscoveryStatus,
+    protocol::{DiscoveryStatus, HeapFilter, HeapProfile},
+    push::{self, PushConfig, PushStats},
     queries::Query,
     server,
     symbolize::{CacheLimits, SymbolizerHandle},
@@ -84,6 +82,8 @@ pub struct DaemonConfig {
     pub log_oom: bool,
     /// Where to serve `/metrics` and how many labelled series; `None`: no metrics endpoint.
     pub metrics: Option<MetricsConfig>,
+    /// Where to push profiles (`--pyroscope-url`); `None`: no push.
+    pub push: Option<PushConfig>,
     /// Tier 1 (escalation) and the CPU budget.
     pub tier1: Tier1Config,
     /// Limits of tier 0's fault table.
@@ -99,6 +99,8 @@ pub struct DaemonConfig {
 pub struct MetricsConfig {
     pub addr: SocketAddr,
     pub limits: MetricsLimits,
+    /// Serve the live heap at `/debug/pprof/heap` too.
+    pub pprof_endpoint: bool,
 }
 
 /// Scrapes ask the state owner for a snapshot.
@@ -114,6 +116,12 @@ impl SnapshotSource for StateSnapshots {
         self.requests.send(Request::Query(Query::Metrics(self.limits, tx))).await.ok()?;
         rx.await.ok()
     }
+
+    async fn heap(&self, filter: HeapFilter) -> Option<HeapProfile> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.send(Request::Query(Query::Heap(filter, self.limits.profile_stacks, tx))).await.ok()?;
+        rx.await.ok()
+    }
 }
 
 /// Serves `/metrics` from `listener` in a task of `tasks`.
@@ -127,10 +135,30 @@ fn spawn_metrics(
     // The bound address: with port 0 the kernel picked one.
     let addr = listener.local_addr().unwrap_or(metrics.addr);
     log::info!("serving metrics on http://{addr}{METRICS_PATH}");
+    if metrics.pprof_endpoint {
+        log::info!("serving the live heap on http://{addr}{HEAP_PATH}");
+    }
     let source = StateSnapshots { requests, limits: metrics.limits };
     tasks.spawn(async move {
-        http::serve(listener, source, shutdown).await.context("serving metrics")?;
+        http::serve(listener, source, metrics.pprof_endpoint, shutdown).await.context("serving metrics")?;
         Ok("metrics")
+    });
+}
+
+/// Pushes profiles to Pyroscope from a task of `tasks`.
+fn spawn_push(
+    tasks: &mut JoinSet<Result<&'static str>>,
+    push: PushConfig,
+    stats: Arc<PushStats>,
+    requests: mpsc::Sender<Request>,
+    shutdown: CancellationToken,
+) {
+    log::info!("pushing a heap profile per process to {}/ingest every {:?}", push.url, push.interval);
+    let limits = MetricsLimits { profile_stacks: push.max_stacks, ..MetricsLimits::default() };
+    let source = StateSnapshots { requests, limits };
+    tasks.spawn(async move {
+        push::run(source, push, stats, shutdown).await.context("pushing profiles")?;
+        Ok("push")
     });
 }
 
@@ -328,6 +356,7 @@ impl Consumers {
             unseen: unseen::UnseenFrees::new(maps.unseen_frees),
             purger,
             purged_entries,
+            push_stats: Arc::new(PushStats::default()),
             symbolizer: SymbolizerHandle::spawn(CacheLimits::default()).context("starting the symbolizer")?,
             clock: Clock::new(),
             started,
@@ -430,6 +459,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let shutdown = CancellationToken::new();
     let consumers = Consumers::new(&config, maps, probes.return_probes(), discovery.enabled(), started)?;
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
+    let push_stats = consumers.state.push_stats.clone();
     let Running { requests: request_tx, queries, oom_reports: oom_tx, discovery_commands: commands, threads } =
         consumers.spawn(&mut tasks, &shutdown);
 
@@ -449,6 +479,9 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
         server::serve(listener, queries, oom_tx, token).await.context("serving the socket API")?;
         Ok("server")
     });
+    if let Some(push) = config.push.clone() {
+        spawn_push(&mut tasks, push, push_stats, request_tx.clone(), shutdown.clone());
+    }
     if let (Some(listener), Some(metrics)) = (metrics_listener, config.metrics) {
         spawn_metrics(&mut tasks, listener, metrics, request_tx, shutdown.clone());
     }

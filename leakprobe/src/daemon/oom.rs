@@ -228,7 +228,12 @@ mod tests {
                 frames,
             }));
         }
-        let identity = ProcessIdentity { ns_pid: Some(1), cgroup: Some("/cg".into()), container_id: None };
+        let identity = ProcessIdentity {
+            ns_pid: Some(1),
+            cgroup: Some("/cg".into()),
+            container_id: None,
+            ..ProcessIdentity::default()
+        };
         let cgroup = format!("/system.slice/docker-{}.scope", "ab".repeat(32));
         let (report, addrs) = snapshot(&oom(7, OOM_HAS_ALL), &table, Clock::new(), Some(cgroup.clone()), &identity);
         assert_eq!(addrs, vec![vec![0xb], vec![0xa], vec![0xc]]);

@@ -1,6 +1,6 @@
 //! Answers built from the table: filtered, ordered, and with growth over the asked window.
 
-use std::cmp::Ordering;
+use std::{cmp::Ordering, collections::BTreeMap};
 
 use crate::{
     core::{
@@ -9,7 +9,8 @@ use crate::{
     },
     procfs::Clock,
     protocol::{
-        AgeBucket, AgeReport, FrozenReport, GrowthReport, ProcessIdentity, ProcessReport, SortBy, StackReport, TopQuery,
+        AgeBucket, AgeReport, Frame, FrozenReport, GrowthReport, HeapSample, OTHER_STACKS, ProcessIdentity,
+        ProcessReport, SortBy, StackReport, TopQuery,
     },
     symbolize::StackRequest,
 };
@@ -98,6 +99,65 @@ pub fn stacks(table: &Table, query: &TopQuery, clock: Clock, now_ns: u64) -> (Ve
     let requests = rows.iter().map(|(row, _)| StackRequest { pid: row.tgid, addrs: row.frames.to_vec() }).collect();
     let reports = rows.iter().map(|(row, analysis)| stack_report(row, analysis, clock, now_ns)).collect();
     (reports, requests)
+}
+
+/// The stacks of a heap profile, frames not yet symbolized.
+pub struct HeapStacks {
+    /// The (process, stack) pairs with the most of the sample type, at most the limit, largest first.
+    pub reports: Vec<StackReport>,
+    /// Their frames, to symbolize.
+    pub requests: Vec<StackRequest>,
+    /// Per process, the pairs beyond the limit summed: counts and identity only, one [`OTHER_STACKS`] frame.
+    pub rest: Vec<StackReport>,
+    /// How many pairs `rest` sums.
+    pub omitted: u64,
+}
+
+/// The `max` (process, stack) pairs of `pid` (every process when `None`) that `keep(pid, comm)` accepts with the
+/// most `sample`, and the others summed per process (so a profile's totals stay whole).
+pub fn heap_stacks(
+    table: &Table,
+    pid: Option<u32>,
+    sample: HeapSample,
+    max: usize,
+    keep: impl Fn(u32, &str) -> bool,
+    clock: Clock,
+    now_ns: u64,
+) -> HeapStacks {
+    let value = |row: &StackRow<'_>| {
+        let s = &row.stats;
+        sample.value(s.live_bytes, s.live_count, s.total_bytes, s.total_count)
+    };
+    let mut rows: Vec<StackRow<'_>> = table.stacks(pid).filter(|row| keep(row.tgid, row.comm)).collect();
+    rows.sort_by(|a, b| value(b).cmp(&value(a)).then(a.tgid.cmp(&b.tgid)).then(a.stack_hash.cmp(&b.stack_hash)));
+    let beyond = rows.split_off(max.min(rows.len()));
+    let mut rest: BTreeMap<u32, StackReport> = BTreeMap::new();
+    for row in &beyond {
+        let sum = rest.entry(row.tgid).or_insert_with(|| StackReport {
+            stack_id: "other".to_owned(),
+            live_bytes: 0,
+            live_count: 0,
+            total_bytes: 0,
+            total_count: 0,
+            truncated: false,
+            growth: GrowthReport::default(),
+            ages: AgeReport::default(),
+            frames: vec![Frame { addr: "0x0".to_owned(), function: Some(OTHER_STACKS.to_owned()), ..Frame::default() }],
+            ..stack_report(row, &row.analysis, clock, now_ns)
+        });
+        sum.live_bytes += row.stats.live_bytes;
+        sum.live_count += row.stats.live_count;
+        sum.total_bytes += row.stats.total_bytes;
+        sum.total_count += row.stats.total_count;
+        sum.first_alloc_unix_ms = sum.first_alloc_unix_ms.min(clock.unix_ms(row.stats.first_ns));
+        sum.last_alloc_unix_ms = sum.last_alloc_unix_ms.max(clock.unix_ms(row.stats.last_ns));
+    }
+    HeapStacks {
+        requests: rows.iter().map(|row| StackRequest { pid: row.tgid, addrs: row.frames.to_vec() }).collect(),
+        reports: rows.iter().map(|row| stack_report(row, &row.analysis, clock, now_ns)).collect(),
+        rest: rest.into_values().collect(),
+        omitted: beyond.len() as u64,
+    }
 }
 
 /// The report of one (process, stack) with `analysis`, ages as of `now_ns`, frames not yet symbolized.
@@ -189,4 +249,43 @@ pub fn metrics_processes(table: &Table, k: usize, clock: Clock, now_ns: u64) -> 
     rows.retain(|r| chosen.binary_search(&r.tgid).is_ok());
     rows.sort_by_key(|r| r.tgid);
     rows.iter().map(|row| process_report(row, clock, now_ns)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::table::tests::{alloc, table};
+
+    #[test]
+    fn a_heap_profile_keeps_the_largest_stacks_and_sums_the_rest_per_process() {
+        let mut t = table();
+        // Process 1: stacks of 300, 100 and 50 live bytes; process 2: 200 bytes in one, 7 allocations in another.
+        for (pid, addr, size, leaf) in [(1, 0x1000, 300, 0xa), (1, 0x2000, 100, 0xb), (1, 0x3000, 50, 0xc)] {
+            t.apply(&alloc(pid, addr, size, &[leaf, 0xf], 10));
+        }
+        t.apply(&alloc(2, 0x1000, 200, &[0xd, 0xf], 10));
+        for i in 0..7 {
+            t.apply(&alloc(2, 0x5000 + i * 16, 10, &[0xe, 0xf], 20));
+        }
+        let all = |_, _: &str| true;
+        let clock = Clock::default();
+        let heap = heap_stacks(&t, None, HeapSample::InuseSpace, 2, all, clock, 0);
+        let leaves: Vec<u64> = heap.requests.iter().map(|r| r.addrs[0]).collect();
+        assert_eq!(leaves, [0xa, 0xd], "the two with the most live bytes, largest first");
+        assert_eq!(heap.reports.iter().map(|r| r.live_bytes).collect::<Vec<_>>(), [300, 200]);
+        assert_eq!(heap.omitted, 3, "0xb, 0xc and 0xe");
+        let rest: Vec<(u32, u64, u64, u64)> =
+            heap.rest.iter().map(|r| (r.pid, r.live_bytes, r.live_count, r.total_count)).collect();
+        assert_eq!(rest, [(1, 150, 2, 2), (2, 70, 7, 7)], "summed per process: no byte lost");
+        assert!(heap.rest.iter().all(|r| r.frames.len() == 1 && r.frames[0].function.as_deref() == Some(OTHER_STACKS)));
+        assert_eq!(heap.rest[1].first_alloc_unix_ms, clock.unix_ms(20));
+
+        // By live objects, the 7 small allocations come first; one process only; everything fits.
+        let by_objects = heap_stacks(&t, None, HeapSample::InuseObjects, 1, all, clock, 0);
+        assert_eq!(by_objects.requests[0].addrs[0], 0xe);
+        let one = heap_stacks(&t, Some(2), HeapSample::InuseSpace, 10, all, clock, 0);
+        assert_eq!((one.reports.len(), one.omitted, one.rest.len()), (2, 0, 0));
+        let none = heap_stacks(&t, None, HeapSample::InuseSpace, 10, |pid, _: &str| pid == 3, clock, 0);
+        assert!(none.reports.is_empty() && none.rest.is_empty());
+    }
 }

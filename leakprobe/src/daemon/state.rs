@@ -25,11 +25,12 @@ use crate::{
         table::{RssSample, TickTimes},
     },
     ingest::Batch,
-    metrics::{MetricsLimits, MetricsSnapshot},
+    metrics::{MetricsLimits, MetricsSnapshot, PROFILE_SYMBOLIZE_BUDGET},
     procfs::{self, Clock},
     protocol::{
-        AnalysisSettings, AttachPoint, DiscoveryStatus, FaultsQuery, FaultsResponse, ProcessIdentity,
-        ProcessesResponse, SortBy, StackReport, StatusResponse, TableSizes, TopQuery, TopResponse, UnwindSettings,
+        AnalysisSettings, AttachPoint, DiscoveryStatus, FaultsQuery, FaultsResponse, HeapFilter, HeapProfile,
+        ProcessIdentity, ProcessesResponse, SortBy, StackReport, StatusResponse, TableSizes, TopQuery, TopResponse,
+        UnwindSettings,
     },
     queries::Query,
     symbolize::{StackRequest, SymbolizerHandle},
@@ -42,6 +43,8 @@ pub struct State {
     pub counters: PerCpuArray<MapData, u64>,
     pub purger: std::sync::mpsc::Sender<PurgeJob>,
     pub purged_entries: Arc<AtomicU64>,
+    /// What the push to Pyroscope did (all zero without `--pyroscope-url`).
+    pub push_stats: Arc<crate::push::PushStats>,
     pub symbolizer: SymbolizerHandle,
     pub clock: Clock,
     pub started: Instant,
@@ -157,9 +160,11 @@ impl State {
                 Event::Exit(process) => {
                     self.unseen.gone(process.header.tgid);
                     self.tiers.gone(process.header.tgid, &mut self.table);
+                    self.identities.remove(&process.header.tgid);
                 }
                 Event::Exec(process) => {
                     kept_interval = self.tiers.exec(process.header.tgid, process.header.ts_ns, &mut self.table);
+                    self.identities.remove(&process.header.tgid);
                     if !self.discovery_handle.exec(process.header.tgid) {
                         self.exec_scans_dropped += 1;
                     }
@@ -175,7 +180,7 @@ impl State {
                     }
                     self.symbolizer.seen(tgid);
                     self.oom.new_process(tgid);
-                    self.identities.insert(tgid, procfs::identity(tgid));
+                    self.identities.entry(tgid).or_insert_with(|| procfs::identity(tgid));
                 }
                 Applied::Purged { tgid, addrs, before_ns } => self.purged(tgid, addrs, before_ns),
             }
@@ -201,6 +206,7 @@ impl State {
         if let Some(comm) = procfs::comm(tgid) {
             self.tiers.faults.set_comm(tgid, comm);
         }
+        self.identities.entry(tgid).or_insert_with(|| procfs::identity(tgid));
         self.symbolizer.seen(tgid);
     }
 
@@ -371,24 +377,70 @@ impl State {
                 });
             }
             Request::Query(Query::Top(query, reply)) => {
-                let (mut reports, stacks) = query::stacks(&self.table, &query, self.clock, procfs::monotonic_ns());
-                for report in &mut reports {
-                    report.identity = self.identities.get(&report.pid).cloned().unwrap_or_default();
-                }
-                let symbolizer = self.symbolizer.clone();
-                let estimated = self.table.config().sample_interval > 0;
-                // Symbolizing reads files: answer from another task so batches keep flowing meanwhile.
-                tokio::spawn(async move {
-                    let frames = symbolizer.symbolize(stacks).await;
-                    let stacks = reports
-                        .into_iter()
-                        .zip(frames)
-                        .map(|(report, frames)| StackReport { frames, ..report })
-                        .collect();
-                    let _ = reply.send(TopResponse { stacks, estimated });
-                });
+                let (reports, stacks) = query::stacks(&self.table, &query, self.clock, procfs::monotonic_ns());
+                self.answer_top(reports, stacks, reply);
             }
+            Request::Query(Query::Heap(filter, max_stacks, reply)) => self.heap(&filter, max_stacks, reply),
         }
+    }
+
+    /// Sets each report's process identity.
+    fn identify(&self, reports: &mut [StackReport]) {
+        for report in reports {
+            report.identity = self.identities.get(&report.pid).cloned().unwrap_or_default();
+        }
+    }
+
+    /// Answers a heap profile's request once its top stacks are symbolized (those not symbolized within
+    /// [`PROFILE_SYMBOLIZE_BUDGET`] keep bare addresses), from another task.
+    fn heap(&self, filter: &HeapFilter, max_stacks: usize, reply: oneshot::Sender<HeapProfile>) {
+        let no_identity = ProcessIdentity::default();
+        let keep = |pid, comm: &str| filter.matches(pid, comm, self.identities.get(&pid).unwrap_or(&no_identity));
+        let sample = filter.sample_index.unwrap_or_default();
+        let now = procfs::monotonic_ns();
+        let mut heap = query::heap_stacks(&self.table, filter.pid, sample, max_stacks, keep, self.clock, now);
+        self.identify(&mut heap.reports);
+        self.identify(&mut heap.rest);
+        let symbolizer = self.symbolizer.clone();
+        let estimated = self.table.config().sample_interval > 0;
+        let deadline = Instant::now() + PROFILE_SYMBOLIZE_BUDGET;
+        tokio::spawn(async move {
+            let (frames, late) = symbolizer.symbolize_until(heap.requests, Some(deadline)).await;
+            let stacks = heap
+                .reports
+                .into_iter()
+                .zip(frames)
+                .map(|(report, frames)| StackReport { frames, ..report })
+                .chain(heap.rest)
+                .collect();
+            let _ = reply.send(HeapProfile {
+                stacks,
+                estimated,
+                sample,
+                omitted_stacks: heap.omitted,
+                unsymbolized_stacks: late as u64,
+            });
+        });
+    }
+
+    /// Answers a stacks query once its frames are symbolized, from another task (symbolizing reads files), so
+    /// batches keep flowing meanwhile.
+    fn answer_top(
+        &self,
+        mut reports: Vec<StackReport>,
+        stacks: Vec<StackRequest>,
+        reply: oneshot::Sender<TopResponse>,
+    ) {
+        self.identify(&mut reports);
+        let symbolizer = self.symbolizer.clone();
+        let estimated = self.table.config().sample_interval > 0;
+        // Symbolizing reads files: answer from another task so batches keep flowing meanwhile.
+        tokio::spawn(async move {
+            let frames = symbolizer.symbolize(stacks).await;
+            let stacks =
+                reports.into_iter().zip(frames).map(|(report, frames)| StackReport { frames, ..report }).collect();
+            let _ = reply.send(TopResponse { stacks, estimated });
+        });
     }
 
     /// The status, the processes and the top stacks by growth with their leaf frame symbolized (only that one:
@@ -405,12 +457,16 @@ impl State {
             .collect();
         let faults_query = FaultsQuery { limit: Some(limits.top_processes), stacks: Some(0), ..FaultsQuery::default() };
         let (faults, _) = self.tiers.faults(&faults_query, self.clock);
+        let pids =
+            processes.iter().map(|p| p.pid).chain(stacks.iter().map(|s| s.pid)).chain(faults.iter().map(|f| f.pid));
+        let identities = pids.filter_map(|pid| Some((pid, self.identities.get(&pid)?.clone()))).collect();
+        let own = procfs::own_process();
         let symbolizer = self.symbolizer.clone();
         tokio::spawn(async move {
             let frames = symbolizer.symbolize(leaves).await;
             let stacks =
                 stacks.into_iter().zip(frames).map(|(report, frames)| StackReport { frames, ..report }).collect();
-            let _ = reply.send(MetricsSnapshot { status, processes, stacks, faults });
+            let _ = reply.send(MetricsSnapshot { status, processes, stacks, faults, identities, own });
         });
     }
 
@@ -473,6 +529,7 @@ impl State {
         .into_iter()
         .chain(self.oom.counters())
         .chain([("discovery_exec_scans_dropped", self.exec_scans_dropped)])
+        .chain(self.push_stats.counters())
         .chain(self.unseen.enabled().then(|| self.unseen.counters()).into_iter().flatten())
         .chain(self.tier_counters())
         .chain(self.unwind_stats.counters())

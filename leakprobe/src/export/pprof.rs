@@ -9,7 +9,7 @@ use std::{collections::HashMap, io::Write as _};
 use flate2::{Compression, write::GzEncoder};
 use prost::Message;
 
-use crate::protocol::{Frame, StackReport};
+use crate::protocol::{Frame, HeapProfile, HeapSample, StackReport};
 
 #[derive(Clone, PartialEq, Message)]
 pub struct Profile {
@@ -157,6 +157,17 @@ pub const COMMENT_ESTIMATED: &str = "leakprobe: live heap (allocated, not freed)
 /// Builds the profile of `stacks` (every stack, even with nothing live: `alloc_*` still counts), taken at
 /// `time_nanos` (Unix epoch); `estimated`: the values are sampled-mode estimates.
 pub fn profile(stacks: &[StackReport], time_nanos: i64, estimated: bool) -> Profile {
+    profile_of(stacks, time_nanos, estimated, HeapSample::InuseSpace, &[])
+}
+
+/// [`profile`] with `default` as its default sample type and `notes` as comments after the first.
+fn profile_of(
+    stacks: &[StackReport],
+    time_nanos: i64,
+    estimated: bool,
+    default: HeapSample,
+    notes: &[String],
+) -> Profile {
     let mut strings = Strings::new();
     let sample_type: Vec<ValueType> =
         SAMPLE_TYPES.iter().map(|(t, u)| ValueType { r#type: strings.get(t), unit: strings.get(u) }).collect();
@@ -164,6 +175,7 @@ pub fn profile(stacks: &[StackReport], time_nanos: i64, estimated: bool) -> Prof
     let mut functions: HashMap<(String, String), Function> = HashMap::new();
     let mut locations: HashMap<(u32, String), Location> = HashMap::new();
     let (pid_key, comm_key, stack_key) = (strings.get("pid"), strings.get("comm"), strings.get("stack_id"));
+    let (service_key, container_key) = (strings.get("service"), strings.get("container_id"));
     let estimated_label =
         estimated.then(|| Label { key: strings.get("estimated"), str: strings.get("true"), ..Label::default() });
     let mut samples = Vec::with_capacity(stacks.len());
@@ -190,7 +202,11 @@ pub fn profile(stacks: &[StackReport], time_nanos: i64, estimated: bool) -> Prof
             Label { key: pid_key, num: i64::from(stack.pid), ..Label::default() },
             Label { key: comm_key, str: strings.get(&stack.comm), ..Label::default() },
             Label { key: stack_key, str: strings.get(&stack.stack_id), ..Label::default() },
+            Label { key: service_key, str: strings.get(&stack.identity.service(&stack.comm)), ..Label::default() },
         ];
+        if let Some(id) = &stack.identity.container_id {
+            label.push(Label { key: container_key, str: strings.get(id), ..Label::default() });
+        }
         label.extend(estimated_label);
         samples.push(Sample { location_id, value, label });
     }
@@ -201,8 +217,9 @@ pub fn profile(stacks: &[StackReport], time_nanos: i64, estimated: bool) -> Prof
     let mut location: Vec<Location> = locations.into_values().collect();
     location.sort_by_key(|l| l.id);
     let period_type = Some(ValueType { r#type: strings.get("space"), unit: strings.get("bytes") });
-    let comment = vec![strings.get(if estimated { COMMENT_ESTIMATED } else { COMMENT_EXACT })];
-    let default_sample_type = strings.get("inuse_space");
+    let mut comment = vec![strings.get(if estimated { COMMENT_ESTIMATED } else { COMMENT_EXACT })];
+    comment.extend(notes.iter().map(|note| strings.get(note)));
+    let default_sample_type = strings.get(default.name());
     Profile {
         sample_type,
         sample: samples,
@@ -247,9 +264,45 @@ fn line(functions: &mut HashMap<(String, String), Function>, strings: &mut Strin
     Some(Line { function_id: function.id, line: frame.line.map_or(0, i64::from) })
 }
 
+/// Nanoseconds since the Unix epoch, now: a profile's time.
+pub fn unix_now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 /// The gzipped protobuf of [`profile`].
 pub fn encode(stacks: &[StackReport], time_nanos: i64, estimated: bool) -> std::io::Result<Vec<u8>> {
-    let bytes = profile(stacks, time_nanos, estimated).encode_to_vec();
+    gzip(&profile(stacks, time_nanos, estimated))
+}
+
+/// What a heap profile leaves out, as its comments say it (none when it holds everything).
+pub fn heap_notes(heap: &HeapProfile) -> Vec<String> {
+    let mut notes = Vec::new();
+    if heap.omitted_stacks > 0 {
+        notes.push(format!(
+            "leakprobe: {} more stacks, beyond those with the most {}, are summed per process as {}",
+            heap.omitted_stacks,
+            heap.sample.name(),
+            crate::protocol::OTHER_STACKS,
+        ));
+    }
+    if heap.unsymbolized_stacks > 0 {
+        notes.push(format!(
+            "leakprobe: {} stacks were not symbolized in time: their frames are addresses only",
+            heap.unsymbolized_stacks
+        ));
+    }
+    notes
+}
+
+/// The gzipped profile of `stacks`, some or all of `heap`'s, with its default sample type and its notes.
+pub fn encode_heap(heap: &HeapProfile, stacks: &[StackReport], time_nanos: i64) -> std::io::Result<Vec<u8>> {
+    gzip(&profile_of(stacks, time_nanos, heap.estimated, heap.sample, &heap_notes(heap)))
+}
+
+fn gzip(profile: &Profile) -> std::io::Result<Vec<u8>> {
+    let bytes = profile.encode_to_vec();
     let mut gz = GzEncoder::new(Vec::with_capacity(bytes.len() / 2), Compression::default());
     gz.write_all(&bytes)?;
     gz.finish()

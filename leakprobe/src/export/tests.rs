@@ -143,3 +143,25 @@ fn json_is_a_top_response() {
     let back: TopResponse = serde_json::from_slice(&bytes).expect("parses");
     assert_eq!(back.stacks, sample_stacks());
 }
+
+#[test]
+fn a_heap_profile_says_what_it_left_out() {
+    let heap = crate::protocol::HeapProfile {
+        stacks: sample_stacks(),
+        sample: crate::protocol::HeapSample::AllocSpace,
+        omitted_stacks: 12,
+        unsymbolized_stacks: 3,
+        ..crate::protocol::HeapProfile::default()
+    };
+    let profile = decode(&pprof::encode_heap(&heap, &heap.stacks, 5).expect("pprof"));
+    let s = |i: i64| profile.string_table[usize::try_from(i).expect("index")].as_str();
+    assert_eq!(s(profile.default_sample_type), "alloc_space", "the sample type asked");
+    let comments: Vec<&str> = profile.comment.iter().map(|&c| s(c)).collect();
+    assert_eq!(comments.len(), 3, "{comments:?}");
+    assert_eq!(comments[0], pprof::COMMENT_EXACT);
+    assert!(comments[1].contains("12 more stacks") && comments[1].contains("alloc_space"), "{comments:?}");
+    assert!(comments[1].contains(crate::protocol::OTHER_STACKS), "{comments:?}");
+    assert!(comments[2].contains("3 stacks were not symbolized"), "{comments:?}");
+    let whole = crate::protocol::HeapProfile { stacks: sample_stacks(), ..crate::protocol::HeapProfile::default() };
+    assert!(pprof::heap_notes(&whole).is_empty(), "nothing left out, nothing said");
+}

@@ -12,13 +12,11 @@ use axum::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{CONTENT_TYPE, METRICS_PATH, MetricsSnapshot, encode_snapshot, text};
-
-/// Where a scrape gets its snapshot from (the daemon's state owner).
-pub trait SnapshotSource: Clone + Send + Sync + 'static {
-    /// The current snapshot; `None` when the daemon is shutting down.
-    fn snapshot(&self) -> impl Future<Output = Option<MetricsSnapshot>> + Send;
-}
+use super::{
+    CONTENT_TYPE, METRICS_PATH, SnapshotSource, encode_snapshot,
+    pprof::{self, HEAP_PATH},
+    text,
+};
 
 /// The metrics address could not be listened on.
 #[derive(Debug, thiserror::Error)]
@@ -33,13 +31,20 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     TcpListener::bind(addr).await.map_err(|source| BindError { addr, source })
 }
 
-/// Serves `/metrics` until `shutdown` is cancelled.
+/// Serves `/metrics`, and `/debug/pprof/heap` when `pprof_endpoint`, until `shutdown` is cancelled.
 pub async fn serve<S: SnapshotSource>(
     listener: TcpListener,
     source: S,
+    pprof_endpoint: bool,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = Router::new().route(METRICS_PATH, get(metrics::<S>)).fallback(not_found).with_state(source);
+    let mut router = Router::new().route(METRICS_PATH, get(metrics::<S>));
+    if pprof_endpoint {
+        router = router.route(HEAP_PATH, get(pprof::heap::<S>));
+    }
+    let served =
+        if pprof_endpoint { format!("GET {METRICS_PATH} and {HEAP_PATH}") } else { format!("GET {METRICS_PATH}") };
+    let router = router.fallback(move || std::future::ready(not_found(&served))).with_state(source);
     axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
 }
 
@@ -56,6 +61,6 @@ async fn metrics<S: SnapshotSource>(State(source): State<S>, headers: HeaderMap)
     }
 }
 
-async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, format!("leakprobe serves only GET {METRICS_PATH} here\n")).into_response()
+fn not_found(served: &str) -> Response {
+    (StatusCode::NOT_FOUND, format!("leakprobe serves only {served} here\n")).into_response()
 }

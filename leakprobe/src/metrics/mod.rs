@@ -5,6 +5,7 @@
 //! bounded by construction (see [`MetricsLimits`]).
 
 pub mod http;
+pub mod pprof;
 pub mod text;
 
 use prometheus_client::{
@@ -13,9 +14,14 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
+use std::collections::{BTreeMap, HashMap};
+
 use crate::{
     core::analysis::Verdict,
-    protocol::{FaultProcessReport, ProcessReport, StackReport, StatusResponse},
+    procfs::OwnProcess,
+    protocol::{
+        FaultProcessReport, HeapFilter, HeapProfile, ProcessIdentity, ProcessReport, StackReport, StatusResponse,
+    },
 };
 
 /// Content type of the `OpenMetrics` exposition (what prometheus-client writes; see [`text`] for the other).
@@ -29,6 +35,20 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9877";
 pub const DEFAULT_TOP_STACKS: usize = 20;
 /// Processes exported as labelled series per ranking (heap bytes, RSS growth), by default.
 pub const DEFAULT_TOP_PROCESSES: usize = 50;
+/// Stacks a heap profile symbolizes, by default: Go's own heap profiles rarely hold more, and a cold busy host
+/// symbolizes this many well within a scraper's 10 s timeout.
+pub const DEFAULT_PROFILE_STACKS: usize = 1_000;
+/// How long a heap profile's symbolization may take: what is not symbolized by then keeps bare addresses, so a
+/// scrape answers within Parca's and Alloy's default timeout (10 s) even when the symbolizer is busy.
+pub const PROFILE_SYMBOLIZE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Where the metrics listener gets its answers from (the daemon's state owner).
+pub trait SnapshotSource: Clone + Send + Sync + 'static {
+    /// The current snapshot; `None` when the daemon is shutting down.
+    fn snapshot(&self) -> impl Future<Output = Option<MetricsSnapshot>> + Send;
+    /// The live heap of the processes `filter` selects, every frame symbolized; `None` when shutting down.
+    fn heap(&self, filter: HeapFilter) -> impl Future<Output = Option<HeapProfile>> + Send;
+}
 
 /// How many labelled series a scrape may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,11 +58,17 @@ pub struct MetricsLimits {
     /// Processes: the union of the top ones by live heap bytes and the top ones by RSS growth, so at most twice
     /// this many.
     pub top_processes: usize,
+    /// Stacks a heap profile symbolizes (`/debug/pprof/heap`, each push): the others are summed per process.
+    pub profile_stacks: usize,
 }
 
 impl Default for MetricsLimits {
     fn default() -> Self {
-        Self { top_stacks: DEFAULT_TOP_STACKS, top_processes: DEFAULT_TOP_PROCESSES }
+        Self {
+            top_stacks: DEFAULT_TOP_STACKS,
+            top_processes: DEFAULT_TOP_PROCESSES,
+            profile_stacks: DEFAULT_PROFILE_STACKS,
+        }
     }
 }
 
@@ -57,20 +83,36 @@ pub struct MetricsSnapshot {
     pub stacks: Vec<StackReport>,
     /// Tier 0: the processes with the most faulted-in bytes (`top_processes` at most), without their stacks.
     pub faults: Vec<FaultProcessReport>,
+    /// Where the processes of the rows above live (unit, container), for their `service` and `container_id`.
+    pub identities: HashMap<u32, ProcessIdentity>,
+    /// The daemon's own process, for the standard `process_*` metrics.
+    pub own: Option<OwnProcess>,
 }
 
+/// A process's labels: `service` and `container_id` (empty outside a container, which Prometheus reads as no
+/// label) survive its restarts; `pid` does not.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProcessLabels {
     pid: u32,
     comm: String,
+    service: String,
+    container_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StackLabels {
     pid: u32,
     comm: String,
+    service: String,
+    container_id: Option<String>,
     stack_id: String,
     function: String,
+}
+
+/// The member of a counter family (`ringbuf_full{kind="alloc"}`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,16 +162,26 @@ fn seconds_counter(registry: &mut Registry, name: &str, help: &str, microseconds
     registry.register(name, help, counter);
 }
 
-fn process_labels(p: &ProcessReport) -> ProcessLabels {
-    ProcessLabels { pid: p.pid, comm: p.comm.clone() }
+/// The labels of process `pid` named `comm`.
+fn labels_of(identities: &HashMap<u32, ProcessIdentity>, pid: u32, comm: &str) -> ProcessLabels {
+    let identity = identities.get(&pid);
+    ProcessLabels {
+        pid,
+        comm: comm.to_owned(),
+        service: identity.map_or_else(|| comm.to_owned(), |i| i.service(comm)),
+        container_id: identity.and_then(|i| i.container_id.clone()),
+    }
 }
 
-fn stack_labels(s: &StackReport) -> StackLabels {
+fn stack_labels(identities: &HashMap<u32, ProcessIdentity>, s: &StackReport) -> StackLabels {
     let leaf = s.frames.first();
     let function = leaf.and_then(|f| f.function.clone()).or_else(|| leaf.map(|f| f.addr.clone()));
+    let ProcessLabels { pid, comm, service, container_id } = labels_of(identities, s.pid, &s.comm);
     StackLabels {
-        pid: s.pid,
-        comm: s.comm.clone(),
+        pid,
+        comm,
+        service,
+        container_id,
         stack_id: s.stack_id.clone(),
         function: function.unwrap_or_else(|| "(no stack)".to_owned()),
     }
@@ -190,10 +242,6 @@ fn process_gauges() -> Vec<RowGauge<ProcessReport>> {
             |p| p.rss_bytes.map(|_| p.rss_growth.rate_bytes_per_second),
         ),
     ]
-}
-
-fn fault_labels(p: &FaultProcessReport) -> ProcessLabels {
-    ProcessLabels { pid: p.pid, comm: p.comm.clone() }
 }
 
 fn fault_gauges() -> Vec<RowGauge<FaultProcessReport>> {
@@ -261,7 +309,7 @@ fn stack_gauges() -> Vec<RowGauge<StackReport>> {
 }
 
 /// One gauge family per entry of `gauges`, one series per row.
-fn register_rows<R, L>(registry: &mut Registry, gauges: Vec<RowGauge<R>>, rows: &[R], labels: fn(&R) -> L)
+fn register_rows<R, L>(registry: &mut Registry, gauges: Vec<RowGauge<R>>, rows: &[R], labels: impl Fn(&R) -> L)
 where
     L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
 {
@@ -321,8 +369,17 @@ fn register_status(registry: &mut Registry, status: &StatusResponse) {
     for (name, help, unit, value) in tables {
         gauge(registry, name, help, unit, float(value));
     }
+    let mut families: BTreeMap<&str, Family<KindLabels, Counter>> = BTreeMap::new();
     for (name, &value) in &status.kernel_counters {
+        if let Some((family, kind)) = kernel_family(name) {
+            let members = families.entry(family).or_default();
+            members.get_or_create(&KindLabels { kind: kind.to_owned() }).inc_by(value);
+            continue;
+        }
         counter(registry, &format!("leakprobe_kernel_{name}"), &counter_help("kernel", name), value);
+    }
+    for (family, members) in families {
+        registry.register(format!("leakprobe_kernel_{family}"), family_help(family), members);
     }
     for (name, &value) in &status.daemon_counters {
         let help = counter_help("daemon", name);
@@ -383,6 +440,45 @@ fn register_tiers(registry: &mut Registry, status: &StatusResponse) {
         for (name, help, percent) in parts {
             gauge(registry, name, help, Some(Unit::Other("ratio".to_owned())), percent / 100.0);
         }
+    }
+}
+
+/// Kernel counters that are one name per kind, exported as one family with a `kind` label:
+/// `ringbuf_full_alloc` is `leakprobe_kernel_ringbuf_full_total{kind="alloc"}`, `live_map_full` is
+/// `leakprobe_kernel_map_full_total{kind="live"}`.
+fn kernel_family(name: &str) -> Option<(&'static str, &str)> {
+    if let Some(kind) = name.strip_prefix("ringbuf_full_") {
+        return Some(("ringbuf_full", kind));
+    }
+    name.strip_suffix("_map_full").map(|kind| ("map_full", kind))
+}
+
+fn family_help(family: &str) -> &'static str {
+    match family {
+        "ringbuf_full" => {
+            "Events lost because the ring buffer was full, by kind of event (alloc, free, process, fault, map)"
+        }
+        _ => "Allocations or calls not tracked because a kernel map was full, by map (live, inflight)",
+    }
+}
+
+/// The daemon's own `process_*` metrics, named and defined as the Prometheus client-library guidelines say.
+fn register_own(registry: &mut Registry, own: &OwnProcess) {
+    let cpu: Counter<f64, std::sync::atomic::AtomicU64> = Counter::default();
+    cpu.inc_by(own.cpu_seconds);
+    registry.register("process_cpu_seconds", "Total user and system CPU time spent in seconds", cpu);
+    let gauges = [
+        ("process_resident_memory_bytes", "Resident memory size in bytes", float(own.resident_bytes)),
+        ("process_virtual_memory_bytes", "Virtual memory size in bytes", float(own.virtual_bytes)),
+        ("process_start_time_seconds", "Start time of the process since unix epoch in seconds", own.start_time_seconds),
+        ("process_threads", "Number of OS threads in the process", float(own.threads)),
+        ("process_open_fds", "Number of open file descriptors", float(own.open_fds)),
+    ];
+    for (name, help, value) in gauges {
+        gauge(registry, name, help, None, value);
+    }
+    if let Some(max) = own.max_fds {
+        gauge(registry, "process_max_fds", "Maximum number of open file descriptors", None, float(max));
     }
 }
 
@@ -486,9 +582,13 @@ fn counter_help(group: &str, name: &str) -> String {
 pub fn encode_snapshot(snapshot: &MetricsSnapshot) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     register_status(&mut registry, &snapshot.status);
-    register_rows(&mut registry, process_gauges(), &snapshot.processes, process_labels);
-    register_rows(&mut registry, stack_gauges(), &snapshot.stacks, stack_labels);
-    register_rows(&mut registry, fault_gauges(), &snapshot.faults, fault_labels);
+    if let Some(own) = &snapshot.own {
+        register_own(&mut registry, own);
+    }
+    let ids = &snapshot.identities;
+    register_rows(&mut registry, process_gauges(), &snapshot.processes, |p| labels_of(ids, p.pid, &p.comm));
+    register_rows(&mut registry, stack_gauges(), &snapshot.stacks, |s| stack_labels(ids, s));
+    register_rows(&mut registry, fault_gauges(), &snapshot.faults, |p| labels_of(ids, p.pid, &p.comm));
     let mut text = String::new();
     encode(&mut text, &registry)?;
     Ok(text)

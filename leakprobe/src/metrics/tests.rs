@@ -17,7 +17,11 @@ fn status() -> StatusResponse {
         sample_interval_bytes: None,
         return_probes: "session".into(),
         attach_points: Vec::new(),
-        kernel_counters: BTreeMap::from([("allocs".into(), 100), ("ringbuf_full_alloc".into(), 2)]),
+        kernel_counters: BTreeMap::from([
+            ("allocs".into(), 100),
+            ("ringbuf_full_alloc".into(), 2),
+            ("live_map_full".into(), 1),
+        ]),
         daemon_counters: BTreeMap::from([
             ("events".into(), 90),
             ("something_new".into(), 1),
@@ -101,6 +105,11 @@ fn snapshot() -> MetricsSnapshot {
         processes: vec![process, without_rss],
         stacks: vec![stack, anonymous],
         faults: Vec::new(),
+        identities: HashMap::from([(
+            7,
+            ProcessIdentity { unit: Some("web.service".into()), ..ProcessIdentity::default() },
+        )]),
+        own: Some(OwnProcess { cpu_seconds: 1.5, threads: 3, max_fds: Some(1024), ..OwnProcess::default() }),
     }
 }
 
@@ -108,21 +117,26 @@ fn snapshot() -> MetricsSnapshot {
 fn names_have_units_and_labels() {
     let text = encode_snapshot(&snapshot()).expect("encodes");
     for line in [
-        r#"leakprobe_process_heap_live_bytes{pid="7",comm="leaker"} 10000.0"#,
-        r#"leakprobe_process_rss_bytes{pid="7",comm="leaker"} 1048576.0"#,
-        r#"leakprobe_process_rss_file_bytes{pid="7",comm="leaker"} 262144.0"#,
-        r#"leakprobe_process_rss_shmem_bytes{pid="7",comm="leaker"} 4096.0"#,
-        r#"leakprobe_process_heap_growth_bytes_per_second{pid="7",comm="leaker"} 20.5"#,
-        r#"leakprobe_process_rss_growth_bytes_per_second{pid="7",comm="leaker"} 100.0"#,
-        r#"leakprobe_stack_live_bytes{pid="7",comm="leaker",stack_id="00000000000000ab",function="leak_alpha"} 10000.0"#,
-        r#"leakprobe_stack_growth_bytes_per_second{pid="7",comm="leaker",stack_id="00000000000000ab",function="leak_alpha"} 20.5"#,
-        r#"leakprobe_stack_leaking{pid="7",comm="leaker",stack_id="00000000000000cd",function="(no stack)"} 1.0"#,
-        r#"leakprobe_stack_frozen{pid="7",comm="leaker",stack_id="00000000000000cd",function="(no stack)"} 1.0"#,
-        r#"leakprobe_stack_frozen{pid="7",comm="leaker",stack_id="00000000000000ab",function="leak_alpha"} 0.0"#,
-        r#"leakprobe_process_heap_frozen{pid="9",comm="new"} 1.0"#,
-        r#"leakprobe_process_heap_frozen{pid="7",comm="leaker"} 0.0"#,
+        r#"leakprobe_process_heap_live_bytes{pid="7",comm="leaker",service="web",container_id=""} 10000.0"#,
+        r#"leakprobe_process_rss_bytes{pid="7",comm="leaker",service="web",container_id=""} 1048576.0"#,
+        r#"leakprobe_process_rss_file_bytes{pid="7",comm="leaker",service="web",container_id=""} 262144.0"#,
+        r#"leakprobe_process_rss_shmem_bytes{pid="7",comm="leaker",service="web",container_id=""} 4096.0"#,
+        r#"leakprobe_process_heap_growth_bytes_per_second{pid="7",comm="leaker",service="web",container_id=""} 20.5"#,
+        r#"leakprobe_process_rss_growth_bytes_per_second{pid="7",comm="leaker",service="web",container_id=""} 100.0"#,
+        r#"leakprobe_stack_live_bytes{pid="7",comm="leaker",service="web",container_id="",stack_id="00000000000000ab",function="leak_alpha"} 10000.0"#,
+        r#"leakprobe_stack_growth_bytes_per_second{pid="7",comm="leaker",service="web",container_id="",stack_id="00000000000000ab",function="leak_alpha"} 20.5"#,
+        r#"leakprobe_stack_leaking{pid="7",comm="leaker",service="web",container_id="",stack_id="00000000000000cd",function="(no stack)"} 1.0"#,
+        r#"leakprobe_stack_frozen{pid="7",comm="leaker",service="web",container_id="",stack_id="00000000000000cd",function="(no stack)"} 1.0"#,
+        r#"leakprobe_stack_frozen{pid="7",comm="leaker",service="web",container_id="",stack_id="00000000000000ab",function="leak_alpha"} 0.0"#,
+        r#"leakprobe_process_heap_frozen{pid="9",comm="new",service="new",container_id=""} 1.0"#,
+        r#"leakprobe_process_heap_frozen{pid="7",comm="leaker",service="web",container_id=""} 0.0"#,
         "leakprobe_kernel_allocs_total 100",
-        "leakprobe_kernel_ringbuf_full_alloc_total 2",
+        r#"leakprobe_kernel_ringbuf_full_total{kind="alloc"} 2"#,
+        "# TYPE leakprobe_kernel_ringbuf_full counter",
+        r#"leakprobe_kernel_map_full_total{kind="live"} 1"#,
+        "process_threads 3.0",
+        "process_cpu_seconds_total 1.5",
+        "process_max_fds 1024.0",
         "leakprobe_daemon_events_total 90",
         // A level that falls as well as rises is a gauge, not a counter.
         "# TYPE leakprobe_daemon_discovery_known_files gauge",
@@ -149,6 +163,8 @@ fn an_empty_snapshot_still_encodes() {
         processes: Vec::new(),
         stacks: Vec::new(),
         faults: Vec::new(),
+        identities: HashMap::new(),
+        own: None,
     })
     .expect("ok");
     assert!(text.contains("leakprobe_uptime_seconds 42.0"), "{text}");
@@ -213,21 +229,30 @@ fn tiers_and_the_budget_are_exported() {
         stacks: Vec::new(),
         map_stacks: Vec::new(),
     };
-    let text =
-        encode_snapshot(&MetricsSnapshot { status, processes: Vec::new(), stacks: Vec::new(), faults: vec![fault] })
-            .expect("encodes");
+    let text = encode_snapshot(&MetricsSnapshot {
+        status,
+        processes: Vec::new(),
+        stacks: Vec::new(),
+        faults: vec![fault],
+        identities: HashMap::from([(
+            7,
+            ProcessIdentity { unit: Some("web.service".into()), ..ProcessIdentity::default() },
+        )]),
+        own: None,
+    })
+    .expect("encodes");
     for line in [
         "leakprobe_tier0_processes 3.0",
         "leakprobe_tier0_growing_processes 1.0",
         "leakprobe_tier1_escalated_processes 1.0",
         "leakprobe_cpu_uprobes_ratio 0.005",
         "leakprobe_cpu_budget_host_ratio 0.02",
-        r#"leakprobe_process_faulted_bytes{pid="7",comm="leaker"} 8192.0"#,
-        r#"leakprobe_process_mapped_bytes{pid="7",comm="leaker"} 1048576.0"#,
-        r#"leakprobe_process_vm_data_bytes{pid="7",comm="leaker"} 2097152.0"#,
-        r#"leakprobe_process_anon_growth_bytes_per_second{pid="7",comm="leaker"} 64.0"#,
-        r#"leakprobe_process_anon_growing{pid="7",comm="leaker"} 1.0"#,
-        r#"leakprobe_process_tier1{pid="7",comm="leaker"} 1.0"#,
+        r#"leakprobe_process_faulted_bytes{pid="7",comm="leaker",service="web",container_id=""} 8192.0"#,
+        r#"leakprobe_process_mapped_bytes{pid="7",comm="leaker",service="web",container_id=""} 1048576.0"#,
+        r#"leakprobe_process_vm_data_bytes{pid="7",comm="leaker",service="web",container_id=""} 2097152.0"#,
+        r#"leakprobe_process_anon_growth_bytes_per_second{pid="7",comm="leaker",service="web",container_id=""} 64.0"#,
+        r#"leakprobe_process_anon_growing{pid="7",comm="leaker",service="web",container_id=""} 1.0"#,
+        r#"leakprobe_process_tier1{pid="7",comm="leaker",service="web",container_id=""} 1.0"#,
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }

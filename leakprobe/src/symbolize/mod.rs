@@ -12,7 +12,7 @@ pub mod maps;
 pub mod perfmap;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     num::NonZeroUsize,
     path::{Path, PathBuf},
     sync::{Arc, mpsc},
@@ -65,13 +65,18 @@ enum Job {
     Seen(u32),
     Symbolize {
         stacks: Vec<StackRequest>,
-        reply: oneshot::Sender<Vec<Vec<Frame>>>,
+        /// Stacks not begun by then keep their bare addresses.
+        deadline: Option<Instant>,
+        reply: oneshot::Sender<Frames>,
     },
     Identify {
         stacks: Vec<StackRequest>,
         reply: oneshot::Sender<Vec<Option<u64>>>,
     },
 }
+
+/// The frames of each stack asked, and how many stacks the deadline left bare.
+type Frames = (Vec<Vec<Frame>>, usize);
 
 /// Handle to the symbolizer thread. Cloning is cheap; the thread ends when every handle is dropped.
 #[derive(Clone, Debug)]
@@ -99,12 +104,24 @@ impl SymbolizerHandle {
             for job in rx {
                 match job {
                     Job::Seen(pid) => worker.seen(pid),
-                    Job::Symbolize { stacks, reply } => {
-                        let frames = stacks.iter().map(|stack| worker.symbolize(stack)).collect();
+                    Job::Symbolize { stacks, deadline, reply } => {
+                        worker.refreshed.clear();
+                        let mut late = 0;
+                        let frames = stacks
+                            .iter()
+                            .map(|stack| {
+                                if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                                    late += 1;
+                                    return stack.addrs.iter().map(|&a| bare(a)).collect();
+                                }
+                                worker.symbolize(stack)
+                            })
+                            .collect();
                         // The asker may have gone away (client disconnected): nothing to do then.
-                        let _ = reply.send(frames);
+                        let _ = reply.send((frames, late));
                     }
                     Job::Identify { stacks, reply } => {
+                        worker.refreshed.clear();
                         let _ = reply.send(stacks.iter().map(|stack| worker.identity(stack)).collect());
                     }
                 }
@@ -121,12 +138,19 @@ impl SymbolizerHandle {
 
     /// Symbolizes stacks; frames that cannot be resolved keep their address and no name.
     pub async fn symbolize(&self, stacks: Vec<StackRequest>) -> Vec<Vec<Frame>> {
+        self.symbolize_until(stacks, None).await.0
+    }
+
+    /// [`Self::symbolize`], but the stacks the thread has not begun by `deadline` (it may be busy with other
+    /// jobs) keep their bare addresses: the frames, and how many stacks were left so.
+    pub async fn symbolize_until(&self, stacks: Vec<StackRequest>, deadline: Option<Instant>) -> Frames {
         let fallback: Vec<Vec<Frame>> = stacks.iter().map(|s| s.addrs.iter().map(|&a| bare(a)).collect()).collect();
+        let all = fallback.len();
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Job::Symbolize { stacks, reply }).is_err() {
-            return fallback;
+        if self.tx.send(Job::Symbolize { stacks, deadline, reply }).is_err() {
+            return (fallback, all);
         }
-        rx.await.unwrap_or(fallback)
+        rx.await.unwrap_or((fallback, all))
     }
 }
 
@@ -170,6 +194,9 @@ struct Worker {
     open_files: maps::OpenFiles,
     /// Perf maps of processes with JIT code.
     jit: jit::JitMaps,
+    /// Processes whose maps were read again during the current job: once is enough (a job may hold thousands of
+    /// one process's stacks, each with an address no file covers).
+    refreshed: HashSet<u32>,
 }
 
 /// Where to read one binary now: its path, or a kept file's `/proc/self/fd/N` (held while it is read).
@@ -210,6 +237,7 @@ impl Worker {
             parsed: LruCache::new(limits.binaries),
             open_files: maps::OpenFiles::new(NonZeroUsize::new(MAX_OPEN_FILES).unwrap_or(NonZeroUsize::MIN)),
             jit: jit::JitMaps::default(),
+            refreshed: HashSet::new(),
         }
     }
 
@@ -252,6 +280,9 @@ impl Worker {
                 None => self.jit.knows(pid, a),
             })
         {
+            return cached;
+        }
+        if !self.refreshed.insert(pid) {
             return cached;
         }
         match self.read_maps(pid) {

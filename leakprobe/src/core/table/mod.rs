@@ -557,4 +557,4 @@ fn unaccount(process: &mut Process, alloc: Alloc) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

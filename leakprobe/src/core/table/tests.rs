@@ -12,7 +12,7 @@ fn header(kind: EventKind, tgid: u32, ts_ns: u64) -> EventHeader {
     EventHeader { kind: kind as u32, pad: 0, ts_ns, tgid, tid: tgid }
 }
 
-pub(super) fn alloc(tgid: u32, addr: u64, size: u64, stack: &[u64], ts_ns: u64) -> Event {
+pub(crate) fn alloc(tgid: u32, addr: u64, size: u64, stack: &[u64], ts_ns: u64) -> Event {
     let mut frames = [0; MAX_FRAMES];
     frames[..stack.len()].copy_from_slice(stack);
     Event::Alloc(AllocEvent {
@@ -49,7 +49,7 @@ fn limits(max_allocations: usize, max_stacks: usize) -> Limits {
     Limits { max_allocations, max_stacks, max_series: 1000 }
 }
 
-pub(super) fn table() -> Table {
+pub(crate) fn table() -> Table {
     Table::new(limits(1000, 100), AnalysisConfig::default())
 }
 
