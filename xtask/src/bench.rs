@@ -191,8 +191,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     if args.only.only_python {
         return python::bench(&leakprobe, &dir, args);
     }
-    let mut timings = Vec::new();
-    let mut usages = Vec::new();
+    let (mut timings, mut usages) = (Vec::new(), Vec::new());
     let mut sites = None;
     let mut unwinding = report::Unwinding::default();
     for &config in args.only.configs() {
