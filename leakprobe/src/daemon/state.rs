@@ -26,7 +26,6 @@ use crate::{
     },
     ingest::Batch,
     metrics::{MetricsLimits, MetricsSnapshot},
-    probes::MallocProbes,
     procfs::{self, Clock},
     protocol::{
         AnalysisSettings, AttachPoint, DiscoveryStatus, FaultsQuery, FaultsResponse, ProcessIdentity,
@@ -159,10 +158,6 @@ impl State {
                 }
                 Event::Exec(process) => {
                     self.tiers.gone(process.header.tgid, &mut self.table);
-                    // With probes in every process, each one that allocates is kept: its new image's maps are
-                    // read now, the earliest moment, for a process killed before its first event arrives.
-                    let everywhere = self.tiers.malloc_probes() == MallocProbes::All;
-                    self.symbolizer.exec(process.header.tgid, everywhere);
                     if !self.discovery_handle.exec(process.header.tgid) {
                         self.exec_scans_dropped += 1;
                     }
@@ -176,8 +171,7 @@ impl State {
                     if let Some(comm) = procfs::comm(tgid) {
                         self.table.set_comm(tgid, comm);
                     }
-                    // Its maps at once, here: an OOM victim may live only a moment longer.
-                    self.symbolizer.seen(tgid, true);
+                    self.symbolizer.seen(tgid);
                     self.oom.new_process(tgid);
                     self.identities.insert(tgid, procfs::identity(tgid));
                 }
@@ -202,7 +196,7 @@ impl State {
         if let Some(comm) = procfs::comm(tgid) {
             self.tiers.faults.set_comm(tgid, comm);
         }
-        self.symbolizer.seen(tgid, false);
+        self.symbolizer.seen(tgid);
     }
 
     fn purged(&mut self, tgid: u32, addrs: Vec<u64>, before_ns: u64) {

@@ -120,7 +120,7 @@ impl Tiers {
         }
     }
 
-    pub fn malloc_probes(&self) -> MallocProbes {
+    fn malloc_probes(&self) -> MallocProbes {
         self.malloc_probes
     }
 
