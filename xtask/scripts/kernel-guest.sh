@@ -1,10 +1,12 @@
-#!/bin/sh
+#!/bin/bash
 # The kernel matrix's smoke suite (xtask/src/kernels.rs), run by virtme-ng as root inside a guest whose root is
 # the host's, read-only, with OUT shared read-write. It only runs things and writes what it saw into OUT; the host
 # judges the files after the guest is gone (virtme-ng's exit status says nothing: 255 even on success).
 # Usage: kernel-guest.sh OUT LEAKPROBE FIXTURES
 OUT=$1 LP=$2 FIX=$3
 exec >"$OUT/guest.log" 2>&1
+# Each traced command with the time (no fork: bash's clock variable), to tell where an emulated guest's time goes.
+PS4='+ ${EPOCHREALTIME} '
 set -x
 uname -r >"$OUT/release"
 mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
@@ -13,6 +15,11 @@ mountpoint -q /sys/kernel/debug || mount -t debugfs nodev /sys/kernel/debug
 CG=/sys/fs/cgroup
 if [ "$(stat -fc %T $CG)" != cgroup2fs ]; then CG=/tmp/cgroup2; mkdir -p $CG; mount -t cgroup2 nodev $CG; fi
 T=$(mktemp -d)
+# A timestamped line in the trace, between steps: where an emulated guest's minutes go.
+stamp() { echo "== $(date +%T.%N | cut -c1-12) $*"; }
+# The kernel's messages as they come, into OUT (the console, console.log, ends when the guest does: a guest that
+# ends abruptly leaves its last messages here too).
+cat /dev/kmsg >"$OUT/kmsg.log" 2>/dev/null &
 
 # Starts a daemon named $1 with the remaining arguments; its pid in $D once `status` answers.
 start() {
@@ -33,28 +40,36 @@ stop() {
         bpftool "$what" show id "$id" >/dev/null 2>&1 && echo "$kind $id" >>"$OUT/$1-left"
     done <"$OUT/$1-held"
 }
-# Polls `$@` (up to $1 seconds... as the first argument) until its output contains the pattern $2; saves it to $3.
+# Polls `$@` for up to $1 seconds (by the clock: each emulated call takes seconds) until its output contains
+# the pattern $2; saves it to $3.
 poll() {
     secs=$1 pattern=$2 file=$3; shift 3
-    for _ in $(seq $((secs * 2))); do
+    end=$(($(date +%s) + secs))
+    while [ "$(date +%s)" -le "$end" ]; do
         "$@" >"$file" 2>&1 && grep -q "$pattern" "$file" && return 0
         sleep 0.5
     done
+    echo "poll: no $pattern within $secs s"
     return 1
 }
 
 # 1. Defaults (sampled, malloc probes auto), escalating fast: a steady leak of the tier0 fixture is escalated to
-#    tier 1 by tier 0 alone, without `trace`.
-start defaults --interval 200ms --window 6s --escalate-only tier0
+#    tier 1 by tier 0 alone, without `trace`. The CPU budgets at the guest's two whole cores: emulated, the
+#    probes' cost exceeds the default budget at once, which detached them within a second, at times before
+#    `top` had seen a sample.
+stamp "1. Defaults"
+start defaults --interval 200ms --window 6s --escalate-only tier0 --cpu-budget-process 200 --cpu-budget-host 200
 "$FIX/tier0" leakloop 20 >"$T/tier0.out" 2>&1 &
 P=$!
 echo "$P" >"$OUT/tier0-pid"
 poll 90 loop_leak "$OUT/escalated-top.txt" "$LP" top --socket "$T/defaults.sock" --pid "$P"
 "$LP" status --json --socket "$T/defaults.sock" >"$OUT/escalated-status.json"
 kill "$P"
+stamp "stopping the defaults daemon"
 stop defaults
 
 # 2. --mode full --malloc-probes all: the leaker's leaks exactly, then a real OOM kill in a 64 MiB memory cgroup.
+stamp "2. --mode full --malloc-probes all"
 start full --mode full --malloc-probes all --interval 500ms
 mkfifo "$T/in"
 "$FIX/leaker" basic <"$T/in" >"$T/leaker.out" 2>&1 &
@@ -63,6 +78,7 @@ exec 3>"$T/in"
 echo "$P" >"$OUT/leaker-pid"
 poll 60 4321 "$OUT/leaker-top.json" "$LP" top --socket "$T/full.sock" --pid "$P" --json
 exec 3>&-
+stamp "OOM kill in a memory cgroup"
 mkdir -p $CG/leakprobe-oom
 echo +memory >$CG/cgroup.subtree_control
 echo 64M >$CG/leakprobe-oom/memory.max
@@ -80,5 +96,9 @@ wait "$P"; echo "oom leaker exit $?"
 poll 60 leak_until_killed "$OUT/oom-list.json" "$LP" oom --socket "$T/full.sock" --json
 ID=$(sed -n 's/.*"id": *"\([0-9]*-[0-9]*\)".*/\1/p' "$OUT/oom-list.json" | head -1)
 "$LP" oom show "$ID" --socket "$T/full.sock" --json >"$OUT/oom-report.json" 2>&1
+# The counters after the run (events lost to a full ring buffer, processes first seen gone), for a failed check.
+"$LP" status --json --socket "$T/full.sock" >"$OUT/full-status-end.json" 2>&1
+stamp "stopping the full daemon"
 stop full
+stamp done
 echo done >"$OUT/done"

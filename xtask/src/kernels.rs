@@ -191,7 +191,7 @@ fn boot_with(cache: &Path, vmlinuz: &Path, binary: &Path, fixtures: &Path, kvm: 
     let started = Instant::now();
     let mut child = own_group(&mut vng).spawn().context("vng (virtme-ng; setup installs it)")?;
     // virtme-ng's exit status is 255 even on success: only the files count.
-    let waited = wait_or_kill(&mut child, Duration::from_mins(10), "the guest");
+    let waited = wait_or_kill(&mut child, Duration::from_mins(15), "the guest");
     let took = started.elapsed();
     let mut failures = judge(&out);
     if let Err(err) = waited {
@@ -200,9 +200,14 @@ fn boot_with(cache: &Path, vmlinuz: &Path, binary: &Path, fixtures: &Path, kvm: 
     // Empty when the guest never ran its script.
     let release = fs::read_to_string(out.join("release")).map(|r| r.trim().to_owned()).unwrap_or_default();
     if !failures.is_empty() {
+        // CI keeps no files: the console's end goes into the task's output.
+        let console = fs::read_to_string(out.join("console.log")).unwrap_or_default();
+        let tail: Vec<&str> = console.lines().rev().take(30).collect();
         eprintln!(
-            "kernel {release}: files in {}; console in console.log, the guest's trace in guest.log",
-            out.display()
+            "kernel {name}: files in {}: the console in console.log (and the kernel's messages as the guest saw \
+             them in kmsg.log), the guest's trace in guest.log; the console's last lines:\n{}",
+            out.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
     let name = if release.is_empty() { name.to_owned() } else { release.clone() };

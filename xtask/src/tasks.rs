@@ -1,6 +1,9 @@
 //! The tasks that run after setup.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::Result;
 
@@ -32,11 +35,21 @@ pub fn run(root: &Path, env: &ToolEnv, args: &[String]) -> Result<()> {
     run_daemon(root, args)
 }
 
-pub fn test(root: &Path, env: &ToolEnv, args: &[String]) -> Result<()> {
-    // The integration tests run the daemon binary next to them (target/debug/leakprobe); cargo only builds
-    // a package's binaries for that package's own integration tests, so build it explicitly.
-    // With the benchmark subcommands: the ingest test runs `leakprobe bench-ingest`.
+/// Builds the daemon the integration tests run (`target/debug/leakprobe`, the dev profile, optimized) and
+/// returns its path. Cargo only builds a package's binaries for that package's own integration tests, hence
+/// explicitly; with the benchmark subcommands: the ingest test runs `leakprobe bench-ingest`.
+pub fn build_test_daemon(root: &Path, env: &ToolEnv) -> Result<PathBuf> {
     check(cargo(root, env).args(["build", "--package", "leakprobe", "--bins", "--features", "bench"]))?;
+    Ok(test_daemon(root))
+}
+
+/// The daemon [`build_test_daemon`] builds.
+pub fn test_daemon(root: &Path) -> PathBuf {
+    root.join("target").join("debug").join("leakprobe")
+}
+
+pub fn test(root: &Path, env: &ToolEnv, args: &[String]) -> Result<()> {
+    build_test_daemon(root, env)?;
     // nextest runs every test in its own process, fails when no test ran, and prints one summary line.
     check(cargo(root, env).args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(args))
 }

@@ -26,6 +26,7 @@ use crate::{
     },
     ingest::Batch,
     metrics::{MetricsLimits, MetricsSnapshot, PROFILE_SYMBOLIZE_BUDGET},
+    probes::MallocProbes,
     procfs::{self, Clock},
     protocol::{
         AnalysisSettings, AttachPoint, DiscoveryStatus, FaultsQuery, FaultsResponse, HeapFilter, HeapProfile,
@@ -165,6 +166,10 @@ impl State {
                 Event::Exec(process) => {
                     kept_interval = self.tiers.exec(process.header.tgid, process.header.ts_ns, &mut self.table);
                     self.identities.remove(&process.header.tgid);
+                    // With probes in every process, each one that allocates is kept: its new image's maps are
+                    // read now, the earliest moment, for a process killed before its first event arrives.
+                    let everywhere = self.tiers.malloc_probes() == MallocProbes::All;
+                    self.symbolizer.exec(process.header.tgid, everywhere);
                     if !self.discovery_handle.exec(process.header.tgid) {
                         self.exec_scans_dropped += 1;
                     }
@@ -178,7 +183,8 @@ impl State {
                     if let Some(comm) = procfs::comm(tgid) {
                         self.table.set_comm(tgid, comm);
                     }
-                    self.symbolizer.seen(tgid);
+                    // Its maps at once, here: an OOM victim may live only a moment longer.
+                    self.symbolizer.seen(tgid, true);
                     self.oom.new_process(tgid);
                     self.identities.entry(tgid).or_insert_with(|| procfs::identity(tgid));
                 }
@@ -207,7 +213,7 @@ impl State {
             self.tiers.faults.set_comm(tgid, comm);
         }
         self.identities.entry(tgid).or_insert_with(|| procfs::identity(tgid));
-        self.symbolizer.seen(tgid);
+        self.symbolizer.seen(tgid, false);
     }
 
     fn purged(&mut self, tgid: u32, addrs: Vec<u64>, before_ns: u64) {

@@ -120,7 +120,7 @@ impl Tiers {
         }
     }
 
-    fn malloc_probes(&self) -> MallocProbes {
+    pub fn malloc_probes(&self) -> MallocProbes {
         self.malloc_probes
     }
 

@@ -30,9 +30,33 @@ impl KernelBtf {
     /// Reads the BTF at `path` (the running kernel's: [`VMLINUX_BTF`]), memory-mapped and parsed on demand:
     /// the cached backend parses all of vmlinux's types at once (seconds on a loaded machine) for the dozen
     /// members looked up here.
+    /// Sysfs maps `/sys/kernel/btf/vmlinux` only since Linux 6.16 (before, `mmap` fails with `ENODEV`): then
+    /// it is read into an anonymous memory file, which maps.
     pub fn open(path: &Path) -> Result<Self, OffsetError> {
-        let btf = Btf::from_file_with_backend(path, Backend::Mmap)
-            .map_err(|err| OffsetError::Read { path: path.display().to_string(), message: err.to_string() })?;
+        match Btf::from_file_with_backend(path, Backend::Mmap) {
+            Ok(btf) => Ok(Self { btf }),
+            Err(mapping) => Self::open_copy(path).map_err(|err| OffsetError::Read {
+                path: path.display().to_string(),
+                message: format!("{mapping}; read into memory: {err}"),
+            }),
+        }
+    }
+
+    /// Reads the BTF at `path` into a memory file (`memfd_create`) and maps that.
+    fn open_copy(path: &Path) -> Result<Self, String> {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _};
+        let bytes = std::fs::read(path).map_err(|err| err.to_string())?;
+        // SAFETY: a valid NUL-terminated name and flags; the descriptor returned is checked and owned below.
+        let fd = unsafe { libc::memfd_create(c"leakprobe-btf".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` was just created and nothing else owns it.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        std::io::Write::write_all(&mut file, &bytes).map_err(|err| err.to_string())?;
+        // The mapping outlives the descriptor, closed when `file` drops.
+        let btf = Btf::from_file_with_backend(format!("/proc/self/fd/{}", file.as_raw_fd()), Backend::Mmap)
+            .map_err(|err| err.to_string())?;
         Ok(Self { btf })
     }
 
@@ -170,6 +194,14 @@ mod tests {
         assert!(mapping > 0 && mapping.is_multiple_of(8));
         // `task_struct.pid` is a plain member far in.
         assert!(btf.member_offset("task_struct", "pid").expect("task_struct.pid") > 64);
+    }
+
+    #[test]
+    fn a_copy_in_memory_reads_as_the_mapped_file() {
+        // What kernels before 6.16 get, whose sysfs does not map the BTF.
+        let copy = KernelBtf::open_copy(Path::new(VMLINUX_BTF)).expect("a copy in a memory file");
+        let offsets = copy.vma_offsets().expect("every member");
+        assert_eq!(offsets, running().vma_offsets().expect("every member"));
     }
 
     #[test]

@@ -149,7 +149,12 @@ pub fn leads_to(path: &Path, file: (u64, u64)) -> bool {
 /// through `/proc/PID/map_files` and kept open in `open`; those it cannot open either, and unreachable data
 /// mappings (no return address points into them), are [`Source::Unreadable`].
 pub fn read(pid: u32, open: &mut OpenFiles) -> Option<Vec<Mapping>> {
-    let mut maps = read_parsed(pid)?;
+    Some(with_sources(pid, parse(&fs::read_to_string(format!("/proc/{pid}/maps")).ok()?), open))
+}
+
+/// Completes mappings `maps` of process `pid` (read from its `/proc/PID/maps`, maybe a moment ago) as [`read`]
+/// does: files unreachable by their path are opened through `/proc/PID/map_files` while the process lives.
+pub fn with_sources(pid: u32, mut maps: Vec<Mapping>, open: &mut OpenFiles) -> Vec<Mapping> {
     for mapping in &mut maps {
         if !mapping.deleted && leads_to(&mapping.path, mapping.file()) {
             continue;
@@ -171,7 +176,7 @@ pub fn read(pid: u32, open: &mut OpenFiles) -> Option<Vec<Mapping>> {
             }
         };
     }
-    Some(maps)
+    maps
 }
 
 /// The mapping holding `addr` and the file offset of `addr` in it.

@@ -61,8 +61,10 @@ impl Default for CacheLimits {
 }
 
 enum Job {
-    /// A process was first seen: read and keep its maps.
-    Seen(u32),
+    /// A process was first seen: keep its maps, as read by the sender at that moment (`None`: read them now).
+    Seen(u32, Option<Vec<Mapping>>),
+    /// A process called `execve`: its old image's maps no longer apply; keep the new image's if read.
+    Exec(u32, Option<Vec<Mapping>>),
     Symbolize {
         stacks: Vec<StackRequest>,
         /// Stacks not begun by then keep their bare addresses.
@@ -87,7 +89,8 @@ pub struct SymbolizerHandle {
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Seen(pid) => write!(f, "Seen({pid})"),
+            Self::Seen(pid, _) => write!(f, "Seen({pid})"),
+            Self::Exec(pid, _) => write!(f, "Exec({pid})"),
             Self::Symbolize { stacks, .. } => write!(f, "Symbolize({} stacks)", stacks.len()),
             Self::Identify { stacks, .. } => write!(f, "Identify({} stacks)", stacks.len()),
         }
@@ -103,7 +106,8 @@ impl SymbolizerHandle {
             let mut worker = Worker::new(limits);
             for job in rx {
                 match job {
-                    Job::Seen(pid) => worker.seen(pid),
+                    Job::Seen(pid, maps) => worker.seen_with(pid, maps),
+                    Job::Exec(pid, maps) => worker.exec(pid, maps),
                     Job::Symbolize { stacks, deadline, reply } => {
                         worker.refreshed.clear();
                         let mut late = 0;
@@ -130,10 +134,21 @@ impl SymbolizerHandle {
         Ok(Self { tx })
     }
 
-    /// Records that a process was first seen, so its maps are kept for after it exits.
-    pub fn seen(&self, pid: u32) {
+    /// Records that a process was first seen, so its maps are kept for after it exits. With `read_now`, they
+    /// are read here, in the caller's thread, at once: a process killed a moment later (an OOM victim in a
+    /// small memory cgroup) may be gone by the time the symbolizer thread, busy with other jobs, gets to it.
+    pub fn seen(&self, pid: u32, read_now: bool) {
+        let maps = if read_now { maps::read_parsed(pid) } else { None };
         // Only fails when the thread is gone (shutdown).
-        let _ = self.tx.send(Job::Seen(pid));
+        let _ = self.tx.send(Job::Seen(pid, maps));
+    }
+
+    /// Records that a process called `execve`: the maps kept of its old image go; with `read_now`, the new
+    /// image's are read at once (its executable and loader; its libraries come with its first event's
+    /// [`Self::seen`]), so a process that dies before the daemon sees it allocate still symbolizes.
+    pub fn exec(&self, pid: u32, read_now: bool) {
+        let maps = if read_now { maps::read_parsed(pid) } else { None };
+        let _ = self.tx.send(Job::Exec(pid, maps));
     }
 
     /// Symbolizes stacks; frames that cannot be resolved keep their address and no name.
@@ -241,16 +256,39 @@ impl Worker {
         }
     }
 
+    #[cfg(test)]
     fn seen(&mut self, pid: u32) {
-        if let Some(maps) = self.read_maps(pid) {
+        self.seen_with(pid, maps::read_parsed(pid));
+    }
+
+    /// Keeps `read` (the maps of `pid` when it was first seen), completed while it lives; when the process was
+    /// already gone then, re-reads them (it may have exec'd since), else keeps what is kept (its image's maps
+    /// read at exec).
+    fn seen_with(&mut self, pid: u32, read: Option<Vec<Mapping>>) {
+        if let Some(maps) = self.complete_maps(pid, read) {
             self.maps.put(pid, Arc::new(maps));
+        }
+    }
+
+    fn exec(&mut self, pid: u32, read: Option<Vec<Mapping>>) {
+        self.maps.pop(&pid);
+        if let Some(maps) = read {
+            self.seen_with(pid, Some(maps));
         }
     }
 
     /// Reads the maps of a live process, and lets blazesym forget the files the kept set let go: it caches each
     /// file by path, open, for as long as it lives, and a released `/proc/self/fd/N` will name another file.
     fn read_maps(&mut self, pid: u32) -> Option<Vec<Mapping>> {
-        let maps = maps::read(pid, &mut self.open_files);
+        self.complete_maps(pid, None)
+    }
+
+    /// [`Self::read_maps`], from maps read a moment ago when there are (`read`).
+    fn complete_maps(&mut self, pid: u32, read: Option<Vec<Mapping>>) -> Option<Vec<Mapping>> {
+        let maps = match read {
+            Some(read) => Some(maps::with_sources(pid, read, &mut self.open_files)),
+            None => maps::read(pid, &mut self.open_files),
+        };
         for path in self.open_files.take_released() {
             self.parsed.pop(&*path);
             self.evict(&path);

@@ -64,6 +64,35 @@ fn stacks_of_an_exited_process_still_symbolize() {
 }
 
 #[test]
+fn maps_read_before_an_exit_symbolize_what_the_symbolizer_saw_too_late() {
+    let mut child = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
+    let pid = child.id();
+    let mut worker = Worker::new(CacheLimits::default());
+    // Stale maps of whatever the pid ran before (here: its own, a moment ago) go at exec.
+    worker.seen(pid);
+    worker.exec(pid, None);
+    assert!(worker.maps.peek(&pid).is_none(), "an exec forgets the old image's maps");
+    // Read by the daemon's state owner when it saw the process, handed over a moment later: by then it is gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let read = loop {
+        let read = maps::read_parsed(pid).expect("sleep's maps");
+        if read.iter().any(|m| m.path.to_string_lossy().contains("libc.so")) {
+            break read;
+        }
+        assert!(Instant::now() < deadline, "pid {pid} never mapped libc");
+        thread::sleep(Duration::from_millis(10));
+    };
+    let addr = malloc_addr_in(&read) + 1;
+    child.kill().expect("kill sleep");
+    child.wait().expect("reap sleep");
+    worker.exec(pid, Some(read));
+    // Its first event's `seen` finds the process gone: the maps read at exec stay.
+    worker.seen_with(pid, None);
+    let frames = worker.symbolize(&StackRequest { pid, addrs: vec![addr] });
+    assert!(frames[0].function.as_deref().unwrap_or_default().contains("malloc"), "{:?}", frames[0]);
+}
+
+#[test]
 fn frames_are_shared_between_processes_of_the_same_binary() {
     let mut worker = Worker::new(CacheLimits::default());
     let mut children: Vec<_> = (0..2).map(|_| Command::new("sleep").arg("30").spawn().expect("spawn")).collect();
