@@ -52,7 +52,22 @@ fn metric_counters(daemon: &Daemon) -> BTreeMap<String, (u64, bool)> {
         .filter_map(|l| {
             let (name, value) = l.split_once(' ')?;
             let name = name.strip_prefix("leakprobe_")?;
+            // Families with a `kind` label stand for status's counters one name per kind (docs/metrics.md):
+            // `kernel_ringbuf_full_total{kind="alloc"}` is `kernel_ringbuf_full_alloc`,
+            // `kernel_map_full_total{kind="live"}` is `kernel_live_map_full`.
+            let (name, kind) = match name.split_once('{') {
+                Some((family, labels)) => {
+                    (family, labels.strip_prefix("kind=\"").and_then(|l| l.strip_suffix("\"}")).map(str::to_owned))
+                }
+                None => (name, None),
+            };
             let (name, counter) = name.strip_suffix("_total").map_or((name, false), |n| (n, true));
+            let name = match (name.strip_suffix("_map_full"), kind) {
+                (Some(prefix), Some(kind)) => format!("{prefix}_{kind}_map_full"),
+                (None, Some(kind)) => format!("{name}_{kind}"),
+                (_, None) => name.to_owned(),
+            };
+            let name = name.as_str();
             // Counters of microseconds are exposed in seconds (Prometheus base units).
             if let Some(base) = name.strip_suffix("_seconds") {
                 let micros = (value.trim().parse::<f64>().ok()? * 1e6).round();

@@ -67,10 +67,17 @@ fn scrape_shows_the_leaking_process_and_stack_with_exact_bytes() {
     }
 
     // Counters and limits.
+    // Counters one name per kind in status are families with a `kind` label (docs/metrics.md).
+    for (family, kind) in
+        [("leakprobe_kernel_ringbuf_full_total", "alloc"), ("leakprobe_kernel_map_full_total", "live")]
+    {
+        assert!(
+            samples.iter().any(|s| s.name == family && s.label("kind") == Some(kind)),
+            "no {family}{{kind=\"{kind}\"}}:\n{text}"
+        );
+    }
     for name in [
         "leakprobe_kernel_allocs_total",
-        "leakprobe_kernel_ringbuf_full_alloc_total",
-        "leakprobe_kernel_live_map_full_total",
         "leakprobe_daemon_events_total",
         "leakprobe_daemon_stacks_overflowed_total",
         "leakprobe_live_allocations_limit",
