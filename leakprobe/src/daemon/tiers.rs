@@ -126,8 +126,7 @@ impl Tiers {
 
     /// A process exited or exec'd: tier 0 forgets it, tier 1 detaches.
     pub fn gone(&mut self, pid: u32, table: &mut Table) {
-        self.folios.forget(pid);
-        self.faults.purge(pid);
+        self.forget_tier0(pid);
         self.last_calls.remove(&pid);
         if self.tier1.gone(pid, procfs::monotonic_ns()) {
             self.detach(pid, table, "the process exited or exec'd");
@@ -142,8 +141,7 @@ impl Tiers {
         match self.tier1.get(pid) {
             Some(escalation) if escalation.since_ns > exec_ns => {
                 let interval = escalation.interval;
-                self.folios.forget(pid);
-                self.faults.purge(pid);
+                self.forget_tier0(pid);
                 Some(interval)
             }
             _ => {
@@ -151,6 +149,12 @@ impl Tiers {
                 None
             }
         }
+    }
+
+    /// Tier 0 forgets process `pid`'s old image: its waiting faults and its fault and mapping stacks.
+    fn forget_tier0(&mut self, pid: u32) {
+        self.folios.forget(pid);
+        self.faults.purge(pid);
     }
 
     /// A sampled fault; true when it is the first of its process. A fault whose page is not mapped yet waits
