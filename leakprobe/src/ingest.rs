@@ -5,7 +5,7 @@
 
 use std::sync::{
     Arc,
-    atomic::{AtomicBool, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 use std::time::Duration;
 
@@ -37,6 +37,44 @@ pub struct Batch {
     /// Once this batch is applied, the table holds every event up to this monotonic time: the time the
     /// ring buffer was found empty, or, for a batch cut at [`MAX_BATCH`], its last event's time.
     pub as_of_ns: u64,
+}
+
+/// How far the ring-buffer reader has got, shared with the state owner.
+#[derive(Debug)]
+pub struct Progress {
+    /// True while the ring buffer is empty and every batch has been handed over.
+    caught_up: AtomicBool,
+    /// The monotonic time at which the reader began its last pass that ended with the ring buffer empty and
+    /// every batch handed over: every record submitted before it is in a batch sent by then.
+    drained_ns: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self { caught_up: AtomicBool::new(true), drained_ns: AtomicU64::new(0) }
+    }
+}
+
+impl Progress {
+    /// The ring buffer is empty and everything read from it was handed over.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    /// The time as of which a consumer holds every event, once it has applied every batch sent so far: read
+    /// this before checking that the channel is empty (a batch sent before this time was set is then seen).
+    pub fn drained_ns(&self) -> u64 {
+        self.drained_ns.load(Ordering::Acquire)
+    }
+
+    fn reading(&self) {
+        self.caught_up.store(false, Ordering::Release);
+    }
+
+    fn drained(&self, pass_started_ns: u64) {
+        self.drained_ns.fetch_max(pass_started_ns, Ordering::AcqRel);
+        self.caught_up.store(true, Ordering::Release);
+    }
 }
 
 /// Turns ring-buffer records into events: decodes them, and unwinds the stacks that came as a stack copy
@@ -118,8 +156,7 @@ impl Decoder {
     }
 }
 
-/// Drains the ring buffer until cancelled or until the receiver is gone. `caught_up` is true while the ring
-/// buffer is empty and every batch has been handed over: then the table is current, whatever the time.
+/// Drains the ring buffer until cancelled or until the receiver is gone, and keeps `progress` (see [`Progress`]).
 ///
 /// The probes submit without waking this reader until the ring buffer holds `RING_WAKEUP_BYTES` (see
 /// `leakprobe-ebpf/src/maps.rs`), so it also reads every `RING_POLL_MS`: a record waits at most that long.
@@ -127,7 +164,7 @@ pub async fn run(
     ring: RingBuf<MapData>,
     mut decoder: Decoder,
     tx: mpsc::Sender<Batch>,
-    caught_up: Arc<AtomicBool>,
+    progress: Arc<Progress>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     // SAFETY: the ring buffer owns its map fd and keeps it open, unchanged, for as long as it lives, and
@@ -148,13 +185,14 @@ pub async fn run(
             _ = poll.tick() => {}
         }
         let ring = fd.get_mut();
+        let pass_started_ns = procfs::monotonic_ns();
         let mut batch = Batch::default();
         let mut read = false;
         loop {
             let Some(item) = ring.next() else { break };
             if !read {
                 read = true;
-                caught_up.store(false, Ordering::Release);
+                progress.reading();
                 batch.events.reserve(capacity);
             }
             match decoder.decode(&item) {
@@ -176,7 +214,7 @@ pub async fn run(
         }
         if !read {
             // Nothing since the last read.
-            caught_up.store(true, Ordering::Release);
+            progress.drained(pass_started_ns);
             continue;
         }
         capacity = if batch.events.is_empty() { capacity } else { batch.events.len().max(MAX_BATCH / 16) };
@@ -184,6 +222,6 @@ pub async fn run(
         if (!batch.events.is_empty() || batch.decode_errors > 0) && tx.send(batch).await.is_err() {
             return Ok(());
         }
-        caught_up.store(true, Ordering::Release);
+        progress.drained(pass_started_ns);
     }
 }

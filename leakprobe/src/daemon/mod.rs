@@ -22,7 +22,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64},
+        atomic::AtomicU64,
     },
     time::Instant,
 };
@@ -288,7 +288,7 @@ pub struct Consumers {
     state: State,
     ring: RingBuf<MapData>,
     decoder: ingest::Decoder,
-    caught_up: Arc<AtomicBool>,
+    progress: Arc<ingest::Progress>,
     batch_tx: mpsc::Sender<ingest::Batch>,
     batch_rx: mpsc::Receiver<ingest::Batch>,
     request_rx: mpsc::Receiver<Request>,
@@ -340,7 +340,7 @@ impl Consumers {
         let (batch_tx, batch_rx) = mpsc::channel(64);
         let (request_tx, request_rx) = mpsc::channel(64);
         let purged_entries = Arc::new(AtomicU64::new(0));
-        let caught_up = Arc::new(AtomicBool::new(true));
+        let progress = Arc::new(ingest::Progress::default());
         let (purger, purger_thread) = purge::spawn(maps.live, purged_entries.clone()).context("starting the purger")?;
         let oom_dir = config.state_dir.join("oom");
         let store = load_reports(&oom_dir, config.oom_limits);
@@ -368,7 +368,7 @@ impl Consumers {
             discovery_handle,
             identities: HashMap::new(),
             exec_scans_dropped: 0,
-            gone_last_tick: std::collections::HashSet::new(),
+            gone_last_tick: (std::collections::HashSet::new(), 0),
             decode_errors: 0,
             batches: 0,
             requests: request_tx.clone(),
@@ -376,7 +376,7 @@ impl Consumers {
             tick_in_flight: false,
             ticks_skipped: 0,
             as_of_ns: 0,
-            ingest_caught_up: caught_up.clone(),
+            ingest: progress.clone(),
             // Enabled by `Request::Attached`.
             oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
             tiers,
@@ -390,7 +390,7 @@ impl Consumers {
             state,
             ring: maps.events,
             decoder,
-            caught_up,
+            progress,
             batch_tx,
             batch_rx,
             request_rx,
@@ -403,10 +403,10 @@ impl Consumers {
 
     /// Starts the ingest and state tasks in `tasks`; both end when `shutdown` is cancelled.
     pub fn spawn(self, tasks: &mut JoinSet<Result<&'static str>>, shutdown: &CancellationToken) -> Running {
-        let Self { state, ring, decoder, caught_up, batch_tx, batch_rx, request_rx, .. } = self;
+        let Self { state, ring, decoder, progress, batch_tx, batch_rx, request_rx, .. } = self;
         let token = shutdown.clone();
         tasks.spawn(async move {
-            ingest::run(ring, decoder, batch_tx, caught_up, token).await.context("reading the ring buffer")?;
+            ingest::run(ring, decoder, batch_tx, progress, token).await.context("reading the ring buffer")?;
             Ok("ingest")
         });
         let token = shutdown.clone();

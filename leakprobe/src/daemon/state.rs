@@ -5,7 +5,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::Instant,
 };
@@ -63,8 +63,8 @@ pub struct State {
     pub identities: std::collections::HashMap<u32, ProcessIdentity>,
     /// Exec events dropped because the discovery queue was full.
     pub exec_scans_dropped: u64,
-    /// Tracked processes found gone at the last tick (see `sweep`).
-    pub gone_last_tick: std::collections::HashSet<u32>,
+    /// Tracked processes found gone at the last tick, and when that tick read `/proc` (see `sweep`).
+    pub gone_last_tick: (std::collections::HashSet<u32>, u64),
     pub decode_errors: u64,
     pub batches: u64,
     /// This task's own request channel, for the ticks it schedules.
@@ -78,8 +78,8 @@ pub struct State {
     pub tick_in_flight: bool,
     /// The table holds every event up to this monotonic time (see [`Batch::as_of_ns`]).
     pub as_of_ns: u64,
-    /// Set by ingest while the ring buffer is empty and everything was handed over.
-    pub ingest_caught_up: Arc<AtomicBool>,
+    /// How far ingest has read the ring buffer.
+    pub ingest: Arc<crate::ingest::Progress>,
     pub oom: OomTracker,
     /// Allocations the probes missed at processes' starts.
     pub unseen: super::unseen::UnseenFrees,
@@ -119,10 +119,14 @@ impl State {
                 request = requests.recv() => match request {
                     Some(Request::Tick { tick, samples, read_ns, gone }) => {
                         self.tick_in_flight = false;
-                        self.sweep(gone, read_ns);
+                        // Read before looking at the channel (see `Progress::drained_ns`).
+                        let drained_ns = self.ingest.drained_ns();
+                        let applied_all = batches.is_empty();
+                        let as_of_ns = if applied_all { self.as_of_ns.max(drained_ns) } else { self.as_of_ns };
+                        self.sweep(gone, read_ns, as_of_ns);
                         // Caught up and nothing waiting: the table is current now. Otherwise it is as of the last
                         // batch applied (the consumer lags under load; samples must say when they were true).
-                        let current = self.ingest_caught_up.load(Ordering::Acquire) && batches.is_empty();
+                        let current = self.ingest.caught_up() && applied_all;
                         let heap_ns = if current { procfs::monotonic_ns() } else { self.as_of_ns };
                         self.tick(tick, &samples, TickTimes { heap_ns, rss_ns: read_ns });
                     }
@@ -228,13 +232,15 @@ impl State {
     /// Purges the processes gone at this tick and the previous one: their exit event was lost (ring buffer
     /// full), or they would be purged already. Only when ingest has caught up: an exit or OOM event still in
     /// the ring buffer must be applied first (an OOM report needs the victim's table).
-    fn sweep(&mut self, gone: Vec<u32>, read_ns: u64) {
-        if !self.ingest_caught_up.load(Ordering::Acquire) {
-            self.gone_last_tick = gone.into_iter().collect();
+    fn sweep(&mut self, gone: Vec<u32>, read_ns: u64, as_of_ns: u64) {
+        let (previous, previous_ns) = std::mem::replace(&mut self.gone_last_tick, (gone.into_iter().collect(), read_ns));
+        // A process gone at the earlier read had emitted its last events (an OOM kill, its exit) before it. Until
+        // the table holds every event up to then, a purge here could come before its OOM event, which would then
+        // find the victim's allocations gone. (Ingest caught up is not enough: batches may wait in the channel.)
+        if as_of_ns < previous_ns {
             return;
         }
-        let previous = std::mem::replace(&mut self.gone_last_tick, gone.into_iter().collect());
-        let both: Vec<u32> = self.gone_last_tick.intersection(&previous).copied().collect();
+        let both: Vec<u32> = self.gone_last_tick.0.intersection(&previous).copied().collect();
         for tgid in both {
             // Its exit event was lost (a full ring buffer): the kernel's entry goes now.
             self.unseen.gone(tgid);
@@ -337,7 +343,7 @@ impl State {
                 self.discovery_counters = counters;
             }
             Request::Tick { tick, samples, read_ns, gone } => {
-                self.sweep(gone, read_ns);
+                self.sweep(gone, read_ns, self.as_of_ns);
                 self.tick(tick, &samples, TickTimes { heap_ns: self.as_of_ns, rss_ns: read_ns });
             }
             Request::Query(Query::Processes(query, reply)) => {
