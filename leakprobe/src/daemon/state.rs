@@ -233,7 +233,8 @@ impl State {
     /// full), or they would be purged already. Only when ingest has caught up: an exit or OOM event still in
     /// the ring buffer must be applied first (an OOM report needs the victim's table).
     fn sweep(&mut self, gone: Vec<u32>, read_ns: u64, as_of_ns: u64) {
-        let (previous, previous_ns) = std::mem::replace(&mut self.gone_last_tick, (gone.into_iter().collect(), read_ns));
+        let (previous, previous_ns) =
+            std::mem::replace(&mut self.gone_last_tick, (gone.into_iter().collect(), read_ns));
         // A process gone at the earlier read had emitted its last events (an OOM kill, its exit) before it. Until
         // the table holds every event up to then, a purge here could come before its OOM event, which would then
         // find the victim's allocations gone. (Ingest caught up is not enough: batches may wait in the channel.)
