@@ -10,6 +10,10 @@ const MAX_PY_FRAMES_U32: u32 = 32;
 const _: () = assert!(MAX_PY_FRAMES_U32 as usize == MAX_PY_FRAMES);
 /// Thread states visited at most when looking for the current thread's in the interpreter's list.
 pub const MAX_PY_THREADS: u32 = 32;
+/// Bytes of a frame or thread state read at once at most (a window holding every field the walk needs, see
+/// [`PyProc::with_windows`]); the probes' per-CPU scratch holds this many. A power of two: the probes mask
+/// offsets inside the window with `PY_WINDOW_BYTES - 1`.
+pub const PY_WINDOW_BYTES: u32 = 256;
 /// Interpreters (processes) registered at once in [`crate::maps::PY_PROCS`].
 pub const PY_PROCS_MAX_ENTRIES: u32 = 4096;
 
@@ -57,8 +61,14 @@ pub struct PyProc {
     /// A byte of the frame recorded as its mark: 3.11 `is_entry`, 3.12+ `owner` (a shim owned by the C
     /// stack ends an evaluation call); [`NO_FIELD`]: none.
     pub frame_mark: u32,
-    /// Padding, always zero.
-    pub pad: [u32; 2],
+    /// The probes read each frame once: `frame_window_len` bytes at `frame + frame_window`, which hold
+    /// `frame_previous`, `frame_code`, `frame_instr` and `frame_mark` ([`PyProc::with_windows`]).
+    pub frame_window: u32,
+    pub frame_window_len: u32,
+    /// Likewise each thread state visited (mode thread list): `tstate_window_len` bytes at
+    /// `tstate + tstate_window` hold `tstate_next`, `tstate_native_thread_id` and `tstate_frame`.
+    pub tstate_window: u32,
+    pub tstate_window_len: u32,
 }
 
 impl PyProc {
@@ -77,8 +87,64 @@ impl PyProc {
         frame_code: NO_FIELD,
         frame_instr: NO_FIELD,
         frame_mark: NO_FIELD,
-        pad: [0; 2],
+        frame_window: 0,
+        frame_window_len: 0,
+        tstate_window: 0,
+        tstate_window_len: 0,
     };
+
+    /// These offsets with the windows the probes read set: each window starts at its lowest field (rounded
+    /// down to 8) and ends after its highest (8-byte pointers; the mark is one byte). `None` when a window's
+    /// fields spread over [`PY_WINDOW_BYTES`] or more (the probes mask the length with `PY_WINDOW_BYTES - 1`), or a pointer field is not 8-byte aligned (the probes
+    /// take pointers from the window as whole words).
+    #[must_use]
+    pub const fn with_windows(self) -> Option<Self> {
+        let Some((frame_window, frame_window_len)) =
+            window([self.frame_previous, self.frame_code, self.frame_instr], self.frame_mark)
+        else {
+            return None;
+        };
+        let (tstate_window, tstate_window_len) = if self.tstate_mode == PY_TSTATE_THREAD_LIST {
+            match window([self.tstate_next, self.tstate_native_thread_id, self.tstate_frame], NO_FIELD) {
+                Some(window) => window,
+                None => return None,
+            }
+        } else {
+            (0, 0)
+        };
+        Some(Self { frame_window, frame_window_len, tstate_window, tstate_window_len, ..self })
+    }
+}
+
+/// The (start, length) of the window holding the 8-byte fields at `words` and the byte at `byte`
+/// ([`NO_FIELD`]: none); see [`PyProc::with_windows`].
+const fn window(words: [u32; 3], byte: u32) -> Option<(u32, u32)> {
+    let mut low = u32::MAX;
+    let mut end = 0;
+    let mut i = 0;
+    while i < words.len() {
+        let word = words[i];
+        if word == NO_FIELD || !word.is_multiple_of(8) {
+            return None;
+        }
+        if word < low {
+            low = word;
+        }
+        if word.saturating_add(8) > end {
+            end = word.saturating_add(8);
+        }
+        i += 1;
+    }
+    if byte != NO_FIELD {
+        if byte < low {
+            low = byte;
+        }
+        if byte.saturating_add(1) > end {
+            end = byte.saturating_add(1);
+        }
+    }
+    let start = low - low % 8;
+    if end - start >= PY_WINDOW_BYTES { None } else { Some((start, end - start)) }
 }
 
 /// `flags` bit of [`crate::FaultEvent`] and [`crate::MapEvent`]: the record ends with a [`PyFrames`].
@@ -126,7 +192,7 @@ impl PyFrames {
     };
 }
 
-const _: () = assert!(size_of::<PyProc>() == 8 + 14 * 4);
+const _: () = assert!(size_of::<PyProc>() == 8 + 16 * 4);
 const _: () = assert!(size_of::<PyFrame>() == 16);
 const _: () = assert!(size_of::<PyFrames>() == 8 + 17 * MAX_PY_FRAMES);
 const _: () = assert!(size_of::<PyFrames>().is_multiple_of(8));
@@ -170,6 +236,56 @@ mod tests {
         assert_eq!(decode_py_frames(&record, true), Some(frames));
         assert_eq!(decode_py_frames(&record, false), None);
         assert_eq!(decode_py_frames(&record[..100], true), None);
+    }
+
+    #[test]
+    fn windows_hold_their_fields() {
+        // 3.11's frame: previous 48, code 32, prev_instr 56, is_entry 68; thread state: next 8, cframe 56,
+        // native_thread_id 160.
+        let proc = PyProc {
+            tstate_mode: PY_TSTATE_THREAD_LIST,
+            tstate_next: 8,
+            tstate_native_thread_id: 160,
+            tstate_frame: 56,
+            frame_previous: 48,
+            frame_code: 32,
+            frame_instr: 56,
+            frame_mark: 68,
+            ..PyProc::NONE
+        }
+        .with_windows()
+        .expect("fits");
+        assert_eq!((proc.frame_window, proc.frame_window_len), (32, 37));
+        assert_eq!((proc.tstate_window, proc.tstate_window_len), (8, 160));
+        // 3.10's frame object: f_back 24, f_code 32, f_lasti 96 (read as a word); the GIL holder's state.
+        let proc = PyProc {
+            tstate_mode: PY_TSTATE_CURRENT,
+            tstate_frame: 24,
+            frame_previous: 24,
+            frame_code: 32,
+            frame_instr: 96,
+            ..PyProc::NONE
+        }
+        .with_windows()
+        .expect("fits");
+        assert_eq!((proc.frame_window, proc.frame_window_len), (24, 80));
+        assert_eq!((proc.tstate_window, proc.tstate_window_len), (0, 0));
+    }
+
+    #[test]
+    fn windows_refuse_what_one_read_cannot_hold() {
+        let fits = PyProc { frame_previous: 8, frame_code: 0, frame_instr: 56, frame_mark: 70, ..PyProc::NONE };
+        assert!(fits.with_windows().is_some());
+        assert_eq!(PyProc { frame_instr: 248, ..fits }.with_windows(), None);
+        assert!(PyProc { frame_instr: 240, frame_mark: NO_FIELD, ..fits }.with_windows().is_some());
+        assert_eq!(PyProc { frame_mark: 300, ..fits }.with_windows(), None);
+        assert_eq!(PyProc { frame_code: 4, ..fits }.with_windows(), None);
+        assert_eq!(PyProc { frame_code: NO_FIELD, ..fits }.with_windows(), None);
+        assert_eq!(PyProc { frame_instr: u32::MAX - 7, ..fits }.with_windows(), None);
+        assert_eq!(PyProc { frame_mark: u32::MAX - 1, ..fits }.with_windows(), None);
+        let list = PyProc { tstate_mode: PY_TSTATE_THREAD_LIST, tstate_next: 8, tstate_frame: 56, ..fits };
+        assert_eq!(PyProc { tstate_native_thread_id: 4096, ..list }.with_windows(), None);
+        assert!(PyProc { tstate_native_thread_id: 160, ..list }.with_windows().is_some());
     }
 
     #[test]

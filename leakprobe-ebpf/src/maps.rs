@@ -135,6 +135,11 @@ pub static PID_CALLS: LruPerCpuHashMap<u32, u64> = LruPerCpuHashMap::with_max_en
 #[map]
 pub static PY_PROCS: HashMap<u32, PyProc> = HashMap::with_max_entries(PY_PROCS_MAX_ENTRIES, 0);
 
+/// The Python walk's per-CPU scratch: one frame's or thread state's window, read at once (`probes/python.rs`).
+#[map]
+pub static PY_SCRATCH: PerCpuArray<[u64; leakprobe_common::PY_WINDOW_BYTES as usize / 8]> =
+    PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static BRK_END: LruHashMap<u32, u64> = LruHashMap::with_max_entries(BRK_END_MAX_ENTRIES, 0);
 

@@ -3,20 +3,27 @@
 //! [`PyFrames`] tail. The daemon resolves them to function, file and line and splices them into the native
 //! stack.
 //!
-//! Every read goes through `bpf_probe_read_user`: a wrong offset or a torn chain ends the walk (flagged and
-//! counted), it never faults. Values go straight to the ring buffer, not through registers, and the loop
-//! has one exit per kind: the verifier then sees few distinct states per iteration (a mask built in a
-//! register made the session program too complex to verify).
+//! Each frame is one `bpf_probe_read_user` of a small window (`PyProc::frame_window`, at most
+//! `PY_WINDOW_BYTES`) into per-CPU scratch ([`PY_SCRATCH`]), and each thread state visited in the
+//! interpreter's list one more: the helper call, not the bytes, is what costs (docs/python.md, "Cost"). The
+//! fields come out of the window at offsets masked to it, so the verifier bounds every load whatever the
+//! daemon wrote. A read that fails ends the walk (flagged and counted); it never faults, and a frame is
+//! taken from one copy, never from reads made at different times. The loop has one exit per kind, and
+//! the masks apply to offsets that are the same at every iteration: the verifier sees few distinct states
+//! per iteration (a mask built from a varying value made the session program too complex to verify).
 
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{bpf_probe_read_user, generated::bpf_probe_read_user as read_user_bytes};
 use leakprobe_common::{
     Counter, MAX_PY_FRAMES, MAX_PY_THREADS, NO_FIELD, PY_FRAMES_NO_THREAD, PY_FRAMES_READ_ERROR, PY_FRAMES_TRUNCATED,
-    PY_TSTATE_CURRENT, PyFrames, PyProc,
+    PY_TSTATE_CURRENT, PY_WINDOW_BYTES, PyFrame, PyFrames, PyProc,
 };
 
-use crate::maps::{PY_PROCS, count};
+use crate::maps::{PY_PROCS, PY_SCRATCH, count};
+
+/// The scratch a window is read into.
+type Window = [u64; PY_WINDOW_BYTES as usize / 8];
 
 /// The registered interpreter of process `tgid`, if any: a copy, so the walk does not hold a map pointer.
 #[inline(always)]
@@ -34,46 +41,68 @@ fn field(base: u64, offset: u32) -> Result<u64, ()> {
     unsafe { bpf_probe_read_user(base.wrapping_add(u64::from(offset)) as *const u64) }.map_err(|_| ())
 }
 
-/// Copies `len` bytes of user memory at `base + offset` to `dst`; false when unreadable.
-///
-/// # Safety
-/// `dst` points to `len` writable bytes.
+/// Copies the `len` bytes at `base + start` (one frame's or thread state's window) into `window`; false when
+/// unreadable.
 #[inline(always)]
-unsafe fn copy_field(dst: *mut u8, len: u32, base: u64, offset: u32) -> bool {
-    let src = base.wrapping_add(u64::from(offset));
-    // SAFETY: the caller's contract for `dst`; the helper fails cleanly on a bad source address.
-    unsafe { read_user_bytes(dst.cast::<c_void>(), len, src as *const c_void) == 0 }
+fn read_window(window: *mut Window, base: u64, start: u32, len: u32) -> bool {
+    let src = base.wrapping_add(u64::from(start));
+    // SAFETY: `window` is the per-CPU scratch, `PY_WINDOW_BYTES` long, and the mask keeps `len` below that;
+    // the helper fails cleanly on a bad source address.
+    unsafe { read_user_bytes(window.cast::<c_void>(), len & (PY_WINDOW_BYTES - 1), src as *const c_void) == 0 }
 }
 
-/// The thread state of thread `tid`, or `Ok(0)` when the interpreter has none for it.
+/// The word of field `offset` in a window read from `start` (`PyProc::with_windows` makes it a multiple of 8
+/// inside the window; the mask keeps any value inside the scratch).
 #[inline(always)]
-fn thread_state(proc: &PyProc, tid: u32) -> Result<u64, ()> {
+fn word(window: &Window, offset: u32, start: u32) -> u64 {
+    window[((offset.wrapping_sub(start) >> 3) & (PY_WINDOW_BYTES / 8 - 1)) as usize]
+}
+
+/// The byte of field `offset` in a window read from `start`.
+#[inline(always)]
+fn byte(window: &Window, offset: u32, start: u32) -> u8 {
+    let bytes = window.as_ptr().cast::<u8>();
+    // SAFETY: the mask keeps the index inside the `PY_WINDOW_BYTES` of the scratch.
+    unsafe { *bytes.add((offset.wrapping_sub(start) & (PY_WINDOW_BYTES - 1)) as usize) }
+}
+
+/// The thread state of thread `tid`'s pointer to its innermost frame (or to the `_PyCFrame` holding it), or
+/// `Ok(None)` when the interpreter has no thread state for it.
+#[inline(always)]
+fn frame_holder(proc: &PyProc, tid: u32, window: *mut Window) -> Result<Option<u64>, ()> {
     if proc.tstate_mode == PY_TSTATE_CURRENT {
-        return field(proc.runtime, proc.tstate_current);
+        let tstate = field(proc.runtime, proc.tstate_current)?;
+        return if tstate == 0 { Ok(None) } else { field(tstate, proc.tstate_frame).map(Some) };
     }
     let interp = field(proc.runtime, proc.interpreters_head)?;
     let mut tstate = field(interp, proc.threads_head)?;
     for _ in 0..MAX_PY_THREADS {
-        if tstate == 0 || field(tstate, proc.tstate_native_thread_id)? == u64::from(tid) {
-            return Ok(tstate);
+        if tstate == 0 || !read_window(window, tstate, proc.tstate_window, proc.tstate_window_len) {
+            return if tstate == 0 { Ok(None) } else { Err(()) };
         }
-        tstate = field(tstate, proc.tstate_next)?;
+        // SAFETY: the scratch holds the window just read.
+        let state = unsafe { &*window };
+        if word(state, proc.tstate_native_thread_id, proc.tstate_window) == u64::from(tid) {
+            return Ok(Some(word(state, proc.tstate_frame, proc.tstate_window)));
+        }
+        tstate = word(state, proc.tstate_next, proc.tstate_window);
     }
-    Ok(0)
+    Ok(None)
 }
 
 /// The innermost frame of thread `tid`: 0 with `PY_FRAMES_*` flags when there is none.
 #[inline(always)]
-fn innermost(proc: &PyProc, tid: u32) -> (u64, u32) {
-    let tstate = match thread_state(proc, tid) {
-        Ok(0) => return (0, PY_FRAMES_NO_THREAD),
-        Ok(tstate) => tstate,
-        Err(()) => return (0, PY_FRAMES_READ_ERROR),
+fn innermost(proc: &PyProc, tid: u32, window: *mut Window) -> (u64, u32) {
+    let holder = match frame_holder(proc, tid, window) {
+        Ok(None) => return (0, PY_FRAMES_NO_THREAD),
+        Ok(Some(holder)) => Ok(holder),
+        Err(()) => Err(()),
     };
-    let mut frame = field(tstate, proc.tstate_frame);
-    if proc.cframe_current_frame != NO_FIELD {
-        frame = frame.and_then(|cframe| field(cframe, proc.cframe_current_frame));
-    }
+    let frame = if proc.cframe_current_frame == NO_FIELD {
+        holder
+    } else {
+        holder.and_then(|cframe| field(cframe, proc.cframe_current_frame))
+    };
     frame.map_or((0, PY_FRAMES_READ_ERROR), |frame| (frame, 0))
 }
 
@@ -83,29 +112,36 @@ fn innermost(proc: &PyProc, tid: u32) -> (u64, u32) {
 /// `out` points to writable memory of a `PyFrames` (ring-buffer memory reserved by the caller).
 #[inline(always)]
 pub unsafe fn walk(proc: &PyProc, tid: u32, out: *mut PyFrames) {
-    let (mut frame, mut flags) = innermost(proc, tid);
+    let Some(window) = PY_SCRATCH.get_ptr_mut(0) else {
+        count(Counter::PyStackMisses);
+        // SAFETY: the caller's contract.
+        unsafe {
+            (*out).nframes = 0;
+            (*out).flags = PY_FRAMES_READ_ERROR;
+        }
+        return;
+    };
+    let (mut frame, mut flags) = innermost(proc, tid, window);
+    let start = proc.frame_window;
     let mut nframes = 0u32;
     for i in 0..MAX_PY_FRAMES {
         if frame == 0 {
             break;
         }
-        // SAFETY: `i < MAX_PY_FRAMES`: every destination is inside the caller's reservation.
-        let read = unsafe {
-            let slot = &raw mut (*out).frames[i];
-            let mark = &raw mut (*out).marks[i];
-            *mark = 0;
-            if proc.frame_mark != NO_FIELD {
-                let _ = copy_field(mark, 1, frame, proc.frame_mark);
-            }
-            copy_field((&raw mut (*slot).code).cast(), 8, frame, proc.frame_code)
-                && copy_field((&raw mut (*slot).instr).cast(), 8, frame, proc.frame_instr)
-        };
-        let Ok(previous) = field(frame, proc.frame_previous).and_then(|p| if read { Ok(p) } else { Err(()) }) else {
+        if !read_window(window, frame, start, proc.frame_window_len) {
             flags |= PY_FRAMES_READ_ERROR;
             break;
-        };
+        }
+        // SAFETY: the scratch holds the frame's window just read; `i < MAX_PY_FRAMES`: every destination is
+        // inside the caller's reservation.
+        unsafe {
+            let fields = &*window;
+            (*out).frames[i] =
+                PyFrame { code: word(fields, proc.frame_code, start), instr: word(fields, proc.frame_instr, start) };
+            (*out).marks[i] = if proc.frame_mark == NO_FIELD { 0 } else { byte(fields, proc.frame_mark, start) };
+            frame = word(fields, proc.frame_previous, start);
+        }
         nframes += 1;
-        frame = previous;
     }
     if frame != 0 && nframes as usize == MAX_PY_FRAMES {
         flags |= PY_FRAMES_TRUNCATED;

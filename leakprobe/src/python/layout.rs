@@ -93,7 +93,7 @@ pub enum Mark {
 /// 3.10 (from 3.10.13's headers): frame objects chained by `f_back`; the GIL holder's thread state.
 const V3_10: Layout = Layout {
     version: Version { major: 3, minor: 10 },
-    walk: PyProc {
+    walk: windows(PyProc {
         tstate_mode: PY_TSTATE_CURRENT,
         tstate_current: 568,
         tstate_frame: 24,
@@ -101,7 +101,7 @@ const V3_10: Layout = Layout {
         frame_code: 32,
         frame_instr: 96,
         ..PyProc::NONE
-    },
+    }),
     code: CodeLayout {
         ob_type: 8,
         filename: 104,
@@ -124,7 +124,7 @@ const V3_10: Layout = Layout {
 /// 3.11 (from 3.11.7's and Debian's 3.11.2 headers, identical).
 const V3_11: Layout = Layout {
     version: Version { major: 3, minor: 11 },
-    walk: PyProc {
+    walk: windows(PyProc {
         tstate_mode: PY_TSTATE_THREAD_LIST,
         interpreters_head: 40,
         threads_head: 16,
@@ -137,7 +137,7 @@ const V3_11: Layout = Layout {
         frame_instr: 56,
         frame_mark: 68,
         ..PyProc::NONE
-    },
+    }),
     code: CodeLayout {
         ob_type: 8,
         filename: 112,
@@ -160,7 +160,7 @@ const V3_11: Layout = Layout {
 /// 3.12 (from 3.12.1's headers): shim frames owned by the C stack mark where an evaluation call began.
 const V3_12: Layout = Layout {
     version: Version { major: 3, minor: 12 },
-    walk: PyProc {
+    walk: windows(PyProc {
         threads_head: 72,
         tstate_native_thread_id: 144,
         cframe_current_frame: 0,
@@ -168,7 +168,7 @@ const V3_12: Layout = Layout {
         frame_code: 0,
         frame_mark: 70,
         ..V3_11.walk
-    },
+    }),
     code: CodeLayout {
         firstlineno: 68,
         instr: Instr::Pointer { code_adaptive: 192 },
@@ -179,6 +179,15 @@ const V3_12: Layout = Layout {
     },
     mark: Mark::Owner,
 };
+
+/// A table's offsets with the windows the probes read each frame and thread state through (one read each);
+/// a table whose fields do not fit one window fails to compile.
+const fn windows(walk: PyProc) -> PyProc {
+    match walk.with_windows() {
+        Some(walk) => walk,
+        None => panic!("the walk's fields do not fit one window"),
+    }
+}
 
 /// The table's layout of `version`, for 3.10 to 3.12.
 pub fn table(version: Version) -> Option<Layout> {
@@ -241,7 +250,9 @@ impl Layout {
             frame_mark: small(33)?,
             cframe_current_frame: NO_FIELD,
             ..PyProc::NONE
-        };
+        }
+        .with_windows()
+        .ok_or(LayoutError::DebugOffsets("frame or thread-state fields too far apart for one read"))?;
         let code = CodeLayout {
             ob_type: word(45),
             filename: word(35),

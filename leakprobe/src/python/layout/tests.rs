@@ -42,6 +42,7 @@ fn python_3_13_reads_its_debug_offsets() {
     );
     assert_eq!((walk.frame_previous, walk.frame_code, walk.frame_instr, walk.frame_mark), (8, 0, 56, 70));
     assert_eq!(walk.cframe_current_frame, NO_FIELD);
+    assert_eq!((walk.frame_window, walk.frame_window_len, walk.tstate_window, walk.tstate_window_len), (0, 71, 8, 160));
     let code = layout.code;
     assert_eq!(
         (code.filename, code.name, code.qualname, code.firstlineno, code.linetable),
@@ -59,4 +60,14 @@ fn debug_offsets_are_validated() {
     bytes[..8].copy_from_slice(DEBUG_COOKIE);
     bytes[8..16].copy_from_slice(&0x030e_00f0_u64.to_le_bytes());
     assert_eq!(Layout::from_debug_offsets(&bytes), Err(LayoutError::Unsupported(Version { major: 3, minor: 14 })));
+}
+
+#[test]
+fn the_tables_read_each_frame_and_thread_state_at_once() {
+    // (frame window, thread-state window): start and length, each within `PY_WINDOW_BYTES`.
+    for (minor, frame, tstate) in [(10, (24, 80), (0, 0)), (11, (32, 37), (8, 160)), (12, (0, 71), (8, 144))] {
+        let walk = table(Version { major: 3, minor }).expect("in the table").walk;
+        assert_eq!((walk.frame_window, walk.frame_window_len), frame, "3.{minor}");
+        assert_eq!((walk.tstate_window, walk.tstate_window_len), tstate, "3.{minor}");
+    }
 }
