@@ -40,26 +40,15 @@ pub const DEFAULT_MAX_FILES_PER_SCAN: usize = 256;
 /// Why tier 1 could not attach to a process.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AttachPidError {
-    /// The process maps no allocator that can be probed: nothing the daemon can do (HTTP 422).
+    /// The process maps no allocator that can be probed: nothing the daemon can do.
     #[error("{0}")]
     Unprobeable(String),
-    /// The process is gone (HTTP 404).
+    /// The process is gone.
     #[error("{0}")]
     Gone(String),
-    /// The kernel refused a probe (HTTP 500).
+    /// The kernel refused a probe.
     #[error("{0}")]
     Failed(String),
-}
-
-impl AttachPidError {
-    /// The HTTP status a `trace` request answered with this error gets.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::Unprobeable(_) => 422,
-            Self::Gone(_) => 404,
-            Self::Failed(_) => 500,
-        }
-    }
 }
 
 /// How discovery runs.
