@@ -42,7 +42,7 @@ pub trait KernelCounters: Send {
 
 impl KernelCounters for PerCpuArray<MapData, u64> {
     fn read(&self, counter: Counter) -> Result<u64, String> {
-        self.get(&(counter as u32), 0).map(|values| values.iter().sum()).map_err(|e| e.to_string())
+        self.get(&(counter as u32), 0).map(|values| values.iter().sum()).map_err(|e| format!("{e}"))
     }
 }
 
@@ -75,7 +75,7 @@ impl AyaTier1 {
 
 impl Tier1Kernel for AyaTier1 {
     fn set_interval(&mut self, pid: u32, interval: u64) -> Result<(), String> {
-        self.pid_sample_interval.insert(pid, interval, 0).map_err(|e| e.to_string())
+        self.pid_sample_interval.insert(pid, interval, 0).map_err(|e| format!("{e}"))
     }
 
     fn clear_interval(&mut self, pid: u32) {

@@ -356,11 +356,11 @@ impl Consumers {
             purger,
             purged_entries,
             symbolizer: SymbolizerHandle::spawn(CacheLimits::default()).context("starting the symbolizer")?,
+            // Enabled by `Request::Attached`.
+            oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
             discovery: discovery_handle,
             requests: request_tx.clone(),
             ingest_caught_up: caught_up.clone(),
-            // Enabled by `Request::Attached`.
-            oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
             unwind_stats: decoder.stats().clone(),
             python_stats: decoder.python_stats().clone(),
         };

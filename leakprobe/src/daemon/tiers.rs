@@ -94,7 +94,6 @@ impl Tiers {
         kernel: Box<dyn Tier1Kernel>,
     ) -> Self {
         Self {
-            folios,
             faults,
             tier1,
             kernel,
@@ -109,6 +108,7 @@ impl Tiers {
             last_totals: None,
             attach_errors: 0,
             escalate_only: settings.escalate_only,
+            folios,
             java_asked: settings.java_perfmap.then(HashMap::new),
         }
     }

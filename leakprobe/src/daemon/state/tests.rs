@@ -28,7 +28,7 @@ use crate::{
 struct Harness {
     state: State,
     kernel: FakeKernel,
-    purged: Receiver<PurgeJob>,
+    jobs: Receiver<PurgeJob>,
     _requests: mpsc::Receiver<Request>,
     _commands: discovery::CommandReceiver,
 }
@@ -48,7 +48,7 @@ fn harness() -> Harness {
         settings,
         Box::new(kernel.clone()),
     );
-    let (purger, purged) = std::sync::mpsc::channel();
+    let (purger, jobs) = std::sync::mpsc::channel();
     let (requests, request_rx) = mpsc::channel(64);
     let (oom_reports, _) = mpsc::channel(1);
     let (discovery, commands) = discovery::channel(false);
@@ -74,13 +74,7 @@ fn harness() -> Harness {
     };
     let limits = Limits { max_allocations: 1000, max_stacks: 100, max_series: 1000 };
     let table = Table::new(limits, AnalysisConfig { sample_interval: 4096, ..AnalysisConfig::default() });
-    Harness {
-        state: State::new(table, tiers, links, setup),
-        kernel,
-        purged,
-        _requests: request_rx,
-        _commands: commands,
-    }
+    Harness { state: State::new(table, tiers, links, setup), kernel, jobs, _requests: request_rx, _commands: commands }
 }
 
 fn batch(events: Vec<Event>) -> Batch {
@@ -93,7 +87,7 @@ const P2: u32 = 4_000_002;
 
 #[test]
 fn a_process_gone_at_two_ticks_in_a_row_is_swept_once_ingest_caught_up() {
-    let Harness { mut state, purged, .. } = harness();
+    let Harness { mut state, jobs, .. } = harness();
     state.apply(&batch(vec![alloc(P1, 0x1000, 64, &[0x10], 1), alloc(P2, 0x2000, 64, &[0x10], 1)]));
     assert_eq!(sorted(state.table.pids()), vec![P1, P2]);
 
@@ -103,7 +97,7 @@ fn a_process_gone_at_two_ticks_in_a_row_is_swept_once_ingest_caught_up() {
     // P2 came back (a read that failed once); P1 is gone again and swept, its kernel entries purged.
     state.sweep(vec![P1], 200);
     assert_eq!(state.table.pids(), vec![P2]);
-    let job = purged.try_recv().expect("a purge job");
+    let job = jobs.try_recv().expect("a purge job");
     assert_eq!((job.tgid, job.addrs.as_slice(), job.before_ns), (P1, &[0x1000][..], 200));
     assert_eq!(state.table.counters().processes_gone, 1);
 
@@ -115,8 +109,8 @@ fn a_process_gone_at_two_ticks_in_a_row_is_swept_once_ingest_caught_up() {
     state.links.ingest_caught_up.store(true, Ordering::Release);
     state.sweep(vec![P2], 500);
     assert!(state.table.pids().is_empty());
-    assert_eq!(purged.try_recv().expect("a purge job").tgid, P2);
-    assert!(purged.try_recv().is_err(), "one job per process");
+    assert_eq!(jobs.try_recv().expect("a purge job").tgid, P2);
+    assert!(jobs.try_recv().is_err(), "one job per process");
 }
 
 fn sorted(mut pids: Vec<u32>) -> Vec<u32> {

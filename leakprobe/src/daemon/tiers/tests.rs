@@ -57,6 +57,19 @@ fn tiers_with(config: Tier1Config, malloc_probes: MallocProbes) -> (Tiers, FakeK
     (tiers, kernel)
 }
 
+/// Tiers with `config` (no automatic escalation) on a fake kernel, a table, and a running process to trace.
+struct Setup {
+    tiers: Tiers,
+    kernel: FakeKernel,
+    table: Table,
+    child: Sleeper,
+}
+
+fn setup(config: Tier1Config) -> Setup {
+    let (tiers, kernel) = tiers_with(config, MallocProbes::Off);
+    Setup { tiers, kernel, table: table(), child: Sleeper::spawn() }
+}
+
 fn fault(tgid: u32) -> FaultEvent {
     FaultEvent {
         header: EventHeader { kind: EventKind::Fault as u32, pad: 0, ts_ns: 1, tgid, tid: tgid },
@@ -147,9 +160,7 @@ fn budget_check(tiers: &mut Tiers, kernel: &FakeKernel, table: &mut Table, pid: 
 fn the_budget_raises_the_interval_then_detaches_and_freezes_the_heap() {
     // Only the per-process budget: the host's is out of reach.
     let config = Tier1Config { host_budget: 1e9, ..Tier1Config::default() };
-    let (mut tiers, kernel) = tiers_with(config, MallocProbes::Off);
-    let mut table = table();
-    let child = Sleeper::spawn();
+    let Setup { mut tiers, kernel, mut table, child } = setup(config);
     let pid = child.pid();
     table.apply(&alloc(pid, 0x1000, 64, &[0x10, 0x20], 1));
     traced(&mut tiers, &kernel, &mut table, pid, Some(TraceMode::Full));
@@ -193,9 +204,7 @@ fn the_budget_raises_the_interval_then_detaches_and_freezes_the_heap() {
 #[test]
 fn over_the_host_budget_the_busiest_process_is_detached_after_three_checks() {
     let config = Tier1Config { process_budget: 1e9, ..Tier1Config::default() };
-    let (mut tiers, kernel) = tiers_with(config, MallocProbes::Off);
-    let mut table = table();
-    let child = Sleeper::spawn();
+    let Setup { mut tiers, kernel, mut table, child } = setup(config);
     let pid = child.pid();
     traced(&mut tiers, &kernel, &mut table, pid, None);
     for round in 1..=3 {
@@ -261,9 +270,7 @@ fn trace_requests_are_refused_with_their_reasons() {
 
 #[test]
 fn a_trace_request_is_answered_once_attached_updated_and_stopped() {
-    let (mut tiers, kernel) = tiers_with(Tier1Config::default(), MallocProbes::Off);
-    let mut table = table();
-    let child = Sleeper::spawn();
+    let Setup { mut tiers, kernel, mut table, child } = setup(Tier1Config::default());
     let pid = child.pid();
     let clock = Clock::new();
 
@@ -310,9 +317,7 @@ fn a_trace_request_is_answered_once_attached_updated_and_stopped() {
 
 #[test]
 fn a_failed_attach_ends_the_escalation_and_answers_with_its_error() {
-    let (mut tiers, kernel) = tiers_with(Tier1Config::default(), MallocProbes::Off);
-    let mut table = table();
-    let child = Sleeper::spawn();
+    let Setup { mut tiers, kernel, mut table, child } = setup(Tier1Config::default());
     let pid = child.pid();
     let mut reply = ask(&mut tiers, &mut table, &request(pid));
     kernel.take();
@@ -327,9 +332,7 @@ fn a_failed_attach_ends_the_escalation_and_answers_with_its_error() {
 
 #[test]
 fn an_exec_before_the_trace_request_keeps_it_and_one_after_ends_it() {
-    let (mut tiers, kernel) = tiers_with(Tier1Config::default(), MallocProbes::Off);
-    let mut table = table();
-    let child = Sleeper::spawn();
+    let Setup { mut tiers, kernel, mut table, child } = setup(Tier1Config::default());
     let pid = child.pid();
     let before = procfs::monotonic_ns();
     traced(&mut tiers, &kernel, &mut table, pid, Some(TraceMode::Full));
