@@ -6,14 +6,42 @@ use tokio::sync::oneshot;
 
 use crate::{
     metrics::{MetricsLimits, MetricsSnapshot},
+    probes::discover::AttachPidError,
     protocol::{
         FaultsQuery, FaultsResponse, HeapFilter, HeapProfile, ProcessesResponse, StatusResponse, TopQuery, TopResponse,
         TraceRequest, TraceResponse,
     },
 };
 
-/// Why a trace request failed: the HTTP status the server answers with, and the message.
-pub type TraceError = (u16, String);
+/// Why a trace request (`POST` or `DELETE /v1/trace`) failed; `server.rs` chooses its HTTP status.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TraceError {
+    #[error("the daemon does not trace itself")]
+    OwnProcess,
+    #[error("`for` is not a duration like 30s or 10m: {0}")]
+    BadDuration(String),
+    #[error("no process {0}")]
+    NoProcess(u32),
+    #[error("pid {0} is not traced")]
+    NotTraced(u32),
+    #[error("--malloc-probes all: every process is traced already")]
+    TracedEverywhere,
+    #[error("{0} processes are traced already (the most at once)")]
+    Full(usize),
+    #[error("a later trace request for pid {0} replaced it")]
+    Replaced(u32),
+    /// The escalation ended before its answer was ready.
+    #[error("pid {0} is not traced any more")]
+    Ended(u32),
+    /// The kernel refused the process's sampling interval.
+    #[error("setting the interval: {0}")]
+    Interval(String),
+    #[error("the probes are gone (shutting down)")]
+    ShuttingDown,
+    /// The discovery thread could not attach the process's probes.
+    #[error(transparent)]
+    Attach(#[from] AttachPidError),
+}
 
 /// A question to the state owner.
 #[derive(Debug)]

@@ -23,11 +23,12 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     export::{self, ExportContext, ExportError},
     oom::OomRequest,
+    probes::discover::AttachPidError,
     protocol::{
         EXPORT_PATH, ErrorResponse, ExportQuery, FAULTS_PATH, FaultsQuery, MAX_TOP_LIMIT, OOM_PATH, PROCESSES_PATH,
         STACKS_PATH, STATUS_PATH, TOP_PATH, TRACE_PATH, TopQuery, TraceRequest, oom::valid_id,
     },
-    queries::Query as StateQuery,
+    queries::{Query as StateQuery, TraceError},
 };
 
 /// Why the socket could not be set up.
@@ -282,13 +283,24 @@ async fn faults(
     Ok(Json(ask(&api.requests, |tx| StateQuery::Faults(query, tx)).await?).into_response())
 }
 
-/// The answer of a trace request, or its error with the status the state owner chose.
-fn traced(answer: Result<crate::protocol::TraceResponse, (u16, String)>) -> Result<Response, ApiError> {
-    match answer {
-        Ok(response) => Ok(Json(response).into_response()),
-        Err((status, message)) => {
-            Err(ApiError(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), message))
+/// The answer of a trace request, or its error with its status.
+fn traced(answer: Result<crate::protocol::TraceResponse, TraceError>) -> Result<Response, ApiError> {
+    answer.map(|response| Json(response).into_response()).map_err(|err| ApiError(trace_status(&err), err.to_string()))
+}
+
+/// The HTTP status of a refused trace request.
+fn trace_status(err: &TraceError) -> StatusCode {
+    match err {
+        TraceError::OwnProcess | TraceError::BadDuration(_) => StatusCode::BAD_REQUEST,
+        TraceError::NoProcess(_) | TraceError::NotTraced(_) | TraceError::Attach(AttachPidError::Gone(_)) => {
+            StatusCode::NOT_FOUND
         }
+        TraceError::TracedEverywhere | TraceError::Full(_) | TraceError::Replaced(_) => StatusCode::CONFLICT,
+        TraceError::Attach(AttachPidError::Unprobeable(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+        TraceError::Ended(_)
+        | TraceError::Interval(_)
+        | TraceError::ShuttingDown
+        | TraceError::Attach(AttachPidError::Failed(_)) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -358,15 +370,19 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 mod tests {
     use std::collections::BTreeSet;
 
-    use super::routes;
+    use super::{AttachPidError, StatusCode, TRACE_PATH, TraceError, routes, trace_status};
+
+    fn api_doc() -> serde_json::Value {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.json");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
 
     /// `docs/api.json` names exactly the server's routes: same paths, same methods.
     #[test]
     fn openapi_matches_the_routes() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.json");
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-        let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let paths = doc["paths"].as_object().unwrap_or_else(|| panic!("{path} has no paths"));
+        let doc = api_doc();
+        let paths = doc["paths"].as_object().unwrap_or_else(|| panic!("docs/api.json has no paths"));
         let documented: BTreeSet<(String, String)> = paths
             .iter()
             .flat_map(|(path, item)| {
@@ -380,5 +396,35 @@ mod tests {
             documented, served,
             "docs/api.json (left) and the server's routes (right) differ: describe every route in docs/api.json"
         );
+    }
+
+    /// Every refusal of a trace request answers with a status `docs/api.json` documents for its method.
+    #[test]
+    fn trace_errors_answer_with_documented_statuses() {
+        let doc = api_doc();
+        let documented = |method: &str, status: StatusCode| {
+            doc["paths"][TRACE_PATH][method]["responses"].get(status.as_u16().to_string()).is_some()
+        };
+        let post = [
+            (TraceError::OwnProcess, StatusCode::BAD_REQUEST),
+            (TraceError::BadDuration("x".into()), StatusCode::BAD_REQUEST),
+            (TraceError::NoProcess(1), StatusCode::NOT_FOUND),
+            (TraceError::TracedEverywhere, StatusCode::CONFLICT),
+            (TraceError::Full(8), StatusCode::CONFLICT),
+            (TraceError::Replaced(1), StatusCode::CONFLICT),
+            (TraceError::Ended(1), StatusCode::INTERNAL_SERVER_ERROR),
+            (TraceError::Interval("full".into()), StatusCode::INTERNAL_SERVER_ERROR),
+            (TraceError::ShuttingDown, StatusCode::INTERNAL_SERVER_ERROR),
+            (TraceError::Attach(AttachPidError::Gone("gone".into())), StatusCode::NOT_FOUND),
+            (TraceError::Attach(AttachPidError::Unprobeable("static".into())), StatusCode::UNPROCESSABLE_ENTITY),
+            (TraceError::Attach(AttachPidError::Failed("refused".into())), StatusCode::INTERNAL_SERVER_ERROR),
+        ];
+        for (err, status) in post {
+            assert_eq!(trace_status(&err), status, "{err:?}");
+            assert!(documented("post", status), "POST {TRACE_PATH} answers {status} ({err}): document it");
+        }
+        let stop = TraceError::NotTraced(1);
+        assert_eq!(trace_status(&stop), StatusCode::NOT_FOUND);
+        assert!(documented("delete", StatusCode::NOT_FOUND), "DELETE {TRACE_PATH} answers 404: document it");
     }
 }

@@ -50,6 +50,12 @@ impl Folios {
         )
     }
 
+    /// Without a lookup: every fault counts one base page at once (unit tests).
+    #[cfg(test)]
+    pub fn counting_base_pages() -> Self {
+        Self::with_lookup(None)
+    }
+
     fn with_lookup(lookup: Option<Lookup>) -> Self {
         Self { lookup, pending: VecDeque::new(), deferred: 0, unresolved: 0 }
     }

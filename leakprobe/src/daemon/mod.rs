@@ -8,6 +8,7 @@
 pub mod discovery;
 mod folios;
 mod jvm;
+mod kernel;
 mod messages;
 pub mod oom;
 mod purge;
@@ -17,7 +18,6 @@ pub mod tiers;
 mod unseen;
 
 use std::{
-    collections::{BTreeMap, HashMap},
     net::SocketAddr,
     path::PathBuf,
     sync::{Arc, atomic::AtomicU64},
@@ -36,8 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::{
     oom::OomTracker,
-    state::{Request, State},
-    tiers::Tiers,
+    state::{Links, Request, Setup, State},
+    tiers::{TierSettings, Tiers},
 };
 use crate::{
     core::{
@@ -53,8 +53,7 @@ use crate::{
     },
     privileges,
     probes::{self, MallocProbes, Maps, ProbeConfig, Probes, discover::Discovery},
-    procfs::Clock,
-    protocol::{DiscoveryStatus, HeapFilter, HeapProfile},
+    protocol::{HeapFilter, HeapProfile},
     push::{self, PushConfig, PushStats},
     queries::Query,
     server,
@@ -230,17 +229,18 @@ fn tiers(
     discovery: discovery::DiscoveryHandle,
     maps: (aya::maps::HashMap<MapData, u32, u64>, aya::maps::PerCpuHashMap<MapData, u32, u64>),
 ) -> Tiers {
-    let mut tiers = Tiers::new(
+    Tiers::new(
         FaultTable::new(config.fault_limits, config.probes.fault_sample_interval),
         Tier1::new(config.tier1),
-        discovery,
-        config.probes.malloc_probes,
-        maps,
-        config.analysis.sample_interval,
-    );
-    tiers.escalate_only.clone_from(&config.escalate_only);
-    tiers.java_asked = config.java_perfmap.then(HashMap::new);
-    tiers
+        folios::Folios::open(),
+        TierSettings {
+            malloc_probes: config.probes.malloc_probes,
+            sample_interval: config.analysis.sample_interval,
+            escalate_only: config.escalate_only.clone(),
+            java_perfmap: config.java_perfmap,
+        },
+        Box::new(kernel::AyaTier1::new(maps.0, maps.1, discovery)),
+    )
 }
 
 /// The OOM reports kept from earlier runs; files that cannot be read are logged and skipped.
@@ -347,42 +347,28 @@ impl Consumers {
             crate::oom::spawn(store, config.log_oom, oom_stats.clone()).context("starting the OOM report thread")?;
         let (discovery_handle, discovery_commands) = discovery::channel(discovery);
         let tiers = tiers(config, discovery_handle.clone(), (maps.pid_sample_interval, maps.pid_calls));
-        let state = State {
-            table: Table::new(config.limits, config.analysis.clone()),
-            counters: maps.counters,
+        let links = Links {
+            counters: Box::new(maps.counters),
             unseen: unseen::UnseenFrees::new(maps.unseen_frees),
             purger,
             purged_entries,
-            push_stats: Arc::new(PushStats::default()),
             symbolizer: SymbolizerHandle::spawn(CacheLimits::default()).context("starting the symbolizer")?,
-            clock: Clock::new(),
-            started,
-            attach_points: Vec::new(),
-            allocator_points: Vec::new(),
-            return_probes,
-            discovery: DiscoveryStatus::default(),
-            discovery_counters: BTreeMap::new(),
-            discovery_handle,
-            identities: HashMap::new(),
-            exec_scans_dropped: 0,
-            gone_last_tick: (std::collections::HashSet::new(), 0),
-            decode_errors: 0,
-            batches: 0,
-            requests: request_tx.clone(),
-            next_tick: 0,
-            tick_in_flight: false,
-            ticks_skipped: 0,
-            as_of_ns: 0,
-            ingest: progress.clone(),
             // Enabled by `Request::Attached`.
             oom: OomTracker::new(false, oom_tx.clone(), oom_stats, oom_dir),
-            tiers,
+            discovery: discovery_handle,
+            requests: request_tx.clone(),
+            ingest: progress.clone(),
             unwind_stats: decoder.stats().clone(),
             python_stats: decoder.python_stats().clone(),
+        };
+        let setup = Setup {
+            started,
+            return_probes,
             stack_copy_bytes: config.probes.stack_copy_bytes,
             unwind_tables: config.probes.unwind_table_rows.is_some(),
             traced_pid: config.probes.pid,
         };
+        let state = State::new(Table::new(config.limits, config.analysis.clone()), tiers, links, setup);
         Ok(Self {
             state,
             ring: maps.events,
@@ -456,7 +442,7 @@ pub async fn run(config: DaemonConfig) -> Result<()> {
     let shutdown = CancellationToken::new();
     let consumers = Consumers::new(&config, maps, probes.return_probes(), discovery.enabled(), started)?;
     let mut tasks: JoinSet<Result<&'static str>> = JoinSet::new();
-    let push_stats = consumers.state.push_stats.clone();
+    let push_stats = consumers.state.push_stats().clone();
     let Running { requests: request_tx, queries, oom_reports: oom_tx, discovery_commands: commands, threads } =
         consumers.spawn(&mut tasks, &shutdown);
 

@@ -10,17 +10,18 @@ use std::{
     time::Instant,
 };
 
-use aya::maps::{MapData, PerCpuArray};
-use leakprobe_common::{Counter, Event, FAULT_PROGRAM, MMAP_PROGRAM, OOM_PROGRAM};
+use leakprobe_common::{Event, FAULT_PROGRAM, MMAP_PROGRAM, OOM_PROGRAM};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use super::messages::Request;
-use super::{discovery::DiscoveryHandle, folios, oom::OomTracker, purge::PurgeJob, query, tiers::Tiers};
+use super::{
+    discovery::DiscoveryHandle, folios, kernel::KernelCounters, oom::OomTracker, purge::PurgeJob, query, tiers::Tiers,
+    unseen::UnseenFrees,
+};
 use crate::{
     core::table::{Applied, Table},
     core::{
-        analysis::POINT_BYTES,
         stacks::StackId,
         table::{RssSample, TickTimes},
     },
@@ -29,65 +30,46 @@ use crate::{
     probes::MallocProbes,
     procfs::{self, Clock},
     protocol::{
-        AnalysisSettings, AttachPoint, DiscoveryStatus, FaultsQuery, FaultsResponse, HeapFilter, HeapProfile,
-        ProcessIdentity, ProcessesResponse, SortBy, StackReport, StatusResponse, TableSizes, TopQuery, TopResponse,
-        UnwindSettings,
+        AttachPoint, DiscoveryStatus, FaultsQuery, FaultsResponse, HeapFilter, HeapProfile, ProcessIdentity,
+        ProcessesResponse, SortBy, StackReport, TopQuery, TopResponse,
     },
     queries::Query,
     symbolize::{StackRequest, SymbolizerHandle},
     unwind::UnwindStats,
 };
 
-/// The state and what it needs to answer.
-pub struct State {
-    pub table: Table,
-    pub counters: PerCpuArray<MapData, u64>,
+mod status;
+#[cfg(test)]
+mod tests;
+
+/// What the state owner hands work to and reads from (built by `Consumers::new`, or by a unit test).
+pub struct Links {
+    /// The daemon's counters the kernel keeps.
+    pub counters: Box<dyn KernelCounters>,
+    /// Allocations the probes missed at processes' starts.
+    pub unseen: UnseenFrees,
     pub purger: std::sync::mpsc::Sender<PurgeJob>,
     pub purged_entries: Arc<AtomicU64>,
-    /// What the push to Pyroscope did (all zero without `--pyroscope-url`).
-    pub push_stats: Arc<crate::push::PushStats>,
     pub symbolizer: SymbolizerHandle,
-    pub clock: Clock,
-    pub started: Instant,
-    /// The tracepoints attached.
-    pub attach_points: Vec<AttachPoint>,
-    /// The allocator probes attached by discovery.
-    pub allocator_points: Vec<AttachPoint>,
-    /// How allocating functions' returns are probed: `session` or `plain` (see [`crate::probes::session`]).
-    pub return_probes: &'static str,
-    pub discovery: DiscoveryStatus,
-    pub discovery_counters: BTreeMap<String, u64>,
+    pub oom: OomTracker,
     /// Exec events go to the discovery thread.
-    pub discovery_handle: DiscoveryHandle,
-    /// Pid namespace, cgroup and container of each tracked process (read when first seen).
-    pub identities: std::collections::HashMap<u32, ProcessIdentity>,
-    /// Exec events dropped because the discovery queue was full.
-    pub exec_scans_dropped: u64,
-    /// Tracked processes found gone at the last tick, and when that tick read `/proc` (see `sweep`).
-    pub gone_last_tick: (std::collections::HashSet<u32>, u64),
-    pub decode_errors: u64,
-    pub batches: u64,
+    pub discovery: DiscoveryHandle,
     /// This task's own request channel, for the ticks it schedules.
     pub requests: mpsc::Sender<Request>,
-    pub next_tick: u64,
-    /// Ticks skipped because the previous one's reads were still running.
-    pub ticks_skipped: u64,
-    /// A tick's `/proc` reads are running: the next tick waits for them. Two reads in flight could come back in
-    /// the other order, and a tick older than the last one restarts every series' tick log (its history gone
-    /// from the window until it refills).
-    pub tick_in_flight: bool,
-    /// The table holds every event up to this monotonic time (see [`Batch::as_of_ns`]).
-    pub as_of_ns: u64,
     /// How far ingest has read the ring buffer.
     pub ingest: Arc<crate::ingest::Progress>,
-    pub oom: OomTracker,
-    /// Allocations the probes missed at processes' starts.
-    pub unseen: super::unseen::UnseenFrees,
-    pub tiers: Tiers,
     /// Counters of the stacks produced (by the kernel's walk or the daemon's unwinder), kept by ingest.
     pub unwind_stats: Arc<UnwindStats>,
     /// Counters of the Python frames spliced into stacks, kept by ingest.
     pub python_stats: Arc<crate::python::SpliceStats>,
+}
+
+/// How the probes were set up, for `status`.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    pub started: Instant,
+    /// How allocating functions' returns are probed: `session` or `plain` (see [`crate::probes::session`]).
+    pub return_probes: &'static str,
     /// Bytes of stack copied per allocation; 0: walked in the kernel.
     pub stack_copy_bytes: u32,
     /// Stacks are walked in the kernel with the unwind tables (else by frame pointers, or copied).
@@ -96,7 +78,69 @@ pub struct State {
     pub traced_pid: Option<u32>,
 }
 
+/// The state and what it needs to answer.
+pub struct State {
+    table: Table,
+    tiers: Tiers,
+    links: Links,
+    setup: Setup,
+    /// What the push to Pyroscope did (all zero without `--pyroscope-url`).
+    push_stats: Arc<crate::push::PushStats>,
+    clock: Clock,
+    /// The tracepoints attached.
+    attach_points: Vec<AttachPoint>,
+    /// The allocator probes attached by discovery.
+    allocator_points: Vec<AttachPoint>,
+    discovery: DiscoveryStatus,
+    discovery_counters: BTreeMap<String, u64>,
+    /// Pid namespace, cgroup and container of each tracked process (read when first seen).
+    identities: std::collections::HashMap<u32, ProcessIdentity>,
+    /// Exec events dropped because the discovery queue was full.
+    exec_scans_dropped: u64,
+    /// Tracked processes found gone at the last tick (see `sweep`).
+    gone_last_tick: (std::collections::HashSet<u32>, u64),
+    decode_errors: u64,
+    batches: u64,
+    next_tick: u64,
+    /// Ticks skipped because the previous one's reads were still running.
+    ticks_skipped: u64,
+    /// A tick's `/proc` reads are running: the next tick waits for them. Two reads in flight could come back in
+    /// the other order, and a tick older than the last one restarts every series' tick log (its history gone
+    /// from the window until it refills).
+    tick_in_flight: bool,
+    /// The table holds every event up to this monotonic time (see [`Batch::as_of_ns`]).
+    as_of_ns: u64,
+}
+
 impl State {
+    pub fn new(table: Table, tiers: Tiers, links: Links, setup: Setup) -> Self {
+        Self {
+            table,
+            tiers,
+            links,
+            setup,
+            push_stats: Arc::new(crate::push::PushStats::default()),
+            clock: Clock::new(),
+            attach_points: Vec::new(),
+            allocator_points: Vec::new(),
+            discovery: DiscoveryStatus::default(),
+            discovery_counters: BTreeMap::new(),
+            identities: std::collections::HashMap::new(),
+            exec_scans_dropped: 0,
+            gone_last_tick: (std::collections::HashSet::new(), 0),
+            decode_errors: 0,
+            batches: 0,
+            next_tick: 0,
+            ticks_skipped: 0,
+            tick_in_flight: false,
+            as_of_ns: 0,
+        }
+    }
+
+    /// What the push to Pyroscope did, for its task to count in.
+    pub fn push_stats(&self) -> &Arc<crate::push::PushStats> {
+        &self.push_stats
+    }
     /// Serves batches and requests until cancelled or until both channels close.
     pub async fn run(
         mut self,
@@ -115,18 +159,18 @@ impl State {
                     Some(batch) => self.apply(&batch),
                     None => break,
                 },
-                () = tokio::time::sleep(folios::RETRY), if self.tiers.folios.waiting() => self.resolve_folios(),
+                () = tokio::time::sleep(folios::RETRY), if self.tiers.folios_waiting() => self.resolve_folios(),
                 request = requests.recv() => match request {
                     Some(Request::Tick { tick, samples, read_ns, gone }) => {
                         self.tick_in_flight = false;
                         // Read before looking at the channel (see `Progress::drained_ns`).
-                        let drained_ns = self.ingest.drained_ns();
+                        let drained_ns = self.links.ingest.drained_ns();
                         let applied_all = batches.is_empty();
                         let as_of_ns = if applied_all { self.as_of_ns.max(drained_ns) } else { self.as_of_ns };
                         self.sweep(gone, read_ns, as_of_ns);
                         // Caught up and nothing waiting: the table is current now. Otherwise it is as of the last
                         // batch applied (the consumer lags under load; samples must say when they were true).
-                        let current = self.ingest.caught_up() && applied_all;
+                        let current = self.links.ingest.caught_up() && applied_all;
                         let heap_ns = if current { procfs::monotonic_ns() } else { self.as_of_ns };
                         self.tick(tick, &samples, TickTimes { heap_ns, rss_ns: read_ns });
                     }
@@ -148,7 +192,7 @@ impl State {
                 // Before the victim's exit event (later in the ring buffer) purges it.
                 Event::Oom(oom) => {
                     let identity = self.identities.get(&oom.header.tgid);
-                    self.oom.on_oom(oom, &self.table, self.clock, &self.symbolizer, identity);
+                    self.links.oom.on_oom(oom, &self.table, self.clock, &self.links.symbolizer, identity);
                 }
                 Event::Fault(fault) => {
                     if self.tiers.on_fault(fault) {
@@ -157,13 +201,13 @@ impl State {
                     continue;
                 }
                 Event::Map(map) => {
-                    if self.tiers.faults.apply_map(map) {
+                    if self.tiers.on_map(map) {
                         self.new_faulting(map.header.tgid);
                     }
                     continue;
                 }
                 Event::Exit(process) => {
-                    self.unseen.gone(process.header.tgid);
+                    self.links.unseen.gone(process.header.tgid);
                     self.tiers.gone(process.header.tgid, &mut self.table);
                     self.identities.remove(&process.header.tgid);
                 }
@@ -173,8 +217,8 @@ impl State {
                     // With probes in every process, each one that allocates is kept: its new image's maps are
                     // read now, the earliest moment, for a process killed before its first event arrives.
                     let everywhere = self.tiers.malloc_probes() == MallocProbes::All;
-                    self.symbolizer.exec(process.header.tgid, everywhere);
-                    if !self.discovery_handle.exec(process.header.tgid) {
+                    self.links.symbolizer.exec(process.header.tgid, everywhere);
+                    if !self.links.discovery.exec(process.header.tgid) {
                         self.exec_scans_dropped += 1;
                     }
                 }
@@ -188,8 +232,8 @@ impl State {
                         self.table.set_comm(tgid, comm);
                     }
                     // Its maps at once, here: an OOM victim may live only a moment longer.
-                    self.symbolizer.seen(tgid, true);
-                    self.oom.new_process(tgid);
+                    self.links.symbolizer.seen(tgid, true);
+                    self.links.oom.new_process(tgid);
                     self.identities.entry(tgid).or_insert_with(|| procfs::identity(tgid));
                 }
                 Applied::Purged { tgid, addrs, before_ns } => self.purged(tgid, addrs, before_ns),
@@ -199,7 +243,7 @@ impl State {
             }
         }
         // The batch took a while: faults that waited may have their page now.
-        if self.tiers.folios.waiting() {
+        if self.tiers.folios_waiting() {
             self.resolve_folios();
         }
     }
@@ -214,37 +258,36 @@ impl State {
     /// Tier 0 saw a process for the first time.
     fn new_faulting(&mut self, tgid: u32) {
         if let Some(comm) = procfs::comm(tgid) {
-            self.tiers.faults.set_comm(tgid, comm);
+            self.tiers.set_comm(tgid, comm);
         }
         self.identities.entry(tgid).or_insert_with(|| procfs::identity(tgid));
-        self.symbolizer.seen(tgid, false);
+        self.links.symbolizer.seen(tgid, false);
     }
 
     fn purged(&mut self, tgid: u32, addrs: Vec<u64>, before_ns: u64) {
-        self.oom.purged(tgid);
+        self.links.oom.purged(tgid);
         self.identities.remove(&tgid);
         if !addrs.is_empty() {
             // The purger thread outlives this task; a send only fails during shutdown.
-            let _ = self.purger.send(PurgeJob { tgid, addrs, before_ns });
+            let _ = self.links.purger.send(PurgeJob { tgid, addrs, before_ns });
         }
     }
 
-    /// Purges the processes gone at this tick and the previous one: their exit event was lost (ring buffer
-    /// full), or they would be purged already. Only when ingest has caught up: an exit or OOM event still in
-    /// the ring buffer must be applied first (an OOM report needs the victim's table).
+    /// Purges the processes gone at this tick (`/proc` read at `read_ns`) and the previous one: their exit
+    /// event was lost (ring buffer full), or they would be purged already. Only once the table holds every event
+    /// up to the previous read (`as_of_ns`, see [`Batch::as_of_ns`]): a process gone then had emitted its last
+    /// events (an OOM kill, its exit) before it, and an OOM report needs the victim's allocations. Ingest being
+    /// caught up is not enough: batches may still wait in the channel, behind a busy state owner.
     fn sweep(&mut self, gone: Vec<u32>, read_ns: u64, as_of_ns: u64) {
         let (previous, previous_ns) =
             std::mem::replace(&mut self.gone_last_tick, (gone.into_iter().collect(), read_ns));
-        // A process gone at the earlier read had emitted its last events (an OOM kill, its exit) before it. Until
-        // the table holds every event up to then, a purge here could come before its OOM event, which would then
-        // find the victim's allocations gone. (Ingest caught up is not enough: batches may wait in the channel.)
         if as_of_ns < previous_ns {
             return;
         }
         let both: Vec<u32> = self.gone_last_tick.0.intersection(&previous).copied().collect();
         for tgid in both {
             // Its exit event was lost (a full ring buffer): the kernel's entry goes now.
-            self.unseen.gone(tgid);
+            self.links.unseen.gone(tgid);
             if let Applied::Purged { tgid, addrs, before_ns } = self.table.purge_gone(tgid, read_ns) {
                 self.purged(tgid, addrs, before_ns);
             }
@@ -262,10 +305,10 @@ impl State {
         let tick = self.next_tick;
         self.next_tick += 1;
         let mut pids = self.table.pids();
-        pids.extend(self.tiers.faults.pids());
+        pids.extend(self.tiers.fault_table().pids());
         pids.sort_unstable();
         pids.dedup();
-        let requests = self.requests.clone();
+        let requests = self.links.requests.clone();
         tokio::task::spawn_blocking(move || {
             let read_ns = procfs::monotonic_ns();
             // The cgroup too: a process may have moved since it was first seen, and an OOM victim may be
@@ -290,7 +333,7 @@ impl State {
         for (pid, sample, cgroup) in samples {
             self.table.record_rss(tick, *pid, *sample);
             if let Some(cgroup) = cgroup {
-                self.oom.cgroup_seen(*pid, cgroup);
+                self.links.oom.cgroup_seen(*pid, cgroup);
             }
         }
         self.table.tick(tick, times);
@@ -309,8 +352,8 @@ impl State {
         }
         let (keys, stacks): (Vec<(u32, StackId)>, Vec<StackRequest>) =
             pending.into_iter().map(|(pid, stack, addrs)| ((pid, stack), StackRequest { pid, addrs })).unzip();
-        let symbolizer = self.symbolizer.clone();
-        let requests = self.requests.clone();
+        let symbolizer = self.links.symbolizer.clone();
+        let requests = self.links.requests.clone();
         tokio::spawn(async move {
             let identities = symbolizer.identify(stacks).await;
             let found: Vec<(u32, StackId, u64)> = keys
@@ -333,9 +376,11 @@ impl State {
                 }
             }
             Request::Attached(points) => {
-                self.oom.enabled = points.iter().any(|p| p.program == OOM_PROGRAM);
-                self.tiers.fault_enabled = points.iter().any(|p| p.program == FAULT_PROGRAM);
-                self.tiers.map_enabled = points.iter().any(|p| p.program == MMAP_PROGRAM);
+                self.links.oom.enabled = points.iter().any(|p| p.program == OOM_PROGRAM);
+                self.tiers.set_attached(
+                    points.iter().any(|p| p.program == FAULT_PROGRAM),
+                    points.iter().any(|p| p.program == MMAP_PROGRAM),
+                );
                 self.attach_points = points;
             }
             Request::Discovery { points, status, counters } => {
@@ -351,7 +396,7 @@ impl State {
                 let mut processes = query::processes(&self.table, &query, self.clock, procfs::monotonic_ns());
                 for process in &mut processes {
                     process.identity = self.identities.get(&process.pid).cloned().unwrap_or_default();
-                    process.allocs_before_probes = self.unseen.live(process.pid);
+                    process.allocs_before_probes = self.links.unseen.live(process.pid);
                 }
                 let estimated = self.table.config().sample_interval > 0;
                 let _ = reply.send(ProcessesResponse { processes, estimated });
@@ -370,8 +415,8 @@ impl State {
             }
             Request::Query(Query::Faults(query, reply)) => {
                 let (reports, stacks) = self.tiers.faults(&query, self.clock);
-                let symbolizer = self.symbolizer.clone();
-                let sample_interval_bytes = self.tiers.faults.interval();
+                let symbolizer = self.links.symbolizer.clone();
+                let sample_interval_bytes = self.tiers.fault_table().interval();
                 tokio::spawn(async move {
                     let mut frames = symbolizer.symbolize(stacks).await.into_iter();
                     let processes = reports
@@ -414,7 +459,7 @@ impl State {
         let mut heap = query::heap_stacks(&self.table, filter.pid, sample, max_stacks, keep, self.clock, now);
         self.identify(&mut heap.reports);
         self.identify(&mut heap.rest);
-        let symbolizer = self.symbolizer.clone();
+        let symbolizer = self.links.symbolizer.clone();
         let estimated = self.table.config().sample_interval > 0;
         let deadline = Instant::now() + PROFILE_SYMBOLIZE_BUDGET;
         tokio::spawn(async move {
@@ -445,7 +490,7 @@ impl State {
         reply: oneshot::Sender<TopResponse>,
     ) {
         self.identify(&mut reports);
-        let symbolizer = self.symbolizer.clone();
+        let symbolizer = self.links.symbolizer.clone();
         let estimated = self.table.config().sample_interval > 0;
         // Symbolizing reads files: answer from another task so batches keep flowing meanwhile.
         tokio::spawn(async move {
@@ -474,127 +519,12 @@ impl State {
             processes.iter().map(|p| p.pid).chain(stacks.iter().map(|s| s.pid)).chain(faults.iter().map(|f| f.pid));
         let identities = pids.filter_map(|pid| Some((pid, self.identities.get(&pid)?.clone()))).collect();
         let own = procfs::own_process();
-        let symbolizer = self.symbolizer.clone();
+        let symbolizer = self.links.symbolizer.clone();
         tokio::spawn(async move {
             let frames = symbolizer.symbolize(leaves).await;
             let stacks =
                 stacks.into_iter().zip(frames).map(|(report, frames)| StackReport { frames, ..report }).collect();
             let _ = reply.send(MetricsSnapshot { status, processes, stacks, faults, identities, own });
         });
-    }
-
-    fn kernel_counters(&self) -> BTreeMap<String, u64> {
-        Counter::ALL
-            .iter()
-            .map(|&counter| {
-                let sum = self.counters.get(&(counter as u32), 0).map_or_else(
-                    |err| {
-                        log::warn!("reading counter {}: {err}", counter.name());
-                        0
-                    },
-                    |values| values.iter().sum::<u64>(),
-                );
-                (counter.name().to_owned(), sum)
-            })
-            .collect()
-    }
-
-    fn tier_counters(&self) -> Vec<(&'static str, u64)> {
-        let faults = self.tiers.faults.counters();
-        vec![
-            ("fault_events", faults.events),
-            ("map_events", faults.map_events),
-            ("fault_processes_dropped", faults.dropped_processes),
-            ("fault_stacks_dropped", faults.dropped_stacks),
-            ("fault_processes_purged", faults.purged),
-            ("fault_large_folios", faults.large_folios),
-            ("fault_folios_deferred", self.tiers.folios.deferred),
-            ("fault_folios_unresolved", self.tiers.folios.unresolved),
-            ("tier1_escalations_ended", self.tiers.tier1.ended().count() as u64),
-            ("tier1_attach_errors", self.tiers.attach_errors),
-            ("budget_actions", self.tiers.tier1.budget_actions),
-        ]
-    }
-
-    fn status(&self) -> StatusResponse {
-        let (tier0, tier1, budget) = self.tiers.status(self.clock);
-        let sizes = self.table.sizes();
-        let table = self.table.counters();
-        let limits = self.table.limits();
-        let daemon_counters = [
-            ("events", table.events),
-            ("batches", self.batches),
-            ("decode_errors", self.decode_errors),
-            ("unknown_frees", table.unknown_frees),
-            ("replaced_live", table.replaced_live),
-            ("dropped_table_full", table.dropped_table_full),
-            ("implausible_sizes", table.implausible_sizes),
-            ("stacks_overflowed", sizes.stacks_overflowed),
-            ("processes_purged", table.processes_purged),
-            ("processes_gone", table.processes_gone),
-            ("series_dropped", table.series_dropped),
-            ("stacks_merged", table.stacks_merged),
-            ("identity_skipped", table.identity_skipped),
-            ("ticks", table.ticks),
-            ("ticks_skipped", self.ticks_skipped),
-            ("kernel_entries_purged", self.purged_entries.load(Ordering::Relaxed)),
-        ]
-        .into_iter()
-        .chain(self.oom.counters())
-        .chain([("discovery_exec_scans_dropped", self.exec_scans_dropped)])
-        .chain(self.push_stats.counters())
-        .chain(self.unseen.enabled().then(|| self.unseen.counters()).into_iter().flatten())
-        .chain(self.tier_counters())
-        .chain(self.unwind_stats.counters())
-        .chain(self.python_stats.counters())
-        .map(|(name, value)| (name.to_owned(), value))
-        .chain(self.discovery_counters.iter().map(|(name, &value)| (name.clone(), value)))
-        .collect();
-        StatusResponse {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            pid: std::process::id(),
-            uptime_seconds: self.started.elapsed().as_secs(),
-            mode: if self.table.config().sample_interval == 0 { "full" } else { "sampled" }.to_owned(),
-            sample_interval_bytes: Some(self.table.config().sample_interval).filter(|&i| i > 0),
-            return_probes: self.return_probes.to_owned(),
-            attach_points: self.attach_points.iter().chain(&self.allocator_points).cloned().collect(),
-            kernel_counters: self.kernel_counters(),
-            daemon_counters,
-            tables: TableSizes {
-                processes: sizes.processes as u64,
-                live_allocations: sizes.live_allocations as u64,
-                live_bytes: sizes.live_bytes,
-                stacks: sizes.stacks as u64,
-                max_live_allocations: limits.max_allocations as u64,
-                max_stacks: limits.max_stacks as u64,
-                series: sizes.series as u64,
-                max_series: limits.max_series as u64,
-                series_points: sizes.series_points as u64,
-                series_bytes: (sizes.series_points * POINT_BYTES) as u64,
-            },
-            analysis: AnalysisSettings {
-                interval_seconds: self.table.config().interval_s,
-                window_seconds: self.table.config().window_s,
-                verdict: self.table.config().verdict,
-            },
-            features: BTreeMap::from([("oom".to_owned(), self.oom.enabled), ("tier0".to_owned(), tier0.enabled)]),
-            oom_kills_by_comm: self.oom.kills_by_comm().clone(),
-            oom_report_dir: Some(self.oom.dir.display().to_string()),
-            discovery: self.discovery.clone(),
-            tier0: Some(tier0),
-            tier1: Some(tier1),
-            budget: Some(budget),
-            unwind: Some(UnwindSettings {
-                mode: match (self.unwind_tables, self.stack_copy_bytes) {
-                    (true, _) => "tables",
-                    (false, 0) => "fp",
-                    (false, _) => "dwarf",
-                }
-                .to_owned(),
-                stack_copy_bytes: Some(u64::from(self.stack_copy_bytes)).filter(|&b| b > 0),
-                unwind_seconds: self.unwind_stats.unwind_seconds(),
-            }),
-            traced_pid: self.traced_pid,
-        }
     }
 }

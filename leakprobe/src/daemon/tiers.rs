@@ -3,20 +3,16 @@
 //!
 //! The probes belong to the discovery thread (it knows every allocator file a process maps): attaching and
 //! detaching are commands to it, and their outcomes, like the programs' statistics the budget needs, come back
-//! as requests to the state owner, which never waits for them.
+//! as requests to the state owner, which never waits for them. Those commands and the maps tier 1 writes go
+//! through [`Tier1Kernel`], which the unit tests (`tiers/tests.rs`) fake.
 
-use std::{collections::HashMap, os::fd::OwnedFd, time::Instant};
+use std::{collections::HashMap, time::Instant};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuHashMap};
-use leakprobe_common::{BRK_PROGRAM, FAULT_PROGRAM, FaultEvent, MMAP_PROGRAM, OOM_PROGRAM};
+use leakprobe_common::{BRK_PROGRAM, FAULT_PROGRAM, FaultEvent, MMAP_PROGRAM, MapEvent, OOM_PROGRAM};
 
 use tokio::sync::oneshot;
 
-use super::{
-    discovery::{Command, DiscoveryHandle},
-    folios::Folios,
-    jvm,
-};
+use super::{folios::Folios, jvm, kernel::Tier1Kernel};
 use crate::{
     core::{
         analysis::VerdictConfig,
@@ -26,15 +22,14 @@ use crate::{
     },
     probes::{MallocProbes, discover::AttachPidError},
     procfs::{self, Clock},
-    protocol::{
-        BudgetActionReport, BudgetReport, DEFAULT_TOP_LIMIT, EndedEscalation, EscalationReport, FaultProcessReport,
-        FaultStackReport, FaultsQuery, MAX_TOP_LIMIT, MapStackReport, ProgramStats, Tier0Status, Tier1Status,
-        TraceMode, TraceRequest, TraceResponse, tiers::DEFAULT_FAULT_STACKS,
-    },
-    symbolize::StackRequest,
+    protocol::{ProgramStats, TraceMode, TraceRequest, TraceResponse},
 };
 
-/// Why a trace request was refused: an HTTP status and a message.
+mod reports;
+#[cfg(test)]
+mod tests;
+
+/// Why a trace request was refused.
 pub use crate::queries::TraceError;
 
 /// Program totals at the previous budget check.
@@ -46,78 +41,120 @@ struct Totals {
     daemon_cpu_s: f64,
 }
 
+/// How the tiers run, from the daemon's settings.
+#[derive(Clone, Debug)]
+pub struct TierSettings {
+    pub malloc_probes: MallocProbes,
+    /// The daemon's sampling interval (0: full), for `trace --mode sampled` and reports.
+    pub sample_interval: u64,
+    /// When not empty, only processes with one of these names are escalated automatically.
+    pub escalate_only: Vec<String>,
+    /// Ask escalated JVMs for their perf map (`--java-perfmap`).
+    pub java_perfmap: bool,
+}
+
 /// Tier 0, tier 1 and the budget.
 pub struct Tiers {
-    pub faults: FaultTable,
-    pub tier1: Tier1,
-    /// The discovery thread, which owns the probes: tier 1 asks it to attach and detach.
-    discovery: DiscoveryHandle,
+    faults: FaultTable,
+    tier1: Tier1,
+    /// The maps tier 1 writes and the per-process probes, which the discovery thread owns: tier 1 asks it to
+    /// attach and detach.
+    kernel: Box<dyn Tier1Kernel>,
     malloc_probes: MallocProbes,
     /// Tier 0 runs (its tracepoint is attached; set by `Request::Attached`).
-    pub fault_enabled: bool,
+    fault_enabled: bool,
     /// Tier 0 follows mapping growth (the `mmap` and `brk` tracepoints are attached).
-    pub map_enabled: bool,
+    map_enabled: bool,
     /// Trace requests waiting for their process's probes.
     pending_traces: HashMap<u32, oneshot::Sender<Result<TraceResponse, TraceError>>>,
     /// Program statistics asked for and not yet received.
     stats_asked: bool,
     /// The latest program statistics.
     last_stats: Vec<ProgramStats>,
-    pub pid_sample_interval: BpfHashMap<MapData, u32, u64>,
-    pub pid_calls: PerCpuHashMap<MapData, u32, u64>,
-    /// Keeps BPF run-time statistics on while held (`BPF_ENABLE_STATS`).
-    pub stats_fd: Option<OwnedFd>,
     /// The daemon's sampling interval (0: full), for `trace --mode sampled` and reports.
-    pub sample_interval: u64,
+    sample_interval: u64,
     last_calls: HashMap<u32, u64>,
     last_totals: Option<(Instant, Totals)>,
     /// Attach failures of tier 1.
-    pub attach_errors: u64,
+    attach_errors: u64,
     /// When not empty, only processes with one of these names are escalated automatically.
-    pub escalate_only: Vec<String>,
+    escalate_only: Vec<String>,
     /// Weighs a fault that mapped a transparent huge page by its size, once the fault is done.
-    pub folios: Folios,
+    folios: Folios,
     /// With `--java-perfmap` (else `None`): the escalated JVMs asked for their perf map, and when last.
-    pub java_asked: Option<HashMap<u32, Instant>>,
+    java_asked: Option<HashMap<u32, Instant>>,
 }
 
 impl Tiers {
     pub fn new(
         faults: FaultTable,
         tier1: Tier1,
-        discovery: DiscoveryHandle,
-        malloc_probes: MallocProbes,
-        maps: (BpfHashMap<MapData, u32, u64>, PerCpuHashMap<MapData, u32, u64>),
-        sample_interval: u64,
+        folios: Folios,
+        settings: TierSettings,
+        kernel: Box<dyn Tier1Kernel>,
     ) -> Self {
-        let stats_fd = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
-            Ok(fd) => Some(fd),
-            Err(err) => {
-                log::warn!("BPF run-time statistics are off ({err}): the CPU budget sees only the daemon's own CPU");
-                None
-            }
-        };
         Self {
-            folios: Folios::open(),
             faults,
             tier1,
-            discovery,
-            malloc_probes,
+            kernel,
+            malloc_probes: settings.malloc_probes,
             fault_enabled: false,
             map_enabled: false,
             pending_traces: HashMap::new(),
             stats_asked: false,
             last_stats: Vec::new(),
-            pid_sample_interval: maps.0,
-            pid_calls: maps.1,
-            stats_fd,
-            sample_interval,
+            sample_interval: settings.sample_interval,
             last_calls: HashMap::new(),
             last_totals: None,
             attach_errors: 0,
-            escalate_only: Vec::new(),
-            java_asked: None,
+            escalate_only: settings.escalate_only,
+            folios,
+            java_asked: settings.java_perfmap.then(HashMap::new),
         }
+    }
+
+    /// Which tracepoints are attached: faults (tier 0) and mapping growth.
+    pub fn set_attached(&mut self, faults: bool, maps: bool) {
+        self.fault_enabled = faults;
+        self.map_enabled = maps;
+    }
+
+    /// Tier 0's processes and stacks.
+    pub fn fault_table(&self) -> &FaultTable {
+        &self.faults
+    }
+
+    /// A sampled mapping's growth; true when it is the first event of its process.
+    pub fn on_map(&mut self, event: &MapEvent) -> bool {
+        self.faults.apply_map(event)
+    }
+
+    /// Tier 0 saw process `tgid` first: its name.
+    pub fn set_comm(&mut self, tgid: u32, comm: String) {
+        self.faults.set_comm(tgid, comm);
+    }
+
+    /// Faults wait for their page (see [`Folios`]).
+    pub fn folios_waiting(&self) -> bool {
+        self.folios.waiting()
+    }
+
+    /// Tier counters for `status` and metrics.
+    pub fn counters(&self) -> [(&'static str, u64); 11] {
+        let faults = self.faults.counters();
+        [
+            ("fault_events", faults.events),
+            ("map_events", faults.map_events),
+            ("fault_processes_dropped", faults.dropped_processes),
+            ("fault_stacks_dropped", faults.dropped_stacks),
+            ("fault_processes_purged", faults.purged),
+            ("fault_large_folios", faults.large_folios),
+            ("fault_folios_deferred", self.folios.deferred),
+            ("fault_folios_unresolved", self.folios.unresolved),
+            ("tier1_escalations_ended", self.tier1.ended().count() as u64),
+            ("tier1_attach_errors", self.attach_errors),
+            ("budget_actions", self.tier1.budget_actions),
+        ]
     }
 
     pub fn malloc_probes(&self) -> MallocProbes {
@@ -174,8 +211,8 @@ impl Tiers {
     /// Detaches the probes of `pid`; its heap figures freeze (see [`Table::freeze`]), saying `why`.
     fn detach(&mut self, pid: u32, table: &mut Table, why: &str) {
         // Sent after the attach command of the same process, if any: the thread takes them in order.
-        self.discovery.send(Command::DetachPid(pid));
-        let _ = self.pid_sample_interval.remove(&pid);
+        self.kernel.detach(pid);
+        self.kernel.clear_interval(pid);
         table.set_interval(pid, None);
         table.freeze(pid, procfs::monotonic_ns(), why);
         if let Some(asked) = &mut self.java_asked {
@@ -195,18 +232,18 @@ impl Tiers {
 
     /// Sets the process's interval and asks the discovery thread to attach its probes; the outcome comes back
     /// as [`Self::attached`].
-    fn attach(&mut self, pid: u32, interval: u64, table: &mut Table) -> Result<(), String> {
+    fn attach(&mut self, pid: u32, interval: u64, table: &mut Table) -> Result<(), TraceError> {
         // The interval first: the first calls through the new probes must be sampled as asked.
-        self.pid_sample_interval.insert(pid, interval, 0).map_err(|e| format!("setting the interval: {e}"))?;
+        self.kernel.set_interval(pid, interval).map_err(TraceError::Interval)?;
         table.set_interval(pid, Some(interval));
         // Probes again: its figures are fresh from the next tick.
         table.thaw(pid);
         self.ask_jvm(pid);
-        if !self.discovery.send(Command::AttachPid(pid)) {
+        if !self.kernel.attach(pid) {
             self.attach_errors += 1;
-            let _ = self.pid_sample_interval.remove(&pid);
+            self.kernel.clear_interval(pid);
             table.set_interval(pid, None);
-            return Err("the probes are gone (shutting down)".to_owned());
+            return Err(TraceError::ShuttingDown);
         }
         Ok(())
     }
@@ -218,7 +255,7 @@ impl Tiers {
         match result {
             Ok(()) => {
                 if let Some(reply) = reply {
-                    let answer = self.report(pid, clock).ok_or((500, format!("pid {pid} is not traced any more")));
+                    let answer = self.report(pid, clock).ok_or(TraceError::Ended(pid));
                     let _ =
                         reply.send(answer.map(|escalation| TraceResponse { escalation, result: "attached".into() }));
                 }
@@ -232,7 +269,7 @@ impl Tiers {
                     self.detach(pid, table, &why);
                 }
                 if let Some(reply) = reply {
-                    let _ = reply.send(Err((err.status(), err.to_string())));
+                    let _ = reply.send(Err(err.into()));
                 }
             }
         }
@@ -297,7 +334,7 @@ impl Tiers {
         }
         // The budget runs when the statistics arrive ([`Self::budget`]).
         if !self.stats_asked {
-            self.stats_asked = self.discovery.send(Command::ProgramStats);
+            self.stats_asked = self.kernel.ask_program_stats();
         }
     }
 
@@ -321,8 +358,7 @@ impl Tiers {
         // Only the traced processes' counts: with `--malloc-probes all` the map holds thousands of processes.
         let mut calls = HashMap::new();
         for pid in self.tier1.active().map(|e| e.pid).collect::<Vec<_>>() {
-            let Ok(values) = self.pid_calls.get(&pid, 0) else { continue };
-            let total: u64 = values.iter().sum();
+            let Some(total) = self.kernel.calls(pid) else { continue };
             let before = self.last_calls.insert(pid, total).unwrap_or(0);
             calls.insert(pid, total.saturating_sub(before));
         }
@@ -345,7 +381,7 @@ impl Tiers {
                     log::warn!("CPU budget: pid {pid}: tier-1 probes detached");
                 }
                 Action::SetInterval { pid, interval } => {
-                    if let Err(err) = self.pid_sample_interval.insert(pid, interval, 0) {
+                    if let Err(err) = self.kernel.set_interval(pid, interval) {
                         log::warn!("CPU budget: pid {pid}: setting the interval failed: {err}");
                     }
                     table.set_interval(pid, Some(interval));
@@ -371,8 +407,7 @@ impl Tiers {
         match self.start_trace(request, table, clock) {
             Ok(None) => {
                 if let Some(earlier) = self.pending_traces.insert(request.pid, reply) {
-                    let _ =
-                        earlier.send(Err((409, format!("a later trace request for pid {} replaced it", request.pid))));
+                    let _ = earlier.send(Err(TraceError::Replaced(request.pid)));
                 }
             }
             Ok(Some(response)) => {
@@ -393,20 +428,20 @@ impl Tiers {
     ) -> Result<Option<TraceResponse>, TraceError> {
         let pid = request.pid;
         if pid == std::process::id() {
-            return Err((400, "the daemon does not trace itself".into()));
+            return Err(TraceError::OwnProcess);
         }
         if procfs::exiting(pid) {
-            return Err((404, format!("no process {pid}")));
+            return Err(TraceError::NoProcess(pid));
         }
         if self.malloc_probes() == MallocProbes::All {
-            return Err((409, "--malloc-probes all: every process is traced already".into()));
+            return Err(TraceError::TracedEverywhere);
         }
         let duration = request
             .duration
             .as_deref()
             .map(humantime::parse_duration)
             .transpose()
-            .map_err(|e| (400, format!("`for` is not a duration like 30s or 10m: {e}")))?;
+            .map_err(|e| TraceError::BadDuration(e.to_string()))?;
         let interval = match request.mode {
             Some(TraceMode::Full) => 0,
             Some(TraceMode::Sampled) => self.sample_interval.max(1),
@@ -419,24 +454,19 @@ impl Tiers {
             duration.map(|d| format!(" for {}", humantime::format_duration(d))).unwrap_or_default()
         );
         if let Some(existing) = self.tier1.get(pid).cloned() {
-            self.pid_sample_interval
-                .insert(pid, interval, 0)
-                .map_err(|e| (500, format!("setting the interval: {e}")))?;
+            self.kernel.set_interval(pid, interval).map_err(TraceError::Interval)?;
             table.set_interval(pid, Some(interval));
             let updated = Escalation { trigger: Trigger::Request, until_ns, reason, interval, ..existing };
             self.tier1.start(updated);
             return Ok(Some(TraceResponse {
-                escalation: self.report(pid, clock).ok_or((500, "gone".to_owned()))?,
+                escalation: self.report(pid, clock).ok_or(TraceError::Ended(pid))?,
                 result: "updated".into(),
             }));
         }
         if !self.tier1.has_room() {
-            return Err((
-                409,
-                format!("{} processes are traced already (the most at once)", self.tier1.config.max_processes),
-            ));
+            return Err(TraceError::Full(self.tier1.config.max_processes));
         }
-        self.attach(pid, interval, table).map_err(|e| (500, e))?;
+        self.attach(pid, interval, table)?;
         self.tier1.start(Escalation {
             pid,
             trigger: Trigger::Request,
@@ -453,174 +483,11 @@ impl Tiers {
 
     /// `DELETE /v1/trace?pid=PID`.
     pub fn untrace(&mut self, pid: u32, table: &mut Table, clock: Clock) -> Result<TraceResponse, TraceError> {
-        let report = self.report(pid, clock).ok_or((404, format!("pid {pid} is not traced")))?;
+        let report = self.report(pid, clock).ok_or(TraceError::NotTraced(pid))?;
         let why = "asked by leakprobe trace --stop";
         self.tier1.end(pid, procfs::monotonic_ns(), why);
         self.detach(pid, table, why);
         Ok(TraceResponse { escalation: report, result: "detached".into() })
-    }
-
-    fn escalation_report(e: &Escalation, comm: String, clock: Clock) -> EscalationReport {
-        EscalationReport {
-            pid: e.pid,
-            comm,
-            trigger: e.trigger.as_str().into(),
-            reason: e.reason.clone(),
-            since_unix_ms: clock.unix_ms(e.since_ns),
-            until_unix_ms: e.until_ns.map(|u| clock.unix_ms(u)),
-            mode: if e.interval == 0 { "full" } else { "sampled" }.into(),
-            sample_interval_bytes: Some(e.interval).filter(|&i| i > 0),
-            cpu_percent: e.cpu * 100.0,
-            calls: e.calls,
-        }
-    }
-
-    fn comm(&self, pid: u32) -> String {
-        self.faults
-            .processes(Some(pid))
-            .next()
-            .map(|r| r.comm.to_owned())
-            .or_else(|| procfs::comm(pid))
-            .unwrap_or_default()
-    }
-
-    fn report(&self, pid: u32, clock: Clock) -> Option<EscalationReport> {
-        self.tier1.get(pid).map(|e| Self::escalation_report(e, self.comm(pid), clock))
-    }
-
-    /// Tier 0, tier 1 and the budget for `status`.
-    pub fn status(&self, clock: Clock) -> (Tier0Status, Tier1Status, BudgetReport) {
-        let (processes, stacks) = self.faults.sizes();
-        let tier0 = Tier0Status {
-            enabled: self.fault_enabled,
-            mappings: self.map_enabled,
-            sample_interval_bytes: self.faults.interval(),
-            processes: processes as u64,
-            stacks: stacks as u64,
-            growing: self.faults.processes(None).filter(|r| r.growing).count() as u64,
-        };
-        let tier1 = Tier1Status {
-            malloc_probes: self.malloc_probes().as_str().into(),
-            max_processes: self.tier1.config.max_processes as u64,
-            escalated: self.tier1.active().map(|e| Self::escalation_report(e, self.comm(e.pid), clock)).collect(),
-            ended: self
-                .tier1
-                .ended()
-                .map(|e| EndedEscalation {
-                    escalation: Self::escalation_report(&e.escalation, self.comm(e.escalation.pid), clock),
-                    ended_unix_ms: clock.unix_ms(e.ended_ns),
-                    why: e.why.clone(),
-                })
-                .collect(),
-        };
-        let costs = self.tier1.costs;
-        let budget = BudgetReport {
-            process_percent: self.tier1.config.process_budget * 100.0,
-            host_percent: self.tier1.config.host_budget * 100.0,
-            bpf_stats: self.stats_fd.is_some(),
-            uprobes_percent: costs.uprobes * 100.0,
-            tracepoints_percent: costs.tracepoints * 100.0,
-            daemon_percent: costs.daemon * 100.0,
-            trap_ns: self.tier1.config.trap_ns,
-            programs: self.last_stats.clone(),
-            actions: self
-                .tier1
-                .budget_actions()
-                .map(|a| BudgetActionReport {
-                    unix_ms: clock.unix_ms(a.ns),
-                    pid: a.pid,
-                    action: a.action.clone(),
-                    why: a.why.clone(),
-                })
-                .collect(),
-        };
-        (tier0, tier1, budget)
-    }
-
-    /// Reports for `GET /v1/faults` (frames not yet symbolized) and the stacks to symbolize.
-    pub fn faults(&self, query: &FaultsQuery, clock: Clock) -> (Vec<FaultProcessReport>, Vec<StackRequest>) {
-        let mut rows: Vec<_> = self
-            .faults
-            .processes(query.pid)
-            .filter(|r| query.comm.as_ref().is_none_or(|c| c == r.comm))
-            .filter(|r| query.growing.is_none_or(|g| g == r.growing))
-            .collect();
-        rows.sort_by(|a, b| b.totals.bytes.cmp(&a.totals.bytes).then(a.tgid.cmp(&b.tgid)));
-        rows.truncate(query.limit.unwrap_or(DEFAULT_TOP_LIMIT).min(MAX_TOP_LIMIT));
-        let per_process = query.stacks.unwrap_or(DEFAULT_FAULT_STACKS).min(MAX_TOP_LIMIT);
-        let mut requests = Vec::new();
-        let reports = rows
-            .iter()
-            .map(|row| {
-                let stacks = self
-                    .faults
-                    .stacks_of(row.tgid, per_process)
-                    .into_iter()
-                    .map(|s| {
-                        requests.push(StackRequest { pid: row.tgid, addrs: s.frames.to_vec() });
-                        #[expect(clippy::cast_precision_loss, reason = "a share")]
-                        let share = if row.totals.samples == 0 {
-                            0.0
-                        } else {
-                            s.stats.samples as f64 / row.totals.samples as f64
-                        };
-                        FaultStackReport {
-                            stack_id: format!("{:016x}", s.stack_hash),
-                            bytes: s.stats.bytes,
-                            share,
-                            sampled_faults: s.stats.samples,
-                            first_fault_unix_ms: clock.unix_ms(s.stats.first_ns),
-                            last_fault_unix_ms: clock.unix_ms(s.stats.last_ns),
-                            truncated: s.truncated,
-                            frames: Vec::new(),
-                        }
-                    })
-                    .collect();
-                let map_stacks = self
-                    .faults
-                    .map_stacks_of(row.tgid, per_process)
-                    .into_iter()
-                    .map(|s| {
-                        requests.push(StackRequest { pid: row.tgid, addrs: s.frames.to_vec() });
-                        #[expect(clippy::cast_precision_loss, reason = "a share")]
-                        let share = if row.map_totals.bytes == 0 {
-                            0.0
-                        } else {
-                            s.stats.stats.bytes as f64 / row.map_totals.bytes as f64
-                        };
-                        MapStackReport {
-                            stack_id: format!("{:016x}", s.stack_hash),
-                            bytes: s.stats.stats.bytes,
-                            share,
-                            sampled_calls: s.stats.stats.samples,
-                            sources: s.stats.source_names().into_iter().map(str::to_owned).collect(),
-                            first_unix_ms: clock.unix_ms(s.stats.stats.first_ns),
-                            last_unix_ms: clock.unix_ms(s.stats.stats.last_ns),
-                            truncated: s.truncated,
-                            frames: Vec::new(),
-                        }
-                    })
-                    .collect();
-                FaultProcessReport {
-                    pid: row.tgid,
-                    comm: row.comm.to_owned(),
-                    fault_bytes: row.totals.bytes,
-                    sampled_faults: row.totals.samples,
-                    rss_anon_bytes: row.latest.map(|s| s.anon),
-                    swap_bytes: row.latest.map(|s| s.swap),
-                    anon_growth: row.growth.into(),
-                    mapped_bytes: row.map_totals.bytes,
-                    sampled_maps: row.map_totals.samples,
-                    vm_data_bytes: row.latest.map(|s| s.data),
-                    data_growth: row.data_growth.into(),
-                    growing: row.growing,
-                    tier1: self.tier1.get(row.tgid).map(|e| Self::escalation_report(e, row.comm.to_owned(), clock)),
-                    stacks,
-                    map_stacks,
-                }
-            })
-            .collect();
-        (reports, requests)
     }
 }
 
