@@ -26,6 +26,18 @@ pub const COST_NO_CALL_COUNT: u32 = 1 << 6;
 /// No `LIVE` map operation: an allocation is not recorded there, a free neither looks up nor deletes and emits
 /// nothing. The daemon's table then keeps every block: for measuring the map's share only.
 pub const COST_NO_LIVE: u32 = 1 << 7;
+/// The unwind-table walk searches every frame's row (a binary search of up to 22 steps) instead of trying the
+/// per-CPU hint of the last row found for that pc first.
+pub const COST_NO_ROW_HINTS: u32 = 1 << 8;
+/// The unwind-table walk reads each stack word it needs with its own `bpf_probe_read_user` instead of serving
+/// it from the window of stack read once per walk.
+pub const COST_NO_STACK_WINDOW: u32 = 1 << 9;
+/// An allocation's entry inserts its `INFLIGHT` record and the return deletes it (two hash-map updates) instead
+/// of rewriting the thread's record in place and marking it idle.
+pub const COST_INFLIGHT_REMOVE: u32 = 1 << 10;
+/// Sampled mode: a free looks its address up in `LIVE` without asking the filter of live addresses first
+/// (`LIVE_FILTER`), which the probes then do not keep either.
+pub const COST_NO_FREE_FILTER: u32 = 1 << 11;
 /// Every bit above.
 pub const COST_ALL: u32 = COST_EMPTY
     | COST_WAKEUP
@@ -34,4 +46,8 @@ pub const COST_ALL: u32 = COST_EMPTY
     | COST_FREE_LOOKUP
     | COST_NESTED_FIRST
     | COST_NO_CALL_COUNT
-    | COST_NO_LIVE;
+    | COST_NO_LIVE
+    | COST_NO_ROW_HINTS
+    | COST_NO_STACK_WINDOW
+    | COST_INFLIGHT_REMOVE
+    | COST_NO_FREE_FILTER;

@@ -23,9 +23,9 @@ mod unwind;
 pub use unwind::{
     CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, KernelOffsets, RBP_AT_CFA, RBP_SAME,
     UNWIND_BINARIES_MAX_ENTRIES, UNWIND_FILE_SEGMENTS, UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_BINARY_ROWS,
-    UNWIND_MAX_MAPPINGS, UNWIND_MAX_RETURN_INSTANCES, UNWIND_PROCS_MAX_ENTRIES, UNWIND_ROW_SEARCH_STEPS,
-    UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindFile, UnwindFileKey, UnwindMapping, UnwindProc, UnwindRow,
-    UnwindSegment, kernel_dev,
+    UNWIND_MAX_MAPPINGS, UNWIND_MAX_RETURN_INSTANCES, UNWIND_PROCS_MAX_ENTRIES, UNWIND_ROW_HINT_SLOTS,
+    UNWIND_ROW_SEARCH_STEPS, UNWIND_ROWS_DEFAULT_ENTRIES, UNWIND_STACK_WINDOW_BYTES, UnwindBinary, UnwindFile,
+    UnwindFileKey, UnwindMapping, UnwindProc, UnwindRow, UnwindSegment, kernel_dev,
 };
 
 mod python;
@@ -39,8 +39,9 @@ mod counter;
 pub use counter::Counter;
 mod cost;
 pub use cost::{
-    COST_ALL, COST_EMPTY, COST_FREE_LOOKUP, COST_FULL_RECORDS, COST_NESTED_FIRST, COST_NO_CALL_COUNT, COST_NO_LIVE,
-    COST_NO_STACK, COST_WAKEUP,
+    COST_ALL, COST_EMPTY, COST_FREE_LOOKUP, COST_FULL_RECORDS, COST_INFLIGHT_REMOVE, COST_NESTED_FIRST,
+    COST_NO_CALL_COUNT, COST_NO_FREE_FILTER, COST_NO_LIVE, COST_NO_ROW_HINTS, COST_NO_STACK, COST_NO_STACK_WINDOW,
+    COST_WAKEUP,
 };
 mod oom;
 pub use oom::{
@@ -177,7 +178,12 @@ pub const RING_WAKEUP_BYTES: u64 = RING_BUF_BYTES as u64 / 16;
 pub const RING_POLL_MS: u64 = 10;
 /// Live allocations the kernel can track at once, over all processes.
 pub const LIVE_MAX_ENTRIES: u32 = 1 << 21;
-/// Threads that can be inside an allocator call at once.
+/// Slots of the sampled mode's filter in front of `LIVE` (a power of two): counts of live addresses per hash
+/// slot, so that a free of an address never reported, nearly every free in sampled mode, costs no hash lookup.
+pub const LIVE_FILTER_SLOTS: u32 = 1 << 15;
+const _: () = assert!(LIVE_FILTER_SLOTS.is_power_of_two());
+/// Threads with an `INFLIGHT` record at once: each thread that made a tracked call keeps one (idle between
+/// calls) until it exits.
 pub const INFLIGHT_MAX_ENTRIES: u32 = 1 << 15;
 /// User stack frames captured per allocation; deeper stacks are truncated (and counted).
 pub const MAX_FRAMES: usize = 64;

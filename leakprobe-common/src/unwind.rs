@@ -99,11 +99,18 @@ pub const UNWIND_MAX_BINARY_ROWS: u32 = 1 << UNWIND_ROW_SEARCH_STEPS;
 /// Binary-search steps over a process's mappings (2^8 > [`UNWIND_MAX_MAPPINGS`]).
 pub const UNWIND_MAPPING_SEARCH_STEPS: u32 = 8;
 
+/// Slots of the walk's per-CPU row hints ([`crate::maps::UNWIND_ROW_HINTS`]): a power of two, one `u32` each.
+pub const UNWIND_ROW_HINT_SLOTS: u32 = 1 << 12;
+/// Bytes of user stack the walk reads at once from the stack pointer, and serves the frames' return addresses
+/// and saved rbps from when they are in it (a power of two, a multiple of 8).
+pub const UNWIND_STACK_WINDOW_BYTES: u32 = 1024;
 const _: () = assert!(size_of::<UnwindRow>() == 16);
 const _: () = assert!(size_of::<UnwindBinary>() == 8);
 const _: () = assert!(size_of::<UnwindMapping>() == 32);
 const _: () = assert!(size_of::<UnwindProc>() == 8 + 32 * UNWIND_MAX_MAPPINGS);
 const _: () = assert!(1 << UNWIND_MAPPING_SEARCH_STEPS > UNWIND_MAX_MAPPINGS);
+const _: () = assert!(UNWIND_ROW_HINT_SLOTS.is_power_of_two());
+const _: () = assert!(UNWIND_STACK_WINDOW_BYTES.is_power_of_two() && UNWIND_STACK_WINDOW_BYTES >= 8);
 
 /// Byte offsets of the kernel struct members the walk reads, read by the daemon from the kernel's BTF
 /// (`/sys/kernel/btf/vmlinux`): the eBPF side has no CO-RE. Two groups, each on only when all its members were

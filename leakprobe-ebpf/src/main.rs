@@ -4,6 +4,10 @@
 // binary is `no_std` only for the BPF target it is built for.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// 64-bit atomic adds (`maps::live_filter_add`): the BPF target has no compare-and-swap, so `core` offers no
+// atomic arithmetic there; its eBPF build uses a nightly toolchain already.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", expect(internal_features, reason = "the atomic-add intrinsic, see above"))]
 #![expect(clippy::inline_always, reason = "small helpers are inlined into every program: no BPF-to-BPF call frames")]
 #![expect(clippy::needless_pass_by_value, reason = "aya-ebpf's program macros pass the context by value")]
 #![expect(clippy::similar_names, reason = "tgid and tid are the kernel's names")]

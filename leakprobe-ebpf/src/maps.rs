@@ -6,12 +6,13 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use leakprobe_common::{
-    BRK_END_MAX_ENTRIES, COST_NO_CALL_COUNT, COST_WAKEUP, COUNTDOWN_ENTRIES, Countdown, Counter, EXP_TABLE_LEN,
-    EXP_TABLE_SHIFT, FaultFields, INFLIGHT_MAX_ENTRIES, InFlight, KernelOffsets, LIVE_MAX_ENTRIES, LiveKey, MAX_FRAMES,
-    MAX_SAMPLE_INTERVAL, MapFields, NO_FIELD, OomFields, PID_CALLS_MAX_ENTRIES, PID_SAMPLE_MAX_ENTRIES,
-    PY_PROCS_MAX_ENTRIES, PyProc, RING_BUF_BYTES, RING_WAKEUP_BYTES, UNSEEN_FREES_MAX_ENTRIES,
+    BRK_END_MAX_ENTRIES, COST_NO_CALL_COUNT, COST_NO_FREE_FILTER, COST_WAKEUP, COUNTDOWN_ENTRIES, Countdown, Counter,
+    EXP_TABLE_LEN, EXP_TABLE_SHIFT, FaultFields, INFLIGHT_MAX_ENTRIES, InFlight, KernelOffsets, LIVE_FILTER_SLOTS,
+    LIVE_MAX_ENTRIES, LiveKey, MAX_FRAMES, MAX_SAMPLE_INTERVAL, MapFields, NO_FIELD, OomFields, PID_CALLS_MAX_ENTRIES,
+    PID_SAMPLE_MAX_ENTRIES, PY_PROCS_MAX_ENTRIES, PyProc, RING_BUF_BYTES, RING_WAKEUP_BYTES, UNSEEN_FREES_MAX_ENTRIES,
     UNWIND_BINARIES_MAX_ENTRIES, UNWIND_MAX_MAPPINGS, UNWIND_MAX_RETURN_INSTANCES, UNWIND_PROCS_MAX_ENTRIES,
-    UNWIND_ROWS_DEFAULT_ENTRIES, UnwindBinary, UnwindFile, UnwindFileKey, UnwindMapping, UnwindProc, UnwindRow,
+    UNWIND_ROW_HINT_SLOTS, UNWIND_ROWS_DEFAULT_ENTRIES, UNWIND_STACK_WINDOW_BYTES, UnwindBinary, UnwindFile,
+    UnwindFileKey, UnwindMapping, UnwindProc, UnwindRow,
 };
 
 /// `BPF_F_NO_PREALLOC`: the live-address map grows with use instead of reserving its maximum up front.
@@ -80,7 +81,17 @@ pub struct UnwindState {
     pub return_addrs: [u64; UNWIND_MAX_RETURN_INSTANCES],
     pub nreturns: u32,
     pub pad2: u32,
+    /// The stack read at the walk's start: `window_len` bytes (a multiple of 8, 0 when the read failed) from
+    /// `window_base`, the stack pointer.
+    pub window_base: u64,
+    pub window_len: u64,
+    pub window: [u64; UNWIND_STACK_WINDOW_BYTES as usize / 8],
 }
+
+/// Hints of the walk's row search, per CPU: slot (a hash of binary and row pc) -> index of the row last found
+/// there in its binary's extent. A hint is used only when the rows around it prove it is the search's answer.
+#[map]
+pub static UNWIND_ROW_HINTS: PerCpuArray<u32> = PerCpuArray::with_max_entries(UNWIND_ROW_HINT_SLOTS, 0);
 
 #[map]
 pub static UNWIND_SCRATCH: PerCpuArray<UnwindState> = PerCpuArray::with_max_entries(1, 0);
@@ -119,6 +130,56 @@ pub static INFLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(INFLIGHT
 
 #[map]
 pub static LIVE: HashMap<LiveKey, u64> = HashMap::with_max_entries(LIVE_MAX_ENTRIES, BPF_F_NO_PREALLOC);
+
+/// Sampled mode's filter in front of [`LIVE`]: per slot (a hash of process and address), the probes' inserts
+/// into `LIVE` less their deletes ([`live_filter_add`]). A slot at 0 holds no live address: the free of an
+/// address there needs no lookup. The daemon's purges of `LIVE` do not count down, which only leaves a slot
+/// above 0 (a lookup that finds nothing), never at 0 with an address live.
+#[map]
+pub static LIVE_FILTER: Array<u64> = Array::with_max_entries(LIVE_FILTER_SLOTS, 0);
+
+/// Whether the probes keep [`LIVE_FILTER`]: in sampled mode, where most frees are of addresses never reported.
+#[inline(always)]
+pub fn live_filter_on() -> bool {
+    global_sample_interval() != 0 && !cost(COST_NO_FREE_FILTER)
+}
+
+/// The filter slot of `addr` in process `tgid`.
+#[inline(always)]
+fn live_filter_slot(tgid: u32, addr: u64) -> u32 {
+    // Allocations are 16-byte aligned: the low bits say nothing.
+    let mixed = ((addr >> 4) ^ (addr >> 36)) as u32 ^ tgid.wrapping_mul(0x85EB_CA6B);
+    mixed.wrapping_mul(0x9E37_79B1) >> (32 - LIVE_FILTER_SLOTS.trailing_zeros())
+}
+
+/// Adds `delta` (1 for an insert into `LIVE`, `u64::MAX` for a delete) to the filter slot of (`tgid`, `addr`),
+/// atomically: other CPUs update slots too.
+#[inline(always)]
+pub fn live_filter_add(tgid: u32, addr: u64, delta: u64) {
+    if let Some(slot) = LIVE_FILTER.get_ptr_mut(live_filter_slot(tgid, addr)) {
+        // The BPF target has 64-bit atomic adds (`lock xadd`) but no compare-and-swap, hence no `AtomicU64`
+        // arithmetic in `core`: the intrinsic. The host build (clippy) uses the atomic type.
+        // SAFETY: a valid, 8-byte aligned array value pointer, only ever written atomically.
+        #[cfg(target_arch = "bpf")]
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(slot, delta)
+        };
+        // SAFETY: as above.
+        #[cfg(not(target_arch = "bpf"))]
+        unsafe { core::sync::atomic::AtomicU64::from_ptr(slot) }
+            .fetch_add(delta, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Whether (`tgid`, `addr`) may be live in `LIVE`: false only when its filter slot is 0.
+#[inline(always)]
+pub fn live_filter_maybe(tgid: u32, addr: u64) -> bool {
+    match LIVE_FILTER.get_ptr(live_filter_slot(tgid, addr)) {
+        // SAFETY: a valid, 8-byte aligned array value pointer: an aligned 64-bit load is atomic.
+        Some(slot) => (unsafe { core::ptr::read_volatile(slot) }) != 0,
+        None => true,
+    }
+}
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);

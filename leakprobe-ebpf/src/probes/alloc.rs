@@ -1,7 +1,9 @@
 //! Entry probes on the allocating functions and the return probe they share.
 //!
 //! An entry records the call in `INFLIGHT` (keyed by thread); the return reads it back, captures the user
-//! stack (which, from a return probe, starts at the allocator's caller) and emits one `AllocEvent`.
+//! stack (which, from a return probe, starts at the allocator's caller) and emits one `AllocEvent`. The
+//! return leaves the thread's record in place, idle (stack pointer 0), for its next tracked call to rewrite:
+//! one hash-map update per thread instead of an insert and a delete per call. The thread's exit deletes it.
 //!
 //! Nested calls: an allocator may call another public allocator entry (glibc's `reallocarray` calls
 //! `realloc`, `realloc(p, 0)` calls `free`). Only the outermost call is the caller's allocation. The record
@@ -29,14 +31,15 @@ use aya_ebpf::{
 use leakprobe_common::{
     ALLOC_FLAG_PY_FRAMES, ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_COPY, ALLOC_FLAG_STACK_ERROR,
     ALLOC_FLAG_STACK_TRUNCATED, ALLOC_HEAD_BYTES, AllocEvent, AllocFn, COST_EMPTY, COST_FREE_LOOKUP, COST_FULL_RECORDS,
-    COST_NESTED_FIRST, COST_NO_LIVE, COST_NO_STACK, Countdown, Counter, EventHeader, EventKind, FreeEvent, InFlight,
-    LiveKey, MAX_FRAMES, MAX_STACK_COPY_CHUNKS, PyFrames, STACK_COPY_CHUNK, UserStack, alloc_record_bytes,
+    COST_INFLIGHT_REMOVE, COST_NESTED_FIRST, COST_NO_LIVE, COST_NO_STACK, Countdown, Counter, EventHeader, EventKind,
+    FreeEvent, InFlight, LiveKey, MAX_FRAMES, MAX_STACK_COPY_CHUNKS, PyFrames, STACK_COPY_CHUNK, UserStack,
+    alloc_record_bytes,
 };
 
 use super::unwind;
 use crate::maps::{
-    EVENTS, INFLIGHT, LIVE, UNSEEN_FREES, alloc_interval, cost, count, global_sample_interval, now_ns, sample,
-    sampling, stack_copy_bytes, submit_flags, traced, unwind_tables,
+    EVENTS, INFLIGHT, LIVE, UNSEEN_FREES, alloc_interval, cost, count, global_sample_interval, live_filter_add,
+    live_filter_maybe, live_filter_on, now_ns, sample, sampling, stack_copy_bytes, submit_flags, traced, unwind_tables,
 };
 
 /// The user stack pointer in the saved registers.
@@ -133,7 +136,7 @@ pub(super) fn enter(ctx: &ProbeContext, func: AllocFn) -> Option<u64> {
         return None;
     }
     let sp = stack_pointer(ctx.regs);
-    if cost(COST_NESTED_FIRST) && nested(pid_tgid, sp) {
+    if cost(COST_NESTED_FIRST) && nested(INFLIGHT.get_ptr_mut(pid_tgid), sp) {
         return None;
     }
     let (size, ptr_arg) = args(ctx, func);
@@ -147,28 +150,54 @@ pub(super) fn enter(ctx: &ProbeContext, func: AllocFn) -> Option<u64> {
         // A realloc of a reported block still ends that block: record it, to report the free at return.
         let old_live = matches!(func, AllocFn::Realloc | AllocFn::Reallocarray)
             && ptr_arg != 0
+            && (!live_filter_on() || live_filter_maybe(tgid, ptr_arg))
             && LIVE.get_ptr(LiveKey { tgid, pad: 0, addr: ptr_arg }).is_some();
         if !old_live {
             count(Counter::Unsampled);
             return None;
         }
     }
-    if !cost(COST_NESTED_FIRST) && nested(pid_tgid, sp) {
+    let slot = INFLIGHT.get_ptr_mut(pid_tgid);
+    if !cost(COST_NESTED_FIRST) && nested(slot, sp) {
         return None;
     }
     let record = InFlight { sp, size, ptr_arg, func: func as u32, sampled: u32::from(sampled) };
-    if INFLIGHT.insert(pid_tgid, record, 0).is_err() {
-        count(Counter::InFlightMapFull);
-        return None;
+    match slot {
+        // The thread's idle record, rewritten in place: no hash-map update.
+        // SAFETY: a valid value pointer of a preallocated hash map; only this thread writes its own record.
+        Some(slot) if !cost(COST_INFLIGHT_REMOVE) => unsafe { *slot = record },
+        _ => {
+            if INFLIGHT.insert(pid_tgid, record, 0).is_err() {
+                count(Counter::InFlightMapFull);
+                return None;
+            }
+        }
     }
     count(Counter::Tracked);
     Some(sp)
 }
 
-/// Whether a call with stack pointer `sp` is nested in a tracked call of the same thread (counted).
+/// Ends the tracked call whose record is `slot` (the thread's `INFLIGHT` entry): marks the record idle (stack
+/// pointer 0), where the thread's next tracked call writes its own. The thread's exit deletes it.
 #[inline(always)]
-fn nested(pid_tgid: u64, sp: u64) -> bool {
-    if let Some(outer) = INFLIGHT.get_ptr(pid_tgid) {
+pub(super) fn release(pid_tgid: u64, slot: *mut InFlight) {
+    if cost(COST_INFLIGHT_REMOVE) {
+        let _ = INFLIGHT.remove(pid_tgid);
+    } else {
+        // SAFETY: a valid value pointer of a preallocated hash map; only this thread writes its own record.
+        unsafe { (*slot).sp = IDLE };
+    }
+}
+
+/// The stack pointer of an idle `INFLIGHT` record: no call of the thread is tracked (a user stack pointer is
+/// never 0).
+pub(super) const IDLE: u64 = 0;
+
+/// Whether a call with stack pointer `sp` is nested in a tracked call of the same thread (counted); `slot` is
+/// the thread's `INFLIGHT` record, if it has one (an idle one is below every stack pointer).
+#[inline(always)]
+fn nested(slot: Option<*mut InFlight>, sp: u64) -> bool {
+    if let Some(outer) = slot {
         // SAFETY: a valid map value pointer; a racing update only comes from this same thread.
         if unsafe { (*outer).sp } > sp {
             count(Counter::NestedCalls);
@@ -194,20 +223,20 @@ fn try_alloc_exit(ctx: &RetProbeContext) -> Result<(), ()> {
         return Ok(());
     }
     count(Counter::ReturnRuns);
-    let Some(record) = INFLIGHT.get_ptr(pid_tgid) else {
+    // SAFETY: a valid map value pointer, copied out before the record is released.
+    let found = INFLIGHT.get_ptr_mut(pid_tgid).map(|slot| (slot, unsafe { *slot }));
+    let Some((slot, record)) = found.filter(|(_, record)| record.sp != IDLE) else {
         // In sampled mode most calls leave no record on purpose.
         if !sampling(tgid) {
             count(Counter::UnmatchedReturns);
         }
         return Err(());
     };
-    // SAFETY: a valid map value pointer, copied out before the entry is removed.
-    let record = unsafe { *record };
     if stack_pointer(ctx.regs) <= record.sp {
         // The return of a nested call: the outer call is still running.
         return Ok(());
     }
-    let _ = INFLIGHT.remove(pid_tgid);
+    release(pid_tgid, slot);
     finish(ctx, pid_tgid, &record)
 }
 
@@ -451,12 +480,20 @@ fn track_live(tgid: u32, addr: u64, old_addr: u64, now: u64) -> Result<bool, ()>
     }
     let old_key = LiveKey { tgid, pad: 0, addr: old_addr };
     let old_live = old_addr != 0 && LIVE.get_ptr(old_key).is_some();
+    let filter = live_filter_on();
+    // Counted up before the insert: a slot is never 0 while its address is live.
+    if filter {
+        live_filter_add(tgid, addr, 1);
+    }
     if LIVE.insert(LiveKey { tgid, pad: 0, addr }, now, 0).is_err() {
+        if filter {
+            live_filter_add(tgid, addr, u64::MAX);
+        }
         count(Counter::LiveMapFull);
         return Err(());
     }
-    if old_live && old_addr != addr {
-        let _ = LIVE.remove(old_key);
+    if old_live && old_addr != addr && LIVE.remove(old_key).is_ok() && filter {
+        live_filter_add(tgid, old_addr, u64::MAX);
     }
     Ok(old_live)
 }
@@ -541,7 +578,8 @@ fn user_registers(regs: *const pt_regs) -> (u64, u64, u64, u64) {
 /// In full mode (the loader's global sampling interval 0) nearly every free is of a live block: the record is
 /// reserved first and one map operation, the delete, says whether the block was live (a free of an unknown
 /// address then costs a discarded reservation). In sampled mode most frees are of blocks never reported: one
-/// lookup, and a reservation and a delete only for a live block.
+/// lookup, and a reservation and a delete only for a live block; and before the lookup, the filter of live
+/// addresses (`LIVE_FILTER`), whose slot at 0 says the address is not live without a hash lookup.
 pub fn emit_free(tgid: u32, tid: u32, addr: u64) {
     let key = LiveKey { tgid, pad: 0, addr };
     if cost(COST_NO_LIVE) {
@@ -567,7 +605,9 @@ pub fn emit_free(tgid: u32, tid: u32, addr: u64) {
         submit_free(entry, tgid, tid, addr);
         return;
     }
-    if LIVE.get_ptr(key).is_none() {
+    let filter = live_filter_on();
+    // The filter first: a slot at 0 holds no live address, and most frees here are of blocks never reported.
+    if filter && !live_filter_maybe(tgid, addr) || LIVE.get_ptr(key).is_none() {
         free_unknown(tgid);
         return;
     }
@@ -577,6 +617,9 @@ pub fn emit_free(tgid: u32, tid: u32, addr: u64) {
         // Another thread freed it first (a double free in the traced program).
         entry.discard(0);
         return;
+    }
+    if filter {
+        live_filter_add(tgid, addr, u64::MAX);
     }
     submit_free(entry, tgid, tid, addr);
 }

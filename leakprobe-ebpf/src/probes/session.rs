@@ -28,7 +28,7 @@ use aya_ebpf::{
 };
 use leakprobe_common::{AllocFn, COST_EMPTY, Counter};
 
-use super::alloc::{enter, finish};
+use super::alloc::{enter, finish, release};
 use crate::maps::{INFLIGHT, cost, count};
 
 unsafe extern "C" {
@@ -75,17 +75,17 @@ fn session_return(ctx: &RetProbeContext) -> Result<(), ()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: as in `alloc_session`.
     let entry_sp = unsafe { *bpf_session_cookie() };
-    let Some(record) = INFLIGHT.get_ptr(pid_tgid) else {
+    let Some(slot) = INFLIGHT.get_ptr_mut(pid_tgid) else {
         count(Counter::UnmatchedReturns);
         return Err(());
     };
-    // SAFETY: a valid map value pointer, copied out before the entry is removed.
-    let record = unsafe { *record };
+    // SAFETY: a valid map value pointer, copied out before the record is released.
+    let record = unsafe { *slot };
     if record.sp != entry_sp {
-        // The record is another call's (a tail call replaced it and already returned): leave it.
+        // The record is another call's (a tail call replaced it and already returned) or idle: leave it.
         count(Counter::UnmatchedReturns);
         return Err(());
     }
-    let _ = INFLIGHT.remove(pid_tgid);
+    release(pid_tgid, slot);
     finish(ctx, pid_tgid, &record)
 }

@@ -27,18 +27,20 @@ use aya_ebpf::{
         bpf_probe_read_kernel as read_kernel, bpf_probe_read_user,
         generated::{
             bpf_find_vma, bpf_get_current_task, bpf_get_current_task_btf, bpf_loop, bpf_probe_read_kernel,
-            bpf_task_pt_regs,
+            bpf_probe_read_user as read_user_bytes, bpf_task_pt_regs,
         },
     },
 };
 use leakprobe_common::{
-    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, Counter, MAX_FRAMES, RBP_AT_CFA, UNWIND_FILE_SEGMENTS,
-    UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_MAPPINGS, UNWIND_MAX_RETURN_INSTANCES, UNWIND_ROW_SEARCH_STEPS,
-    UnwindFileKey, UnwindMapping, UnwindRow,
+    CFA_END, CFA_NONE, CFA_PLT, CFA_RBP, CFA_RSP, CFA_STOP, COST_NO_ROW_HINTS, COST_NO_STACK_WINDOW, Counter,
+    MAX_FRAMES, RBP_AT_CFA, UNWIND_FILE_SEGMENTS, UNWIND_MAPPING_SEARCH_STEPS, UNWIND_MAX_MAPPINGS,
+    UNWIND_MAX_RETURN_INSTANCES, UNWIND_ROW_HINT_SLOTS, UNWIND_ROW_SEARCH_STEPS, UNWIND_STACK_WINDOW_BYTES,
+    UnwindBinary, UnwindFileKey, UnwindMapping, UnwindRow,
 };
 
 use crate::maps::{
-    UNWIND_BINARIES, UNWIND_FILES, UNWIND_PROCS, UNWIND_ROWS, UNWIND_SCRATCH, UnwindState, count, kernel_offsets,
+    UNWIND_BINARIES, UNWIND_FILES, UNWIND_PROCS, UNWIND_ROW_HINTS, UNWIND_ROWS, UNWIND_SCRATCH, UnwindState, cost,
+    count, kernel_offsets,
 };
 
 /// `bpf_find_vma`'s answer when the process's memory map is locked.
@@ -128,6 +130,7 @@ pub fn walk_scratch(tgid: u32, regs: Regs) -> (u32, u32) {
     state.n = 0;
     state.flags = 0;
     state.vma.end = 0;
+    read_window(state);
     return_instances(state);
     // The process's mappings, copied once per walk: the searches then read per-CPU memory only.
     state.nmappings = NO_PROCESS;
@@ -205,15 +208,13 @@ extern "C" fn step(_index: u64, _ctx: *mut c_void) -> i64 {
     if cfa <= state.sp {
         return 1;
     }
-    // SAFETY: reads user memory through the helper, which fails cleanly on a bad address.
-    let Ok(ra) = (unsafe { bpf_probe_read_user((cfa - 8) as *const u64) }) else {
+    let Ok(ra) = user_word(state, cfa - 8) else {
         count(Counter::UnwindReadErrors);
         return 1;
     };
     let ra = original_return(state, cfa - 8, ra);
     if let Some(at) = rbp_at {
-        // SAFETY: as above.
-        let Ok(bp) = (unsafe { bpf_probe_read_user(at as *const u64) }) else {
+        let Ok(bp) = user_word(state, at) else {
             count(Counter::UnwindReadErrors);
             return 1;
         };
@@ -231,16 +232,52 @@ fn fp_step(state: &mut UnwindState) -> i64 {
     if bp < state.sp || bp == 0 {
         return 1;
     }
-    // SAFETY: reads user memory through the helper, which fails cleanly on a bad address.
-    let (Ok(caller_bp), Ok(ra)) =
-        (unsafe { (bpf_probe_read_user(bp as *const u64), bpf_probe_read_user((bp + 8) as *const u64)) })
-    else {
-        return 1;
-    };
+    // One read after the other: a pair of results would keep a failed read's undefined value in a register
+    // the verifier rejects.
+    let Ok(caller_bp) = user_word(state, bp) else { return 1 };
+    let Ok(ra) = user_word(state, bp + 8) else { return 1 };
     state.bp = caller_bp;
     state.sp = bp + 16;
     state.pc = original_return(state, bp + 8, ra);
     0
+}
+
+/// Reads up to `UNWIND_STACK_WINDOW_BYTES` of the user stack from the walk's stack pointer into `state`'s
+/// window, in one helper call: most frames' return addresses and saved rbps are then read from it. A window
+/// that would cross the stack's end is cut at the page boundary; the words beyond it are read one by one.
+#[inline(always)]
+fn read_window(state: &mut UnwindState) {
+    state.window_base = state.sp;
+    state.window_len = 0;
+    if cost(COST_NO_STACK_WINDOW) || state.sp & 7 != 0 {
+        return;
+    }
+    let to = (&raw mut state.window).cast::<c_void>();
+    let from = state.sp as *const c_void;
+    // SAFETY: the helper writes at most `UNWIND_STACK_WINDOW_BYTES` into the window, its size, and fails
+    // cleanly on a bad user address.
+    if unsafe { read_user_bytes(to, UNWIND_STACK_WINDOW_BYTES, from) } == 0 {
+        state.window_len = u64::from(UNWIND_STACK_WINDOW_BYTES);
+        return;
+    }
+    // In 8..=4096, a multiple of 8 (the stack pointer is).
+    let to_page = 4096 - (state.sp & 4095) as u32;
+    // SAFETY: as above, `to_page < UNWIND_STACK_WINDOW_BYTES`.
+    if to_page < UNWIND_STACK_WINDOW_BYTES && unsafe { read_user_bytes(to, to_page, from) } == 0 {
+        state.window_len = u64::from(to_page);
+    }
+}
+
+/// The user word at `at`: from the window when it holds it, else through the helper.
+#[inline(always)]
+fn user_word(state: &UnwindState, at: u64) -> Result<u64, ()> {
+    let offset = at.wrapping_sub(state.window_base);
+    // Both multiples of 8: an offset below the length has its whole word in the window.
+    if offset < state.window_len && offset & 7 == 0 {
+        return Ok(state.window[(offset / 8) as usize & (UNWIND_STACK_WINDOW_BYTES as usize / 8 - 1)]);
+    }
+    // SAFETY: reads user memory through the helper, which fails cleanly on a bad address.
+    unsafe { bpf_probe_read_user(at as *const u64) }.map_err(|_| ())
 }
 
 /// Reads the current thread's uprobe return instances (newest first, up to `UNWIND_MAX_RETURN_INSTANCES`)
@@ -298,17 +335,26 @@ fn original_return(state: &UnwindState, slot: u64, ra: u64) -> u64 {
 }
 
 /// The row covering `pc`, from the process's mappings copied into `state` (or its vma), or the reason (a
-/// counter) there is none.
+/// counter) there is none. The row search starts from this CPU's hint for (binary, row pc) and runs only when
+/// the hint is not the answer.
 #[inline(always)]
 fn row(pc: u64) -> Result<UnwindRow, Counter> {
-    let (binary, bias) = match place(pc) {
+    let (key, bias) = match place(pc) {
         Ok(placed) => placed,
         Err(reason) => place_by_vma(pc, reason)?,
     };
-    let Some(binary) = UNWIND_BINARIES.get_ptr(binary) else { return Err(Counter::UnwindFpNoBinary) };
+    let Some(binary) = UNWIND_BINARIES.get_ptr(key) else { return Err(Counter::UnwindFpNoBinary) };
     // SAFETY: a valid map value pointer; the daemon replaces values whole.
     let binary = unsafe { *binary };
     let Ok(rel) = u32::try_from(pc.wrapping_sub(bias)) else { return Err(Counter::UnwindFpNoRule) };
+    let hint = UNWIND_ROW_HINTS.get_ptr_mut(hint_slot(key, rel));
+    if !cost(COST_NO_ROW_HINTS)
+        && let Some(hint) = hint
+        // SAFETY: per-CPU storage; a plain read.
+        && let Some(row) = hinted_row(binary, rel, unsafe { *hint })
+    {
+        return usable(row);
+    }
     let Some(state) = scratch() else { return Err(Counter::UnwindFpNoRule) };
     state.key = u64::from(rel);
     state.first = binary.first_row;
@@ -320,10 +366,46 @@ fn row(pc: u64) -> Result<UnwindRow, Counter> {
     if state.lo == 0 {
         return Err(Counter::UnwindFpNoRule);
     }
-    match UNWIND_ROWS.get(binary.first_row.wrapping_add(state.lo - 1)) {
-        Some(row) if row.cfa_kind != CFA_NONE => Ok(*row),
-        _ => Err(Counter::UnwindFpNoRule),
+    let index = state.lo - 1;
+    if let Some(hint) = hint {
+        // SAFETY: per-CPU storage: no other program writes this CPU's slot now.
+        unsafe { *hint = index };
     }
+    match UNWIND_ROWS.get(binary.first_row.wrapping_add(index)) {
+        Some(row) => usable(*row),
+        None => Err(Counter::UnwindFpNoRule),
+    }
+}
+
+/// `row` if it has a rule the walk can use.
+#[inline(always)]
+fn usable(row: UnwindRow) -> Result<UnwindRow, Counter> {
+    if row.cfa_kind == CFA_NONE { Err(Counter::UnwindFpNoRule) } else { Ok(row) }
+}
+
+/// The slot of the row hints for row pc `rel` of binary `key`.
+#[inline(always)]
+fn hint_slot(key: u64, rel: u32) -> u32 {
+    let mixed = (key ^ (key >> 32)) as u32 ^ rel;
+    mixed.wrapping_mul(0x9E37_79B1) >> (32 - UNWIND_ROW_HINT_SLOTS.trailing_zeros())
+}
+
+/// Row `index` of `binary` when it is what the search for `rel` finds: the last row at or below `rel`, which
+/// in rows sorted by pc is the one at or below it whose next row (if any) is above it. Any other hint (stale,
+/// another binary's) is `None`.
+#[inline(always)]
+fn hinted_row(binary: UnwindBinary, rel: u32, index: u32) -> Option<UnwindRow> {
+    if index >= binary.nrows {
+        return None;
+    }
+    let row = *UNWIND_ROWS.get(binary.first_row.wrapping_add(index))?;
+    if row.pc > rel {
+        return None;
+    }
+    if index + 1 < binary.nrows && UNWIND_ROWS.get(binary.first_row.wrapping_add(index + 1))?.pc <= rel {
+        return None;
+    }
+    Some(row)
 }
 
 /// The binary key and bias of `pc` from the process's mappings copied into `state`.
