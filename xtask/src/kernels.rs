@@ -40,6 +40,8 @@ pub struct Outcome {
     pub release: String,
     pub took: Duration,
     pub failures: Vec<String>,
+    /// Passed on a second boot: the first one's failures.
+    pub flaky: Option<String>,
 }
 
 /// Runs the matrix with the static binary `binary`; prints one line per kernel; fails if any check failed.
@@ -60,6 +62,21 @@ pub fn kernels(root: &Path, binary: &Path) -> Result<()> {
             .map(|guest| guest.join().unwrap_or_else(|_| Err(anyhow!("a guest's thread panicked"))))
             .collect::<Result<Vec<_>>>()
     })?;
+    // As nextest retries a test once: a guest that failed boots once more, alone, and a pass then is flaky,
+    // printed with the first run's failures.
+    let mut outcomes = outcomes;
+    for (outcome, vmlinuz) in outcomes.iter_mut().zip(&vmlinuzes) {
+        if outcome.failures.is_empty() {
+            continue;
+        }
+        step(&format!("kernel {}: failed ({}); booting it once more", outcome.name, outcome.failures.join("; ")));
+        let again = boot(&cache, vmlinuz, binary, &fixtures)?;
+        let first = outcome.failures.join("; ");
+        *outcome = again;
+        if outcome.failures.is_empty() {
+            outcome.flaky = Some(first);
+        }
+    }
     summarize(&outcomes)
 }
 
@@ -74,7 +91,7 @@ pub fn judge_again(root: &Path) -> Result<()> {
         };
         let release = fs::read_to_string(path.join("release")).map(|r| r.trim().to_owned()).unwrap_or_default();
         let name = name.to_owned();
-        outcomes.push(Outcome { name, release, took: Duration::ZERO, failures: judge(&path) });
+        outcomes.push(Outcome { name, release, took: Duration::ZERO, failures: judge(&path), flaky: None });
     }
     summarize(&outcomes)
 }
@@ -82,7 +99,11 @@ pub fn judge_again(root: &Path) -> Result<()> {
 fn summarize(outcomes: &[Outcome]) -> Result<()> {
     let mut summary = String::from("kernel matrix:\n");
     for outcome in outcomes {
-        let verdict = if outcome.failures.is_empty() { "ok".to_owned() } else { outcome.failures.join("; ") };
+        let verdict = match (&outcome.failures[..], &outcome.flaky) {
+            ([], None) => "ok".to_owned(),
+            ([], Some(first)) => format!("ok, FLAKY (the first boot: {first})"),
+            (failures, _) => failures.join("; "),
+        };
         let _ = writeln!(summary, "  {:<26} {:>6.0?}  {verdict}", outcome.name, outcome.took);
     }
     println!("{summary}");
@@ -220,7 +241,7 @@ fn boot_with(cache: &Path, vmlinuz: &Path, binary: &Path, fixtures: &Path, kvm: 
         );
     }
     let name = if release.is_empty() { name.to_owned() } else { release.clone() };
-    Ok(Outcome { name, release, took, failures })
+    Ok(Outcome { name, release, took, failures, flaky: None })
 }
 
 /// What the guest wrote must show every check passing; returns the failures.

@@ -270,6 +270,7 @@ fn read_window(state: &mut UnwindState) {
 
 /// The user word at `at`: from the window when it holds it, else through the helper.
 #[inline(always)]
+#[allow(clippy::verbose_bit_mask, reason = "a mask is one BPF instruction; `trailing_zeros` has no BPF instruction")]
 fn user_word(state: &UnwindState, at: u64) -> Result<u64, ()> {
     let offset = at.wrapping_sub(state.window_base);
     // Both multiples of 8: an offset below the length has its whole word in the window.
