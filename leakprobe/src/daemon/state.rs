@@ -159,17 +159,10 @@ impl State {
                 () = tokio::time::sleep(folios::RETRY), if self.tiers.folios_waiting() => self.resolve_folios(),
                 request = requests.recv() => match request {
                     Some(Request::Tick { tick, samples, read_ns, gone }) => {
-                        self.tick_in_flight = false;
                         // Read before looking at the channel (see `Progress::drained_ns`).
                         let drained_ns = self.links.ingest.drained_ns();
-                        let applied_all = batches.is_empty();
-                        let as_of_ns = if applied_all { self.as_of_ns.max(drained_ns) } else { self.as_of_ns };
-                        self.sweep(gone, read_ns, as_of_ns);
-                        // Caught up and nothing waiting: the table is current now. Otherwise it is as of the last
-                        // batch applied (the consumer lags under load; samples must say when they were true).
-                        let current = self.links.ingest.caught_up() && applied_all;
-                        let heap_ns = if current { procfs::monotonic_ns() } else { self.as_of_ns };
-                        self.tick(tick, &samples, TickTimes { heap_ns, rss_ns: read_ns });
+                        let caught_up_to = batches.is_empty().then_some(drained_ns);
+                        self.on_tick(tick, &samples, read_ns, gone, caught_up_to);
                     }
                     Some(request) => self.answer(request),
                     None => break,
@@ -326,6 +319,26 @@ impl State {
         });
     }
 
+    /// A tick's `/proc` reads are back: sweep, then sample. `caught_up_to`: when every batch sent has been
+    /// applied, ingest's `drained_ns` as read before the channel was found empty (`None`: not known to be).
+    fn on_tick(
+        &mut self,
+        tick: u64,
+        samples: &[(u32, RssSample, Option<String>)],
+        read_ns: u64,
+        gone: Vec<u32>,
+        caught_up_to: Option<u64>,
+    ) {
+        self.tick_in_flight = false;
+        let as_of_ns = caught_up_to.map_or(self.as_of_ns, |drained_ns| self.as_of_ns.max(drained_ns));
+        self.sweep(gone, read_ns, as_of_ns);
+        // Caught up and nothing waiting: the table is current now. Otherwise it is as of the last batch applied
+        // (the consumer lags under load; samples must say when they were true).
+        let current = self.links.ingest.caught_up() && caught_up_to.is_some();
+        let heap_ns = if current { procfs::monotonic_ns() } else { self.as_of_ns };
+        self.tick(tick, samples, TickTimes { heap_ns, rss_ns: read_ns });
+    }
+
     fn tick(&mut self, tick: u64, samples: &[(u32, RssSample, Option<String>)], times: TickTimes) {
         for (pid, sample, cgroup) in samples {
             self.table.record_rss(tick, *pid, *sample);
@@ -385,10 +398,8 @@ impl State {
                 self.discovery = *status;
                 self.discovery_counters = counters;
             }
-            Request::Tick { tick, samples, read_ns, gone } => {
-                self.sweep(gone, read_ns, self.as_of_ns);
-                self.tick(tick, &samples, TickTimes { heap_ns: self.as_of_ns, rss_ns: read_ns });
-            }
+            // Without the batch channel at hand: as of the last batch applied.
+            Request::Tick { tick, samples, read_ns, gone } => self.on_tick(tick, &samples, read_ns, gone, None),
             Request::Query(Query::Processes(query, reply)) => {
                 let mut processes = query::processes(&self.table, &query, self.clock, procfs::monotonic_ns());
                 for process in &mut processes {
