@@ -201,7 +201,10 @@ pub struct VerdictConfig {
     pub max_leak_drawdown: f64,
     /// Fraction of the window, at its end, that must still grow for `leaking`.
     pub recent_fraction: f64,
-    /// The recent part's slope must be at least this fraction of the whole window's.
+    /// The recent part's slope must be at least this fraction of the whole window's. 0.3: a leak whose rate
+    /// falls to a third (its traffic dropped, the process is starved of CPU) still grows at 0.4 of the window's
+    /// rate and stays `leaking`; a cache that fills ever more slowly, with a time constant under a third of the
+    /// window, is under it and reads `plateau`.
     pub min_recent_ratio: f64,
     /// Allocations older than this fraction of the series' span are old.
     pub old_age_fraction: f64,
@@ -219,7 +222,7 @@ impl Default for VerdictConfig {
             min_r2: 0.8,
             max_leak_drawdown: 0.1,
             recent_fraction: 1.0 / 3.0,
-            min_recent_ratio: 0.5,
+            min_recent_ratio: 0.3,
             old_age_fraction: 0.25,
             min_old_fraction: 0.25,
             churn_drawdown: 0.3,

@@ -136,6 +136,27 @@ fn short_series_are_new() {
 }
 
 #[test]
+fn a_leak_that_slows_down_is_still_leaking() {
+    // 3,000 B per sample for 40 samples, then 1,000: the leaking requests fell to a third, or the process got
+    // a third of the CPU it had. Still a leak: the recent third grows at 0.4 of the window's rate.
+    let s = series((0..60u64).map(|i| 3_000 * i.min(40) + 1_000 * i.saturating_sub(40)));
+    let (v, g) = judge(&s, 0.9);
+    assert_eq!(v, Verdict::Leaking, "{g:?}");
+    assert!((g.recent_rate - 200.0).abs() < 1e-6, "{g:?}");
+}
+
+#[test]
+fn a_cache_that_fills_ever_more_slowly_is_a_plateau() {
+    // 1 - e^(-t/τ) with τ a fifth and a quarter of the window: the recent third grows at 0.11 and 0.2 of the
+    // window's rate.
+    for tau in [12.0, 15.0] {
+        let s = series((0..60).map(|i| (1e6 * (1.0 - (-(i as f64) / tau).exp())) as u64));
+        let (v, g) = judge(&s, 0.9);
+        assert_eq!(v, Verdict::Plateau, "τ {tau}: {g:?}");
+    }
+}
+
+#[test]
 fn growth_that_stopped_recently_is_not_leaking() {
     // Grew for 40 samples then flat for 20: the recent third is flat.
     let s = series((0..60).map(|i| 1000 * i.min(40)));
