@@ -223,6 +223,24 @@ impl Daemon {
         self.cli_json(&["status", "--socket", self.socket_str(), "--json"])
     }
 
+    /// Waits (30 s at most) until `status` lists the allocator file `file` (`MAJOR:MINOR:INODE`, see
+    /// [`crate::file_id`]), supported or not, and returns its entry.
+    pub fn wait_for_file(&self, what: &str, file: &str) -> Value {
+        crate::poll_until(Duration::from_secs(30), what, || {
+            let status = self.status();
+            status["discovery"]["providers"].as_array()?.iter().find(|p| p["file"].as_str() == Some(file)).cloned()
+        })
+    }
+
+    /// [`Self::wait_for_file`], until the file's probes are attached.
+    pub fn wait_for_probes(&self, what: &str, file: &str) -> Value {
+        crate::poll_until(Duration::from_secs(30), what, || {
+            let status = self.status();
+            let providers = status["discovery"]["providers"].as_array()?;
+            providers.iter().find(|p| p["file"].as_str() == Some(file) && p["probes"].as_u64() > Some(0)).cloned()
+        })
+    }
+
     /// `leakprobe top --pid PID --limit 10000 --json`: every stack of `pid`.
     pub fn top(&self, pid: u32) -> Vec<Value> {
         let pid = pid.to_string();

@@ -31,14 +31,6 @@ fn wait_for_provider(daemon: &Daemon, what: &str, matches: impl Fn(&str) -> bool
     })
 }
 
-/// Waits until `status` lists the allocator file `file` (`MAJOR:MINOR:INODE`), supported or not, and returns it.
-fn wait_for_file(daemon: &Daemon, what: &str, file: &str) -> Value {
-    poll_until(DISCOVERY_TIMEOUT, what, || {
-        let status = daemon.status();
-        status["discovery"]["providers"].as_array()?.iter().find(|p| p["file"].as_str() == Some(file)).cloned()
-    })
-}
-
 /// Live bytes and count of every stack whose innermost frame is `function`.
 fn live_of(stacks: &[Value], function: &str) -> (u64, u64) {
     by_fn0(stacks, function).iter().fold((0, 0), |(b, c), s| (b + s.live_bytes(), c + s.live_count()))
@@ -134,7 +126,7 @@ fn a_stripped_static_executable_is_listed_as_not_supported_with_the_reason() {
     let mut fixture = Fixture::spawn(binary, &[]);
     fixture.wait_line("started");
     let pid = fixture.pid();
-    let entry = wait_for_file(&daemon, "the stripped static fixture", &file_id(Path::new(binary)));
+    let entry = daemon.wait_for_file("the stripped static fixture", &file_id(Path::new(binary)));
     assert_eq!(entry["path"].as_str(), Some(binary), "{entry:#}");
     assert_eq!(entry["supported"].as_bool(), Some(false), "{entry:#}");
     assert_eq!(entry["family"].as_str(), Some("unknown"), "{entry:#}");
@@ -201,7 +193,7 @@ fn a_container_with_its_own_libc_and_pid_namespace() {
     let pid = program_pid(&fixture);
     // Found as its own file (device and inode of the copy), whatever path the daemon reaches it by.
     let file = file_id(&container.root().join("lib/x86_64-linux-gnu/libc.so.6"));
-    let provider = wait_for_file(&daemon, "the container's libc", &file);
+    let provider = daemon.wait_for_file("the container's libc", &file);
     assert_eq!(
         (provider["family"].as_str(), provider["supported"].as_bool()),
         (Some("glibc"), Some(true)),

@@ -121,6 +121,10 @@ fn an_oom_kill_in_a_container_is_reported_after_the_container_is_gone() {
     let mut fixture = container.spawn("leaker", &["oom"]);
     fixture.wait_line("started");
     let pid = program_pid(&fixture);
+    // The container's libc is probed at its first execve, which races the program (docs/semantics.md): on a
+    // busy host the leaker could otherwise leak its first tens of MiB before the probes are in.
+    let libc = leakprobe_tests::file_id(&container.root().join("lib/x86_64-linux-gnu/libc.so.6"));
+    daemon.wait_for_probes("the container's libc probed", &libc);
     fixture.send_line("go");
     // `unshare` ends once its child is dead and reaped.
     fixture.wait_exit(KILL_TIMEOUT);
