@@ -38,8 +38,12 @@ pub const COST_INFLIGHT_REMOVE: u32 = 1 << 10;
 /// Sampled mode: a free looks its address up in `LIVE` without asking the filter of live addresses first
 /// (`LIVE_FILTER`), which the probes then do not keep either.
 pub const COST_NO_FREE_FILTER: u32 = 1 << 11;
+/// With [`COST_EMPTY`]: the empty session entry also skips the return trap, as an unsampled call does in sampled
+/// mode: the floor of sampled mode's sites (two traps per pair) rather than full mode's three.
+pub const COST_EMPTY_NO_RETURN: u32 = 1 << 12;
 /// Every bit above.
 pub const COST_ALL: u32 = COST_EMPTY
+    | COST_EMPTY_NO_RETURN
     | COST_WAKEUP
     | COST_NO_STACK
     | COST_FULL_RECORDS

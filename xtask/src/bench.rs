@@ -32,6 +32,7 @@ use clap::Args;
 
 use crate::{setup::ToolEnv, tasks};
 use daemon::{Daemon, Usage};
+use leakprobe_common::{COST_EMPTY, COST_EMPTY_NO_RETURN};
 use workload::Workload;
 
 /// Options of `cargo xtask bench`.
@@ -85,6 +86,10 @@ pub struct Part {
     /// and with `--no-python-frames`; ns per object and per walk (`--runs` runs of `--pairs` objects).
     #[arg(long)]
     only_python: bool,
+    /// Only ingest (issue 18's third target: at least 1 M events/s with 0 drops): the workload-driven ingest
+    /// under full mode, the consumer path in-process and `leakprobe bench-ingest` end to end.
+    #[arg(long)]
+    only_ingest: bool,
 }
 
 impl Part {
@@ -119,6 +124,10 @@ pub enum Config {
     Tier0,
     Bpftrace,
     Heaptrack,
+    /// Full mode's sites with empty programs (the `COST_EMPTY` experiment): three traps per pair, nothing else.
+    FullFloor,
+    /// Sampled mode's sites with empty programs that skip the return: the two traps of an unsampled pair.
+    SampledFloor,
 }
 
 impl Config {
@@ -147,6 +156,8 @@ impl Config {
             Self::Tier0 => "leakprobe tier 0 (auto)",
             Self::Bpftrace => "bpftrace memleak",
             Self::Heaptrack => "heaptrack",
+            Self::FullFloor => "floor: full mode's sites, empty programs",
+            Self::SampledFloor => "floor: sampled mode's sites, empty programs",
         }
     }
 }
@@ -191,6 +202,18 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     if args.only.only_python {
         return python::bench(&leakprobe, &dir, args);
     }
+    if args.only.only_ingest {
+        let mut usages = Vec::new();
+        let ingest = ingest_phase(&leakprobe, &dir, &work, args, &mut usages)?;
+        eprintln!("bench: consumer path in-process ({} runs of leakprobe/examples/ingest_bench)", args.runs);
+        let consumer = consumer::measure(root, env, args.runs).context("consumer path")?;
+        let end_to_end = end_to_end(&leakprobe, args).map_err(|e| format!("{e:#}"));
+        report::print_ingest(&ingest, usages.iter().find(|u| u.label == report::INGEST_PHASE));
+        report::print_usage(&usages);
+        report::print_consumer(&consumer);
+        report::print_end_to_end(&end_to_end);
+        return Ok(());
+    }
     let (mut timings, mut usages) = (Vec::new(), Vec::new());
     let mut sites = None;
     let mut unwinding = report::Unwinding::default();
@@ -205,7 +228,9 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
             | Config::Sampled
             | Config::SampledFp
             | Config::SampledPlain
-            | Config::Tier0 => {
+            | Config::Tier0
+            | Config::FullFloor
+            | Config::SampledFloor => {
                 wait_quiet(args.no_wait);
                 let (name, mode, flags): (&str, &str, &[&str]) = match config {
                     Config::Full => ("full", "full", &[]),
@@ -213,12 +238,17 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
                     Config::FullDwarf => ("full-dwarf", "full", &["--unwind", "dwarf"]),
                     Config::SampledFp => ("sampled-fp", "sampled", &["--unwind", "fp"]),
                     Config::SampledPlain => ("sampled-plain", "sampled", &["--return-probes", "plain"]),
+                    Config::FullFloor => ("full-floor", "full", &[]),
+                    Config::SampledFloor => ("sampled-floor", "sampled", &[]),
                     _ => ("sampled", "sampled", &[]),
                 };
-                let daemon = if config == Config::Tier0 {
-                    Daemon::start_with(&leakprobe, &dir, "tier0", &["--malloc-probes", "auto"])?
-                } else {
-                    Daemon::start(&leakprobe, &dir, name, mode, flags)?
+                let daemon = match config {
+                    Config::Tier0 => Daemon::start_with(&leakprobe, &dir, "tier0", &["--malloc-probes", "auto"])?,
+                    Config::FullFloor => Daemon::start_empty(&leakprobe, &dir, name, mode, COST_EMPTY)?,
+                    Config::SampledFloor => {
+                        Daemon::start_empty(&leakprobe, &dir, name, mode, COST_EMPTY | COST_EMPTY_NO_RETURN)?
+                    }
+                    _ => Daemon::start(&leakprobe, &dir, name, mode, flags)?,
                 };
                 if sites.is_none() {
                     sites = Some(daemon.status().map(|s| report::sites(&s))?);

@@ -26,7 +26,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_get_attach_cookie},
     programs::{ProbeContext, RetProbeContext},
 };
-use leakprobe_common::{AllocFn, COST_EMPTY, Counter};
+use leakprobe_common::{AllocFn, COST_EMPTY, COST_EMPTY_NO_RETURN, Counter};
 
 use super::alloc::{enter, finish, release};
 use crate::maps::{INFLIGHT, cost, count};
@@ -54,8 +54,8 @@ pub extern "C" fn alloc_session(ctx: *mut c_void) -> u32 {
         return 0;
     }
     if cost(COST_EMPTY) {
-        // The cost experiment's empty program keeps full mode's three traps.
-        return WANT_RETURN;
+        // The cost experiment's empty program keeps full mode's three traps, or sampled mode's two.
+        return if cost(COST_EMPTY_NO_RETURN) { SKIP_RETURN } else { WANT_RETURN };
     }
     // SAFETY: the helper reads this link's cookie for the probed offset; it has no preconditions.
     let cookie = unsafe { bpf_get_attach_cookie(ctx) };

@@ -31,18 +31,28 @@ impl Daemon {
         Self::start_with(binary, dir, name, &all)
     }
 
+    /// Starts `leakprobe run --mode MODE --malloc-probes all` with the cost experiment `bits`
+    /// (`LEAKPROBE_COST_EXPERIMENT`, read by the bench build only), for the floor rows.
+    pub fn start_empty(binary: &Path, dir: &Path, name: &str, mode: &str, bits: u32) -> Result<Self> {
+        Self::spawn(binary, dir, name, &["--mode", mode, "--malloc-probes", "all"], Some(bits))
+    }
+
     /// Starts `leakprobe run ARGS` (files named after `name`) and waits until its socket answers.
     pub fn start_with(binary: &Path, dir: &Path, name: &str, args: &[&str]) -> Result<Self> {
+        Self::spawn(binary, dir, name, args, None)
+    }
+
+    fn spawn(binary: &Path, dir: &Path, name: &str, args: &[&str], cost_experiment: Option<u32>) -> Result<Self> {
         let socket = dir.join(format!("leakprobe-{name}.sock"));
         let state = dir.join(format!("state-{name}"));
         let log = dir.join(format!("leakprobe-{name}.log"));
-        let child = Command::new(binary)
-            .arg("run")
-            .args(args)
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(&state)
+        let mut cmd = Command::new(binary);
+        // No metrics listener: its port would clash with any other daemon on the host.
+        cmd.arg("run").args(args).arg("--no-metrics").arg("--socket").arg(&socket).arg("--state-dir").arg(&state);
+        if let Some(bits) = cost_experiment {
+            cmd.env("LEAKPROBE_COST_EXPERIMENT", bits.to_string());
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log)?)

@@ -188,7 +188,7 @@ pub const INGEST_PHASE: &str = "leakprobe full, leaking workload";
 
 /// The workload-driven ingest figure: bounded by how fast the workload allocates under the probes, so it is
 /// shown, not checked against the ingest target (see [`print_end_to_end`]).
-fn print_ingest(ingest: &[Ingest], usage: Option<&DaemonUse>) {
+pub fn print_ingest(ingest: &[Ingest], usage: Option<&DaemonUse>) {
     if ingest.is_empty() {
         return;
     }
@@ -285,7 +285,7 @@ fn join(values: &[f64]) -> String {
     values.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ")
 }
 
-fn print_usage(usages: &[DaemonUse]) {
+pub fn print_usage(usages: &[DaemonUse]) {
     println!("\nleakprobe daemon: CPU over the phase's runs, peak RSS (VmHWM) over its life");
     let mut t = table(&["PHASE", "WALL S", "CPU S", "CPU %", "EVENTS", "US CPU/EVENT", "PEAK RSS MIB"]);
     for u in usages {
