@@ -9,8 +9,14 @@ use aya_build::{Package, Toolchain};
 fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let workspace = manifest.parent().context("the crate sits in the workspace")?.to_path_buf();
-    // `cargo xtask setup` installs bpf-linker here; put it first on PATH for the nested eBPF build.
-    let tools = workspace.join("target").join("tools").join("bin");
+    // `cargo xtask setup` installs bpf-linker in cargo's home, once per machine; put it first on PATH for the
+    // nested eBPF build.
+    let cargo_home = match env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => PathBuf::from(env::var_os("HOME").context("neither CARGO_HOME nor HOME is set")?).join(".cargo"),
+    };
+    println!("cargo:rerun-if-env-changed=CARGO_HOME");
+    let tools = cargo_home.join("leakprobe-tools").join("bin");
     let mut paths = vec![tools];
     paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
     if !paths.iter().any(|dir| dir.join("bpf-linker").exists()) {

@@ -75,7 +75,7 @@ pub fn daemon_bin() -> PathBuf {
     let bin = profile_dir.join("leakprobe");
     assert!(
         bin.is_file(),
-        "daemon binary {} not found: build it with `cargo build -p leakprobe` (or run through `cargo nextest run --workspace`)",
+        "daemon binary {} not found: run the tests through `cargo xtask test`, or `cargo nextest run --workspace --features leakprobe/bench`",
         bin.display()
     );
     bin

@@ -45,19 +45,21 @@ pub fn dist_dir(root: &Path) -> PathBuf {
     root.join("target").join("dist")
 }
 
-/// Builds the static release binary (`target/x86_64-unknown-linux-musl/release/leakprobe`) and returns its path.
-/// Every user of a release binary in the tasks (dist, the image, the .deb, the kernel matrix) takes this one.
+/// Builds the static release binary (`target/x86_64-unknown-linux-musl/dist/leakprobe`, the `dist` profile: the
+/// release profile without debug information, which the shipped binary is stripped of anyway) and returns its
+/// path. Every user of a release binary in the tasks (dist, the image, the .deb, the kernel matrix) takes this one.
 pub fn static_binary(root: &Path, env: &ToolEnv) -> Result<PathBuf> {
     run_checked(cargo(root, env).args([
         "build",
-        "--release",
+        "--profile",
+        "dist",
         "--locked",
         "--package",
         "leakprobe",
         "--target",
         MUSL_TARGET,
     ]))?;
-    Ok(root.join("target").join(MUSL_TARGET).join("release").join("leakprobe"))
+    Ok(root.join("target").join(MUSL_TARGET).join("dist").join("leakprobe"))
 }
 
 /// Builds everything into `target/dist/` and checks it.

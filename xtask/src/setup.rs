@@ -3,7 +3,9 @@
 //! The eBPF crate is compiled by the nightly toolchain (for `-Z build-std=core`) and linked by
 //! bpf-linker, which must load the *same* LLVM as that nightly: bitcode from LLVM N does not link with
 //! LLVM M. So bpf-linker is built against the nightly's own `libLLVM.so`, with the `llvm-N` feature
-//! read from `rustc +nightly -vV`, and installed under `target/tools` (a fresh clone installs it anew).
+//! read from `rustc +nightly -vV`, and installed once per machine under `$CARGO_HOME/leakprobe-tools` (like the
+//! cargo subcommands setup installs), so that a fresh clone does not build it again; a stamp there records the
+//! version and the exact libLLVM it was built against, and a new nightly rebuilds it.
 
 use std::{
     env,
@@ -26,8 +28,8 @@ pub struct ToolEnv {
     pub path: OsString,
 }
 
-pub fn setup(root: &Path) -> Result<ToolEnv> {
-    let tools = root.join("target").join("tools");
+pub fn setup() -> Result<ToolEnv> {
+    let tools = machine_tools()?;
     let bin = tools.join("bin");
     mount_trace_filesystems();
     ensure_rust_src()?;
@@ -44,6 +46,15 @@ pub fn setup(root: &Path) -> Result<ToolEnv> {
     let mut paths = vec![bin];
     paths.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
     Ok(ToolEnv { path: env::join_paths(paths).context("PATH")? })
+}
+
+/// Where setup installs the tools it builds: `$CARGO_HOME/leakprobe-tools`, one per machine.
+fn machine_tools() -> Result<PathBuf> {
+    let cargo_home = match env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => PathBuf::from(env::var_os("HOME").context("neither CARGO_HOME nor HOME is set")?).join(".cargo"),
+    };
+    Ok(cargo_home.join("leakprobe-tools"))
 }
 
 pub fn step(msg: &str) {

@@ -1,6 +1,6 @@
 //! The artifacts of `cargo xtask dist`, run as operators run them (steps of `cargo xtask test`):
 //!
-//! - [`systemd_run`]: the .deb installed into a Debian 12 root (debootstrap, cached under `target/ship/`) booted
+//! - [`systemd_run`]: the .deb installed into a Debian 12 root (debootstrap, cached in `~/.cache/leakprobe/`) booted
 //!   with `systemd-nspawn --boot`: `systemctl start` returns once the daemon is ready (`Type=notify`), `leakprobe
 //!   status` answers at once, `systemctl stop` leaves none of its eBPF links or programs (bpftool by id). The
 //!   steps run inside, in `xtask/scripts/systemd-guest.sh`, as a oneshot unit; this host has no systemd (hence `--keep-unit`: no scope to ask a bus for).
@@ -28,9 +28,12 @@ const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 /// What the root needs besides `minbase`: systemd to boot, bpftool to look for what the daemon left.
 const ROOT_PACKAGES: &str = "systemd,systemd-sysv,dbus,bpftool,adduser";
 
-/// A Debian 12 root made once by debootstrap and kept in `target/ship/debian12`; each run boots an ephemeral copy.
-fn debian_root(root: &Path) -> Result<PathBuf> {
-    let dir = root.join("target").join("ship");
+/// A Debian 12 root made once per machine by debootstrap and kept in `~/.cache/leakprobe/debian12` (like the
+/// packages and tools setup installs: a download of about 250 MB whose time depends on the network, from a
+/// minute to over six); each run boots an ephemeral copy, so the cached root is never changed.
+fn debian_root() -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let dir = PathBuf::from(home).join(".cache").join("leakprobe");
     let done = dir.join("debian12");
     if done.join("usr/lib/systemd/systemd").exists() {
         return Ok(done);
@@ -38,7 +41,10 @@ fn debian_root(root: &Path) -> Result<PathBuf> {
     let tmp = dir.join("debian12.tmp");
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&dir)?;
-    step("debootstrap: a Debian 12 root for the systemd run (once; cached in target/ship/debian12)");
+    step(&format!(
+        "debootstrap: a Debian 12 root for the systemd run (once per machine; cached in {})",
+        done.display()
+    ));
     let started = Instant::now();
     check(
         Command::new("debootstrap")
@@ -77,7 +83,7 @@ pub fn own_group(cmd: &mut Command) -> &mut Command {
 
 /// Boots the root with the .deb and the guest script; prints the guest's transcript.
 pub fn systemd_run(root: &Path, dist: &Dist) -> Result<()> {
-    let rootfs = debian_root(root)?;
+    let rootfs = debian_root()?;
     let share = tempfile_dir(root, "systemd")?;
     let out = share.join("out");
     fs::create_dir_all(&out)?;

@@ -35,11 +35,14 @@ pub fn run(root: &Path, env: &ToolEnv, args: &[String]) -> Result<()> {
     run_daemon(root, args)
 }
 
-/// Builds the daemon the integration tests run (`target/debug/leakprobe`, the dev profile, optimized) and
-/// returns its path. Cargo only builds a package's binaries for that package's own integration tests, hence
-/// explicitly; with the benchmark subcommands: the ingest test runs `leakprobe bench-ingest`.
+/// The test build's features: the hidden benchmark subcommands, for the ingest test (`leakprobe bench-ingest`).
+const TEST_FEATURES: [&str; 2] = ["--features", "leakprobe/bench"];
+
+/// Builds what the tests run, in one invocation that is exactly nextest's own build (so that nextest then builds
+/// nothing): the test binaries, and the daemon `target/debug/leakprobe` (the dev profile, optimized), which cargo
+/// builds for the leakprobe package's integration tests (`leakprobe/tests/binary.rs`). Returns the daemon's path.
 pub fn build_test_daemon(root: &Path, env: &ToolEnv) -> Result<PathBuf> {
-    check(cargo(root, env).args(["build", "--package", "leakprobe", "--bins", "--features", "bench"]))?;
+    check(cargo(root, env).args(["test", "--no-run", "--workspace"]).args(TEST_FEATURES))?;
     Ok(test_daemon(root))
 }
 
@@ -51,7 +54,7 @@ pub fn test_daemon(root: &Path) -> PathBuf {
 pub fn test(root: &Path, env: &ToolEnv, args: &[String]) -> Result<()> {
     build_test_daemon(root, env)?;
     // nextest runs every test in its own process, fails when no test ran, and prints one summary line.
-    check(cargo(root, env).args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(args))
+    check(cargo(root, env).args(["nextest", "run", "--workspace", "--no-fail-fast"]).args(TEST_FEATURES).args(args))
 }
 
 pub fn lint(root: &Path, env: &ToolEnv) -> Result<()> {
