@@ -203,16 +203,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         return python::bench(&leakprobe, &dir, args);
     }
     if args.only.only_ingest {
-        let mut usages = Vec::new();
-        let ingest = ingest_phase(&leakprobe, &dir, &work, args, &mut usages)?;
-        eprintln!("bench: consumer path in-process ({} runs of leakprobe/examples/ingest_bench)", args.runs);
-        let consumer = consumer::measure(root, env, args.runs).context("consumer path")?;
-        let end_to_end = end_to_end(&leakprobe, args).map_err(|e| format!("{e:#}"));
-        report::print_ingest(&ingest, usages.iter().find(|u| u.label == report::INGEST_PHASE));
-        report::print_usage(&usages);
-        report::print_consumer(&consumer);
-        report::print_end_to_end(&end_to_end);
-        return Ok(());
+        return only_ingest(root, env, &leakprobe, &dir, &work, args);
     }
     let (mut timings, mut usages) = (Vec::new(), Vec::new());
     let mut sites = None;
@@ -232,24 +223,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
             | Config::FullFloor
             | Config::SampledFloor => {
                 wait_quiet(args.no_wait);
-                let (name, mode, flags): (&str, &str, &[&str]) = match config {
-                    Config::Full => ("full", "full", &[]),
-                    Config::FullFp => ("full-fp", "full", &["--unwind", "fp"]),
-                    Config::FullDwarf => ("full-dwarf", "full", &["--unwind", "dwarf"]),
-                    Config::SampledFp => ("sampled-fp", "sampled", &["--unwind", "fp"]),
-                    Config::SampledPlain => ("sampled-plain", "sampled", &["--return-probes", "plain"]),
-                    Config::FullFloor => ("full-floor", "full", &[]),
-                    Config::SampledFloor => ("sampled-floor", "sampled", &[]),
-                    _ => ("sampled", "sampled", &[]),
-                };
-                let daemon = match config {
-                    Config::Tier0 => Daemon::start_with(&leakprobe, &dir, "tier0", &["--malloc-probes", "auto"])?,
-                    Config::FullFloor => Daemon::start_empty(&leakprobe, &dir, name, mode, COST_EMPTY)?,
-                    Config::SampledFloor => {
-                        Daemon::start_empty(&leakprobe, &dir, name, mode, COST_EMPTY | COST_EMPTY_NO_RETURN)?
-                    }
-                    _ => Daemon::start(&leakprobe, &dir, name, mode, flags)?,
-                };
+                let daemon = start_daemon(config, &leakprobe, &dir)?;
                 if sites.is_none() {
                     sites = Some(daemon.status().map(|s| report::sites(&s))?);
                 }
@@ -311,6 +285,47 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
     if let Err(err) = python::bench(&leakprobe, &dir, args) {
         println!("\nthe Python frame walk: did not run: {err:#}");
     }
+    Ok(())
+}
+
+/// The daemon of a leakprobe configuration of the per-pair table.
+fn start_daemon(config: Config, leakprobe: &Path, dir: &Path) -> Result<Daemon> {
+    let (name, mode, flags): (&str, &str, &[&str]) = match config {
+        Config::Full => ("full", "full", &[]),
+        Config::FullFp => ("full-fp", "full", &["--unwind", "fp"]),
+        Config::FullDwarf => ("full-dwarf", "full", &["--unwind", "dwarf"]),
+        Config::SampledFp => ("sampled-fp", "sampled", &["--unwind", "fp"]),
+        Config::SampledPlain => ("sampled-plain", "sampled", &["--return-probes", "plain"]),
+        Config::FullFloor => ("full-floor", "full", &[]),
+        Config::SampledFloor => ("sampled-floor", "sampled", &[]),
+        _ => ("sampled", "sampled", &[]),
+    };
+    match config {
+        Config::Tier0 => Daemon::start_with(leakprobe, dir, "tier0", &["--malloc-probes", "auto"]),
+        Config::FullFloor => Daemon::start_empty(leakprobe, dir, name, mode, COST_EMPTY),
+        Config::SampledFloor => Daemon::start_empty(leakprobe, dir, name, mode, COST_EMPTY | COST_EMPTY_NO_RETURN),
+        _ => Daemon::start(leakprobe, dir, name, mode, flags),
+    }
+}
+
+/// `--only-ingest`: the workload-driven ingest, the consumer path in-process and `bench-ingest` end to end.
+fn only_ingest(
+    root: &Path,
+    env: &ToolEnv,
+    leakprobe: &Path,
+    dir: &Path,
+    work: &Workload,
+    args: &BenchArgs,
+) -> Result<()> {
+    let mut usages = Vec::new();
+    let ingest = ingest_phase(leakprobe, dir, work, args, &mut usages)?;
+    eprintln!("bench: consumer path in-process ({} runs of leakprobe/examples/ingest_bench)", args.runs);
+    let consumer = consumer::measure(root, env, args.runs).context("consumer path")?;
+    let end_to_end = end_to_end(leakprobe, args).map_err(|e| format!("{e:#}"));
+    report::print_ingest(&ingest, usages.iter().find(|u| u.label == report::INGEST_PHASE));
+    report::print_usage(&usages);
+    report::print_consumer(&consumer);
+    report::print_end_to_end(&end_to_end);
     Ok(())
 }
 

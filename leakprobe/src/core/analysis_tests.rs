@@ -150,7 +150,7 @@ fn a_cache_that_fills_ever_more_slowly_is_a_plateau() {
     // 1 - e^(-t/τ) with τ a fifth and a quarter of the window: the recent third grows at 0.11 and 0.2 of the
     // window's rate.
     for tau in [12.0, 15.0] {
-        let s = series((0..60).map(|i| (1e6 * (1.0 - (-(i as f64) / tau).exp())) as u64));
+        let s = series((0..60).map(|i| (1e6 * (1.0 - (-f64::from(i) / tau).exp())) as u64));
         let (v, g) = judge(&s, 0.9);
         assert_eq!(v, Verdict::Plateau, "τ {tau}: {g:?}");
     }
