@@ -11,6 +11,10 @@ use tempfile::TempDir;
 
 use crate::{CLI_TIMEOUT, POLL_INTERVAL, daemon_bin, describe, run_with_timeout};
 
+/// How long discovery may take to list a new allocator file (exec scans are immediate; dlopen waits for a
+/// rescan).
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long the daemon may take to load its programs and answer `status`.
 pub const START_TIMEOUT: Duration = Duration::from_mins(1);
 /// How long the daemon may take to exit after SIGTERM/SIGINT. Removing a uprobe waits for an RCU grace period
@@ -223,22 +227,24 @@ impl Daemon {
         self.cli_json(&["status", "--socket", self.socket_str(), "--json"])
     }
 
-    /// Waits (30 s at most) until `status` lists the allocator file `file` (`MAJOR:MINOR:INODE`, see
-    /// [`crate::file_id`]), supported or not, and returns its entry.
-    pub fn wait_for_file(&self, what: &str, file: &str) -> Value {
-        crate::poll_until(Duration::from_secs(30), what, || {
+    /// Waits ([`DISCOVERY_TIMEOUT`] at most) until `status` lists an allocator file (`discovery.providers`) for
+    /// which `matches` holds, and returns its entry.
+    pub fn wait_for_provider(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        crate::poll_until(DISCOVERY_TIMEOUT, what, || {
             let status = self.status();
-            status["discovery"]["providers"].as_array()?.iter().find(|p| p["file"].as_str() == Some(file)).cloned()
+            status["discovery"]["providers"].as_array()?.iter().find(|p| matches(p)).cloned()
         })
+    }
+
+    /// [`Self::wait_for_provider`] for the file `file` (`MAJOR:MINOR:INODE`, see [`crate::file_id`]), supported or
+    /// not.
+    pub fn wait_for_file(&self, what: &str, file: &str) -> Value {
+        self.wait_for_provider(what, |p| p["file"].as_str() == Some(file))
     }
 
     /// [`Self::wait_for_file`], until the file's probes are attached.
     pub fn wait_for_probes(&self, what: &str, file: &str) -> Value {
-        crate::poll_until(Duration::from_secs(30), what, || {
-            let status = self.status();
-            let providers = status["discovery"]["providers"].as_array()?;
-            providers.iter().find(|p| p["file"].as_str() == Some(file) && p["probes"].as_u64() > Some(0)).cloned()
-        })
+        self.wait_for_provider(what, |p| p["file"].as_str() == Some(file) && p["probes"].as_u64() > Some(0))
     }
 
     /// `leakprobe top --pid PID --limit 10000 --json`: every stack of `pid`.

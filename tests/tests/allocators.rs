@@ -4,30 +4,23 @@
 //! allocator file probed, then leaks; the leaks must come out exact and symbolized. A static executable stripped
 //! of its symbols cannot be probed: `status` must say so, and why.
 
-use std::{fs, path::Path, time::Duration};
+use std::{fs, path::Path};
 
 use leakprobe_tests::container::{Container, program_pid};
 use leakprobe_tests::stacks::{assert_live, by_fn0};
-use leakprobe_tests::{Daemon, Fixture, StackExt, describe, dump, file_id, poll_until, wait_for_fence};
+use leakprobe_tests::{Daemon, Fixture, StackExt, describe, dump, file_id, wait_for_fence};
 use serde_json::Value;
 
 const MALLOC_COUNT: u64 = 10;
 const MALLOC_SIZE: u64 = 1000;
 const SPECIAL_COUNT: u64 = 4;
 const SPECIAL_SIZE: u64 = 2500;
-/// How long discovery may take to find a new allocator file (exec scans are immediate; dlopen waits for a rescan).
-const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Waits until `status` lists a supported provider whose path satisfies `matches`, and returns it.
+/// Waits until `status` lists a supported provider with probes whose path satisfies `matches`, and returns it.
 fn wait_for_provider(daemon: &Daemon, what: &str, matches: impl Fn(&str) -> bool) -> Value {
-    poll_until(DISCOVERY_TIMEOUT, what, || {
-        let status = daemon.status();
-        let providers = status["discovery"]["providers"].as_array()?.clone();
-        providers.into_iter().find(|p| {
-            p["supported"].as_bool() == Some(true)
-                && p["path"].as_str().is_some_and(&matches)
-                && p["probes"].as_u64() > Some(0)
-        })
+    daemon.wait_for_provider(what, |p| {
+        p["supported"].as_bool() == Some(true)
+            && p["path"].as_str().is_some_and(&matches)
+            && p["probes"].as_u64() > Some(0)
     })
 }
 
@@ -73,10 +66,8 @@ fn trace_probes_a_process_jemalloc_pid_scoped_and_its_leaks_are_exact() {
     let daemon = Daemon::start_with_args(&["--malloc-probes", "off"]);
     let mut fixture = Fixture::spawn(env!("ALLOC_LEAKER_JEMALLOC"), &[]);
     fixture.wait_line("started");
-    let provider = poll_until(DISCOVERY_TIMEOUT, "libjemalloc listed", || {
-        let status = daemon.status();
-        let providers = status["discovery"]["providers"].as_array()?.clone();
-        providers.into_iter().find(|p| p["path"].as_str().is_some_and(|path| path.ends_with("libjemalloc.so.2")))
+    let provider = daemon.wait_for_provider("libjemalloc listed", |p| {
+        p["path"].as_str().is_some_and(|path| path.ends_with("libjemalloc.so.2"))
     });
     assert_eq!(provider["family"].as_str(), Some("jemalloc"), "{provider:#}");
     assert_eq!(provider["supported"].as_bool(), Some(true), "{provider:#}");

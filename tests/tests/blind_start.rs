@@ -103,11 +103,7 @@ fn a_containers_first_allocations_are_seen_or_counted() {
     let pid = program_pid(&fixture);
     let libc = file_id(&container.root().join("lib/x86_64-linux-gnu/libc.so.6"));
     let (seen, missed) = early_then_late(&daemon, &mut fixture, pid, || {
-        poll_until(Duration::from_secs(30), "the container's libc probed", || {
-            let status = daemon.status();
-            let providers = status["discovery"]["providers"].as_array()?.clone();
-            providers.into_iter().find(|p| p["file"].as_str() == Some(libc.as_str()) && p["probes"].as_u64() > Some(0))
-        });
+        daemon.wait_for_probes("the container's libc probed", &libc);
     });
     println!("container: {seen} early allocations seen, {missed} counted as missed");
     // Every early allocation missed is counted, and so are the C library's own start-up allocations freed
