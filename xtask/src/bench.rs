@@ -259,12 +259,7 @@ pub fn bench(root: &Path, env: &ToolEnv, args: &BenchArgs) -> Result<()> {
         report::print_tier0_unwinding(&pages);
         return Ok(());
     }
-    let ingest = ingest_phase(&leakprobe, &dir, &work, args, &mut usages)?;
-
-    eprintln!("bench: consumer path in-process ({} runs of leakprobe/examples/ingest_bench)", args.runs);
-    let consumer = consumer::measure(root, env, args.runs).context("consumer path")?;
-    // A failure here (no second CPU, say) is reported with the results rather than losing them.
-    let end_to_end = end_to_end(&leakprobe, args).map_err(|e| format!("{e:#}"));
+    let (ingest, consumer, end_to_end) = ingest_parts(root, env, &leakprobe, &dir, &work, args, &mut usages)?;
     eprintln!("bench: the daemon's unwinder on its own stack (leakprobe bench-unwind)");
     unwinding.micro =
         undisturbed(args.no_wait, || bench_unwind(&leakprobe)).map_err(|e| eprintln!("bench: {e:#}")).ok();
@@ -308,7 +303,29 @@ fn start_daemon(config: Config, leakprobe: &Path, dir: &Path) -> Result<Daemon> 
     }
 }
 
-/// `--only-ingest`: the workload-driven ingest, the consumer path in-process and `bench-ingest` end to end.
+/// What [`ingest_parts`] measures.
+type IngestParts = (Vec<workload::Ingest>, Vec<consumer::Consumer>, Result<Vec<ingest::Shape>, String>);
+
+/// The three ingest measurements: the workload-driven ingest under full mode, the consumer path in-process and
+/// `bench-ingest` end to end (whose failure, no second CPU say, is reported with the results rather than
+/// losing them).
+fn ingest_parts(
+    root: &Path,
+    env: &ToolEnv,
+    leakprobe: &Path,
+    dir: &Path,
+    work: &Workload,
+    args: &BenchArgs,
+    usages: &mut Vec<DaemonUse>,
+) -> Result<IngestParts> {
+    let ingest = ingest_phase(leakprobe, dir, work, args, usages)?;
+    eprintln!("bench: consumer path in-process ({} runs of leakprobe/examples/ingest_bench)", args.runs);
+    let consumer = consumer::measure(root, env, args.runs).context("consumer path")?;
+    let end_to_end = end_to_end(leakprobe, args).map_err(|e| format!("{e:#}"));
+    Ok((ingest, consumer, end_to_end))
+}
+
+/// `--only-ingest`: the three ingest measurements alone.
 fn only_ingest(
     root: &Path,
     env: &ToolEnv,
@@ -318,10 +335,7 @@ fn only_ingest(
     args: &BenchArgs,
 ) -> Result<()> {
     let mut usages = Vec::new();
-    let ingest = ingest_phase(leakprobe, dir, work, args, &mut usages)?;
-    eprintln!("bench: consumer path in-process ({} runs of leakprobe/examples/ingest_bench)", args.runs);
-    let consumer = consumer::measure(root, env, args.runs).context("consumer path")?;
-    let end_to_end = end_to_end(leakprobe, args).map_err(|e| format!("{e:#}"));
+    let (ingest, consumer, end_to_end) = ingest_parts(root, env, leakprobe, dir, work, args, &mut usages)?;
     report::print_ingest(&ingest, usages.iter().find(|u| u.label == report::INGEST_PHASE));
     report::print_usage(&usages);
     report::print_consumer(&consumer);

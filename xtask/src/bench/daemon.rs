@@ -26,15 +26,26 @@ impl Daemon {
     /// benchmarks need) and waits until its socket answers (which means its probes are attached). `name` names
     /// its socket, state directory and log.
     pub fn start(binary: &Path, dir: &Path, name: &str, mode: &str, args: &[&str]) -> Result<Self> {
-        let mut all = vec!["--mode", mode, "--malloc-probes", "all"];
-        all.extend_from_slice(args);
-        Self::start_with(binary, dir, name, &all)
+        Self::start_in_mode(binary, dir, name, mode, args, None)
     }
 
     /// Starts `leakprobe run --mode MODE --malloc-probes all` with the cost experiment `bits`
     /// (`LEAKPROBE_COST_EXPERIMENT`, read by the bench build only), for the floor rows.
     pub fn start_empty(binary: &Path, dir: &Path, name: &str, mode: &str, bits: u32) -> Result<Self> {
-        Self::spawn(binary, dir, name, &["--mode", mode, "--malloc-probes", "all"], Some(bits))
+        Self::start_in_mode(binary, dir, name, mode, &[], Some(bits))
+    }
+
+    fn start_in_mode(
+        binary: &Path,
+        dir: &Path,
+        name: &str,
+        mode: &str,
+        args: &[&str],
+        cost_experiment: Option<u32>,
+    ) -> Result<Self> {
+        let mut all = vec!["--mode", mode, "--malloc-probes", "all"];
+        all.extend_from_slice(args);
+        Self::spawn(binary, dir, name, &all, cost_experiment)
     }
 
     /// Starts `leakprobe run ARGS` (files named after `name`) and waits until its socket answers.
