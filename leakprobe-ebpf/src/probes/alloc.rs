@@ -19,27 +19,26 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP, pt_regs},
+    bindings::{BPF_F_USER_STACK, pt_regs},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_user,
         generated::{bpf_get_stack, bpf_probe_read_kernel, bpf_probe_read_user as read_user_bytes},
     },
     macros::{uprobe, uretprobe},
-    maps::ring_buf::{RingBufBytes, RingBufEntry},
+    maps::ring_buf::RingBufBytes,
     programs::{ProbeContext, RetProbeContext},
 };
 use leakprobe_common::{
     ALLOC_FLAG_PY_FRAMES, ALLOC_FLAG_REPLACES_OLD, ALLOC_FLAG_STACK_COPY, ALLOC_FLAG_STACK_ERROR,
-    ALLOC_FLAG_STACK_TRUNCATED, ALLOC_HEAD_BYTES, AllocEvent, AllocFn, COST_EMPTY, COST_FREE_LOOKUP, COST_FULL_RECORDS,
+    ALLOC_FLAG_STACK_TRUNCATED, ALLOC_HEAD_BYTES, AllocEvent, AllocFn, COST_EMPTY, COST_FULL_RECORDS,
     COST_INFLIGHT_REMOVE, COST_NESTED_FIRST, COST_NO_LIVE, COST_NO_STACK, Countdown, Counter, EventHeader, EventKind,
-    FreeEvent, InFlight, LiveKey, MAX_FRAMES, MAX_STACK_COPY_CHUNKS, PyFrames, STACK_COPY_CHUNK, UserStack,
-    alloc_record_bytes,
+    InFlight, LiveKey, MAX_FRAMES, MAX_STACK_COPY_CHUNKS, PyFrames, STACK_COPY_CHUNK, UserStack, alloc_record_bytes,
 };
 
-use super::unwind;
+use super::{free::emit_free, unwind};
 use crate::maps::{
-    EVENTS, INFLIGHT, LIVE, UNSEEN_FREES, alloc_interval, cost, count, global_sample_interval, live_filter_add,
-    live_filter_maybe, live_filter_on, now_ns, sample, sampling, stack_copy_bytes, submit_flags, traced, unwind_tables,
+    EVENTS, INFLIGHT, LIVE, alloc_interval, cost, count, live_filter_add, live_filter_maybe, live_filter_on, now_ns,
+    sample, sampling, stack_copy_bytes, submit_flags, traced, unwind_tables,
 };
 
 /// The user stack pointer in the saved registers.
@@ -571,85 +570,4 @@ fn user_registers(regs: *const pt_regs) -> (u64, u64, u64, u64) {
     #[cfg(bpf_target_arch = "aarch64")]
     let values = unsafe { ((*regs).pc, (*regs).sp, (*regs).regs[29], (*regs).regs[30]) };
     values
-}
-
-/// Reports a free of `addr` if it is live; a free of an address never reported costs no event.
-///
-/// In full mode (the loader's global sampling interval 0) nearly every free is of a live block: the record is
-/// reserved first and one map operation, the delete, says whether the block was live (a free of an unknown
-/// address then costs a discarded reservation). In sampled mode most frees are of blocks never reported: one
-/// lookup, and a reservation and a delete only for a live block; and before the lookup, the filter of live
-/// addresses (`LIVE_FILTER`), whose slot at 0 says the address is not live without a hash lookup.
-pub fn emit_free(tgid: u32, tid: u32, addr: u64) {
-    let key = LiveKey { tgid, pad: 0, addr };
-    if cost(COST_NO_LIVE) {
-        free_unknown(tgid);
-        return;
-    }
-    if global_sample_interval() == 0 && !cost(COST_FREE_LOOKUP) {
-        let Some(entry) = EVENTS.reserve::<FreeEvent>(0) else {
-            // No room: the block stays live in LIVE and in the daemon, which still agree. A loss only if it was.
-            if LIVE.get_ptr(key).is_some() {
-                count(Counter::RingBufFullFree);
-            } else {
-                free_unknown(tgid);
-            }
-            return;
-        };
-        if LIVE.remove(key).is_err() {
-            // Never reported, or another thread freed it first (a double free in the traced program).
-            entry.discard(u64::from(BPF_RB_NO_WAKEUP));
-            free_unknown(tgid);
-            return;
-        }
-        submit_free(entry, tgid, tid, addr);
-        return;
-    }
-    let filter = live_filter_on();
-    // The filter first: a slot at 0 holds no live address, and most frees here are of blocks never reported.
-    if filter && !live_filter_maybe(tgid, addr) || LIVE.get_ptr(key).is_none() {
-        free_unknown(tgid);
-        return;
-    }
-    // With no room, the block stays live in LIVE and in the daemon: both still agree.
-    let Some(entry) = reserve_free() else { return };
-    if LIVE.remove(key).is_err() {
-        // Another thread freed it first (a double free in the traced program).
-        entry.discard(0);
-        return;
-    }
-    if filter {
-        live_filter_add(tgid, addr, u64::MAX);
-    }
-    submit_free(entry, tgid, tid, addr);
-}
-
-/// Counts a free of an address not live (`frees_unknown`, and the process's unseen frees when counted).
-#[inline(always)]
-fn free_unknown(tgid: u32) {
-    count(Counter::FreesUnknown);
-    if let Some(unseen) = UNSEEN_FREES.get_ptr_mut(tgid) {
-        // SAFETY: per-CPU storage, so no other program writes this slot concurrently.
-        unsafe { *unseen += 1 };
-    }
-}
-
-/// Reserves a free record; a full ring buffer is counted (`ringbuf_full_free`). Every free record is reserved
-/// here: the probes' and the ingest generator's.
-#[inline(always)]
-pub fn reserve_free() -> Option<RingBufEntry<FreeEvent>> {
-    let entry = EVENTS.reserve::<FreeEvent>(0);
-    if entry.is_none() {
-        count(Counter::RingBufFullFree);
-    }
-    entry
-}
-
-/// Writes and submits a free record of `addr`, and counts it (`frees`).
-#[inline(always)]
-pub fn submit_free(mut entry: RingBufEntry<FreeEvent>, tgid: u32, tid: u32, addr: u64) {
-    let header = EventHeader { kind: EventKind::Free as u32, pad: 0, ts_ns: now_ns(), tgid, tid };
-    entry.write(FreeEvent { header, addr });
-    entry.submit(submit_flags());
-    count(Counter::Frees);
 }

@@ -24,7 +24,10 @@ use leakprobe_common::{
     generator::{self, COMM, FRAMES, MAX_RUN, STACKS, Shape},
 };
 
-use super::alloc::{reserve_alloc, reserve_free, submit_alloc, submit_free, write_alloc};
+use super::{
+    alloc::{reserve_alloc, submit_alloc, write_alloc},
+    free::{reserve_free, submit_free},
+};
 use crate::maps::now_ns;
 
 /// The size class of a record with `FRAMES` frames (the smallest that holds them).
